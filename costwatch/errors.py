@@ -1,0 +1,118 @@
+"""Every error costwatch raises on purpose, in one place.
+
+    CostwatchError
+    ├── ConfigError                 the YAML file is wrong; carries every problem at once
+    ├── UsageError                  an export's CSV cannot be trusted (column, first bad row)
+    └── ExportError                 the Langdock export failed; `reason` is a metric label
+        ├── ExportAuthError         401: key wrong or missing the USAGE_EXPORT_API scope
+        ├── ExportRequestError      another 400: the request itself is wrong (not retried);
+        │                           reason "too_large" when even a one-day range is too large
+        ├── ExportProtocolError     `success: false`, a body of another shape, a bad URL
+        ├── ExportPeriodError       the CSV's period_start/period_end contradict the range
+        ├── ExportDownloadError     the signed download failed, broke off or was too big
+        └── ExportUnavailableError  429, 5xx, timeouts, connection errors after all retries
+
+Messages never contain a secret: the Langdock key and Slack tokens stay out of every `str()`
+and `repr()` of these errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class CostwatchError(Exception):
+    """Base class of every error costwatch raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a configuration file, with where it is."""
+
+    path: str  # "budgets[2].limits.cost_usd"; "" for the whole file
+    message: str
+    line: int | None = None  # 1-based line in the YAML file, where known
+
+    def __str__(self) -> str:
+        where = self.path or "(file)"
+        if self.line is not None:
+            where = f"{where} (line {self.line})"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(CostwatchError):
+    """The configuration is invalid; `problems` lists every problem found, in file order."""
+
+    def __init__(self, source: str, problems: Sequence[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        count = len(self.problems)
+        head = f"{self.source}: {count} problem{'s' if count != 1 else ''}"
+        return "\n".join([head, *(f"  {p}" for p in self.problems)])
+
+
+class UsageError(CostwatchError):
+    """An export's CSV is malformed: names the column and the first bad row where known."""
+
+    def __init__(self, message: str, *, column: str | None = None, row: int | None = None) -> None:
+        self.column = column
+        self.row = row
+        super().__init__(message)
+
+
+class ExportError(CostwatchError):
+    """The export failed. `reason` is a short, stable label for metrics."""
+
+    reason: str = "error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
+        super().__init__(message)
+
+
+class ExportAuthError(ExportError):
+    reason = "unauthorized"
+
+
+class ExportRequestError(ExportError):
+    reason = "bad_request"
+
+
+class ExportProtocolError(ExportError):
+    reason = "protocol"
+
+
+class ExportPeriodError(ExportError):
+    reason = "period_mismatch"
+
+
+class ExportDownloadError(ExportError):
+    reason = "download"
+
+
+class ExportUnavailableError(ExportError):
+    """Retries ran out. `reason` says what kept failing: rate_limited, server_error, timeout,
+    connection, download."""
+
+    reason = "unavailable"
+
+
+# Every value ExportError.reason can take, so metrics can create the label children up front.
+EXPORT_FAILURE_REASONS: tuple[str, ...] = (
+    "unauthorized",
+    "bad_request",
+    "too_large",
+    "protocol",
+    "period_mismatch",
+    "download",
+    "rate_limited",
+    "server_error",
+    "timeout",
+    "connection",
+    "usage",
+)
