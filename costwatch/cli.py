@@ -191,7 +191,8 @@ def _describe_export(fetched: cycle.Fetched) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from costwatch.simulator import Simulator, Workspace  # only the demo needs the simulator
+    # Only the demo needs the simulator; `check` and `run` never load it.
+    from costwatch.simulator import Simulator, Workspace  # noqa: PLC0415
 
     with Simulator(Workspace()) as sim:
         env = {
@@ -211,7 +212,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def demo_config_path() -> Path:
-    """The demo's configuration: packaged beside this module in a wheel, in config/ in a checkout."""
+    """The demo's configuration: beside this module in a wheel, in config/ in a checkout."""
     packaged = Path(__file__).with_name("demo.yaml")
     if packaged.is_file():
         return packaged

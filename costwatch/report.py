@@ -28,14 +28,16 @@ class UsageReport:
     period: Period
     now: Any  # datetime; Any keeps json encoding in one place below
     source: str  # "Langdock export (2 parts)" or "file export.csv"
-    per_key: pl.DataFrame  # usage.per_key(): api_key_id, api_key_name, requests, total_cost_usd, ...
+    per_key: (
+        pl.DataFrame
+    )  # usage.per_key(): api_key_id, api_key_name, requests, total_cost_usd, ...
     top_models: pl.DataFrame  # usage.top_models(): api_key_id, model, total_cost_usd, requests
     rows_read: int = 0
     notes: Sequence[str] = field(default_factory=tuple)
 
 
 def period_line(period: Period, now: Any) -> str:
-    """"Month to date in Europe/Berlin: 2026-11-01 00:00 to 2026-11-25 10:30 (24.4 of 30 days)"."""
+    """ "Month to date in Europe/Berlin: 2026-11-01 00:00 to 2026-11-25 10:30 (24.4 of 30 days)"."""
     local_now = min(now, period.end).astimezone(period.zone)
     elapsed_days = period.elapsed(now).total_seconds() / 86_400
     total_days = period.length.total_seconds() / 86_400
@@ -65,7 +67,8 @@ def render_table(report: UsageReport) -> str:
     spend_w = max(len("SPEND"), len(fmt.money(total_cost)))
     req_w = max(len("REQUESTS"), len(fmt.count(total_requests)))
 
-    def line(rank: str, name: str, key_id: str, spend: str, requests: str, top: str) -> str:
+    def line(*cells: str) -> str:
+        rank, name, key_id, spend, requests, top = cells
         return (
             f"{rank:>{rank_w}}  {name:<{name_w}}  {key_id:<{id_w}}  "
             f"{spend:>{spend_w}}  {requests:>{req_w}}  {top}"

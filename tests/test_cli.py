@@ -1,0 +1,266 @@
+"""`costwatch validate`, `check` and `demo`, end to end over loopback against the simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from costwatch.cli import main
+from costwatch.simulator import Simulator, Workspace
+
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+SECRET = "sk-lang-VERY-SECRET-0042"
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(Workspace(keys=8), api_key=SECRET, clock=lambda: NOW) as server:
+        yield server
+
+
+def write_config(tmp_path: Path, base_url: str, *, extra: str = "") -> Path:
+    path = tmp_path / "costwatch.yaml"
+    path.write_text(
+        f"""\
+langdock:
+  base_url: {base_url}
+  api_key: ${{LANGDOCK_API_KEY}}
+  allow_insecure_download: true
+  timeout_seconds: 5
+  retry_max_elapsed_seconds: 2
+schedule:
+  every: 15m
+  timezone: Europe/Berlin
+state:
+  path: {tmp_path / "state.db"}
+budgets:
+  - name: every-key
+    keys: "*"
+    limits: {{cost_usd: 200}}
+{extra}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def config(tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+    return write_config(tmp_path, sim.base_url)
+
+
+def test_check_prints_spend_per_key_sorted_with_totals(
+    config: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["check", "--config", str(config), "--now", NOW.isoformat()])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("Month to date in Europe/Berlin: 2026-11-01 00:00 to 2026-11-20 13:00")
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("#"))
+    body = lines[header + 1 : -1]
+    assert len(body) == 8
+    spends = [float(line.split("$")[1].split()[0].replace(",", "")) for line in body]
+    assert spends == sorted(spends, reverse=True)
+    assert lines[-1].lstrip().startswith("TOTAL (8 keys)")
+    total = float(lines[-1].split("$")[1].split()[0].replace(",", ""))
+    assert total == pytest.approx(sum(spends), abs=0.01 * len(spends))
+    assert sim.exports_made() == 1
+
+
+def test_check_exports_the_month_to_date_in_the_configured_zone(
+    config: Path, sim: Simulator
+) -> None:
+    assert main(["check", "--config", str(config), "--now", NOW.isoformat()]) == 0
+    (export,) = [r for r in sim.requests if r.path == "/export/api-keys"]
+    body = json.loads(export.body)
+    assert body == {
+        "from": {"date": "2026-11-01T00:00:00.000Z", "timezone": "Europe/Berlin"},
+        "to": {"date": "2026-11-20T12:59:59.999Z", "timezone": "Europe/Berlin"},
+        "group_by": "model",
+    }
+
+
+def test_check_json_is_one_object_with_period_findings_alerts_and_keys(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["check", "--config", str(config), "--now", NOW.isoformat(), "--format", "json"])
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert document["period"] == {
+        "start": "2026-11-01T00:00:00+01:00",
+        "end": "2026-12-01T00:00:00+01:00",
+        "timezone": "Europe/Berlin",
+    }
+    assert document["findings"] == []
+    assert document["alerts"] == []
+    assert len(document["keys"]) == 8
+    first = document["keys"][0]
+    assert set(first) >= {"api_key_id", "api_key_name", "requests", "total_cost_usd", "top_models"}
+    assert 1 <= len(first["top_models"]) <= 3
+
+
+def test_naive_now_is_read_in_the_schedule_time_zone(
+    config: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "--config", str(config), "--now", "2026-11-20T13:00:00"]) == 0
+    (export,) = [r for r in sim.requests if r.path == "/export/api-keys"]
+    assert json.loads(export.body)["to"]["date"] == "2026-11-20T12:59:59.999Z"
+    capsys.readouterr()
+
+
+def test_check_with_a_wrong_key_exits_2_naming_the_scope_without_the_key(
+    tmp_path: Path,
+    sim: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LANGDOCK_API_KEY", "sk-lang-WRONG-KEY-777")
+    config = write_config(tmp_path, sim.base_url)
+    code = main(["check", "--config", str(config), "--now", NOW.isoformat()])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "USAGE_EXPORT_API" in captured.err
+    assert "sk-lang-WRONG-KEY-777" not in captured.err + captured.out
+
+
+def test_check_when_langdock_keeps_failing_exits_2_with_the_reason(
+    config: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim.faults.fail_export(503, times=100)
+    code = main(["check", "--config", str(config), "--now", NOW.isoformat()])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "export failed (server_error)" in captured.err
+    assert captured.out == ""  # nothing that could read as "within budget"
+
+
+def test_check_with_no_usage_in_the_period_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workspace = Workspace(keys=3, created=datetime(2026, 11, 19, tzinfo=UTC))
+    with Simulator(workspace, api_key=SECRET, clock=lambda: NOW) as sim:
+        monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+        config = write_config(tmp_path, sim.base_url)
+        code = main(["check", "--config", str(config), "--now", "2026-11-10T12:00:00+00:00"])
+    assert code == 0
+    assert "No usage in this period." in capsys.readouterr().out
+
+
+def test_check_csv_reads_a_saved_export_and_calls_no_api(
+    config: Path, sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "period_start,period_end,org_id,api_key_id,api_key_name,model,requests,total_cost_usd\r\n"
+        '2026-11-01,2026-11-20,org,k1,"bot, prod",gpt-4o,10,12.5\r\n'
+        '2026-11-01,2026-11-20,org,k1,"bot, prod",gpt-4o-mini,5,0.5\r\n'
+        "2026-11-01,2026-11-20,org,k2,Zürich-Ops,gpt-4o,1,30\r\n",
+        encoding="utf-8-sig",
+    )
+    code = main(["check", "--config", str(config), "--csv", str(export), "--now", NOW.isoformat()])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert sim.exports_made() == 0
+    body = out.splitlines()
+    assert "Zürich-Ops" in body[-3]  # sorted by spend: $30 first
+    assert "bot, prod" in body[-2]
+    assert "gpt-4o $12.50, gpt-4o-mini $0.50" in body[-2]
+    assert body[-1].split() == ["TOTAL", "(2", "keys)", "$43.00", "16"]
+
+
+def test_check_csv_that_does_not_parse_exits_2_naming_column_and_row(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "bad.csv"
+    export.write_text(
+        "api_key_id,api_key_name,model,requests,total_cost_usd\n"
+        "k1,a,gpt-4o,1,1.0\n"
+        "k2,b,gpt-4o,2,lots\n",
+        encoding="utf-8",
+    )
+    code = main(["check", "--config", str(config), "--csv", str(export)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "total_cost_usd" in captured.err
+    assert "row 2" in captured.err
+    assert captured.out == ""
+
+
+def test_check_with_a_broken_config_exits_2_with_every_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "langdock:\n  api_key: x\nbudgets:\n  - name: a\n    keys: '*'\n    limts: {cost_usd: 1}\n",
+        encoding="utf-8",
+    )
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "budgets[0].limts (line 6)" in err
+
+
+def test_missing_config_file_exits_2_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_validate_summarises_a_good_file_and_counts_matched_keys(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "api_key_id,api_key_name,model,requests,total_cost_usd\nk1,a,m,1,1\nk2,b,m,1,1\n",
+        encoding="utf-8",
+    )
+    assert main(["validate", "--config", str(config), "--csv", str(export)]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out
+    assert "every-key" in out
+    assert "Europe/Berlin" in out
+    assert "2" in out
+    assert SECRET not in out
+
+
+def test_demo_runs_one_cycle_against_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    captured = capsys.readouterr()
+    assert "to date in Europe/Berlin" in captured.out
+    assert "TOTAL (12 keys)" in captured.out
+    assert "simulated Langdock workspace" in captured.err
+
+
+def test_python_dash_m_costwatch_runs_check_as_a_real_process(config: Path, sim: Simulator) -> None:
+    env = {**os.environ, "LANGDOCK_API_KEY": SECRET}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "costwatch",
+            "--log-level",
+            "info",
+            "check",
+            "--config",
+            str(config),
+            "--now",
+            NOW.isoformat(),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "TOTAL (8 keys)" in done.stdout
+    assert SECRET not in done.stdout + done.stderr
+    assert "model column 'model'" in done.stdout
