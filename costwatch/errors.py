@@ -3,6 +3,7 @@
     CostwatchError
     ├── ConfigError                 the YAML file is wrong; carries every problem at once
     ├── UsageError                  an export's CSV cannot be trusted (column, first bad row)
+    ├── StateError                  the state file is damaged, locked, unwritable or too new
     └── ExportError                 the Langdock export failed; `reason` is a metric label
         ├── ExportAuthError         401: key wrong or missing the USAGE_EXPORT_API scope
         ├── ExportRequestError      another 400: the request itself is wrong (not retried);
@@ -62,6 +63,11 @@ class UsageError(CostwatchError):
         self.column = column
         self.row = row
         super().__init__(message)
+
+
+class StateError(CostwatchError):
+    """The SQLite state cannot be used. Never answered by starting afresh: that would re-send
+    the whole period's alerts."""
 
 
 class ExportError(CostwatchError):
