@@ -42,7 +42,7 @@ def langdock_client(config: LangdockConfig) -> Iterator[LangdockClient]:
         yield LangdockClient(
             http,
             base_url=config.base_url,
-            api_key=config.secret_api_key(),
+            api_key=config.key().get_secret_value(),
             allow_insecure_download=config.allow_insecure_download,
             max_download_bytes=config.max_download_mb * 1024 * 1024,
             retry=RetryPolicy(

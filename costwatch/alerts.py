@@ -1,0 +1,258 @@
+"""The alert lifecycle: which findings become alerts, given what already fired. Pure.
+
+An alert is identified by budget, subject (key id, or "*" for a shared pool), model ("" for all
+models), metric, kind and period; the ledger remembers, per identity, the highest threshold that
+fired, the limit it fired against, the use at that moment and when it was last sent.
+
+- **Once per threshold and period.** A finding at level L fires when L is above the level the
+  ledger holds. Crossing 50% and 80% between two cycles fires once, for 80%: the higher level
+  inhibits the lower.
+- **Escalation.** A later, higher level in the same period fires again.
+- **Repeat.** With `repeat: 24h` on the budget, a subject at or over 100% is re-sent once the
+  last send is that old.
+- **New period.** Ledger entries belong to one period, so a new period starts with none.
+- **Limit change.** When the limit differs from the one the ledger's level fired against, the
+  fired level becomes min(fired, level under the new limit): raising the limit re-arms the
+  thresholds the subject is now below, silently; lowering it fires only thresholds above what
+  was already announced (e.g. the new limit is already exceeded).
+- **Forecast.** A due forecast fires once per period, unless an actual alert for the same
+  subject fires in the same cycle (it carries the forecast) or 100% already fired.
+- **Silences.** An active silence suppresses the alert without recording it, so it fires once
+  the silence expires if still due. Expired silences are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from costwatch import globs
+from costwatch.budgets import Finding, Rule
+from costwatch.config import Silence, Threshold, severity_for
+
+Kind = Literal["actual", "forecast"]
+LedgerKey = tuple[str, str, str, str, str, str]  # budget, subject, model, metric, kind, period
+
+FORECAST_LEVEL = 100.0
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    budget: str
+    subject: str
+    model: str
+    metric: str
+    kind: Kind
+    period: str
+    level: float  # highest level fired; 0 when re-armed with nothing fired
+    limit: float  # the limit `level` was measured against
+    used: float  # use when last sent
+    sent_at: datetime | None  # when last sent; None when nothing was sent against this limit
+
+    @property
+    def key(self) -> LedgerKey:
+        return (self.budget, self.subject, self.model, self.metric, self.kind, self.period)
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One message to deliver; the outbox stores it as JSON."""
+
+    budget: str
+    scope: str
+    api_key_id: str | None
+    api_key_name: str | None
+    model: str | None
+    metric: str
+    threshold: float  # percent; 100 for a forecast
+    kind: Kind
+    severity: str
+    used: float
+    limit: float
+    ratio: float
+    projected: float | None
+    forecast_ratio: float | None
+    overrun_at: datetime | None
+    period: str
+    channel: str | None
+    mention: tuple[str, ...]
+    repeat: bool = False
+    previous_used: float | None = None  # use at the previous alert for this subject, if any
+    silenced_by: str | None = None  # the silence's reason, when suppressed
+
+    @property
+    def subject(self) -> str:
+        return self.api_key_id if self.api_key_id is not None else "*"
+
+
+@dataclass(frozen=True)
+class Plan:
+    alerts: tuple[Alert, ...]  # to deliver
+    silenced: tuple[Alert, ...]  # due, but suppressed by a silence
+    ledger: tuple[LedgerEntry, ...]  # entries to write (insert or replace)
+
+
+def ledger_key(finding: Finding, kind: Kind) -> LedgerKey:
+    return (
+        finding.budget,
+        finding.subject,
+        finding.model or "",
+        finding.metric,
+        kind,
+        finding.period,
+    )
+
+
+def threshold_at(level: float, thresholds: Sequence[Threshold]) -> Threshold:
+    """The configured threshold at `level`, or the default severity for it."""
+    for threshold in thresholds:
+        if threshold.at == level:
+            return threshold
+    return Threshold(at=level, severity=severity_for(level), mention=())
+
+
+def active_silence(silences: Sequence[Silence], finding: Finding, now: datetime) -> Silence | None:
+    for silence in silences:
+        if silence.until <= now:
+            continue
+        if silence.budget is not None and not globs.matches(silence.budget, finding.budget):
+            continue
+        if silence.keys is not None and not _key_matches(silence.keys, finding):
+            continue
+        return silence
+    return None
+
+
+def plan(
+    findings: Sequence[Finding],
+    rules: Mapping[str, Rule],
+    ledger: Mapping[LedgerKey, LedgerEntry],
+    silences: Sequence[Silence],
+    now: datetime,
+) -> Plan:
+    """Decide what to send for `findings` at `now`, given the `ledger` of what already fired."""
+    alerts: list[Alert] = []
+    silenced: list[Alert] = []
+    writes: list[LedgerEntry] = []
+    for finding in findings:
+        rule = rules[finding.budget]
+        stored = ledger.get(ledger_key(finding, "actual"))
+        actual, entry = _actual(finding, rule, stored, now)
+        forecast = None
+        if actual is None and finding.forecast_due:
+            forecast = _forecast(finding, rule, ledger, entry)
+        due = actual or forecast
+        silence = active_silence(silences, finding, now) if due is not None else None
+        if due is None or silence is not None:
+            if entry is not None and entry != stored:
+                writes.append(entry)  # a limit change re-armed it
+            if due is not None and silence is not None:
+                silenced.append(replace(due, silenced_by=silence.reason))
+            continue
+        alerts.append(due)
+        writes.extend(_record(due, finding, entry, now))
+    return Plan(alerts=tuple(alerts), silenced=tuple(silenced), ledger=tuple(writes))
+
+
+def _actual(
+    finding: Finding, rule: Rule, entry: LedgerEntry | None, now: datetime
+) -> tuple[Alert | None, LedgerEntry | None]:
+    """The actual-threshold alert due for `finding`, and the (re-armed) ledger entry."""
+    level = finding.level
+    if entry is not None and entry.limit != finding.limit:
+        rearmed = min(entry.level, level or 0.0)
+        entry = replace(entry, level=rearmed, limit=finding.limit)
+    fired = entry.level if entry is not None else 0.0
+    if level is None:
+        return None, entry
+    if level > fired:
+        return _alert(finding, rule, "actual", level, entry), entry
+    repeat = rule.budget.repeat
+    if (
+        repeat is not None
+        and level >= 100
+        and entry is not None
+        and entry.sent_at is not None
+        and now - entry.sent_at >= _as_timedelta(repeat)
+    ):
+        return replace(_alert(finding, rule, "actual", level, entry), repeat=True), entry
+    return None, entry
+
+
+def _forecast(
+    finding: Finding,
+    rule: Rule,
+    ledger: Mapping[LedgerKey, LedgerEntry],
+    actual_entry: LedgerEntry | None,
+) -> Alert | None:
+    if actual_entry is not None and actual_entry.level >= 100:
+        return None
+    entry = ledger.get(ledger_key(finding, "forecast"))
+    if entry is not None and entry.limit == finding.limit:
+        return None
+    return _alert(finding, rule, "forecast", FORECAST_LEVEL, actual_entry)
+
+
+def _alert(
+    finding: Finding, rule: Rule, kind: Kind, level: float, previous: LedgerEntry | None
+) -> Alert:
+    threshold = threshold_at(level, rule.thresholds)
+    severity = threshold.severity if kind == "actual" else severity_for(80)
+    return Alert(
+        budget=finding.budget,
+        scope=finding.scope,
+        api_key_id=finding.api_key_id,
+        api_key_name=finding.api_key_name,
+        model=finding.model,
+        metric=finding.metric,
+        threshold=level,
+        kind=kind,
+        severity=severity,
+        used=finding.used,
+        limit=finding.limit,
+        ratio=finding.ratio,
+        projected=finding.projected,
+        forecast_ratio=finding.forecast_ratio,
+        overrun_at=finding.overrun_at,
+        period=finding.period,
+        channel=rule.budget.channel,
+        mention=tuple(dict.fromkeys((*threshold.mention, *rule.budget.mention))),
+        previous_used=previous.used if previous is not None and previous.sent_at else None,
+    )
+
+
+def _record(
+    alert: Alert, finding: Finding, entry: LedgerEntry | None, now: datetime
+) -> list[LedgerEntry]:
+    """Ledger writes for a sent alert. An actual alert also settles a due forecast."""
+    kinds: list[Kind] = [alert.kind]
+    if alert.kind == "actual" and finding.forecast_due:
+        kinds.append("forecast")
+    level = max(alert.threshold, entry.level if entry and alert.kind == "actual" else 0.0)
+    return [
+        LedgerEntry(
+            budget=finding.budget,
+            subject=finding.subject,
+            model=finding.model or "",
+            metric=finding.metric,
+            kind=kind,
+            period=finding.period,
+            level=level if kind == "actual" else FORECAST_LEVEL,
+            limit=finding.limit,
+            used=finding.used,
+            sent_at=now,
+        )
+        for kind in kinds
+    ]
+
+
+def _key_matches(pattern: str, finding: Finding) -> bool:
+    if finding.api_key_id is None:
+        return pattern == "*"
+    return finding.api_key_id == pattern or globs.matches(pattern, finding.api_key_name or "")
+
+
+def _as_timedelta(value: timedelta | float) -> timedelta:
+    return value if isinstance(value, timedelta) else timedelta(seconds=value)

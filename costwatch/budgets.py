@@ -1,0 +1,275 @@
+"""Budgets: which keys a budget selects, what they used against its limits, where that is heading.
+
+Pure and vectorised: usage arrives as polars frames (one per export range), findings leave as
+one frame with a row per budget x subject (key or shared pool) x model-or-all x metric, so
+20,000 keys and 200 budgets cost a handful of polars queries, not a Python loop per key.
+
+Rules (the README's "Budgets" section says the same for users):
+- `keys` and `exclude` are globs over `api_key_name` or exact `api_key_id`s.
+- A `fallback: true` budget takes only keys that no other per-key budget selects.
+- `scope: key` checks each selected key on its own; `scope: shared` the selected keys' sum.
+- A per-model limit (`models: {glob: limits}`) checks the spend on the models matching the glob,
+  summed, within each subject ("gpt-4*" is the GPT-4 family together).
+- `tokens` is prompt plus completion tokens, and is checked only where the export has them.
+- Level: the highest threshold (percent) that `used` has reached, compared exactly as
+  `used * 100 >= at * limit`.
+- Forecast: period-to-date use projected linearly to the period's end. It is due when the
+  projection reaches the limit, the limit is not already reached, at least `min_elapsed` of the
+  period has passed and, for spend, at least `min_spend_usd` was spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import polars as pl
+
+from costwatch import globs, periods
+from costwatch.config import Budget, Config, ForecastConfig, Limits, Threshold
+from costwatch.periods import Period
+
+Metric = Literal["cost_usd", "requests", "tokens"]
+METRICS: tuple[Metric, ...] = ("cost_usd", "requests", "tokens")
+USAGE_COLUMN: dict[Metric, str] = {
+    "cost_usd": "total_cost_usd",
+    "requests": "requests",
+    "tokens": "tokens",
+}
+
+FINDING_SCHEMA: dict[str, pl.DataType] = {
+    "budget": pl.String(),
+    "scope": pl.String(),
+    "api_key_id": pl.String(),
+    "api_key_name": pl.String(),
+    "model": pl.String(),
+    "metric": pl.String(),
+    "used": pl.Float64(),
+    "limit": pl.Float64(),
+    "ratio": pl.Float64(),
+    "level": pl.Float64(),
+    "projected": pl.Float64(),
+    "forecast_ratio": pl.Float64(),
+    "forecast_due": pl.Boolean(),
+    "overrun_at": pl.Datetime("us", "UTC"),
+    "period": pl.String(),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A configured budget with its defaults applied and its current period."""
+
+    budget: Budget
+    period: Period
+    thresholds: tuple[Threshold, ...]  # ascending by `at` (the config sorts them)
+    forecast: ForecastConfig
+
+    @property
+    def name(self) -> str:
+        return self.budget.name
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One budget x subject x model-or-all x metric, as evaluated at one instant."""
+
+    budget: str
+    scope: Literal["key", "shared"]
+    api_key_id: str | None  # None for a shared pool
+    api_key_name: str | None
+    model: str | None  # None: all models; else the configured model name or glob
+    metric: Metric
+    used: float
+    limit: float
+    ratio: float
+    level: float | None  # highest threshold reached, percent
+    projected: float | None  # linear projection to the period's end
+    forecast_ratio: float | None
+    forecast_due: bool
+    overrun_at: datetime | None  # when the projection reaches the limit
+    period: str  # Period.key()
+
+    @property
+    def subject(self) -> str:
+        """The key's id, or "*" for a shared pool."""
+        return self.api_key_id if self.api_key_id is not None else "*"
+
+
+def rules(config: Config, now: datetime) -> list[Rule]:
+    """Every budget of the configuration, resolved against the defaults, at `now`."""
+    defaults = config.defaults
+    resolved = []
+    for budget in config.budgets:
+        zone = budget.effective_zone(config.schedule)
+        resolved.append(
+            Rule(
+                budget=budget,
+                period=periods.current(budget.effective_period(defaults), zone, now),
+                thresholds=budget.effective_thresholds(defaults),
+                forecast=budget.effective_forecast(defaults),
+            )
+        )
+    return resolved
+
+
+def export_key(period: Period) -> str:
+    """Periods that start at the same instant in the same zone share one to-date export."""
+    return f"{period.start.astimezone(UTC).isoformat()}@{period.zone.key}"
+
+
+def export_ranges(resolved: Iterable[Rule]) -> dict[str, Period]:
+    """The distinct export ranges a cycle needs: one per distinct period start and zone.
+
+    An export aggregates its whole range, so a week cannot be cut out of a month's export;
+    only periods that begin together (a month and its quarter in the quarter's first month,
+    a day and its month on the 1st) share one. The longest period of each group is kept.
+    """
+    ranges: dict[str, Period] = {}
+    for rule in resolved:
+        key = export_key(rule.period)
+        if key not in ranges or rule.period.length > ranges[key].length:
+            ranges[key] = rule.period
+    return ranges
+
+
+def with_tokens(frame: pl.DataFrame) -> pl.DataFrame:
+    """Add the `tokens` column (prompt + completion; null where the export has no tokens)."""
+    if "tokens" in frame.columns:
+        return frame
+    return frame.with_columns(
+        (pl.col("sum_prompt_tokens") + pl.col("sum_completion_tokens")).alias("tokens")
+    )
+
+
+def evaluate(
+    resolved: Sequence[Rule], usage_by_range: Mapping[str, pl.DataFrame], now: datetime
+) -> pl.DataFrame:
+    """All findings, one frame with FINDING_SCHEMA, worst (highest ratio) first."""
+    claimed = _claimed_by_per_key_budgets(resolved)
+    frames = []
+    for rule in resolved:
+        usage = with_tokens(usage_by_range[export_key(rule.period)])
+        selected = usage.filter(_selection(rule.budget, claimed))
+        frames.extend(_findings(rule, selected, now))
+    if not frames:
+        return pl.DataFrame(schema=FINDING_SCHEMA)
+    return pl.concat(frames, how="vertical").sort(
+        ["ratio", "budget", "api_key_name"], descending=[True, False, False], nulls_last=True
+    )
+
+
+def noteworthy(findings: pl.DataFrame) -> list[Finding]:
+    """The findings that reached a threshold or are forecast to overrun, as objects."""
+    rows = findings.filter(pl.col("level").is_not_null() | pl.col("forecast_due"))
+    return [Finding(**row) for row in rows.iter_rows(named=True)]
+
+
+def as_findings(findings: pl.DataFrame) -> list[Finding]:
+    return [Finding(**row) for row in findings.iter_rows(named=True)]
+
+
+def _selects(patterns: Sequence[str]) -> pl.Expr:
+    return globs.any_matches(patterns, names=pl.col("api_key_name"), ids=pl.col("api_key_id"))
+
+
+def _selection(budget: Budget, claimed: pl.Expr) -> pl.Expr:
+    selected = _selects(budget.keys)
+    if budget.exclude:
+        selected = selected & ~_selects(budget.exclude)
+    if budget.fallback:
+        selected = selected & ~claimed
+    return selected
+
+
+def _claimed_by_per_key_budgets(resolved: Sequence[Rule]) -> pl.Expr:
+    """True for keys that some non-fallback per-key budget selects."""
+    claims = [
+        _selection(rule.budget, pl.lit(value=False))
+        for rule in resolved
+        if rule.budget.scope == "key" and not rule.budget.fallback
+    ]
+    return pl.any_horizontal(claims) if claims else pl.lit(value=False)
+
+
+def _findings(rule: Rule, selected: pl.DataFrame, now: datetime) -> list[pl.DataFrame]:
+    parts = [_subjects(rule, selected, None, rule.budget.limits)]
+    for pattern, limits in rule.budget.models.items():
+        on_model = selected.filter(pl.col("model").str.contains(globs.to_regex(pattern)))
+        parts.append(_subjects(rule, on_model, pattern, limits))
+    return [_judge(rule, part, now) for part in parts if part.height]
+
+
+def _subjects(rule: Rule, usage: pl.DataFrame, model: str | None, limits: Limits) -> pl.DataFrame:
+    """Used vs limit per subject and metric, long format: one row per subject x metric."""
+    sums = [pl.col(USAGE_COLUMN[m]).sum().alias(m) for m in METRICS]
+    if rule.budget.scope == "shared":
+        totals = usage.select(sums).with_columns(
+            pl.lit(None, pl.String()).alias("api_key_id"),
+            pl.lit(None, pl.String()).alias("api_key_name"),
+        )
+    else:
+        totals = usage.group_by("api_key_id").agg(pl.col("api_key_name").last(), *sums)
+    has_tokens = usage.height > 0 and usage["tokens"].null_count() < usage.height
+    rows = []
+    for metric in METRICS:
+        limit = getattr(limits, metric)
+        if limit is None or (metric == "tokens" and not has_tokens):
+            continue
+        rows.append(
+            totals.select(
+                pl.lit(rule.name).alias("budget"),
+                pl.lit(rule.budget.scope).alias("scope"),
+                "api_key_id",
+                "api_key_name",
+                pl.lit(model, pl.String()).alias("model"),
+                pl.lit(metric).alias("metric"),
+                pl.col(metric).cast(pl.Float64).fill_null(0.0).alias("used"),
+                pl.lit(float(limit)).alias("limit"),
+            )
+        )
+    if not rows:
+        return pl.DataFrame()
+    return pl.concat(rows, how="vertical")
+
+
+def _judge(rule: Rule, subjects: pl.DataFrame, now: datetime) -> pl.DataFrame:
+    """Ratio, level and forecast for each row of `subjects`."""
+    used, limit = pl.col("used"), pl.col("limit")
+    level: pl.Expr = pl.lit(None, pl.Float64())
+    for threshold in rule.thresholds:  # ascending: the last reached wins
+        level = pl.when(used * 100 >= threshold.at * limit).then(threshold.at).otherwise(level)
+
+    period = rule.period
+    fraction = period.elapsed_fraction(now)
+    elapsed_us = int(period.elapsed(now).total_seconds() * 1_000_000)
+    start_us = int(period.start.timestamp() * 1_000_000)
+    if fraction > 0:
+        projected: pl.Expr = used / fraction
+    else:
+        projected = pl.lit(None, pl.Float64())
+    forecast = rule.forecast
+    spent_enough = (pl.col("metric") != "cost_usd") | (used >= forecast.min_spend_usd)
+    due = (
+        pl.lit(forecast.enabled and fraction > 0 and fraction >= forecast.min_elapsed)
+        & spent_enough
+        & (projected >= limit)
+        & (used < limit)
+    ).fill_null(value=False)
+    overrun = (
+        pl.when(due & (used > 0))
+        .then((pl.lit(start_us) + pl.lit(elapsed_us) * limit / used).cast(pl.Int64))
+        .otherwise(None)
+        .cast(pl.Datetime("us", "UTC"))
+    )
+    return subjects.with_columns(
+        (used / limit).alias("ratio"),
+        level.alias("level"),
+        projected.alias("projected"),
+        (projected / limit).alias("forecast_ratio"),
+        due.alias("forecast_due"),
+        overrun.alias("overrun_at"),
+        pl.lit(period.key()).alias("period"),
+    ).select(list(FINDING_SCHEMA))

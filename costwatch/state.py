@@ -1,0 +1,413 @@
+"""Durable state in one SQLite file: the alert ledger, the outbox, spend history, export health.
+
+- WAL journal, `synchronous=FULL`, file mode 0600 (it holds key names and spend).
+- A `schema_version` table and forward-only migrations; a file written by a newer costwatch, or
+  one that is not a costwatch database or is damaged, is refused with a clear `StateError`,
+  never replaced by a fresh one (that would re-send the whole period's alerts).
+- Planning and recording happen in one transaction (`commit`): the ledger rows and the outbox
+  rows of a plan are written together or not at all. Delivery marks outbox rows sent. After a
+  crash, nothing fires twice (the ledger says it fired) and nothing is lost (the outbox row
+  waits); the one window for a duplicate is between Slack accepting a message and `mark_sent`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from costwatch.alerts import LedgerEntry, LedgerKey
+from costwatch.errors import StateError
+from costwatch.health import ExportHealth
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE ledger (
+        budget TEXT NOT NULL, subject TEXT NOT NULL, model TEXT NOT NULL, metric TEXT NOT NULL,
+        kind TEXT NOT NULL, period TEXT NOT NULL,
+        level REAL NOT NULL, limit_value REAL NOT NULL, used REAL NOT NULL, sent_at TEXT,
+        PRIMARY KEY (budget, subject, model, metric, kind, period)
+    ) WITHOUT ROWID;
+    CREATE INDEX ledger_period ON ledger (period);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        channel TEXT,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        next_attempt_at TEXT,
+        sent_at TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox (sent_at, id);
+    CREATE TABLE history (
+        at TEXT NOT NULL, budget TEXT NOT NULL, subject TEXT NOT NULL, metric TEXT NOT NULL,
+        used REAL NOT NULL, limit_value REAL NOT NULL
+    );
+    CREATE INDEX history_at ON history (at);
+    CREATE INDEX history_subject ON history (budget, subject, metric, at);
+    CREATE TABLE export_health (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        consecutive_failures INTEGER NOT NULL, failing_since TEXT, last_success TEXT,
+        last_reason TEXT, alerted INTEGER NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    created_at: datetime
+    channel: str | None
+    kind: str  # "alert", "exports_failing", "exports_recovered"
+    payload: dict[str, Any]
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Message:
+    """Something to put in the outbox."""
+
+    kind: str
+    channel: str | None
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    budget: str
+    subject: str
+    metric: str
+    used: float
+    limit: float
+
+
+class State:
+    """The state file. Thread-safe: one connection behind a lock."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self._lock = threading.Lock()
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> State:
+        """Open (or create) the state file, migrating it to the current schema."""
+        _prepare_file(path)
+        try:
+            connection = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=5.0
+            )
+        except sqlite3.Error as error:
+            raise StateError(f"{path}: cannot open the state file: {error}") from None
+        try:
+            _configure(connection, path)
+            _migrate(connection, path)
+        except BaseException:
+            connection.close()
+            raise
+        return cls(connection, path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> State:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the ledger -------------------------------------------------------------------------
+
+    def ledger(self, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:
+        """Ledger entries of the given periods (older periods are not needed to plan)."""
+        wanted = sorted(set(periods))
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))  # placeholders only; the values are bound
+        sql = (
+            "SELECT budget, subject, model, metric, kind, period, level, limit_value, used,"
+            f" sent_at FROM ledger WHERE period IN ({marks})"  # noqa: S608
+        )
+        rows = self._query(sql, wanted)
+        entries = (
+            LedgerEntry(
+                budget=r[0],
+                subject=r[1],
+                model=r[2],
+                metric=r[3],
+                kind=r[4],
+                period=r[5],
+                level=r[6],
+                limit=r[7],
+                used=r[8],
+                sent_at=_time(r[9]),
+            )
+            for r in rows
+        )
+        return {entry.key: entry for entry in entries}
+
+    # -- one cycle's writes, in one transaction ----------------------------------------------
+
+    def commit(
+        self,
+        *,
+        now: datetime,
+        ledger: Sequence[LedgerEntry] = (),
+        messages: Sequence[Message] = (),
+        history: Sequence[HistoryRow] = (),
+        health: ExportHealth | None = None,
+    ) -> list[int]:
+        """Write a cycle's outcome atomically; returns the new outbox ids."""
+        ids: list[int] = []
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        e.budget,
+                        e.subject,
+                        e.model,
+                        e.metric,
+                        e.kind,
+                        e.period,
+                        e.level,
+                        e.limit,
+                        e.used,
+                        _iso(e.sent_at),
+                    )
+                    for e in ledger
+                ],
+            )
+            for message in messages:
+                cursor = db.execute(
+                    "INSERT INTO outbox (created_at, channel, kind, payload) VALUES (?,?,?,?)",
+                    (_iso(now), message.channel, message.kind, json.dumps(message.payload)),
+                )
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
+            db.executemany(
+                "INSERT INTO history VALUES (?,?,?,?,?,?)",
+                [(_iso(now), h.budget, h.subject, h.metric, h.used, h.limit) for h in history],
+            )
+            if health is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO export_health VALUES (1,?,?,?,?,?)",
+                    (
+                        health.consecutive_failures,
+                        _iso(health.failing_since),
+                        _iso(health.last_success),
+                        health.last_reason,
+                        int(health.alerted),
+                    ),
+                )
+        return ids
+
+    # -- the outbox -------------------------------------------------------------------------
+
+    def pending(self, now: datetime | None = None, limit: int = 1000) -> list[OutboxItem]:
+        """Unsent outbox rows, oldest first; with `now`, only those due for another attempt."""
+        sql = (
+            "SELECT id, created_at, channel, kind, payload, attempts, last_error FROM outbox"
+            " WHERE sent_at IS NULL"
+        )
+        params: list[Any] = []
+        if now is not None:
+            sql += " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
+            params.append(_iso(now))
+        sql += " ORDER BY id LIMIT ?"
+        params.append(limit)
+        return [
+            OutboxItem(
+                id=r[0],
+                created_at=_required_time(r[1]),
+                channel=r[2],
+                kind=r[3],
+                payload=json.loads(r[4]),
+                attempts=r[5],
+                last_error=r[6],
+            )
+            for r in self._query(sql, params)
+        ]
+
+    def pending_count(self) -> int:
+        return int(self._query("SELECT count(*) FROM outbox WHERE sent_at IS NULL")[0][0])
+
+    def mark_sent(self, ids: Iterable[int], now: datetime) -> None:
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET sent_at = ?, attempts = attempts + 1 WHERE id = ?",
+                [(_iso(now), i) for i in ids],
+            )
+
+    def mark_failed(self, item_id: int, error: str, now: datetime, retry_at: datetime) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+                " WHERE id = ?",
+                (error, _iso(retry_at), item_id),
+            )
+        del now  # kept in the signature: the caller's clock, for symmetry with mark_sent
+
+    # -- export health and housekeeping -------------------------------------------------------
+
+    def export_health(self) -> ExportHealth:
+        rows = self._query(
+            "SELECT consecutive_failures, failing_since, last_success, last_reason, alerted"
+            " FROM export_health WHERE id = 1"
+        )
+        if not rows:
+            return ExportHealth()
+        r = rows[0]
+        return ExportHealth(
+            consecutive_failures=r[0],
+            failing_since=_time(r[1]),
+            last_success=_time(r[2]),
+            last_reason=r[3],
+            alerted=bool(r[4]),
+        )
+
+    def prune(self, now: datetime, retention: timedelta) -> int:
+        """Delete history and sent outbox rows older than `retention`; returns rows deleted."""
+        cutoff = _iso(now - retention)
+        with self._transaction() as db:
+            deleted = db.execute("DELETE FROM history WHERE at < ?", (cutoff,)).rowcount
+            deleted += db.execute(
+                "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,)
+            ).rowcount
+            deleted += db.execute(
+                "DELETE FROM ledger WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,)
+            ).rowcount
+        return deleted
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as error:
+                raise StateError(f"{self.path}: {error}") from None
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT under the state's lock; ROLLBACK on any error."""
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._state._lock.acquire()
+        try:
+            self._state._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            self._state._lock.release()
+            raise StateError(f"{self._state.path}: cannot write the state: {error}") from None
+        return self._state._db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        db = self._state._db
+        try:
+            if exc_type is None:
+                try:
+                    db.execute("COMMIT")
+                except sqlite3.Error as error:
+                    db.execute("ROLLBACK")
+                    raise StateError(
+                        f"{self._state.path}: cannot write the state: {error}"
+                    ) from None
+            else:
+                db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StateError(f"{self._state.path}: cannot write the state: {exc}") from None
+        finally:
+            self._state._lock.release()
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the folder and the file with mode 0600, or tighten an existing file's mode."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(descriptor)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError as error:
+        raise StateError(
+            f"{path}: cannot create or open the state file: {error.strerror}"
+        ) from None
+
+
+def _configure(connection: sqlite3.Connection, path: Path) -> None:
+    try:
+        connection.execute("PRAGMA busy_timeout = 5000")
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        connection.execute("PRAGMA synchronous = FULL")
+        check = connection.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.Error as error:
+        raise StateError(
+            f"{path}: not a usable costwatch state file ({error}); move it away to start afresh,"
+            " knowing that alerts of the current period will be sent again"
+        ) from None
+    if check != "ok":
+        raise StateError(f"{path}: the state file is damaged ({check}); restore it or move it away")
+    if str(mode).lower() != "wal":
+        raise StateError(f"{path}: cannot use write-ahead logging (journal mode {mode})")
+
+
+def _migrate(connection: sqlite3.Connection, path: Path) -> None:
+    try:
+        tables = {
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if tables and "schema_version" not in tables:
+            raise StateError(f"{path}: this SQLite file is not a costwatch state file")
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
+        version = row[0] or 0
+        if version > SCHEMA_VERSION:
+            connection.execute("ROLLBACK")
+            raise StateError(
+                f"{path}: written by a newer costwatch (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade costwatch"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute("INSERT INTO schema_version VALUES (?)", (number + 1,))
+        connection.execute("COMMIT")
+    except sqlite3.Error as error:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise StateError(f"{path}: cannot prepare the state file: {error}") from None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    """UTC ISO 8601, so that stored times compare correctly as text."""
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _required_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
