@@ -133,15 +133,13 @@ class State:
 
     def ledger(self, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:
         """Ledger entries of the given periods (older periods are not needed to plan)."""
-        wanted = sorted(set(periods))
-        if not wanted:
-            return {}
-        marks = ",".join("?" * len(wanted))  # placeholders only; the values are bound
-        sql = (
-            "SELECT budget, subject, model, metric, kind, period, level, limit_value, used,"
-            f" sent_at FROM ledger WHERE period IN ({marks})"  # noqa: S608
-        )
-        rows = self._query(sql, wanted)
+        rows: list[tuple[Any, ...]] = []
+        for period in sorted(set(periods)):  # a cycle has one to three periods
+            rows += self._query(
+                "SELECT budget, subject, model, metric, kind, period, level, limit_value, used,"
+                " sent_at FROM ledger WHERE period = ?",
+                (period,),
+            )
         entries = (
             LedgerEntry(
                 budget=r[0],
