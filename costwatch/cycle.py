@@ -1,29 +1,40 @@
-"""One cycle of costwatch, as data flows (DESIGN.md): export the period to date, load it.
+"""One cycle of costwatch, as data flows (DESIGN.md), and nothing else.
 
-Everything that touches the outside world is handed in: the export client, the working folder,
-and `now`. Later stages (budgets, alerts, state, Slack, metrics) join here as they are built.
+    export the to-date range of every period in use -> load -> evaluate budgets
+    -> plan alerts against the ledger -> commit ledger + outbox + history + health at once
+
+Everything that touches the outside world is handed in (`Deps`): the export client (or a saved
+CSV), the state, and `now`. A failed export or unusable data never evaluates budgets: it
+counts as a failed cycle for export health, and after enough of them an operational alert is
+queued. Slack delivery and metrics read what this leaves behind.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+import polars as pl
 
-from costwatch import usage
-from costwatch.config import LangdockConfig
+from costwatch import alerts, budgets, health, periods, usage
+from costwatch.config import Config, LangdockConfig
+from costwatch.errors import ExportError, UsageError
 from costwatch.langdock import ExportResult, LangdockClient, RetryPolicy
 from costwatch.periods import Period
+from costwatch.state import HistoryRow, Message, State
 
 log = logging.getLogger("costwatch.cycle")
 
 USER_AGENT = "costwatch (+https://github.com/costwatch/costwatch)"
+EXPORT_FAILURES_BEFORE_ALERT = 3
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,43 @@ class Fetched:
     export: ExportResult | None  # None when the range was empty and nothing was asked
 
 
+@dataclass(frozen=True)
+class Deps:
+    """What a cycle reads from and writes to. `client` or `csv` provides the usage."""
+
+    config: Config
+    client: LangdockClient | None = None
+    csv: Path | None = None
+    state: State | None = None  # None: plan against an empty ledger, record nothing
+    dry_run: bool = False  # plan, but record nothing
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one cycle found and did."""
+
+    now: datetime
+    period: Period  # the default period (for the per-key spend report)
+    usage: usage.Usage | None  # the default period's usage; None when the export failed
+    source: str
+    findings: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema=budgets.FINDING_SCHEMA)
+    )
+    plan: alerts.Plan | None = None
+    operational: health.Operational | None = None
+    outbox_ids: tuple[int, ...] = ()
+    error: ExportError | UsageError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def crossed(self) -> bool:
+        """Some finding has reached a threshold."""
+        return bool(self.findings.height) and self.findings["level"].is_not_null().any()
+
+
 @contextmanager
 def langdock_client(config: LangdockConfig) -> Iterator[LangdockClient]:
     """An export client built from the configuration, its HTTP connections closed on exit."""
@@ -42,7 +90,7 @@ def langdock_client(config: LangdockConfig) -> Iterator[LangdockClient]:
         yield LangdockClient(
             http,
             base_url=config.base_url,
-            api_key=config.key().get_secret_value(),
+            api_key=config.secret_api_key(),
             allow_insecure_download=config.allow_insecure_download,
             max_download_bytes=config.max_download_mb * 1024 * 1024,
             retry=RetryPolicy(
@@ -75,3 +123,148 @@ def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetche
         result.api_calls,
     )
     return Fetched(usage=loaded, export=result)
+
+
+def run_once(deps: Deps, now: datetime) -> Outcome:
+    """One cycle at `now`: export, evaluate, plan, record. Never raises for a bad export."""
+    config = deps.config
+    default_period = periods.current(config.defaults.period, config.schedule.zone, now)
+    rules = budgets.rules(config, now)
+    ranges = budgets.export_ranges(rules)
+    default_key = budgets.export_key(default_period)
+    ranges.setdefault(default_key, default_period)
+
+    try:
+        usages, source = _usage_for(deps, ranges, now)
+    except (ExportError, UsageError) as error:
+        return _failed(deps, now, default_period, error)
+
+    findings = budgets.evaluate(rules, {key: u.frame for key, u in usages.items()}, now)
+    ledger = deps.state.ledger(r.period.key() for r in rules) if deps.state else {}
+    plan = alerts.plan(
+        budgets.noteworthy(findings),
+        {rule.name: rule for rule in rules},
+        ledger,
+        config.silences,
+        now,
+    )
+    outcome = Outcome(
+        now=now,
+        period=default_period,
+        usage=usages[default_key],
+        source=source,
+        findings=findings,
+        plan=plan,
+    )
+    if deps.state is None or deps.dry_run:
+        return outcome
+    new_health, operational = (
+        health.succeeded(deps.state.export_health(), now) if deps.csv is None else (None, None)
+    )
+    messages = [_alert_message(alert, config) for alert in plan.alerts]
+    if operational is not None:
+        messages.append(_operational_message(operational, config))
+    ids = deps.state.commit(
+        now=now,
+        ledger=plan.ledger,
+        messages=messages,
+        history=_history(findings),
+        health=new_health,
+    )
+    return dataclasses.replace(outcome, operational=operational, outbox_ids=tuple(ids))
+
+
+def _usage_for(
+    deps: Deps, ranges: Mapping[str, Period], now: datetime
+) -> tuple[dict[str, usage.Usage], str]:
+    if deps.csv is not None:
+        loaded = usage.load_csv(deps.csv)
+        if len(ranges) > 1:
+            log.warning(
+                "--csv: one saved export stands in for %d different period ranges", len(ranges)
+            )
+        return dict.fromkeys(ranges, loaded), f"file {deps.csv}"
+    if deps.client is None:
+        raise ValueError("a cycle needs an export client or a CSV file")
+    fetched = {key: fetch_usage(deps.client, period, now) for key, period in ranges.items()}
+    return {key: f.usage for key, f in fetched.items()}, _describe(fetched.values())
+
+
+def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | UsageError) -> Outcome:
+    reason = error.reason if isinstance(error, ExportError) else "usage"
+    log.error("export failed (%s): %s", reason, error)
+    operational = None
+    ids: list[int] = []
+    if deps.state is not None and not deps.dry_run and deps.csv is None:
+        new_health, operational = health.failed(
+            deps.state.export_health(), reason, now, EXPORT_FAILURES_BEFORE_ALERT
+        )
+        messages = [] if operational is None else [_operational_message(operational, deps.config)]
+        ids = deps.state.commit(now=now, messages=messages, health=new_health)
+    return Outcome(
+        now=now,
+        period=period,
+        usage=None,
+        source="export failed",
+        operational=operational,
+        outbox_ids=tuple(ids),
+        error=error,
+    )
+
+
+def _describe(fetched: Iterable[Fetched]) -> str:
+    exported = [f for f in fetched if f.export is not None]
+    if not exported:
+        return "nothing exported (the period has just begun)"
+    rows = sum(f.usage.rows_read for f in exported)
+    parts = sum(len(f.export.parts) for f in exported if f.export is not None)
+    columns = sorted({f.usage.model_column for f in exported if f.usage.model_column})
+    split = f", {parts} parts" if parts > len(exported) else ""
+    column = f", model column {columns[0]!r}" if columns else ""
+    ranges = f" of {len(exported)} ranges" if len(exported) > 1 else ""
+    return f"Langdock export{ranges} ({rows:,} rows{split}{column})"
+
+
+def _default_channel(config: Config) -> str | None:
+    return config.slack.channel if config.slack is not None else None
+
+
+def _alert_message(alert: alerts.Alert, config: Config) -> Message:
+    return Message(
+        kind="alert",
+        channel=alert.channel or _default_channel(config),
+        payload=_jsonable(dataclasses.asdict(alert)),
+    )
+
+
+def _operational_message(operational: health.Operational, config: Config) -> Message:
+    return Message(
+        kind=operational.kind,
+        channel=_default_channel(config),
+        payload=_jsonable(dataclasses.asdict(operational)),
+    )
+
+
+def _history(findings: pl.DataFrame) -> list[HistoryRow]:
+    """One row per budget subject and metric (all models) for this cycle."""
+    totals = findings.filter(pl.col("model").is_null())
+    return [
+        HistoryRow(
+            budget=row["budget"],
+            subject=row["api_key_id"] or "*",
+            metric=row["metric"],
+            used=row["used"],
+            limit=row["limit"],
+        )
+        for row in totals.iter_rows(named=True)
+    ]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
