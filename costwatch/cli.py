@@ -10,13 +10,16 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from costwatch import __version__, cycle, periods, report, usage
+from costwatch import __version__, cycle, report, usage
 from costwatch.config import Config, load_config, summarize
-from costwatch.errors import ConfigError, CostwatchError, ExportError, UsageError
+from costwatch.errors import ConfigError, CostwatchError, ExportError, StateError, UsageError
+from costwatch.langdock import LangdockClient
+from costwatch.state import State
 
 EXIT_OK = 0
 EXIT_CROSSED = 1
@@ -135,59 +138,83 @@ def _check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_ERROR
-    return run_check(config, now=args.now, csv=args.csv, output=args.format)
+    return run_check(config, now=args.now, csv=args.csv, output=args.format, dry_run=args.dry_run)
 
 
-def run_check(config: Config, *, now: datetime | None, csv: Path | None, output: str) -> int:
-    """One cycle for `check` and `demo`: export (or read `csv`), load, print."""
+def run_check(
+    config: Config, *, now: datetime | None, csv: Path | None, output: str, dry_run: bool = False
+) -> int:
+    """One cycle for `check` and `demo`: export (or read `csv`), evaluate, plan, record, print."""
     zone = config.schedule.zone
     if now is None:
         now = datetime.now(UTC)
     elif now.tzinfo is None:
         now = now.replace(tzinfo=zone)
-    period = periods.current(config.defaults.period, zone, now)
     try:
-        if csv is not None:
-            loaded = usage.load_csv(csv)
-            source = f"file {csv}"
-        else:
-            with cycle.langdock_client(config.langdock) as client:
-                fetched = cycle.fetch_usage(client, period, now)
-            loaded = fetched.usage
-            source = _describe_export(fetched)
-    except ExportError as error:
-        print(f"costwatch: the Langdock export failed ({error.reason}): {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except UsageError as error:
-        print(f"costwatch: the export's data cannot be used: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except OSError as error:
-        print(f"costwatch: {csv}: {error.strerror}", file=sys.stderr)
-        return EXIT_ERROR
-    except CostwatchError as error:
+        with _state(config, dry_run) as state, _client(config, csv) as client:
+            deps = cycle.Deps(config=config, client=client, csv=csv, state=state, dry_run=dry_run)
+            outcome = cycle.run_once(deps, now)
+            pending = [cycle.describe_pending(item) for item in state.pending()] if state else []
+    except StateError as error:
         print(f"costwatch: {error}", file=sys.stderr)
         return EXIT_ERROR
-
+    except OSError as error:
+        print(f"costwatch: {error.filename or csv}: {error.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    if outcome.error is not None:
+        _print_failure(outcome.error)
+        return EXIT_ERROR
+    assert outcome.usage is not None
+    plan = outcome.plan
     result = report.UsageReport(
-        period=period,
+        period=outcome.period,
         now=now,
-        source=source,
-        per_key=usage.per_key(loaded),
-        top_models=usage.top_models(loaded, report.TOP_MODELS),
-        rows_read=loaded.rows_read,
+        source=outcome.source,
+        per_key=usage.per_key(outcome.usage),
+        top_models=usage.top_models(outcome.usage, report.TOP_MODELS),
+        findings=outcome.findings if config.budgets else None,
+        alerts=plan.alerts if plan else (),
+        silenced=plan.silenced if plan else (),
+        pending=pending,
+        dry_run=dry_run or state_is_missing(config, dry_run),
     )
     text = report.render_json(result) if output == "json" else report.render_table(result)
     sys.stdout.write(text)
-    return EXIT_OK
+    return EXIT_CROSSED if outcome.crossed else EXIT_OK
 
 
-def _describe_export(fetched: cycle.Fetched) -> str:
-    if fetched.export is None:
-        return "nothing exported (the period has just begun)"
-    parts = len(fetched.export.parts)
-    split = f", split into {parts} parts" if parts > 1 else ""
-    column = f", model column {fetched.usage.model_column!r}" if fetched.usage.model_column else ""
-    return f"Langdock export ({fetched.usage.rows_read:,} rows{split}{column})"
+def state_is_missing(config: Config, dry_run: bool) -> bool:
+    return dry_run and not config.state.path.exists()
+
+
+@contextmanager
+def _state(config: Config, dry_run: bool) -> Iterator[State | None]:
+    """The state file; a dry run reads an existing one and never creates it."""
+    if state_is_missing(config, dry_run):
+        yield None
+        return
+    with State.open(config.state.path) as state:
+        yield state
+
+
+@contextmanager
+def _client(config: Config, csv: Path | None) -> Iterator[LangdockClient | None]:
+    if csv is not None:
+        yield None
+        return
+    with cycle.langdock_client(config.langdock) as client:
+        yield client
+
+
+def _print_failure(error: CostwatchError) -> None:
+    if isinstance(error, ExportError):
+        print(f"costwatch: the Langdock export failed ({error.reason}): {error}", file=sys.stderr)
+    else:
+        print(f"costwatch: the export's data cannot be used: {error}", file=sys.stderr)
+    print(
+        "costwatch: nothing was evaluated; budgets are not known to be within limits.",
+        file=sys.stderr,
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -24,12 +24,13 @@ from typing import Any
 import httpx
 import polars as pl
 
-from costwatch import alerts, budgets, health, periods, usage
+from costwatch import alerts, budgets, health, periods, report, usage
 from costwatch.config import Config, LangdockConfig
 from costwatch.errors import ExportError, UsageError
 from costwatch.langdock import ExportResult, LangdockClient, RetryPolicy
 from costwatch.periods import Period
-from costwatch.state import HistoryRow, Message, State
+from costwatch.report import Pending
+from costwatch.state import HistoryRow, Message, OutboxItem, State
 
 log = logging.getLogger("costwatch.cycle")
 
@@ -242,6 +243,36 @@ def _operational_message(operational: health.Operational, config: Config) -> Mes
         kind=operational.kind,
         channel=_default_channel(config),
         payload=_jsonable(dataclasses.asdict(operational)),
+    )
+
+
+def alert_from_payload(payload: Mapping[str, Any]) -> alerts.Alert:
+    """The Alert an outbox row was made from."""
+    values = dict(payload)
+    if values.get("overrun_at"):
+        values["overrun_at"] = datetime.fromisoformat(values["overrun_at"])
+    values["mention"] = tuple(values.get("mention") or ())
+    return alerts.Alert(**values)
+
+
+def describe_pending(item: OutboxItem) -> Pending:
+    """An outbox row as `check` lists it."""
+    if item.kind == "alert":
+        summary = report.alert_summary(alert_from_payload(item.payload))
+    elif item.kind == "exports_failing":
+        summary = (
+            f"Langdock exports failing since {item.payload.get('failing_since')} "
+            f"({item.payload.get('failures')} cycles, {item.payload.get('reason')})"
+        )
+    else:
+        summary = f"Langdock exports recovered ({item.payload.get('failures')} failed cycles)"
+    return Pending(
+        id=item.id,
+        kind=item.kind,
+        channel=item.channel,
+        summary=summary,
+        attempts=item.attempts,
+        last_error=item.last_error,
     )
 
 

@@ -1,43 +1,86 @@
-"""What `costwatch check` prints: the per-key spend table for people, one JSON object for scripts.
+"""What `costwatch check` prints: tables for people, one JSON object for scripts.
 
-Pure: takes the period, `now` and the aggregated frames; returns text.
+Pure: takes what a cycle found (spend per key, findings, planned alerts, the outbox) and
+returns text. Names from the export are data: control characters are blanked in tables.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from costwatch import fmt
+from costwatch.alerts import Alert
 from costwatch.periods import Period
 
 NAME_WIDTH = 32
 ID_WIDTH = 36  # a UUID fits
 MODELS_WIDTH = 64
 TOP_MODELS = 3
+MAX_FINDING_ROWS = 50
+
+# The finding and alert fields of `check --format json` (DESIGN.md, an interface).
+FINDING_FIELDS = (
+    "budget",
+    "scope",
+    "api_key_id",
+    "api_key_name",
+    "model",
+    "metric",
+    "used",
+    "limit",
+    "ratio",
+    "level",
+    "forecast_ratio",
+)
+ALERT_FIELDS = (
+    "budget",
+    "api_key_id",
+    "api_key_name",
+    "model",
+    "metric",
+    "threshold",
+    "kind",
+    "severity",
+)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An undelivered outbox row, as `check` lists it."""
+
+    id: int
+    kind: str
+    channel: str | None
+    summary: str
+    attempts: int
+    last_error: str | None
 
 
 @dataclass(frozen=True)
 class UsageReport:
-    """Everything one `check` run knows about spend, ready to render."""
+    """Everything one `check` run knows, ready to render."""
 
     period: Period
-    now: Any  # datetime; Any keeps json encoding in one place below
+    now: datetime
     source: str  # "Langdock export (2 parts)" or "file export.csv"
-    per_key: (
-        pl.DataFrame
-    )  # usage.per_key(): api_key_id, api_key_name, requests, total_cost_usd, ...
-    top_models: pl.DataFrame  # usage.top_models(): api_key_id, model, total_cost_usd, requests
-    rows_read: int = 0
+    per_key: pl.DataFrame  # usage.per_key()
+    top_models: pl.DataFrame  # usage.top_models()
+    findings: pl.DataFrame | None = None  # budgets.evaluate(); None: no budgets evaluated
+    alerts: Sequence[Alert] = ()  # planned in this run
+    silenced: Sequence[Alert] = ()
+    pending: Sequence[Pending] = ()  # undelivered outbox rows after this run
+    dry_run: bool = False
     notes: Sequence[str] = field(default_factory=tuple)
 
 
-def period_line(period: Period, now: Any) -> str:
-    """ "Month to date in Europe/Berlin: 2026-11-01 00:00 to 2026-11-25 10:30 (24.4 of 30 days)"."""
+def period_line(period: Period, now: datetime) -> str:
+    """Month to date in Europe/Berlin: 2026-11-01 00:00 to 2026-11-25 10:30 (24.4 of 30 days)."""
     local_now = min(now, period.end).astimezone(period.zone)
     elapsed_days = period.elapsed(now).total_seconds() / 86_400
     total_days = period.length.total_seconds() / 86_400
@@ -49,38 +92,87 @@ def period_line(period: Period, now: Any) -> str:
 
 
 def render_table(report: UsageReport) -> str:
-    """The per-key table, sorted by spend (as `per_key` already is), with a totals row."""
-    models = _models_by_key(report.top_models)
-    rows = list(report.per_key.iter_rows(named=True))
-    lines = [period_line(report.period, report.now), f"Source: {report.source}"]
-    lines.extend(report.notes)
-    lines.append("")
-    if not rows:
-        lines.append("No usage in this period.")
-        return "\n".join(lines) + "\n"
+    lines = [period_line(report.period, report.now), f"Source: {report.source}", *report.notes]
+    lines += ["", *_keys_table(report)]
+    if report.findings is not None:
+        lines += ["", *_findings_table(report.findings)]
+        lines += ["", *_alerts_section(report)]
+    return "\n".join(lines) + "\n"
 
+
+def render_json(report: UsageReport) -> str:
+    """The one JSON object of DESIGN.md, plus spend per key, silenced and pending alerts."""
+    models = _models_by_key(report.top_models)
+    findings = report.findings if report.findings is not None else pl.DataFrame()
+    document = {
+        "period": {
+            "start": report.period.start.isoformat(),
+            "end": report.period.end.isoformat(),
+            "timezone": report.period.zone.key,
+        },
+        "findings": findings.select(FINDING_FIELDS).to_dicts() if findings.height else [],
+        "alerts": [_alert_json(a) for a in report.alerts],
+        "silenced": [{**_alert_json(a), "reason": a.silenced_by} for a in report.silenced],
+        "pending": [
+            {"id": p.id, "kind": p.kind, "channel": p.channel, "summary": p.summary}
+            for p in report.pending
+        ],
+        "now": report.now.isoformat(),
+        "source": report.source,
+        "dry_run": report.dry_run,
+        "keys": [
+            {
+                "api_key_id": row["api_key_id"],
+                "api_key_name": row["api_key_name"],
+                "requests": row["requests"],
+                "total_cost_usd": row["total_cost_usd"],
+                "top_models": [
+                    {"model": m, "total_cost_usd": c, "requests": r}
+                    for m, c, r in models.get(row["api_key_id"], [])[:TOP_MODELS]
+                ],
+            }
+            for row in report.per_key.iter_rows(named=True)
+        ],
+    }
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def alert_summary(alert: Alert) -> str:
+    """support-bot-prod: cost 82% of $1,500 (warning, 80% threshold)."""
+    subject = alert.api_key_name or alert.api_key_id or f"{alert.budget} (shared)"
+    model = f" on {alert.model}" if alert.model else ""
+    what = "forecast to overrun" if alert.kind == "forecast" else f"{alert.threshold:g}% reached"
+    return (
+        f"{_printable(subject)}{_printable(model)}: {_metric(alert.metric)} "
+        f"{_amount(alert.metric, alert.used)} of {_amount(alert.metric, alert.limit)} "
+        f"({fmt.percent(alert.ratio)}), {what} [{alert.severity}]"
+    )
+
+
+def _keys_table(report: UsageReport) -> list[str]:
+    rows = list(report.per_key.iter_rows(named=True))
+    if not rows:
+        return ["No usage in this period."]
+    models = _models_by_key(report.top_models)
     name_w = max(len("KEY"), min(NAME_WIDTH, max(len(r["api_key_name"] or "") for r in rows)))
     id_w = max(len("ID"), min(ID_WIDTH, max(len(r["api_key_id"]) for r in rows)))
-    rank_w = len(str(len(rows)))
     total_cost = float(report.per_key["total_cost_usd"].sum())
     total_requests = int(report.per_key["requests"].sum())
-    spend_w = max(len("SPEND"), len(fmt.money(total_cost)))
-    req_w = max(len("REQUESTS"), len(fmt.count(total_requests)))
-
-    def line(*cells: str) -> str:
-        rank, name, key_id, spend, requests, top = cells
-        return (
-            f"{rank:>{rank_w}}  {name:<{name_w}}  {key_id:<{id_w}}  "
-            f"{spend:>{spend_w}}  {requests:>{req_w}}  {top}"
-        ).rstrip()
-
-    lines.append(line("#", "KEY", "ID", "SPEND", "REQUESTS", "TOP MODELS"))
+    widths = (
+        len(str(len(rows))),
+        name_w,
+        id_w,
+        max(len("SPEND"), len(fmt.money(total_cost))),
+        max(len("REQUESTS"), len(fmt.count(total_requests))),
+    )
+    lines = [_line(widths, "#", "KEY", "ID", "SPEND", "REQUESTS", "TOP MODELS")]
     for rank, row in enumerate(rows, start=1):
         top = ", ".join(
             f"{m} {fmt.money(c)}" for m, c, _ in models.get(row["api_key_id"], [])[:TOP_MODELS]
         )
         lines.append(
-            line(
+            _line(
+                widths,
                 str(rank),
                 fmt.cut(_printable(row["api_key_name"] or ""), name_w),
                 fmt.cut(row["api_key_id"], id_w),
@@ -90,44 +182,112 @@ def render_table(report: UsageReport) -> str:
             )
         )
     keys = f"TOTAL ({len(rows):,} key{'s' if len(rows) != 1 else ''})"
-    lines.append(line("", keys, "", fmt.money(total_cost), fmt.count(total_requests), ""))
-    return "\n".join(lines) + "\n"
+    lines.append(_line(widths, "", keys, "", fmt.money(total_cost), fmt.count(total_requests), ""))
+    return lines
 
 
-def render_json(
-    report: UsageReport,
-    findings: Iterable[Mapping[str, Any]] = (),
-    alerts: Iterable[Mapping[str, Any]] = (),
-) -> str:
-    """The one JSON object of DESIGN.md, plus the per-key spend under "keys"."""
-    models = _models_by_key(report.top_models)
-    keys = [
-        {
-            "api_key_id": row["api_key_id"],
-            "api_key_name": row["api_key_name"],
-            "requests": row["requests"],
-            "total_cost_usd": row["total_cost_usd"],
-            "tokens": row.get("tokens"),
-            "top_models": [
-                {"model": m, "total_cost_usd": c, "requests": r}
-                for m, c, r in models.get(row["api_key_id"], [])[:TOP_MODELS]
-            ],
-        }
-        for row in report.per_key.iter_rows(named=True)
-    ]
-    document = {
-        "period": {
-            "start": report.period.start.isoformat(),
-            "end": report.period.end.isoformat(),
-            "timezone": report.period.zone.key,
-        },
-        "now": report.now.isoformat(),
-        "source": report.source,
-        "findings": list(findings),
-        "alerts": list(alerts),
-        "keys": keys,
-    }
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+def _findings_table(findings: pl.DataFrame) -> list[str]:
+    notable = findings.filter(pl.col("level").is_not_null() | pl.col("forecast_due"))
+    head = (
+        f"Budgets: {findings['budget'].n_unique() if findings.height else 0} evaluated, "
+        f"{findings.height:,} findings, {notable.height:,} at a threshold or forecast to overrun"
+    )
+    if not notable.height:
+        if not findings.height:
+            return [head]
+        top = findings.row(0, named=True)
+        return [
+            head,
+            f"Highest: {_subject(top)} at {fmt.percent(top['ratio'])} of budget "
+            f"{top['budget']!r} ({_metric(top['metric'])}).",
+        ]
+    shown = notable.head(MAX_FINDING_ROWS)
+    table = [("BUDGET", "SUBJECT", "MODEL", "METRIC", "USED", "LIMIT", "USE", "LEVEL", "FORECAST")]
+    for row in shown.iter_rows(named=True):
+        table.append(
+            (
+                fmt.cut(_printable(row["budget"]), 24),
+                fmt.cut(_subject(row), NAME_WIDTH),
+                fmt.cut(_printable(row["model"] or "all"), 20),
+                _metric(row["metric"]),
+                _amount(row["metric"], row["used"]),
+                _amount(row["metric"], row["limit"]),
+                fmt.percent(row["ratio"]),
+                f"{row['level']:g}%" if row["level"] is not None else "-",
+                _forecast(row),
+            )
+        )
+    lines = [head, *_grid(table)]
+    if notable.height > shown.height:
+        lines.append(f"... and {notable.height - shown.height:,} more (--format json lists all)")
+    return lines
+
+
+def _alerts_section(report: UsageReport) -> list[str]:
+    verb = "would send" if report.dry_run else "planned"
+    lines = [f"Alerts {verb} in this run: {len(report.alerts)}"]
+    lines += [f"  -> {a.channel or '(default channel)'}  {alert_summary(a)}" for a in report.alerts]
+    if report.silenced:
+        lines.append(f"Silenced: {len(report.silenced)}")
+        lines += [f"  {alert_summary(a)}  (silence: {a.silenced_by})" for a in report.silenced]
+    if report.pending:
+        lines.append(f"Waiting in the outbox for delivery: {len(report.pending)}")
+        for p in report.pending[:MAX_FINDING_ROWS]:
+            error = f", last error: {p.last_error}" if p.last_error else ""
+            lines.append(
+                f"  #{p.id} -> {p.channel or '(default channel)'}  {p.summary}"
+                f" ({p.attempts} attempt{'s' if p.attempts != 1 else ''}{error})"
+            )
+    return lines
+
+
+def _forecast(row: dict[str, Any]) -> str:
+    if row["forecast_due"] and row["projected"] is not None:
+        when = f" by {fmt.day(row['overrun_at'])}" if row["overrun_at"] is not None else ""
+        return f"on course for {_amount(row['metric'], row['projected'])}, limit{when}"
+    if row["forecast_ratio"] is not None:
+        return f"{fmt.percent(row['forecast_ratio'])} at period end"
+    return "-"
+
+
+def _subject(row: dict[str, Any]) -> str:
+    if row["scope"] == "shared":
+        return "(shared pool)"
+    return _printable(row["api_key_name"] or row["api_key_id"] or "")
+
+
+def _metric(metric: str) -> str:
+    return {"cost_usd": "cost", "requests": "requests", "tokens": "tokens"}.get(metric, metric)
+
+
+def _amount(metric: str, value: float) -> str:
+    return fmt.money(value) if metric == "cost_usd" else fmt.count(value)
+
+
+def _alert_json(alert: Alert) -> dict[str, Any]:
+    return {name: getattr(alert, name) for name in ALERT_FIELDS}
+
+
+def _line(widths: tuple[int, ...], *cells: str) -> str:
+    rank, name, key_id, spend, requests, top = cells
+    rank_w, name_w, id_w, spend_w, req_w = widths
+    return (
+        f"{rank:>{rank_w}}  {name:<{name_w}}  {key_id:<{id_w}}  "
+        f"{spend:>{spend_w}}  {requests:>{req_w}}  {top}"
+    ).rstrip()
+
+
+def _grid(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Left-aligned text columns, numbers right-aligned (columns 4 to 7)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    out = []
+    for row in rows:
+        cells = [
+            cell.rjust(widths[i]) if 4 <= i <= 7 else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        out.append("  ".join(cells).rstrip())
+    return out
 
 
 def _models_by_key(top: pl.DataFrame) -> dict[str, list[tuple[str, float, int]]]:
