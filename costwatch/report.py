@@ -224,8 +224,8 @@ def _findings_table(findings: pl.DataFrame) -> list[str]:
 
 
 def _alerts_section(report: UsageReport) -> list[str]:
-    verb = "would send" if report.dry_run else "planned"
-    lines = [f"Alerts {verb} in this run: {len(report.alerts)}"]
+    verb = "that would be sent (dry run)" if report.dry_run else "planned in this run"
+    lines = [f"Alerts {verb}: {len(report.alerts)}"]
     lines += [f"  -> {a.channel or '(default channel)'}  {alert_summary(a)}" for a in report.alerts]
     if report.silenced:
         lines.append(f"Silenced: {len(report.silenced)}")
@@ -243,8 +243,8 @@ def _alerts_section(report: UsageReport) -> list[str]:
 
 def _forecast(row: dict[str, Any]) -> str:
     if row["forecast_due"] and row["projected"] is not None:
-        when = f" by {fmt.day(row['overrun_at'])}" if row["overrun_at"] is not None else ""
-        return f"on course for {_amount(row['metric'], row['projected'])}, limit{when}"
+        when = f", over on {fmt.day(row['overrun_at'])}" if row["overrun_at"] is not None else ""
+        return f"on course for {_amount(row['metric'], row['projected'])}{when}"
     if row["forecast_ratio"] is not None:
         return f"{fmt.percent(row['forecast_ratio'])} at period end"
     return "-"
