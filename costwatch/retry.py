@@ -1,0 +1,198 @@
+"""How long to wait between attempts: exponential backoff, full jitter, Retry-After, a budget.
+
+`RetryPolicy` says how hard to try; a `RetryBudget` counts the attempts and the time spent on
+one operation under that policy and answers "how long until the next attempt, if any"; a
+`Retrier` runs an operation under a fresh budget. An operation asks for another attempt by
+raising `Retryable`; when the budget is spent the `Retrier` raises `RetriesExhausted`. The clock,
+the sleep and the jitter source belong to the caller, so tests run without waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+__all__ = [
+    "Retrier",
+    "RetriesExhausted",
+    "RetryBudget",
+    "RetryPolicy",
+    "Retryable",
+    "parse_retry_after",
+    "retry_after_seconds",
+]
+
+T = TypeVar("T")
+
+_MAX_EXPONENT = 62  # 2**62 seconds is past any cap; keeps the float conversion finite
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try one export range before giving up."""
+
+    max_attempts: int = 6
+    initial_backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 60.0
+    max_elapsed_seconds: float = 300.0  # bounded total time for one range's retries
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        for name in ("initial_backoff_seconds", "max_backoff_seconds", "max_elapsed_seconds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+    def backoff_ceiling(self, failures: int) -> float:
+        """The longest wait after the `failures`-th failure: initial * 2^(n-1), capped."""
+        exponent = min(max(failures - 1, 0), _MAX_EXPONENT)
+        return float(min(self.max_backoff_seconds, self.initial_backoff_seconds * 2**exponent))
+
+
+class Retryable(Exception):
+    """A failure worth another attempt; `reason` is a stable label for what failed."""
+
+    def __init__(self, reason: str, description: str, retry_after: float | None = None) -> None:
+        super().__init__(description)
+        self.reason = reason
+        self.description = description
+        self.retry_after = retry_after
+
+
+class RetryBudget:
+    """Attempts and elapsed time of one operation; decides whether and how long to wait."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        monotonic: Callable[[], float],
+        jitter: Callable[[], float],
+    ) -> None:
+        self._policy = policy
+        self._monotonic = monotonic
+        self._jitter = jitter
+        self._started = monotonic()
+        self.attempts = 0
+
+    def begin_attempt(self) -> None:
+        self.attempts += 1
+
+    def elapsed(self) -> float:
+        return max(self._monotonic() - self._started, 0.0)
+
+    def next_wait(self, retry_after: float | None = None) -> float | None:
+        """Seconds to sleep before the next attempt, or None when the budget is spent.
+
+        The wait is full jitter over the backoff ceiling; a server's Retry-After raises it (never
+        retry sooner than asked). It never runs past the remaining time: when the server asks
+        for more than is left, there is no point in waiting and the answer is None.
+        """
+        if self.attempts >= self._policy.max_attempts:
+            return None
+        remaining = self._policy.max_elapsed_seconds - self.elapsed()
+        if remaining <= 0:
+            return None
+        share = min(max(self._jitter(), 0.0), 1.0)
+        wait = share * self._policy.backoff_ceiling(self.attempts)
+        if retry_after is not None:
+            if retry_after > remaining:
+                return None
+            wait = max(wait, retry_after)
+        return min(wait, remaining)
+
+
+class RetriesExhausted(Exception):
+    """The budget is spent; `last` is the final failure."""
+
+    def __init__(self, last: Retryable, attempts: int, elapsed: float) -> None:
+        super().__init__(f"{last.description} (after {attempts} attempt(s) over {elapsed:.1f}s)")
+        self.last = last
+        self.attempts = attempts
+        self.elapsed = elapsed
+
+
+class Retrier:
+    """Runs operations under a RetryPolicy with the caller's clock, sleep and jitter."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        sleep: Callable[[float], None],
+        monotonic: Callable[[], float],
+        jitter: Callable[[], float],
+    ) -> None:
+        self.policy = policy
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._jitter = jitter
+
+    def run(self, operation: Callable[[], T], *, what: str, log: logging.Logger) -> T:
+        """`operation()`, again after each `Retryable` until it succeeds or the budget is spent.
+
+        Each retry is logged at WARNING on `log` with `what`, the failure and the wait.
+        """
+        budget = RetryBudget(self.policy, monotonic=self._monotonic, jitter=self._jitter)
+        while True:
+            budget.begin_attempt()
+            try:
+                return operation()
+            except Retryable as failure:
+                wait = budget.next_wait(failure.retry_after)
+                if wait is None:
+                    raise RetriesExhausted(failure, budget.attempts, budget.elapsed()) from failure
+                log.warning(
+                    "%s: attempt %d/%d failed (%s); retrying in %.2fs",
+                    what,
+                    budget.attempts,
+                    self.policy.max_attempts,
+                    failure.description,
+                    wait,
+                )
+                self._sleep(wait)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent or bad.
+
+    `now` is the reference for an HTTP-date (the response's own Date header is the best one);
+    the current time when not given. A date in the past means "now": 0 seconds.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        return _seconds_until(text, now)
+    if not math.isfinite(seconds):
+        return None
+    return max(seconds, 0.0)
+
+
+def _seconds_until(http_date: str, now: datetime | None) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    reference = now if now is not None else datetime.now(UTC)
+    return max((when - reference).total_seconds(), 0.0)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Retry-After from response headers, an HTTP-date measured against the response's Date."""
+    server_now: datetime | None = None
+    if "Date" in headers:
+        try:
+            server_now = parsedate_to_datetime(headers["Date"])
+        except (TypeError, ValueError, IndexError):
+            server_now = None
+    return parse_retry_after(headers.get("Retry-After"), now=server_now)
