@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -113,9 +114,6 @@ def _load(path: Path, env: dict[str, str] | None = None) -> Config | None:
         return load_config(path, env)
     except ConfigError as error:
         print(error, file=sys.stderr)
-        return None
-    except OSError as error:
-        print(f"{path}: cannot read the configuration: {error.strerror}", file=sys.stderr)
         return None
 
 
@@ -224,11 +222,15 @@ def _demo(args: argparse.Namespace) -> int:
     # Only the demo needs the simulator; `check` and `run` never load it.
     from costwatch.simulator import Simulator, Workspace  # noqa: PLC0415
 
-    with Simulator(Workspace()) as sim:
+    with (
+        Simulator(Workspace()) as sim,
+        tempfile.TemporaryDirectory(prefix="costwatch-demo-") as tmp,
+    ):
         env = {
             **os.environ,
             "COSTWATCH_DEMO_URL": sim.base_url,
             "COSTWATCH_DEMO_KEY": sim.api_key,
+            "COSTWATCH_DEMO_STATE": str(Path(tmp) / "state.db"),
         }
         config = _load(demo_config_path(), env)
         if config is None:
