@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from costwatch import __version__, cycle, report, usage
-from costwatch.config import Config, load_config, summarize
+from costwatch.config import Config, load_config
+from costwatch.configsummary import summarize
 from costwatch.errors import ConfigError, CostwatchError, ExportError, StateError, UsageError
 from costwatch.langdock import LangdockClient
 from costwatch.state import State

@@ -27,8 +27,8 @@ from costwatch.config import (
     load_config,
     parse_config,
     severity_for,
-    summarize,
 )
+from costwatch.configsummary import summarize
 from costwatch.durations import format_duration, normalize_cron, parse_duration
 from costwatch.errors import ConfigError
 

@@ -1,0 +1,116 @@
+"""The one-screen summary `costwatch validate` prints for a good configuration file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from costwatch.config import (
+    Budget,
+    Config,
+    Defaults,
+    ForecastConfig,
+    Limits,
+    SlackConfig,
+    Threshold,
+)
+from costwatch.durations import format_duration
+
+
+def summarize(config: Config, known_keys: Sequence[tuple[str, str]] | None = None) -> str:
+    """The one-screen description of a valid configuration; never shows a secret.
+
+    With `known_keys` ((api_key_id, api_key_name) pairs) each budget says how many it matches.
+    """
+    langdock, schedule, slack = config.langdock, config.schedule, config.slack
+    source = f"read from {langdock.api_key_file}" if langdock.api_key_file else "given inline"
+    trigger = (
+        f"every {format_duration(schedule.every)}" if schedule.every else f"cron '{schedule.cron}'"
+    )
+    lines = [
+        f"langdock  {langdock.base_url} (API key {source})",
+        f"schedule  {trigger}, time zone {schedule.timezone}",
+        f"state     {config.state.path}",
+        f"slack     {_describe_slack(slack)}",
+        f"metrics   {config.metrics.listen} (at most {config.metrics.max_series} series)",
+        f"defaults  {_describe_defaults(config.defaults)}",
+        f"budgets   {len(config.budgets)}",
+    ]
+    for budget in config.budgets:
+        lines.append(f"  {budget.name}: {_describe_budget(config, budget)}")
+        if known_keys is not None:
+            count = len(_matched_keys(config, budget, known_keys))
+            lines.append(f"    matches {count} of {len(known_keys)} keys")
+    if known_keys is not None:
+        covered = {
+            key for budget in config.budgets for key in _matched_keys(config, budget, known_keys)
+        }
+        lines.append(
+            f"keys      {len(known_keys) - len(covered)} of {len(known_keys)} in no budget"
+        )
+    for silence in config.silences:
+        what = ", ".join(
+            f"{k} {v}" for k, v in (("budget", silence.budget), ("keys", silence.keys)) if v
+        )
+        lines.append(f"silence   {what} until {silence.until.isoformat()}: {silence.reason}")
+    return "\n".join(lines)
+
+
+def _describe_slack(slack: SlackConfig | None) -> str:
+    if slack is None:
+        return "off (no alerts are sent)"
+    if slack.mode == "webhook":
+        return "incoming webhook"
+    return f"bot token, default channel {slack.channel}, API {slack.api_url}"
+
+
+def _describe_defaults(defaults: Defaults) -> str:
+    return f"period {defaults.period}, {_describe_thresholds(defaults.thresholds)}, " + (
+        _describe_forecast(defaults.forecast)
+    )
+
+
+def _describe_thresholds(thresholds: Sequence[Threshold]) -> str:
+    return "thresholds " + "/".join(f"{threshold.at:g}" for threshold in thresholds) + "%"
+
+
+def _describe_forecast(forecast: ForecastConfig) -> str:
+    if not forecast.enabled:
+        return "forecast off"
+    return (
+        f"forecast once {forecast.min_elapsed:.0%} of the period has passed"
+        f" and ${forecast.min_spend_usd:,.2f} is spent"
+    )
+
+
+def _describe_limits(limits: Limits) -> str:
+    units = {"cost_usd": "${:,.2f}", "requests": "{:,.0f} requests", "tokens": "{:,.0f} tokens"}
+    return ", ".join(units[metric].format(limit) for metric, limit in limits.items())
+
+
+def _describe_budget(config: Config, budget: Budget) -> str:
+    parts = [
+        f"{'shared pool' if budget.scope == 'shared' else 'per key'}"
+        + (" (fallback)" if budget.fallback else ""),
+        "keys " + ", ".join(budget.keys) + ("".join(f" -{x}" for x in budget.exclude)),
+        f"{budget.effective_period(config.defaults)} in "
+        + budget.effective_timezone(config.schedule),
+        _describe_limits(budget.limits),
+        *(f"{model}: {_describe_limits(limits)}" for model, limits in budget.models.items()),
+        _describe_thresholds(budget.effective_thresholds(config.defaults)),
+    ]
+    channel = budget.channel or (config.slack.channel if config.slack else None)
+    if channel:
+        parts.append(f"to {channel}")
+    return "; ".join(parts)
+
+
+def _matched_keys(
+    config: Config, budget: Budget, known_keys: Sequence[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The keys a budget covers; a fallback budget only those no other per-key budget covers."""
+    others = [b for b in config.budgets if b.scope == "key" and not b.fallback]
+    return [
+        key
+        for key in known_keys
+        if budget.matches(*key) and not (budget.fallback and any(b.matches(*key) for b in others))
+    ]

@@ -1,0 +1,209 @@
+"""Value types of the configuration: numbers, zones, globs, URLs, mentions, secrets from files.
+
+Annotated pydantic types and their validators, shared by the models in `costwatch.config`.
+Messages are short and plain, and never quote a secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+import zoneinfo
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationInfo,
+)
+
+from costwatch import globs
+from costwatch.durations import normalize_cron, parse_duration
+
+SECRET_FILE_MAX_BYTES = 64 * 1024
+_T = TypeVar("_T")
+
+# --- value types -----------------------------------------------------------------------------
+
+
+def number(value: object) -> object:
+    """Numbers (and numeric strings, e.g. from ${VAR}) pass; `true` is not 1."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+def percent(value: object) -> object:
+    """80 or "80%"."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return value.strip()[:-1]
+    return number(value)
+
+
+def fraction(value: object) -> object:
+    """0.2 or "20%"."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError("must be a fraction like 0.2 or a percentage like '20%'") from None
+    return number(value)
+
+
+def _check_zone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        close = difflib.get_close_matches(name, _zone_names(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ValueError(f"bad time zone '{name}'{hint}") from None
+    return name
+
+
+@functools.cache
+def _zone_names() -> list[str]:
+    return sorted(zoneinfo.available_timezones())
+
+
+def _check_glob(pattern: str) -> str:
+    problem = globs.problem(pattern)
+    if problem is not None:
+        raise ValueError(problem)
+    return pattern
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http or https URL")
+    return url
+
+
+def check_listen(text: str) -> str:
+    split_listen(text)
+    return text
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    match = re.fullmatch(
+        r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]+)):(?P<port>\d{1,5})", text
+    )
+    if match is None:
+        raise ValueError("must be host:port, like 0.0.0.0:9108 or [::]:9108")
+    if not 1 <= int(match["port"]) <= 65535:
+        raise ValueError("port must be between 1 and 65535")
+    return match["v6"] or match["host"], int(match["port"])
+
+
+_MENTION = re.compile(r"<(?:@[A-Z0-9]+|!subteam\^[A-Z0-9]+(?:\|[^<>]*)?|!here|!channel|!everyone)>")
+
+
+def _check_mention(text: str) -> str:
+    if not _MENTION.fullmatch(text):
+        raise ValueError("must be a Slack mention like '<@U0123ABCD>' or '<!subteam^S0123ABCD>'")
+    return text
+
+
+def non_empty(items: tuple[_T, ...]) -> tuple[_T, ...]:
+    if not items:
+        raise ValueError("must not be empty")
+    return items
+
+
+def _check_channel(name: str) -> str:
+    if not re.fullmatch(r"\S+", name):
+        raise ValueError("must be a channel like '#ai-spend' or a channel ID, without spaces")
+    return name
+
+
+def _as_patterns(value: object) -> object:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a glob or a list of globs, names or key ids")
+    return value
+
+
+def resolve_path(path: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    return path if path.is_absolute() or base is None else Path(base) / path
+
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+PositiveFloat = Annotated[float, BeforeValidator(number), Field(gt=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, BeforeValidator(number), Field(gt=0)]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Cron = Annotated[str, AfterValidator(normalize_cron)]
+ZoneName = Annotated[str, AfterValidator(_check_zone)]
+Glob = Annotated[str, AfterValidator(_check_glob)]
+Patterns = Annotated[tuple[Glob, ...], BeforeValidator(_as_patterns)]
+Url = Annotated[str, AfterValidator(check_url)]
+Mention = Annotated[str, AfterValidator(_check_mention)]
+Channel = Annotated[str, AfterValidator(_check_channel)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+class _Invalid:
+    """Put in place of a field's input by a `before` validator: the field then reports it."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _raise_invalid(value: object) -> object:
+    if isinstance(value, _Invalid):
+        raise ValueError(value.message)
+    return value
+
+
+Secret = Annotated[SecretStr, Field(min_length=1), BeforeValidator(_raise_invalid)]
+SecretPath = Annotated[Path, BeforeValidator(_raise_invalid)]
+
+
+def read_secret_files(data: object, info: ValidationInfo, *names: str) -> object:
+    """For each `name`: exactly-one-of `name`/`name_file` check, and read the file into `name`."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for name in names:
+        file_key = f"{name}_file"
+        if data.get(file_key) is None:
+            continue
+        if data.get(name) is not None:
+            data[file_key] = _Invalid(f"give {name} or {file_key}, not both")
+        elif isinstance(data[file_key], str):
+            path = resolve_path(Path(data[file_key]), info)
+            try:
+                data[name], data[file_key] = _read_secret(path), path
+            except ValueError as error:
+                data[file_key] = _Invalid(str(error))
+    return data
+
+
+def _read_secret(path: Path) -> str:
+    """The stripped content; the ValueError says what is wrong, never what is in the file."""
+    try:
+        with path.open("rb") as file:
+            content = file.read(SECRET_FILE_MAX_BYTES).decode("utf-8").strip()
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or 'error'}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError(f"cannot read {path}: not a UTF-8 text file") from None
+    if not content:
+        raise ValueError(f"{path} is empty")
+    return content
