@@ -107,6 +107,7 @@ class LangdockConfig(Model):
     allow_insecure_download: bool = False
     retry_max_elapsed_seconds: PositiveFloat = 300
     max_attempts: PositiveInt = 6
+    failures_before_alert: PositiveInt = 3  # consecutive failed cycles before an ops alert
 
     @model_validator(mode="before")
     @classmethod
@@ -155,6 +156,7 @@ class ScheduleConfig(Model):
 
 class StateConfig(Model):
     path: Path = Path("/var/lib/costwatch/state.db")
+    retention: Duration = timedelta(days=90)  # spend history and delivered alerts kept this long
 
     @field_validator("path")
     @classmethod

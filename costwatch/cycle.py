@@ -35,7 +35,6 @@ from costwatch.state import HistoryRow, Message, OutboxItem, State
 log = logging.getLogger("costwatch.cycle")
 
 USER_AGENT = "costwatch (+https://github.com/costwatch/costwatch)"
-EXPORT_FAILURES_BEFORE_ALERT = 3
 
 
 @dataclass(frozen=True)
@@ -198,7 +197,7 @@ def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | Usag
     ids: list[int] = []
     if deps.state is not None and not deps.dry_run and deps.csv is None:
         new_health, operational = health.failed(
-            deps.state.export_health(), reason, now, EXPORT_FAILURES_BEFORE_ALERT
+            deps.state.export_health(), reason, now, deps.config.langdock.failures_before_alert
         )
         messages = [] if operational is None else [_operational_message(operational, deps.config)]
         ids = deps.state.commit(now=now, messages=messages, health=new_health)

@@ -163,7 +163,7 @@ INVALID = [
     pytest.param(
         L + "state:\n  file: x.db\n",
         [
-            "state.file (line 4): unknown key 'file' (known keys: path)",
+            "state.file (line 4): unknown key 'file' (known keys: path, retention)",
         ],
         id="unknown-key-state",
     ),
