@@ -171,6 +171,7 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
         history=_history(findings),
         health=new_health,
     )
+    deps.state.prune(now, config.state.retention)
     return dataclasses.replace(outcome, operational=operational, outbox_ids=tuple(ids))
 
 
