@@ -1,9 +1,10 @@
 """Durable state in one SQLite file: the alert ledger, the outbox, spend history, export health.
 
 - WAL journal, `synchronous=FULL`, file mode 0600 (it holds key names and spend).
-- A `schema_version` table and forward-only migrations; a file written by a newer costwatch, or
-  one that is not a costwatch database or is damaged, is refused with a clear `StateError`,
-  never replaced by a fresh one (that would re-send the whole period's alerts).
+- A `schema_version` table and forward-only migrations (`statefile.py`); a file written by a
+  newer costwatch, or one that is not a costwatch database or is damaged, is refused with a
+  clear `StateError` and left as it was, never replaced by a fresh one (that would re-send the
+  whole period's alerts).
 - Planning and recording happen in one transaction (`commit`): the ledger rows and the outbox
   rows of a plan are written together or not at all. Delivery marks outbox rows sent. After a
   crash, nothing fires twice (the ledger says it fired) and nothing is lost (the outbox row
@@ -13,55 +14,22 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from costwatch import periods
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
+from costwatch.statefile import MIGRATIONS, SCHEMA_VERSION, connect, rollback
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the first schema
-    """
-    CREATE TABLE ledger (
-        budget TEXT NOT NULL, subject TEXT NOT NULL, model TEXT NOT NULL, metric TEXT NOT NULL,
-        kind TEXT NOT NULL, period TEXT NOT NULL,
-        level REAL NOT NULL, limit_value REAL NOT NULL, used REAL NOT NULL, sent_at TEXT,
-        PRIMARY KEY (budget, subject, model, metric, kind, period)
-    ) WITHOUT ROWID;
-    CREATE INDEX ledger_period ON ledger (period);
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        created_at TEXT NOT NULL,
-        channel TEXT,
-        kind TEXT NOT NULL,
-        payload TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        next_attempt_at TEXT,
-        sent_at TEXT
-    );
-    CREATE INDEX outbox_pending ON outbox (sent_at, id);
-    CREATE TABLE history (
-        at TEXT NOT NULL, budget TEXT NOT NULL, subject TEXT NOT NULL, metric TEXT NOT NULL,
-        used REAL NOT NULL, limit_value REAL NOT NULL
-    );
-    CREATE INDEX history_at ON history (at);
-    CREATE INDEX history_subject ON history (budget, subject, metric, at);
-    CREATE TABLE export_health (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        consecutive_failures INTEGER NOT NULL, failing_since TEXT, last_success TEXT,
-        last_reason TEXT, alerted INTEGER NOT NULL
-    );
-    """,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "HistoryRow", "Message", "OutboxItem", "State"]
 
 
 @dataclass(frozen=True)
@@ -102,22 +70,13 @@ class State:
         self.path = path
 
     @classmethod
-    def open(cls, path: Path) -> State:
-        """Open (or create) the state file, migrating it to the current schema."""
-        _prepare_file(path)
-        try:
-            connection = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=5.0
-            )
-        except sqlite3.Error as error:
-            raise StateError(f"{path}: cannot open the state file: {error}") from None
-        try:
-            _configure(connection, path)
-            _migrate(connection, path)
-        except BaseException:
-            connection.close()
-            raise
-        return cls(connection, path)
+    def open(cls, path: Path, *, busy_timeout: float = 5.0) -> State:
+        """Open (or create) the state file, migrating it to the current schema.
+
+        `busy_timeout` is how many seconds a write waits for another writer's lock before it
+        fails with `StateError`.
+        """
+        return cls(connect(path, busy_timeout), path)
 
     def close(self) -> None:
         with self._lock:
@@ -278,16 +237,20 @@ class State:
         )
 
     def prune(self, now: datetime, retention: timedelta) -> int:
-        """Delete history and sent outbox rows older than `retention`; returns rows deleted."""
-        cutoff = _iso(now - retention)
+        """Delete history and sent outbox rows older than `retention`, and the ledger of periods
+        that ended longer than `retention` ago; returns rows deleted. Unsent outbox rows and the
+        ledger of a period still running are kept whatever their age: deleting them would lose an
+        alert or send one twice."""
+        cutoff = now - retention
         with self._transaction() as db:
-            deleted = db.execute("DELETE FROM history WHERE at < ?", (cutoff,)).rowcount
+            deleted = db.execute("DELETE FROM history WHERE at < ?", (_iso(cutoff),)).rowcount
             deleted += db.execute(
-                "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,)
+                "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (_iso(cutoff),)
             ).rowcount
-            deleted += db.execute(
-                "DELETE FROM ledger WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,)
-            ).rowcount
+            for (period,) in db.execute("SELECT DISTINCT period FROM ledger").fetchall():
+                end = _period_end(period)
+                if end is not None and end <= cutoff:
+                    deleted += db.execute("DELETE FROM ledger WHERE period = ?", (period,)).rowcount
         return deleted
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -325,82 +288,40 @@ class _Transaction:
                 try:
                     db.execute("COMMIT")
                 except sqlite3.Error as error:
-                    db.execute("ROLLBACK")
+                    rollback(db)
                     raise StateError(
                         f"{self._state.path}: cannot write the state: {error}"
                     ) from None
             else:
-                db.execute("ROLLBACK")
+                rollback(db)
                 if isinstance(exc, sqlite3.Error):
                     raise StateError(f"{self._state.path}: cannot write the state: {exc}") from None
         finally:
             self._state._lock.release()
 
 
-def _prepare_file(path: Path) -> None:
-    """Create the folder and the file with mode 0600, or tighten an existing file's mode."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(descriptor)
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o600)
-    except OSError as error:
-        raise StateError(
-            f"{path}: cannot create or open the state file: {error.strerror}"
-        ) from None
-
-
-def _configure(connection: sqlite3.Connection, path: Path) -> None:
-    try:
-        connection.execute("PRAGMA busy_timeout = 5000")
-        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        connection.execute("PRAGMA synchronous = FULL")
-        check = connection.execute("PRAGMA quick_check").fetchone()[0]
-    except sqlite3.Error as error:
-        raise StateError(
-            f"{path}: not a usable costwatch state file ({error}); move it away to start afresh,"
-            " knowing that alerts of the current period will be sent again"
-        ) from None
-    if check != "ok":
-        raise StateError(f"{path}: the state file is damaged ({check}); restore it or move it away")
-    if str(mode).lower() != "wal":
-        raise StateError(f"{path}: cannot use write-ahead logging (journal mode {mode})")
-
-
-def _migrate(connection: sqlite3.Connection, path: Path) -> None:
-    try:
-        tables = {
-            row[0]
-            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
-        if tables and "schema_version" not in tables:
-            raise StateError(f"{path}: this SQLite file is not a costwatch state file")
-        connection.execute("BEGIN IMMEDIATE")
-        connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
-        version = row[0] or 0
-        if version > SCHEMA_VERSION:
-            connection.execute("ROLLBACK")
-            raise StateError(
-                f"{path}: written by a newer costwatch (schema {version}, this one knows "
-                f"{SCHEMA_VERSION}); upgrade costwatch"
-            )
-        for number in range(version, SCHEMA_VERSION):
-            for statement in MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    connection.execute(statement)
-            connection.execute("INSERT INTO schema_version VALUES (?)", (number + 1,))
-        connection.execute("COMMIT")
-    except sqlite3.Error as error:
-        if connection.in_transaction:
-            connection.execute("ROLLBACK")
-        raise StateError(f"{path}: cannot prepare the state file: {error}") from None
+def _period_end(key: str) -> datetime | None:
+    """The end of the period that `key` (`Period.key()`) names, or None if it names none."""
+    name, _, rest = key.partition(":")
+    first, _, zone = rest.partition("@")
+    for kind in periods.PERIOD_NAMES:
+        if kind == name:
+            try:
+                tz = ZoneInfo(zone)
+                start = periods.local_midnight(date.fromisoformat(first), tz)
+            except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+                return None
+            return periods.current(kind, tz, start).end
+    return None
 
 
 def _iso(moment: datetime | None) -> str | None:
-    """UTC ISO 8601, so that stored times compare correctly as text."""
-    return moment.astimezone(UTC).isoformat() if moment is not None else None
+    """UTC ISO 8601 with a fixed width, so that stored times compare correctly as text."""
+    if moment is None:
+        return None
+    if moment.utcoffset() is None:
+        raise ValueError(f"a naive datetime cannot be stored: {moment!r}; pass an aware one")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _time(text: str | None) -> datetime | None:

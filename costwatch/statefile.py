@@ -1,0 +1,250 @@
+"""Opening the state file: create it, recognise it, configure it, migrate it.
+
+- A new file is built under a temporary name (mode 0600, as SQLite then makes its `-wal` and
+  `-shm`) and moved into place once migrated, so costwatch never leaves an empty or half-made
+  state file behind; an existing file and its companions are tightened to 0600.
+- Before SQLite writes anything, the file is checked: empty, not SQLite, damaged (`quick_check`),
+  another application's database (the header's `application_id`, or for files from before it,
+  the tables), or written by a newer costwatch: each is a `StateError` saying what to do, and the
+  file is left as it was. Never a silent fresh start: that would re-send the period's alerts.
+- Then WAL and `synchronous=FULL`, and the missing migrations in one transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+import tempfile
+from pathlib import Path
+
+from costwatch.errors import StateError
+
+APPLICATION_ID = 0x63777374  # "cwst" in the SQLite header: this file is costwatch's state
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE ledger (
+        budget TEXT NOT NULL, subject TEXT NOT NULL, model TEXT NOT NULL, metric TEXT NOT NULL,
+        kind TEXT NOT NULL, period TEXT NOT NULL,
+        level REAL NOT NULL, limit_value REAL NOT NULL, used REAL NOT NULL, sent_at TEXT,
+        PRIMARY KEY (budget, subject, model, metric, kind, period)
+    ) WITHOUT ROWID;
+    CREATE INDEX ledger_period ON ledger (period);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        channel TEXT,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        next_attempt_at TEXT,
+        sent_at TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox (sent_at, id);
+    CREATE TABLE history (
+        at TEXT NOT NULL, budget TEXT NOT NULL, subject TEXT NOT NULL, metric TEXT NOT NULL,
+        used REAL NOT NULL, limit_value REAL NOT NULL
+    );
+    CREATE INDEX history_at ON history (at);
+    CREATE INDEX history_subject ON history (budget, subject, metric, at);
+    CREATE TABLE export_health (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        consecutive_failures INTEGER NOT NULL, failing_since TEXT, last_success TEXT,
+        last_reason TEXT, alerted INTEGER NOT NULL
+    );
+    """,
+    # 2: claim the file in its header, so that no other application's database is taken for it
+    f"PRAGMA application_id = {APPLICATION_ID}",
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+# A file from before migration 2 has no application_id: it is ours if it holds only these tables.
+_UNCLAIMED_TABLES = frozenset(
+    {"schema_version", "ledger", "outbox", "history", "export_health", "sqlite_sequence"}
+)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_FRESH_START = "move it away to start afresh, knowing that this period's alerts will be sent again"
+
+
+def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A connection to the state file at `path`, created or migrated to the current schema."""
+    if not os.path.lexists(path):
+        _create(path, busy_timeout)
+    _check_header(path)
+    connection = _connect(path, path, busy_timeout)
+    try:
+        version = _inspect(connection, path)
+        _tighten(path)
+        _configure(connection, path)
+        if version < SCHEMA_VERSION:
+            _migrate(connection, path)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def rollback(db: sqlite3.Connection) -> None:
+    """Undo the open transaction, if SQLite has not already; never mask the error at hand."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+
+
+def _create(path: Path, busy_timeout: float) -> None:
+    """Build a new, migrated state file under a temporary name, then move it to `path`."""
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise StateError(f"{path}: cannot create the state file: {folder} is not a folder")
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".new")
+    except OSError as error:
+        raise StateError(f"{path}: cannot create the state file: {error.strerror}") from None
+    os.close(descriptor)  # mkstemp made it 0600, and SQLite gives -wal and -shm the same mode
+    temporary = Path(name)
+    try:
+        connection = _connect(temporary, path, busy_timeout)
+        try:
+            _configure(connection, path)
+            _migrate(connection, path)
+        finally:
+            connection.close()  # checkpoints the WAL into the file and removes it
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            os.link(temporary, path)
+        _sync_folder(folder)
+    except OSError as error:
+        raise StateError(f"{path}: cannot create the state file: {error.strerror}") from None
+    finally:
+        for leftover in (temporary, *_companions(temporary)):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
+def _check_header(path: Path) -> None:
+    """Refuse, before SQLite touches it, what cannot be a costwatch state file."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise StateError(f"{path}: the state file is not a regular file")
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_MAGIC))
+    except OSError as error:
+        raise StateError(f"{path}: cannot read the state file: {error.strerror}") from None
+    if not header:
+        raise StateError(
+            f"{path}: the state file is empty (costwatch never leaves it so: was it truncated?);"
+            f" {_FRESH_START}"
+        )
+    if header != _SQLITE_MAGIC:
+        raise StateError(f"{path}: not a SQLite database, so not a costwatch state file")
+
+
+def _connect(file: Path, path: Path, busy_timeout: float) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(
+            file, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        )
+    except sqlite3.Error as error:
+        raise StateError(f"{path}: cannot open the state file: {error}") from None
+
+
+def _inspect(connection: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version, read without writing; refuses damaged and foreign files."""
+    try:
+        problems = [row[0] for row in connection.execute("PRAGMA quick_check(5)")]
+        application_id = connection.execute("PRAGMA application_id").fetchone()[0]
+        tables = {
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        version = 0
+        if "schema_version" in tables:
+            version = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    except sqlite3.Error as error:
+        raise StateError(
+            f"{path}: not a usable costwatch state file ({error}); {_FRESH_START}"
+        ) from None
+    if problems != ["ok"]:
+        raise StateError(
+            f"{path}: the state file is damaged ({'; '.join(problems)}); restore it from a"
+            f" backup or {_FRESH_START}"
+        )
+    unclaimed = application_id == 0 and "schema_version" in tables and tables <= _UNCLAIMED_TABLES
+    if application_id != APPLICATION_ID and not unclaimed:
+        raise StateError(
+            f"{path}: a SQLite database of another application (application_id"
+            f" {application_id:#x}, tables {', '.join(sorted(tables)) or 'none'}), not a"
+            " costwatch state file; point state.path elsewhere"
+        )
+    return _known_version(version or 0, path)
+
+
+def _known_version(version: int, path: Path) -> int:
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"{path}: written by a newer costwatch (schema {version}, this one knows "
+            f"{SCHEMA_VERSION}); upgrade costwatch"
+        )
+    return version
+
+
+def _companions(path: Path) -> tuple[Path, Path]:
+    return path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")
+
+
+def _tighten(path: Path) -> None:
+    """Mode 0600 for the file and its -wal and -shm, whoever created them."""
+    for file in (path, *_companions(path)):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise StateError(
+                f"{file}: cannot restrict access to the owner: {error.strerror}"
+            ) from None
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a new name in `folder` durable (where the platform allows opening a folder)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _configure(connection: sqlite3.Connection, path: Path) -> None:
+    try:
+        mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        connection.execute("PRAGMA synchronous = FULL")
+    except sqlite3.Error as error:
+        raise StateError(f"{path}: cannot configure the state file: {error}") from None
+    if str(mode).lower() != "wal":
+        raise StateError(f"{path}: cannot use write-ahead logging (journal mode {mode})")
+
+
+def _migrate(connection: sqlite3.Connection, path: Path) -> None:
+    """Run the migrations the file lacks, all in one transaction."""
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
+        version = _known_version(row[0] or 0, path)  # another process may have migrated it
+        for number in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[number].split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            connection.execute("INSERT INTO schema_version VALUES (?)", (number + 1,))
+        connection.execute("COMMIT")
+    except sqlite3.Error as error:
+        rollback(connection)
+        raise StateError(f"{path}: cannot prepare the state file: {error}") from None
+    except BaseException:
+        rollback(connection)
+        raise
