@@ -1,0 +1,479 @@
+"""A Langdock usage export (CSV) as one typed, validated polars frame, and its aggregations.
+
+`load` reads the parts of one `/export/api-keys` export made with `group_by=model` and returns a
+`Usage` whose frame has the fixed `SCHEMA`: one row per (api_key_id, model), parts summed.
+
+How one part is read (no per-row Python, the file is never read into a Python string):
+
+1. The header, through polars without type inference: find the model column
+   (`MODEL_COLUMN_CANDIDATES`, first found wins), the required and the optional columns.
+2. Fast path: one lazy `scan_csv` of only those columns, parsed straight into their final types,
+   then one `select` of cheap aggregates (minimums, null counts, finiteness, period bounds).
+3. Only when step 2 fails or finds a bad value: the diagnostic path reads the same columns as
+   strings with their row numbers and raises `UsageError` naming the column and the first bad
+   row. Values the strict parser refused but that are fine (`3.0` requests) are converted there.
+
+Any parse problem is an exception; no frame is ever built from data that failed to parse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from costwatch.errors import ExportPeriodError, UsageError
+
+log = logging.getLogger(__name__)
+
+TOKEN_COLUMNS: tuple[str, ...] = (
+    "sum_prompt_tokens",
+    "sum_completion_tokens",
+    "cached_prompt_tokens",
+    "cache_creation_tokens",
+    "no_cache_tokens",
+)
+SCHEMA: dict[str, pl.DataType] = {
+    "api_key_id": pl.String(),
+    "api_key_name": pl.String(),
+    "model": pl.String(),
+    "requests": pl.Int64(),
+    "total_cost_usd": pl.Float64(),
+    **{column: pl.Int64() for column in TOKEN_COLUMNS},
+}
+MODEL_COLUMN_CANDIDATES = ("model", "model_name", "raw_model", "name")
+REQUIRED_COLUMNS = ("api_key_id", "api_key_name", "requests", "total_cost_usd")
+PERIOD_COLUMNS = ("period_start", "period_end")
+
+_INTEGER_COLUMNS = frozenset(("requests", *TOKEN_COLUMNS))
+_SUMMED_COLUMNS = ("requests", "total_cost_usd", *TOKEN_COLUMNS)
+_TYPES: dict[str, pl.DataType] = {
+    **{column: SCHEMA[column] for column in _SUMMED_COLUMNS},
+    "period_start": pl.Date(),
+    "period_end": pl.Date(),
+}
+_COLUMNS = tuple(SCHEMA)
+_ROW = "__row__"
+_RUN = "__run__"
+_PERIOD_SLACK = timedelta(days=1)
+_INT64_LIMIT = 2.0**63
+
+
+@dataclass(frozen=True)
+class ExportFile:
+    """One downloaded part of an export and the local dates its request covered."""
+
+    path: Path
+    first_day: date | None = None  # None: unknown, skip the period check
+    last_day: date | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """An export as loaded: `frame` has `SCHEMA`, one row per (api_key_id, model)."""
+
+    frame: pl.DataFrame
+    has_tokens: bool  # the export carried the BYOK token columns
+    model_column: str | None  # the header used for the model; None without rows
+    rows_read: int  # data rows read across all parts
+
+
+def load(files: Sequence[ExportFile]) -> Usage:
+    """Load the parts of one export and sum them; no parts (the API's 404) is zero usage."""
+    parts = [_read_part(file) for file in files]
+    empty_cells = sum(part.empty_cells for part in parts)
+    if empty_cells:
+        log.warning("%d empty requests/total_cost_usd cells read as 0", empty_cells)
+    with_rows = [part for part in parts if part.rows]
+    return Usage(
+        frame=_combine([part.frame for part in with_rows]),
+        has_tokens=any(part.has_tokens for part in parts),
+        model_column=with_rows[0].model_column if with_rows else None,
+        rows_read=sum(part.rows for part in parts),
+    )
+
+
+def load_csv(path: Path, *, first_day: date | None = None, last_day: date | None = None) -> Usage:
+    """Load a single export file (`costwatch check --csv`)."""
+    return load([ExportFile(path, first_day, last_day)])
+
+
+def per_key(usage: Usage) -> pl.DataFrame:
+    """Totals per key, the biggest spender first: api_key_id, api_key_name, requests,
+    total_cost_usd, tokens (prompt + completion; null where not reported), models."""
+    prompt, completion = pl.col("sum_prompt_tokens"), pl.col("sum_completion_tokens")
+    reported = prompt.is_not_null() | completion.is_not_null()
+    row_tokens: pl.Expr = pl.when(reported).then(prompt.fill_null(0) + completion.fill_null(0))
+    if not usage.has_tokens:
+        row_tokens = pl.lit(None, dtype=pl.Int64)
+    return (
+        usage.frame.lazy()
+        .group_by("api_key_id")
+        .agg(
+            pl.col("api_key_name").last(),
+            pl.col("requests").sum(),
+            pl.col("total_cost_usd").sum(),
+            row_tokens.sum().alias("tokens"),
+            row_tokens.count().alias("reported"),
+            pl.len().cast(pl.Int64).alias("models"),
+        )
+        .with_columns(pl.when(pl.col("reported") > 0).then(pl.col("tokens")).alias("tokens"))
+        .drop("reported")
+        .sort(
+            ["total_cost_usd", "api_key_name", "api_key_id"],
+            descending=[True, False, False],
+            nulls_last=True,
+        )
+        .collect()
+    )
+
+
+def top_models(usage: Usage, n: int = 3) -> pl.DataFrame:
+    """The `n` models with the highest spend per key: api_key_id, model, total_cost_usd,
+    requests; sorted by key, then spend descending. Equal spend: the earlier row wins."""
+    by_spend = pl.col("total_cost_usd").rank("ordinal", descending=True)
+    frame = usage.frame.lazy().select("api_key_id", "model", "total_cost_usd", "requests")
+    # An export lists a key's rows together. Then the top n of each run of equal ids are a
+    # superset of the top n of each key, found in cheap slice groups, where `over` a hash of
+    # every id is not cheap; the exact pass below then sees only those candidates.
+    runs = usage.frame.get_column("api_key_id").rle_id()
+    if runs.len() and (runs[-1] + 1) * 4 <= runs.len():
+        frame = (
+            frame.with_columns(runs.set_sorted().alias(_RUN))
+            .filter(by_spend.over(_RUN) <= n)
+            .drop(_RUN)
+        )
+    return (
+        frame.filter(by_spend.over("api_key_id") <= n)
+        .sort(["api_key_id", "total_cost_usd"], descending=[False, True], maintain_order=True)
+        .collect()
+    )
+
+
+# --- one part -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Part:
+    frame: pl.DataFrame  # SCHEMA columns, unique per (api_key_id, model)
+    rows: int = 0
+    empty_cells: int = 0
+    has_tokens: bool = False
+    model_column: str | None = None
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Which header columns one part is read from, under their canonical names."""
+
+    path: Path
+    model_column: str
+    tokens: tuple[str, ...]  # the token columns the header has
+    periods: bool  # read period_start/period_end for the period check
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        optional = self.tokens + (PERIOD_COLUMNS if self.periods else ())
+        return ("api_key_id", "api_key_name", "model", "requests", "total_cost_usd", *optional)
+
+    def source(self, column: str) -> str:
+        return self.model_column if column == "model" else column
+
+
+def _read_part(file: ExportFile) -> _Part:
+    header = _read_header(file.path)
+    if not header:
+        return _Part(_empty_frame())
+    layout = _layout(file, header)
+    rows = _read_rows(layout)
+    stats = _stats(rows, layout)
+    if stats.bad_values:
+        _raise_first_bad_cell(layout, None)
+    if layout.periods:
+        _check_period(file, rows, stats)
+    return _Part(
+        frame=_aggregate(rows, layout, stats),
+        rows=rows.height,
+        empty_cells=stats.empty_cells,
+        has_tokens=bool(layout.tokens),
+        model_column=layout.model_column if rows.height else None,
+    )
+
+
+def _read_header(path: Path) -> tuple[str, ...]:
+    try:
+        if path.stat().st_size == 0:
+            return ()
+        scan = pl.scan_csv(path, infer_schema=False, raise_if_empty=False)
+        return tuple(scan.collect_schema().names())
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the export: {exc.strerror}") from exc
+    except pl.exceptions.PolarsError as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _layout(file: ExportFile, header: tuple[str, ...]) -> _Layout:
+    listed = ", ".join(header)
+    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    if missing:
+        names = ", ".join(f"'{column}'" for column in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise UsageError(
+            f"{file.path}: missing required column{plural} {names} (the header has: {listed})",
+            column=missing[0],
+        )
+    model = next((c for c in MODEL_COLUMN_CANDIDATES if c in header), None)
+    if model is None:
+        raise UsageError(
+            f"{file.path}: no model column: looked for "
+            f"{', '.join(MODEL_COLUMN_CANDIDATES)} (the header has: {listed})"
+        )
+    log.info("%s: using '%s' as the model column", file.path, model)
+    wants_period = file.first_day is not None or file.last_day is not None
+    return _Layout(
+        path=file.path,
+        model_column=model,
+        tokens=tuple(column for column in TOKEN_COLUMNS if column in header),
+        periods=wants_period and all(column in header for column in PERIOD_COLUMNS),
+    )
+
+
+def _scan(layout: _Layout, *, typed: bool) -> pl.LazyFrame:
+    overrides = {layout.source(c): _TYPES[c] for c in layout.columns if typed and c in _TYPES}
+    scan = pl.scan_csv(
+        layout.path, infer_schema=False, schema_overrides=overrides, raise_if_empty=False
+    )
+    return scan.select(pl.col(layout.source(column)).alias(column) for column in layout.columns)
+
+
+def _read_rows(layout: _Layout) -> pl.DataFrame:
+    """The typed rows: the fast path, else the diagnostic path (which raises on a bad cell)."""
+    try:
+        return _scan(layout, typed=True).collect()
+    except pl.exceptions.PolarsError as exc:
+        strings = _read_strings(layout)
+        _raise_first_bad_cell(layout, strings)
+        try:
+            return _convert(strings, layout)
+        except pl.exceptions.PolarsError:
+            raise _unreadable(layout.path, exc) from exc
+
+
+@dataclass(frozen=True)
+class _Stats:
+    bad_values: int  # > 0: some cell is bad and must be diagnosed
+    empty_cells: int  # empty requests/total_cost_usd cells
+    first: date | None = None  # earliest period_start
+    last: date | None = None  # latest period_end
+    inverted: int = 0  # rows whose period_start is after their period_end
+    distinct_pairs: int = 0  # distinct hashes of (api_key_id, model); < rows: maybe repeated
+
+
+def _stats(rows: pl.DataFrame, layout: _Layout) -> _Stats:
+    """One pass of cheap aggregates over the typed rows."""
+    numbers = [pl.col(column) for column in _SUMMED_COLUMNS if column in rows.columns]
+    key = pl.col("api_key_id")
+    bad = [
+        key.null_count(),
+        (key.str.len_bytes() == 0).sum(),
+        (pl.min_horizontal(number.min() for number in numbers) < 0).cast(pl.UInt32),
+        (~pl.col("total_cost_usd").is_finite()).sum(),
+    ]
+    # Equal to the row count, this proves every (api_key_id, model) unique; below it (a repeated
+    # pair, or a 64-bit collision) the part takes the exact group_by.
+    pair = pl.col("api_key_id").hash(1) ^ pl.col("model").hash(2)
+    exprs = [
+        pl.sum_horizontal(bad).alias("bad_values"),
+        pair.n_unique().alias("distinct_pairs"),
+        (pl.col("requests").null_count() + pl.col("total_cost_usd").null_count()).alias(
+            "empty_cells"
+        ),
+    ]
+    if layout.periods:
+        start, end = pl.col("period_start"), pl.col("period_end")
+        exprs += [start.min().alias("first"), end.max().alias("last")]
+        exprs += [(start > end).sum().alias("inverted")]
+    return _Stats(**rows.select(exprs).row(0, named=True))
+
+
+def _check_period(file: ExportFile, rows: pl.DataFrame, stats: _Stats) -> None:
+    if stats.inverted:
+        bad = rows.with_row_index(_ROW, offset=1).filter(
+            pl.col("period_start") > pl.col("period_end")
+        )
+        row, start, end = bad.select(_ROW, *PERIOD_COLUMNS).row(0)
+        raise ExportPeriodError(
+            f"{file.path}: row {row}: period_start {start} is after period_end {end}"
+        )
+    first, last = stats.first, stats.last
+    if _before(first, file.first_day) or _before(file.last_day, last):
+        wanted = f"{file.first_day or '?'}..{file.last_day or '?'}"
+        raise ExportPeriodError(
+            f"{file.path}: export covers {first}..{last} but {wanted} was requested"
+        )
+
+
+def _before(day: date | None, bound: date | None) -> bool:
+    """`day` lies more than the slack before `bound` (False when either is unknown)."""
+    return day is not None and bound is not None and day < bound - _PERIOD_SLACK
+
+
+def _aggregate(rows: pl.DataFrame, layout: _Layout, stats: _Stats) -> pl.DataFrame:
+    """The part's rows as SCHEMA, unique per (api_key_id, model)."""
+    frame = rows
+    if stats.empty_cells:
+        frame = frame.with_columns(pl.col("requests", "total_cost_usd").fill_null(0))
+    if len(layout.tokens) < len(TOKEN_COLUMNS):
+        absent = [c for c in TOKEN_COLUMNS if c not in layout.tokens]
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias(c) for c in absent)
+    frame = frame.select(_COLUMNS)
+    if stats.distinct_pairs < frame.height:
+        frame = _sum_per_key_and_model(frame)
+    return frame
+
+
+def _sum_per_key_and_model(frame: pl.DataFrame) -> pl.DataFrame:
+    """Sum rows of the same (api_key_id, model); a token sum is null only if all cells are."""
+    tokens = [
+        pl.when(pl.col(c).is_not_null().any()).then(pl.col(c).sum()).alias(c) for c in TOKEN_COLUMNS
+    ]
+    return (
+        frame.group_by("api_key_id", "model", maintain_order=True)
+        .agg(
+            pl.col("api_key_name").drop_nulls().last(),
+            pl.col("requests", "total_cost_usd").sum(),
+            *tokens,
+        )
+        .select(_COLUMNS)
+    )
+
+
+def _rename(frame: pl.DataFrame, names: pl.DataFrame) -> pl.DataFrame:
+    """Give every row of a key the key's name from `names` (api_key_id, name)."""
+    return (
+        frame.join(names, on="api_key_id", how="left", maintain_order="left")
+        .with_columns(pl.col("name").alias("api_key_name"))
+        .select(_COLUMNS)
+    )
+
+
+def _combine(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Sum the parts; a key's name comes from the last part that has the key."""
+    if not frames:
+        return _empty_frame()
+    if len(frames) == 1:
+        return frames[0]
+    stacked = pl.concat(frames, how="vertical")
+    names = stacked.group_by("api_key_id", maintain_order=True).agg(
+        pl.col("api_key_name").drop_nulls().last().alias("name")
+    )
+    return _rename(_sum_per_key_and_model(stacked), names)
+
+
+def _empty_frame() -> pl.DataFrame:
+    return pl.DataFrame(schema=SCHEMA)
+
+
+# --- the diagnostic path --------------------------------------------------------------------
+
+
+def _read_strings(layout: _Layout) -> pl.DataFrame:
+    try:
+        return _scan(layout, typed=False).with_row_index(_ROW, offset=1).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise _unreadable(layout.path, exc) from exc
+
+
+def _raise_first_bad_cell(layout: _Layout, strings: pl.DataFrame | None) -> None:
+    """Raise UsageError for the first bad cell (row, then column order); return if none.
+
+    Called with `strings=None` when the fast path's aggregates found a bad value: then the
+    same cell must be found here, and not finding it is an error of its own.
+    """
+    expected = strings is None
+    if strings is None:
+        strings = _read_strings(layout)
+    checked = [c for c in layout.columns if c == "api_key_id" or c in _TYPES]
+    problems = strings.select(_ROW, *(_problem(column).alias(column) for column in checked))
+    hits = problems.filter(pl.any_horizontal(pl.col(checked).is_not_null())).head(1)
+    if hits.height:
+        hit = hits.row(0, named=True)
+        row = int(hit[_ROW])
+        column = next(c for c in checked if hit[c] is not None)
+        value = strings[column][row - 1]
+        problem = str(hit[column]) if column == "api_key_id" else f"{_show(value)} {hit[column]}"
+        raise UsageError(
+            f"{layout.path}: column '{layout.source(column)}', row {row}: {problem}",
+            column=layout.source(column),
+            row=row,
+        )
+    if expected:
+        raise UsageError(f"{layout.path}: a value failed validation but could not be located")
+
+
+def _problem(column: str) -> pl.Expr:
+    """Per row: what is wrong with this string cell, or null when it is fine."""
+    raw = pl.col(column)
+    if column == "api_key_id":
+        empty = raw.is_null() | (raw.str.len_bytes() == 0)  # as the fast path checks
+        return pl.when(empty).then(pl.lit("the API key id is empty"))
+    text = raw.str.strip_chars_start()  # as the CSV parser: leading blanks are allowed
+    present = text.str.len_bytes() > 0
+    if column in PERIOD_COLUMNS:
+        invalid = present & text.str.to_date("%Y-%m-%d", strict=False).is_null()
+        return pl.when(invalid).then(pl.lit("is not a date (YYYY-MM-DD)"))
+    number = text.cast(pl.Float64, strict=False)
+    # Integer columns: a value the integer parser takes is fine; otherwise it must be a whole,
+    # finite float in range ("3.0").
+    inexact = text.cast(pl.Int64, strict=False).is_null() if column in _INTEGER_COLUMNS else None
+    problem = (
+        pl.when(present & (number.is_null() | ~number.is_finite()))
+        .then(pl.lit("is not a number"))
+        .when(present & (number < 0))
+        .then(pl.lit("is negative"))
+    )
+    if inexact is not None:
+        problem = (
+            problem.when(present & inexact & (number != number.floor()))
+            .then(pl.lit("is not a whole number"))
+            .when(present & inexact & (number >= _INT64_LIMIT))
+            .then(pl.lit("is too large"))
+        )
+    return problem
+
+
+def _convert(strings: pl.DataFrame, layout: _Layout) -> pl.DataFrame:
+    """The diagnosed string cells in their final types (every cell is known to be valid)."""
+    converted: list[pl.Expr] = []
+    for column in layout.columns:
+        text = pl.col(column).str.strip_chars_start()
+        if column in PERIOD_COLUMNS:
+            converted.append(text.str.to_date("%Y-%m-%d", strict=False).alias(column))
+        elif column in _INTEGER_COLUMNS:
+            exact = text.cast(pl.Int64, strict=False)
+            converted.append(
+                pl.coalesce(
+                    exact, text.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
+                ).alias(column)
+            )
+        elif column == "total_cost_usd":
+            converted.append(text.cast(pl.Float64, strict=False).alias(column))
+        else:
+            converted.append(pl.col(column))
+    return strings.select(converted)
+
+
+def _show(value: str | None, limit: int = 40) -> str:
+    text = "" if value is None else value
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _unreadable(path: Path, exc: pl.exceptions.PolarsError) -> UsageError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "utf-8" in reason.lower() or "utf8" in reason.lower():
+        reason = "not valid UTF-8 text"
+    return UsageError(f"{path}: not a readable CSV export: {reason}")
