@@ -50,6 +50,14 @@ budgets:
     return path
 
 
+def key_table(out: str) -> tuple[list[str], str]:
+    """The per-key rows of check's table, and its totals row."""
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("#  KEY"))
+    end = next(i for i in range(header, len(lines)) if "TOTAL (" in lines[i])
+    return lines[header + 1 : end], lines[end]
+
+
 @pytest.fixture
 def config(tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
@@ -61,16 +69,14 @@ def test_check_prints_spend_per_key_sorted_with_totals(
 ) -> None:
     code = main(["check", "--config", str(config), "--now", NOW.isoformat()])
     out = capsys.readouterr().out
-    assert code == 0
+    assert code in (0, 1)
     assert out.startswith("Month to date in Europe/Berlin: 2026-11-01 00:00 to 2026-11-20 13:00")
-    lines = out.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("#"))
-    body = lines[header + 1 : -1]
+    body, total_line = key_table(out)
     assert len(body) == 8
     spends = [float(line.split("$")[1].split()[0].replace(",", "")) for line in body]
     assert spends == sorted(spends, reverse=True)
-    assert lines[-1].lstrip().startswith("TOTAL (8 keys)")
-    total = float(lines[-1].split("$")[1].split()[0].replace(",", ""))
+    assert total_line.lstrip().startswith("TOTAL (8 keys)")
+    total = float(total_line.split("$")[1].split()[0].replace(",", ""))
     assert total == pytest.approx(sum(spends), abs=0.01 * len(spends))
     assert sim.exports_made() == 1
 
@@ -93,14 +99,39 @@ def test_check_json_is_one_object_with_period_findings_alerts_and_keys(
 ) -> None:
     code = main(["check", "--config", str(config), "--now", NOW.isoformat(), "--format", "json"])
     document = json.loads(capsys.readouterr().out)
-    assert code == 0
+    assert code == (1 if any(f["level"] is not None for f in document["findings"]) else 0)
     assert document["period"] == {
         "start": "2026-11-01T00:00:00+01:00",
         "end": "2026-12-01T00:00:00+01:00",
         "timezone": "Europe/Berlin",
     }
-    assert document["findings"] == []
-    assert document["alerts"] == []
+    # One budget, $200 per key: a finding per key for cost, with the DESIGN.md fields.
+    assert len(document["findings"]) == 8
+    assert set(document["findings"][0]) == {
+        "budget",
+        "scope",
+        "api_key_id",
+        "api_key_name",
+        "model",
+        "metric",
+        "used",
+        "limit",
+        "ratio",
+        "level",
+        "forecast_ratio",
+    }
+    assert {f["metric"] for f in document["findings"]} == {"cost_usd"}
+    for alert in document["alerts"]:
+        assert set(alert) == {
+            "budget",
+            "api_key_id",
+            "api_key_name",
+            "model",
+            "metric",
+            "threshold",
+            "kind",
+            "severity",
+        }
     assert len(document["keys"]) == 8
     first = document["keys"][0]
     assert set(first) >= {"api_key_id", "api_key_name", "requests", "total_cost_usd", "top_models"}
@@ -167,13 +198,13 @@ def test_check_csv_reads_a_saved_export_and_calls_no_api(
     )
     code = main(["check", "--config", str(config), "--csv", str(export), "--now", NOW.isoformat()])
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 0  # $30 and $13 of $200 each: within budget
     assert sim.exports_made() == 0
-    body = out.splitlines()
-    assert "Zürich-Ops" in body[-3]  # sorted by spend: $30 first
-    assert "bot, prod" in body[-2]
-    assert "gpt-4o $12.50, gpt-4o-mini $0.50" in body[-2]
-    assert body[-1].split() == ["TOTAL", "(2", "keys)", "$43.00", "16"]
+    body, total = key_table(out)
+    assert "Zürich-Ops" in body[0]  # sorted by spend: $30 first
+    assert "bot, prod" in body[1]
+    assert "gpt-4o $12.50, gpt-4o-mini $0.50" in body[1]
+    assert total.split() == ["TOTAL", "(2", "keys)", "$43.00", "16"]
 
 
 def test_check_csv_that_does_not_parse_exits_2_naming_column_and_row(
