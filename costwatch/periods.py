@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 from zoneinfo import ZoneInfo
 
 PeriodName = Literal["day", "week", "month", "quarter"]
@@ -87,6 +87,21 @@ def current(name: PeriodName, zone: ZoneInfo, now: datetime) -> Period:
     today = now.astimezone(zone).date()
     first, after = _day_bounds(name, today)
     return Period(name=name, start=local_midnight(first, zone), end=local_midnight(after, zone))
+
+
+def from_key(key: str) -> Period:
+    """The period a `Period.key()` names, e.g. "month:2026-11-01@Europe/Berlin"."""
+    try:
+        name, rest = key.split(":", 1)
+        first, zone_name = rest.split("@", 1)
+        if name not in PERIOD_NAMES:
+            raise ValueError(name)
+        zone = ZoneInfo(zone_name)
+        return current(
+            cast(PeriodName, name), zone, local_midnight(date.fromisoformat(first), zone)
+        )
+    except (ValueError, KeyError) as error:
+        raise ValueError(f"not a period key: {key!r}") from error
 
 
 def local_midnight(day: date, zone: ZoneInfo) -> datetime:

@@ -149,3 +149,27 @@ def test_every_instant_lies_in_exactly_one_period_that_tiles_time(
     # Boundaries are local dates: the local start is the first day, the day before end the last.
     assert period.start.astimezone(zone).date() == period.first_day
     assert period.first_day <= now.astimezone(zone).date() <= period.last_day
+
+
+@given(name=st.sampled_from(PERIOD_NAMES), zone=ZONES, now=INSTANTS)
+def test_a_period_key_names_exactly_that_period(
+    name: PeriodName, zone: ZoneInfo, now: datetime
+) -> None:
+    period = periods.current(name, zone, now)
+    assert periods.from_key(period.key()) == period
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "month",
+        "month:2026-11-01",
+        "year:2026-01-01@UTC",
+        "day:x@UTC",
+        "day:2026-01-01@Nowhere/City",
+    ],
+)
+def test_a_bad_period_key_is_a_value_error(key: str) -> None:
+    with pytest.raises(ValueError, match="not a period key"):
+        periods.from_key(key)
