@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal, cast, get_args
+from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
 PeriodName = Literal["day", "week", "month", "quarter"]
