@@ -97,9 +97,7 @@ def from_key(key: str) -> Period:
         if name not in PERIOD_NAMES:
             raise ValueError(name)
         zone = ZoneInfo(zone_name)
-        return current(
-            cast(PeriodName, name), zone, local_midnight(date.fromisoformat(first), zone)
-        )
+        return current(name, zone, local_midnight(date.fromisoformat(first), zone))
     except (ValueError, KeyError) as error:
         raise ValueError(f"not a period key: {key!r}") from error
 
