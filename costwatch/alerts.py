@@ -8,15 +8,18 @@ fired, the limit it fired against, the use at that moment and when it was last s
   ledger holds. Crossing 50% and 80% between two cycles fires once, for 80%: the higher level
   inhibits the lower.
 - **Escalation.** A later, higher level in the same period fires again.
-- **Repeat.** With `repeat: 24h` on the budget, a subject at or over 100% is re-sent once the
-  last send is that old.
+- **Repeat.** With `repeat: 24h` on the budget, a subject at or over 100% of its limit is
+  re-sent (at its current level) once the last send is that old.
 - **New period.** Ledger entries belong to one period, so a new period starts with none.
 - **Limit change.** When the limit differs from the one the ledger's level fired against, the
-  fired level becomes min(fired, level under the new limit): raising the limit re-arms the
-  thresholds the subject is now below, silently; lowering it fires only thresholds above what
-  was already announced (e.g. the new limit is already exceeded).
+  fired level becomes min(fired, level under the new limit), judged in the first cycle that
+  sees the new limit: raising the limit re-arms the thresholds the subject is now below,
+  silently; lowering it fires only thresholds above what was already announced (e.g. the new
+  limit is already exceeded). A fired forecast stays fired if it is still due under the new
+  limit and is re-armed if not, so the edit alone never sends a forecast.
 - **Forecast.** A due forecast fires once per period, unless an actual alert for the same
-  subject fires in the same cycle (it carries the forecast) or 100% already fired.
+  subject fires in the same cycle (it carries the forecast and settles it) or 100% already
+  fired.
 - **Silences.** An active silence suppresses the alert without recording it, so it fires once
   the silence expires if still due. Expired silences are ignored.
 """
@@ -29,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from costwatch import globs
-from costwatch.budgets import Finding, Rule
+from costwatch.budgets import Finding, Rule, reaches
 from costwatch.config import Silence, Threshold, severity_for
 
 Kind = Literal["actual", "forecast"]
@@ -49,7 +52,7 @@ class LedgerEntry:
     level: float  # highest level fired; 0 when re-armed with nothing fired
     limit: float  # the limit `level` was measured against
     used: float  # use when last sent
-    sent_at: datetime | None  # when last sent; None when nothing was sent against this limit
+    sent_at: datetime | None  # when last sent; None when never sent
 
     @property
     def key(self) -> LedgerKey:
@@ -132,66 +135,82 @@ def plan(
     silences: Sequence[Silence],
     now: datetime,
 ) -> Plan:
-    """Decide what to send for `findings` at `now`, given the `ledger` of what already fired."""
+    """Decide what to send for `findings` at `now`, given the `ledger` of what already fired.
+
+    `findings` must include every finding that has a ledger entry (`budgets.noteworthy(frame,
+    ledger)` does), not only those at a threshold: a limit raised past the subject's use re-arms
+    its thresholds only if this sees the subject in that cycle.
+    """
     alerts: list[Alert] = []
     silenced: list[Alert] = []
-    writes: list[LedgerEntry] = []
+    writes: dict[LedgerKey, LedgerEntry] = {}
     for finding in findings:
         rule = rules[finding.budget]
-        stored = ledger.get(ledger_key(finding, "actual"))
-        actual, entry = _actual(finding, rule, stored, now)
-        forecast = None
-        if actual is None and finding.forecast_due:
-            forecast = _forecast(finding, rule, ledger, entry)
-        due = actual or forecast
-        silence = active_silence(silences, finding, now) if due is not None else None
-        if due is None or silence is not None:
+        stored_actual = ledger.get(ledger_key(finding, "actual"))
+        stored_forecast = ledger.get(ledger_key(finding, "forecast"))
+        actual_entry = _rearm_actual(stored_actual, finding)
+        forecast_entry = _rearm_forecast(stored_forecast, finding)
+        for entry, stored in ((actual_entry, stored_actual), (forecast_entry, stored_forecast)):
             if entry is not None and entry != stored:
-                writes.append(entry)  # a limit change re-armed it
-            if due is not None and silence is not None:
-                silenced.append(replace(due, silenced_by=silence.reason))
+                writes[entry.key] = entry  # a limit change re-armed it
+        due = _actual(finding, rule, actual_entry, now)
+        if due is None and finding.forecast_due:
+            due = _forecast(finding, rule, actual_entry, forecast_entry)
+        if due is None:
+            continue
+        silence = active_silence(silences, finding, now)
+        if silence is not None:
+            silenced.append(replace(due, silenced_by=silence.reason))
             continue
         alerts.append(due)
-        writes.extend(_record(due, finding, entry, now))
-    return Plan(alerts=tuple(alerts), silenced=tuple(silenced), ledger=tuple(writes))
+        for entry in _record(due, finding, actual_entry, now):
+            writes[entry.key] = entry
+    return Plan(alerts=tuple(alerts), silenced=tuple(silenced), ledger=tuple(writes.values()))
 
 
-def _actual(
-    finding: Finding, rule: Rule, entry: LedgerEntry | None, now: datetime
-) -> tuple[Alert | None, LedgerEntry | None]:
-    """The actual-threshold alert due for `finding`, and the (re-armed) ledger entry."""
+def _rearm_actual(entry: LedgerEntry | None, finding: Finding) -> LedgerEntry | None:
+    """Under a changed limit the fired level becomes min(fired, level under the new limit)."""
+    if entry is None or entry.limit == finding.limit:
+        return entry
+    return replace(entry, level=min(entry.level, finding.level or 0.0), limit=finding.limit)
+
+
+def _rearm_forecast(entry: LedgerEntry | None, finding: Finding) -> LedgerEntry | None:
+    """Under a changed limit a fired forecast stays fired only while it is still due."""
+    if entry is None or entry.limit == finding.limit:
+        return entry
+    return replace(entry, level=entry.level if finding.forecast_due else 0.0, limit=finding.limit)
+
+
+def _actual(finding: Finding, rule: Rule, entry: LedgerEntry | None, now: datetime) -> Alert | None:
+    """The actual-threshold alert due for `finding`, given its (re-armed) ledger entry."""
     level = finding.level
-    if entry is not None and entry.limit != finding.limit:
-        rearmed = min(entry.level, level or 0.0)
-        entry = replace(entry, level=rearmed, limit=finding.limit)
-    fired = entry.level if entry is not None else 0.0
     if level is None:
-        return None, entry
-    if level > fired:
-        return _alert(finding, rule, "actual", level, entry), entry
+        return None
+    if level > (entry.level if entry is not None else 0.0):
+        return _alert(finding, rule, "actual", level, entry)
     repeat = rule.budget.repeat
     if (
         repeat is not None
-        and level >= 100
         and entry is not None
         and entry.sent_at is not None
+        and reaches(finding.used, finding.limit, 100)
         and now - entry.sent_at >= _as_timedelta(repeat)
     ):
-        return replace(_alert(finding, rule, "actual", level, entry), repeat=True), entry
-    return None, entry
+        return replace(_alert(finding, rule, "actual", level, entry), repeat=True)
+    return None
 
 
 def _forecast(
     finding: Finding,
     rule: Rule,
-    ledger: Mapping[LedgerKey, LedgerEntry],
     actual_entry: LedgerEntry | None,
+    forecast_entry: LedgerEntry | None,
 ) -> Alert | None:
     if actual_entry is not None and actual_entry.level >= 100:
-        return None
-    entry = ledger.get(ledger_key(finding, "forecast"))
-    if entry is not None and entry.limit == finding.limit:
-        return None
+        return None  # the limit was already announced as reached
+    if forecast_entry is not None and forecast_entry.level >= FORECAST_LEVEL:
+        return None  # already forecast this period, against this limit
     return _alert(finding, rule, "forecast", FORECAST_LEVEL, actual_entry)
 
 

@@ -10,19 +10,23 @@ Rules (the README's "Budgets" section says the same for users):
 - `scope: key` checks each selected key on its own; `scope: shared` the selected keys' sum.
 - A per-model limit (`models: {glob: limits}`) checks the spend on the models matching the glob,
   summed, within each subject ("gpt-4*" is the GPT-4 family together).
-- `tokens` is prompt plus completion tokens, and is checked only where the export has them.
-- Level: the highest threshold (percent) that `used` has reached, compared exactly as
-  `used * 100 >= at * limit`.
+- `tokens` is prompt plus completion tokens, and is checked only for subjects whose rows carry
+  tokens (a key without token columns gets no tokens finding, never a reassuring 0).
+- Level: the highest threshold (percent) that `used` has reached: `used * 100 >= at * limit`,
+  where "reached" forgives one part in 10**12 (`TOLERANCE`). Spend is a float sum of decimal CSV
+  values, so $1.16 of $1.45 computes as 79.99999999999999 %; the tolerance makes it 80 %, while
+  a cent below a threshold stays below it for any limit under $10**9.
 - Forecast: period-to-date use projected linearly to the period's end. It is due when the
   projection reaches the limit, the limit is not already reached, at least `min_elapsed` of the
-  period has passed and, for spend, at least `min_spend_usd` was spent.
+  period has passed and, for spend, at least `min_spend_usd` was spent. The projected overrun
+  is when the same rate reaches the limit: start + elapsed * limit / used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import polars as pl
@@ -38,6 +42,9 @@ USAGE_COLUMN: dict[Metric, str] = {
     "requests": "requests",
     "tokens": "tokens",
 }
+TOLERANCE = 1e-12  # relative: how far below a threshold a float sum may be and still reach it
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 FINDING_SCHEMA: dict[str, pl.DataType] = {
     "budget": pl.String(),
@@ -96,6 +103,15 @@ class Finding:
     def subject(self) -> str:
         """The key's id, or "*" for a shared pool."""
         return self.api_key_id if self.api_key_id is not None else "*"
+
+
+def reaches(used: float, limit: float, at: float) -> bool:
+    """Whether `used` has reached `at` percent of `limit` (the rule `evaluate` applies)."""
+    return used * 100 >= limit * (at * (1 - TOLERANCE))  # the same operations as `_reaches`
+
+
+def _reaches(used: pl.Expr, limit: pl.Expr, at: float) -> pl.Expr:
+    return used * 100 >= limit * (at * (1 - TOLERANCE))
 
 
 def rules(config: Config, now: datetime) -> list[Rule]:
@@ -161,10 +177,48 @@ def evaluate(
     )
 
 
-def noteworthy(findings: pl.DataFrame) -> list[Finding]:
-    """The findings that reached a threshold or are forecast to overrun, as objects."""
-    rows = findings.filter(pl.col("level").is_not_null() | pl.col("forecast_due"))
-    return [Finding(**row) for row in rows.iter_rows(named=True)]
+def noteworthy(
+    findings: pl.DataFrame, ledger: Iterable[tuple[str, str, str, str, str, str]] = ()
+) -> list[Finding]:
+    """The findings `alerts.plan` must see, as objects.
+
+    Those that reached a threshold or are forecast to overrun, and, given the `ledger` (its
+    keys: budget, subject, model, metric, kind, period), every finding that already has an
+    entry: after a limit is raised a subject may be below every threshold, and `plan` must see
+    it in that cycle to re-arm its thresholds (seen only later, at a higher level, the level
+    in between would be taken as already announced).
+    """
+    due = pl.col("level").is_not_null() | pl.col("forecast_due")
+    known = {(b, s, m, metric, p) for b, s, m, metric, _kind, p in ledger}
+    if known:
+        names, subject, model, metric, period = (
+            list(column) for column in zip(*known, strict=True)
+        )
+        entries = pl.DataFrame(
+            {
+                "budget": names,
+                "_subject": subject,
+                "_model": model,
+                "metric": metric,
+                "period": period,
+                "_known": [True] * len(names),
+            },
+            schema_overrides={"_known": pl.Boolean()},
+        )
+        keyed = findings.with_columns(
+            pl.col("api_key_id").fill_null("*").alias("_subject"),
+            pl.col("model").fill_null("").alias("_model"),
+        ).join(
+            entries,
+            on=["budget", "_subject", "_model", "metric", "period"],
+            how="left",
+        )
+        findings = keyed.filter(due | pl.col("_known").fill_null(value=False)).select(
+            findings.columns
+        )
+    else:
+        findings = findings.filter(due)
+    return as_findings(findings)
 
 
 def as_findings(findings: pl.DataFrame) -> list[Finding]:
@@ -205,6 +259,7 @@ def _findings(rule: Rule, selected: pl.DataFrame, now: datetime) -> list[pl.Data
 def _subjects(rule: Rule, usage: pl.DataFrame, model: str | None, limits: Limits) -> pl.DataFrame:
     """Used vs limit per subject and metric, long format: one row per subject x metric."""
     sums = [pl.col(USAGE_COLUMN[m]).sum().alias(m) for m in METRICS]
+    sums.append(pl.col("tokens").count().alias("_token_rows"))  # rows that carry tokens
     if rule.budget.scope == "shared":
         totals = usage.select(sums).with_columns(
             pl.lit(None, pl.String()).alias("api_key_id"),
@@ -212,14 +267,14 @@ def _subjects(rule: Rule, usage: pl.DataFrame, model: str | None, limits: Limits
         )
     else:
         totals = usage.group_by("api_key_id").agg(pl.col("api_key_name").last(), *sums)
-    has_tokens = usage.height > 0 and usage["tokens"].null_count() < usage.height
     rows = []
     for metric in METRICS:
         limit = getattr(limits, metric)
-        if limit is None or (metric == "tokens" and not has_tokens):
+        if limit is None:
             continue
+        subjects = totals.filter(pl.col("_token_rows") > 0) if metric == "tokens" else totals
         rows.append(
-            totals.select(
+            subjects.select(
                 pl.lit(rule.name).alias("budget"),
                 pl.lit(rule.budget.scope).alias("scope"),
                 "api_key_id",
@@ -240,12 +295,12 @@ def _judge(rule: Rule, subjects: pl.DataFrame, now: datetime) -> pl.DataFrame:
     used, limit = pl.col("used"), pl.col("limit")
     level: pl.Expr = pl.lit(None, pl.Float64())
     for threshold in rule.thresholds:  # ascending: the last reached wins
-        level = pl.when(used * 100 >= threshold.at * limit).then(threshold.at).otherwise(level)
+        level = pl.when(_reaches(used, limit, threshold.at)).then(threshold.at).otherwise(level)
 
     period = rule.period
     fraction = period.elapsed_fraction(now)
-    elapsed_us = int(period.elapsed(now).total_seconds() * 1_000_000)
-    start_us = int(period.start.timestamp() * 1_000_000)
+    elapsed_us = period.elapsed(now) // _MICROSECOND
+    start_us = (period.start - _EPOCH) // _MICROSECOND
     if fraction > 0:
         projected: pl.Expr = used / fraction
     else:
@@ -256,7 +311,7 @@ def _judge(rule: Rule, subjects: pl.DataFrame, now: datetime) -> pl.DataFrame:
         pl.lit(forecast.enabled and fraction > 0 and fraction >= forecast.min_elapsed)
         & spent_enough
         & (projected >= limit)
-        & (used < limit)
+        & ~_reaches(used, limit, 100)
     ).fill_null(value=False)
     overrun = (
         pl.when(due & (used > 0))
