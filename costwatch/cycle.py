@@ -142,7 +142,7 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
     findings = budgets.evaluate(rules, {key: u.frame for key, u in usages.items()}, now)
     ledger = deps.state.ledger(r.period.key() for r in rules) if deps.state else {}
     plan = alerts.plan(
-        budgets.noteworthy(findings),
+        budgets.noteworthy(findings, ledger),
         {rule.name: rule for rule in rules},
         ledger,
         config.silences,
