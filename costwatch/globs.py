@@ -2,8 +2,9 @@
 
 `*` matches any run of characters (newlines too), `?` one character, `[abc]`, `[a-z]` and
 `[!abc]` a character class; everything else is literal and case-sensitive, as in
-`fnmatch.fnmatchcase`. `to_regex` turns a glob into an anchored pattern for polars' Rust regex
-engine, escaping every other character as `\\x{..}` so that no name can be read as syntax
+`fnmatch.fnmatchcase`. A pattern also matches a name exactly equal to it, so a key really
+called `team[a]` is selected by writing its name. `to_regex` turns a glob into an anchored
+pattern for polars' Rust regex engine, escaping every other character as `\\x{..}` so that no name can be read as syntax
 (Rust's `\\<` is a word boundary, not a literal `<`).
 """
 
@@ -22,7 +23,7 @@ def is_glob(pattern: str) -> bool:
 
 
 def matches(pattern: str, text: str) -> bool:
-    return fnmatch.fnmatchcase(text, pattern)
+    return text == pattern or fnmatch.fnmatchcase(text, pattern)
 
 
 def problem(pattern: str) -> str | None:
@@ -61,7 +62,8 @@ def any_matches(patterns: Iterable[str], *, names: pl.Expr, ids: pl.Expr) -> pl.
     if not patterns:
         return pl.lit(value=False)
     name_regex = "|".join(f"(?:{to_regex(p)})" for p in patterns)
-    return names.fill_null("").str.contains(name_regex) | ids.is_in(patterns)
+    by_name = names.fill_null("").str.contains(name_regex) | names.is_in(patterns)
+    return by_name | ids.is_in(patterns)
 
 
 def _literal(ch: str) -> str:

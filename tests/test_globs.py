@@ -18,7 +18,8 @@ NAMES = st.lists(st.text(ALPHABET, max_size=8), min_size=1, max_size=12)
 @given(pattern=PATTERNS, names=NAMES)
 def test_polars_regex_agrees_with_fnmatch(pattern: str, names: list[str]) -> None:
     frame = pl.DataFrame({"name": names})
-    got = frame.select(pl.col("name").str.contains(globs.to_regex(pattern)))["name"].to_list()
+    expr = globs.any_matches([pattern], names=pl.col("name"), ids=pl.lit("\x00no-id"))
+    got = frame.select(expr.alias("hit"))["hit"].to_list()
     assert got == [globs.matches(pattern, name) for name in names]
 
 
@@ -50,3 +51,11 @@ def test_unclosed_class_is_a_problem_and_a_good_glob_is_not() -> None:
     assert globs.problem("team-[ab") == "bad glob 'team-[ab': '[' at position 6 is never closed"
     assert globs.problem("team-[ab]*") is None
     assert globs.problem("") is not None
+
+
+def test_a_name_with_glob_characters_is_matched_by_writing_it_exactly() -> None:
+    assert globs.matches("team[a]", "team[a]")
+    assert globs.matches("team[a]", "teama")  # and it is still a glob
+    frame = pl.DataFrame({"id": ["k1", "k2"], "name": ["team[a]", "teamb"]})
+    expr = globs.any_matches(["team[a]"], names=pl.col("name"), ids=pl.col("id"))
+    assert frame.filter(expr)["id"].to_list() == ["k1"]
