@@ -4,8 +4,8 @@
 `[!abc]` a character class; everything else is literal and case-sensitive, as in
 `fnmatch.fnmatchcase`. A pattern also matches a name exactly equal to it, so a key really
 called `team[a]` is selected by writing its name. `to_regex` turns a glob into an anchored
-pattern for polars' Rust regex engine, escaping every other character as `\\x{..}` so that no name can be read as syntax
-(Rust's `\\<` is a word boundary, not a literal `<`).
+pattern for polars' Rust regex engine, escaping every other character as `\\x{..}` so that
+no name can be read as syntax (Rust's `\\<` is a word boundary, not a literal `<`).
 """
 
 from __future__ import annotations
