@@ -84,6 +84,10 @@ class Alert:
     repeat: bool = False
     previous_used: float | None = None  # use at the previous alert for this subject, if any
     silenced_by: str | None = None  # the silence's reason, when suppressed
+    # Context for people, filled in by the cycle from the usage behind the subject:
+    spend_usd: float | None = None  # the subject's spend in the period, all models
+    requests: float | None = None  # the subject's requests in the period, all models
+    top_models: tuple[tuple[str, float], ...] = ()  # (model, spend) by spend, at most 3
 
     @property
     def subject(self) -> str:

@@ -221,6 +221,14 @@ def noteworthy(
     return as_findings(findings)
 
 
+def subject_rows(
+    rule: Rule, resolved: Sequence[Rule], usage: pl.DataFrame, api_key_id: str | None
+) -> pl.DataFrame:
+    """The usage rows behind one subject of a budget: one key's, or a shared pool's."""
+    rows = usage.filter(_selection(rule.budget, _claimed_by_per_key_budgets(resolved)))
+    return rows if api_key_id is None else rows.filter(pl.col("api_key_id") == api_key_id)
+
+
 def as_findings(findings: pl.DataFrame) -> list[Finding]:
     return [Finding(**row) for row in findings.iter_rows(named=True)]
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -141,13 +141,9 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
 
     findings = budgets.evaluate(rules, {key: u.frame for key, u in usages.items()}, now)
     ledger = deps.state.ledger(r.period.key() for r in rules) if deps.state else {}
-    plan = alerts.plan(
-        budgets.noteworthy(findings, ledger),
-        {rule.name: rule for rule in rules},
-        ledger,
-        config.silences,
-        now,
-    )
+    by_name = {rule.name: rule for rule in rules}
+    plan = alerts.plan(budgets.noteworthy(findings, ledger), by_name, ledger, config.silences, now)
+    plan = _with_context(plan, rules, {key: u.frame for key, u in usages.items()})
     outcome = Outcome(
         now=now,
         period=default_period,
@@ -173,6 +169,36 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
     )
     deps.state.prune(now, config.state.retention)
     return dataclasses.replace(outcome, operational=operational, outbox_ids=tuple(ids))
+
+
+def _with_context(
+    plan: alerts.Plan, rules: Sequence[budgets.Rule], frames: Mapping[str, pl.DataFrame]
+) -> alerts.Plan:
+    """Add each alert's spend, requests and top models, for the people who read it."""
+    by_name = {rule.name: rule for rule in rules}
+
+    def enrich(alert: alerts.Alert) -> alerts.Alert:
+        rule = by_name[alert.budget]
+        frame = frames[budgets.export_key(rule.period)]
+        rows = budgets.subject_rows(rule, rules, frame, alert.api_key_id)
+        models = (
+            rows.group_by("model")
+            .agg(pl.col("total_cost_usd").sum())
+            .sort(["total_cost_usd", "model"], descending=[True, False])
+            .head(3)
+        )
+        return dataclasses.replace(
+            alert,
+            spend_usd=float(rows["total_cost_usd"].sum()),
+            requests=float(rows["requests"].sum()),
+            top_models=tuple((m, float(c)) for m, c in models.iter_rows()),
+        )
+
+    return dataclasses.replace(
+        plan,
+        alerts=tuple(enrich(a) for a in plan.alerts),
+        silenced=tuple(enrich(a) for a in plan.silenced),
+    )
 
 
 def _usage_for(
@@ -252,6 +278,7 @@ def alert_from_payload(payload: Mapping[str, Any]) -> alerts.Alert:
     if values.get("overrun_at"):
         values["overrun_at"] = datetime.fromisoformat(values["overrun_at"])
     values["mention"] = tuple(values.get("mention") or ())
+    values["top_models"] = tuple((m, c) for m, c in values.get("top_models") or ())
     return alerts.Alert(**values)
 
 

@@ -7,6 +7,7 @@ The export (config/examples/export-2026-11.csv) is November 2026 up to Nov 20, 1
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,25 @@ def test_the_example_table_reads_as_the_readme_shows(capsys: pytest.CaptureFixtu
     assert code == 1
     assert "Budgets: 1 evaluated, 3 findings, 3 at a threshold or forecast to overrun" in out
     assert "Alerts that would be sent (dry run): 3" in out
+
+
+def test_queued_alerts_carry_the_subjects_spend_requests_and_top_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (EXAMPLES / "workspace.yaml").read_text(encoding="utf-8")
+    config = tmp_path / "workspace.yaml"
+    config.write_text(text + f"state:\n  path: {tmp_path / 'state.db'}\n", encoding="utf-8")
+    csv = str(EXAMPLES / "export-2026-11.csv")
+    assert main(["check", "--config", str(config), "--csv", csv, "--now", NOW]) == 1
+    capsys.readouterr()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        payloads = [json.loads(p) for (p,) in db.execute("SELECT payload FROM outbox")]
+    db.close()
+    pool = next(p for p in payloads if p["model"] is None)
+    assert pool["spend_usd"] == pytest.approx(3413.85)
+    assert pool["requests"] == 397_200
+    assert pool["top_models"] == [
+        ["claude-sonnet-4", 1870.0],
+        ["gpt-4o", pytest.approx(1075.5)],
+        ["gpt-4o-mini", pytest.approx(468.35)],
+    ]
