@@ -171,6 +171,9 @@ class SlackConfig(Model):
     webhook_url_file: SecretPath | None = None
     channel: Channel | None = None
     api_url: Url = "https://slack.com/api/"
+    digest_after: PositiveInt = 5  # more alerts than this for one channel in one go: a digest
+    min_interval_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0  # per channel
+    retry_every: Duration = timedelta(seconds=30)  # while outbox rows wait after a failure
 
     @model_validator(mode="before")
     @classmethod
