@@ -1,4 +1,4 @@
-"""Crash safety over a real SQLite file: a cycle killed anywhere neither loses nor repeats alerts."""
+"""Crash safety over a real SQLite file: a cycle killed anywhere loses and repeats no alert."""
 
 from __future__ import annotations
 
