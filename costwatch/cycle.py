@@ -157,9 +157,9 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
     new_health, operational = (
         health.succeeded(deps.state.export_health(), now) if deps.csv is None else (None, None)
     )
-    messages = [_alert_message(alert, config) for alert in plan.alerts]
-    if operational is not None:
-        messages.append(_operational_message(operational, config))
+    # "Exports recovered" goes first: it explains why alerts arrive again.
+    messages = [] if operational is None else [_operational_message(operational, config)]
+    messages += [_alert_message(alert, config) for alert in plan.alerts]
     ids = deps.state.commit(
         now=now,
         ledger=plan.ledger,

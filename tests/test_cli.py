@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ def sim() -> Iterator[Simulator]:
         yield server
 
 
-def write_config(tmp_path: Path, base_url: str, *, extra: str = "") -> Path:
+def write_config(tmp_path: Path, base_url: str, *, extra: str = "", limit: int = 200) -> Path:
     path = tmp_path / "costwatch.yaml"
     path.write_text(
         f"""\
@@ -43,7 +44,7 @@ state:
 budgets:
   - name: every-key
     keys: "*"
-    limits: {{cost_usd: 200}}
+    limits: {{cost_usd: {limit}}}
 {extra}""",
         encoding="utf-8",
     )
@@ -295,3 +296,82 @@ def test_python_dash_m_costwatch_runs_check_as_a_real_process(config: Path, sim:
     assert "TOTAL (8 keys)" in done.stdout
     assert SECRET not in done.stdout + done.stderr
     assert "model column 'model'" in done.stdout
+
+
+def state_rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the state's tables, to compare a file before and after."""
+    with sqlite3.connect(path) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        rows = {t: sorted(db.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in tables}  # noqa: S608
+    db.close()
+    return rows
+
+
+@pytest.fixture
+def tight(tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A config whose $50 per key the busiest simulated keys have crossed."""
+    monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+    return write_config(tmp_path, sim.base_url, limit=50)
+
+
+def test_dry_run_plans_but_leaves_the_state_as_it_was(
+    tight: Path, sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tight
+    first = main(["check", "--config", str(config), "--now", NOW.isoformat()])
+    before = state_rows(tmp_path / "state.db")
+    # Half the limit: more thresholds are crossed, and a dry run must record none of them.
+    tighter = write_config(tmp_path, sim.base_url, limit=20)
+    second = main(["check", "--config", str(tighter), "--now", NOW.isoformat(), "--dry-run"])
+    out = capsys.readouterr().out
+    assert (first, second) == (1, 1)
+    assert "Alerts that would be sent (dry run):" in out
+    assert state_rows(tmp_path / "state.db") == before
+
+
+def test_dry_run_without_a_state_file_creates_none(
+    tight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tight
+    assert main(["check", "--config", str(config), "--now", NOW.isoformat(), "--dry-run"]) == 1
+    assert not (tmp_path / "state.db").exists()
+    capsys.readouterr()
+
+
+def test_three_failed_exports_queue_one_failing_alert_and_a_success_one_recovered(
+    tight: Path, sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tight
+    sim.faults.fail_export(401, times=3)
+    for _ in range(3):
+        assert main(["check", "--config", str(config), "--now", NOW.isoformat()]) == 2
+    kinds = [
+        k for (k,) in sqlite3.connect(tmp_path / "state.db").execute("SELECT kind FROM outbox")
+    ]
+    assert kinds == ["exports_failing"]
+    assert main(["check", "--config", str(config), "--now", NOW.isoformat()]) == 1
+    out = capsys.readouterr().out
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM outbox ORDER BY id")]
+    db.close()
+    assert kinds[:2] == ["exports_failing", "exports_recovered"]
+    assert "Langdock exports failing since" in out  # listed while it waits for delivery
+
+
+def test_silenced_alerts_are_shown_and_not_queued(
+    tight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tight
+    config.write_text(
+        config.read_text()
+        + "silences:\n  - budget: every-*\n    until: 2026-12-01T00:00:00Z\n"
+        + "    reason: load test until December\n"
+    )
+    assert main(["check", "--config", str(config), "--now", NOW.isoformat()]) == 1
+    out = capsys.readouterr().out
+    assert "Alerts planned in this run: 0" in out
+    assert "Silenced: " in out
+    assert "(silence: load test until December)" in out
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    db.close()
