@@ -1,0 +1,156 @@
+"""`costwatch check --csv` on the largest export, as a whole process, beside its baselines.
+
+    python bench/bench_check.py [--keys 20000] [--models 50] [--runs 3]
+
+Each measurement is a fresh process (imports included, as a user runs it), timed from start to
+exit, with its own peak RSS from `os.wait4`. In one run, alternating so both see the same
+machine load and page cache:
+
+  (a) baseline      python -c: polars' bare scan_csv(...).group_by("api_key_id").agg().collect()
+  (b) check, 1      costwatch check --csv --dry-run with one per-key budget
+  (c) check, 200    the same with a realistic 200-budget file (globs, per-model limits, pools)
+
+Prints best wall time and largest peak RSS per row, the ratios to (a) and RSS / CSV size.
+Numbers only: no assertions (these machines are shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+TEAMS = ("support", "sales", "search", "legal", "hr", "data", "ops", "marketing", "finance")
+
+BASELINE = """
+import sys
+import polars as pl
+(
+    pl.scan_csv(sys.argv[1])
+    .group_by("api_key_id")
+    .agg(pl.col("total_cost_usd").sum(), pl.col("requests").sum())
+    .collect()
+)
+"""
+
+HEADER = """\
+langdock:
+  api_key: not-used-with-csv
+schedule:
+  timezone: UTC
+"""
+
+
+def one_budget_config() -> str:
+    return HEADER + 'budgets:\n  - name: every-key\n    keys: "*"\n    limits: {cost_usd: 200}\n'
+
+
+def two_hundred_budgets_config() -> str:
+    """200 budgets like a large workspace writes them: team globs, pools, per-model limits."""
+    lines = [HEADER, "budgets:"]
+    for team in TEAMS:  # 9 per-key team budgets with a per-model limit
+        lines += [
+            f"  - name: {team}-keys",
+            f'    keys: "{team}-*"',
+            "    limits: {cost_usd: 500, requests: 100000}",
+            '    models: {"gpt-4o*": {cost_usd: 200}}',
+        ]
+    for team in TEAMS:  # 9 team pools
+        lines += [
+            f"  - name: {team}-pool",
+            "    scope: shared",
+            f'    keys: "{team}-*"',
+            "    limits: {cost_usd: 20000}",
+        ]
+    count = 2 * len(TEAMS)
+    n = 1
+    while count < 199:  # per-key budgets on narrower globs, each with a model-family limit
+        team = TEAMS[n % len(TEAMS)]
+        lines += [
+            f"  - name: {team}-{n}",
+            f'    keys: ["{team}-{n}*-prod", "{team}-{n}*-ci"]',
+            '    exclude: ["*-dev"]',
+            "    limits: {cost_usd: 300}",
+            '    models: {"claude-*": {cost_usd: 100}}',
+        ]
+        count += 1
+        n += 1
+    lines += [
+        "  - name: workspace",
+        "    scope: shared",
+        '    keys: "*"',
+        "    limits: {cost_usd: 2000000}",
+        '    models: {"gpt-4o": {cost_usd: 500000}, "claude-*": {cost_usd: 500000}}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def ensure_inputs(keys: int, models: int) -> tuple[Path, Path, Path]:
+    from gen_export import generate
+
+    DATA.mkdir(exist_ok=True)
+    export = DATA / f"export-{keys}x{models}.csv"
+    if not export.exists():
+        print(f"generating {export} ...", flush=True)
+        generate(export, keys, models, byok=True, seed=1)
+    one = DATA / "budgets-1.yaml"
+    one.write_text(one_budget_config(), encoding="utf-8")
+    many = DATA / "budgets-200.yaml"
+    many.write_text(two_hundred_budgets_config(), encoding="utf-8")
+    return export, one, many
+
+
+def run(command: list[str]) -> tuple[float, int, int]:
+    """Wall seconds, peak RSS in bytes and exit code of one whole process."""
+    started = time.perf_counter()
+    with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as child:
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        assert child.stderr is not None
+        errors = child.stderr.read().decode(errors="replace")
+    if child.returncode not in (0, 1):
+        raise SystemExit(f"{command[:4]} failed ({child.returncode}):\n{errors}")
+    return seconds, usage.ru_maxrss * 1024, child.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--keys", type=int, default=20_000)
+    parser.add_argument("--models", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    export, one, many = ensure_inputs(args.keys, args.models)
+    export.read_bytes()  # warm the page cache for everyone
+    costwatch = [sys.executable, "-m", "costwatch", "check", "--csv", str(export), "--dry-run"]
+    commands = {
+        "(a) polars scan+group_by": [sys.executable, "-c", BASELINE, str(export)],
+        "(b) check, 1 budget": [*costwatch, "--config", str(one)],
+        "(c) check, 200 budgets": [*costwatch, "--config", str(many)],
+    }
+    samples: dict[str, list[tuple[float, int, int]]] = {name: [] for name in commands}
+    for _ in range(args.runs):
+        for name, command in commands.items():
+            samples[name].append(run(command))
+    size = export.stat().st_size
+    base = min(s for s, _, _ in samples["(a) polars scan+group_by"])
+    print(f"\nexport: {export.name}, {size / 2**20:.0f} MiB; best of {args.runs}, whole process")
+    print(f"{'':26} {'wall':>8} {'x (a)':>7} {'peak RSS':>9} {'RSS/CSV':>8}")
+    for name, results in samples.items():
+        seconds = min(s for s, _, _ in results)
+        rss = max(r for _, r, _ in results)
+        print(
+            f"{name:26} {seconds:7.2f}s {seconds / base:6.2f}x "
+            f"{rss / 2**20:6.0f}MiB {rss / size:7.2f}x"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    sys.exit(main())
