@@ -37,6 +37,10 @@ log = logging.getLogger("costwatch.cycle")
 USER_AGENT = "costwatch (+https://github.com/costwatch/costwatch)"
 
 
+# An alert subject's spend, requests and top (model, spend) pairs.
+_Context = tuple[float, float, tuple[tuple[str, float], ...]]
+
+
 @dataclass(frozen=True)
 class Fetched:
     """Usage for a period to date, and how it was obtained."""
@@ -143,7 +147,7 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
     ledger = deps.state.ledger(r.period.key() for r in rules) if deps.state else {}
     by_name = {rule.name: rule for rule in rules}
     plan = alerts.plan(budgets.noteworthy(findings, ledger), by_name, ledger, config.silences, now)
-    plan = _with_context(plan, rules, {key: u.frame for key, u in usages.items()})
+    plan = _with_context(plan, rules, usages)
     outcome = Outcome(
         now=now,
         period=default_period,
@@ -172,27 +176,62 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
 
 
 def _with_context(
-    plan: alerts.Plan, rules: Sequence[budgets.Rule], frames: Mapping[str, pl.DataFrame]
+    plan: alerts.Plan, rules: Sequence[budgets.Rule], usages: Mapping[str, usage.Usage]
 ) -> alerts.Plan:
-    """Add each alert's spend, requests and top models, for the people who read it."""
+    """Add each alert's spend, requests and top models, for the people who read it.
+
+    Per-key context comes from one per-key aggregation per export range (not a scan per
+    alert: a storm of 5,000 alerts must not mean 5,000 scans); a shared pool's from its rows.
+    """
     by_name = {rule.name: rule for rule in rules}
+    per_key: dict[str, dict[str, _Context]] = {}
+    pools: dict[str, _Context] = {}
+
+    def key_context(
+        range_key: str,
+    ) -> dict[str, _Context]:
+        if range_key not in per_key:
+            loaded = usages[range_key]
+            top: dict[str, list[tuple[str, float]]] = {}
+            for key_id, model, cost in (
+                usage.top_models(loaded, 3)
+                .select("api_key_id", "model", "total_cost_usd")
+                .iter_rows()
+            ):
+                top.setdefault(key_id, []).append((model, float(cost)))
+            per_key[range_key] = {
+                key_id: (float(cost), float(requests), tuple(top.get(key_id, ())))
+                for key_id, cost, requests in usage.per_key(loaded)
+                .select("api_key_id", "total_cost_usd", "requests")
+                .iter_rows()
+            }
+        return per_key[range_key]
+
+    def pool_context(rule: budgets.Rule) -> _Context:
+        if rule.name not in pools:
+            frame = usages[budgets.export_key(rule.period)].frame
+            rows = budgets.subject_rows(rule, rules, frame, None)
+            models = (
+                rows.group_by("model")
+                .agg(pl.col("total_cost_usd").sum())
+                .sort(["total_cost_usd", "model"], descending=[True, False])
+                .head(3)
+            )
+            pools[rule.name] = (
+                float(rows["total_cost_usd"].sum()),
+                float(rows["requests"].sum()),
+                tuple((m, float(c)) for m, c in models.iter_rows()),
+            )
+        return pools[rule.name]
 
     def enrich(alert: alerts.Alert) -> alerts.Alert:
         rule = by_name[alert.budget]
-        frame = frames[budgets.export_key(rule.period)]
-        rows = budgets.subject_rows(rule, rules, frame, alert.api_key_id)
-        models = (
-            rows.group_by("model")
-            .agg(pl.col("total_cost_usd").sum())
-            .sort(["total_cost_usd", "model"], descending=[True, False])
-            .head(3)
-        )
-        return dataclasses.replace(
-            alert,
-            spend_usd=float(rows["total_cost_usd"].sum()),
-            requests=float(rows["requests"].sum()),
-            top_models=tuple((m, float(c)) for m, c in models.iter_rows()),
-        )
+        if alert.api_key_id is None:
+            spend, requests, top = pool_context(rule)
+        else:
+            context = key_context(budgets.export_key(rule.period))
+            spend, requests, top = context.get(alert.api_key_id, (0.0, 0.0, ()))
+        return dataclasses.replace(alert, spend_usd=spend, requests=requests, top_models=top)
 
     return dataclasses.replace(
         plan,
