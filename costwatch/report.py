@@ -301,4 +301,6 @@ def _models_by_key(top: pl.DataFrame) -> dict[str, list[tuple[str, float, int]]]
 
 def _printable(text: str) -> str:
     """Names are data: control characters (newlines, escapes) must not break the table."""
+    if text.isprintable():
+        return text
     return "".join(ch if ch.isprintable() else " " for ch in text)
