@@ -219,6 +219,33 @@ def _is_url(text: str) -> bool:
 class MetricsConfig(Model):
     listen: Annotated[str, AfterValidator(check_listen)] = "0.0.0.0:9108"
     max_series: PositiveInt = 50000
+    basic_auth_user: Text | None = None  # with a password: /metrics and probes ask for it
+    basic_auth_password: Secret | None = None
+    basic_auth_password_file: SecretPath | None = None
+    tls_cert_file: Path | None = None  # with tls_key_file: serve https
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_files(cls, data: object, info: ValidationInfo) -> object:
+        return read_secret_files(data, info, "basic_auth_password")
+
+    @field_validator("tls_cert_file", "tls_key_file")
+    @classmethod
+    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(path, info) if path is not None else None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Self:
+        if (self.basic_auth_user is None) != (self.basic_auth_password is None):
+            raise at("basic_auth_user", "needs basic_auth_password too (or neither)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise at("tls_cert_file", "needs tls_key_file too (or neither)")
+        return self
+
+    def secret_basic_auth_password(self) -> str | None:
+        password = self.basic_auth_password
+        return password.get_secret_value() if password is not None else None
 
     @property
     def host(self) -> str:

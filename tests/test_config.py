@@ -177,7 +177,9 @@ INVALID = [
     pytest.param(
         L + "metrics:\n  port: 9108\n",
         [
-            "metrics.port (line 4): unknown key 'port' (known keys: listen, max_series)",
+            "metrics.port (line 4): unknown key 'port' (known keys: listen, max_series,"
+            " basic_auth_user, basic_auth_password, basic_auth_password_file, tls_cert_file,"
+            " tls_key_file)",
         ],
         id="unknown-key-metrics",
     ),
