@@ -135,6 +135,8 @@ class ScheduleConfig(Model):
     every: Duration | None = DEFAULT_EVERY
     cron: Cron | None = None
     timezone: ZoneName = "UTC"
+    jitter: Duration | None = None  # start each cycle up to this much later, at random
+    shutdown_grace: Duration = timedelta(seconds=25)  # fits Kubernetes' 30 s before SIGKILL
 
     @model_validator(mode="before")
     @classmethod
