@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,8 +88,13 @@ class Outcome:
 
 
 @contextmanager
-def langdock_client(config: LangdockConfig) -> Iterator[LangdockClient]:
-    """An export client built from the configuration, its HTTP connections closed on exit."""
+def langdock_client(
+    config: LangdockConfig, *, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[LangdockClient]:
+    """An export client built from the configuration, its HTTP connections closed on exit.
+
+    `sleep` waits between retries; the daemon passes one that ends early on shutdown.
+    """
     timeout = httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0))
     with httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}) as http:
         yield LangdockClient(
@@ -101,6 +107,7 @@ def langdock_client(config: LangdockConfig) -> Iterator[LangdockClient]:
                 max_attempts=config.max_attempts,
                 max_elapsed_seconds=config.retry_max_elapsed_seconds,
             ),
+            sleep=sleep,
         )
 
 
