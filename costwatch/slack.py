@@ -1,0 +1,368 @@
+"""Delivery of the outbox to Slack through `slack_sdk`: a bot token or an incoming webhook.
+
+- **Retries inside one post** are slack_sdk's own handlers, bounded: rate limits (429, waiting
+  `Retry-After`), connection errors (refused, reset, dropped) and 500/503. A read timeout is not
+  retried in the same post (it costs `timeout` each time, and Slack may have posted already);
+  the row waits for the next round like any other transient failure.
+- **Pacing**: at most one post per `min_interval_seconds` per channel (Slack's one message a
+  second a channel); channels are served in turn, so one busy channel does not hold up the rest.
+- **Digests**: more than `digest_after` alert rows for one channel in one round become one
+  message; every row of it is marked sent when Slack accepts it.
+- **Never dropped**: a row is marked sent right after Slack accepts its message, and otherwise
+  marked failed with the error and `retry_at = now + retry_every`, so it is tried again in a
+  later round, across restarts. At least once: a duplicate only if Slack posted but its answer
+  was lost (a timeout), or the process died before `mark_sent`.
+- **Errors retrying cannot fix** (a wrong token, an unknown or archived channel, the app not in
+  the channel, a dead webhook) are logged once per error and channel per process with the
+  remedy in plain words, and counted in the report. With a token, a channel error re-routes the
+  message to the default channel with a line saying where it should have gone.
+- **Secrets**: the token and the webhook URL (it holds the credential) appear in no log record,
+  error message or report; slack_sdk's own log records pass through a redacting filter.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.client import HTTPException
+from typing import Any, Protocol, cast
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry import (
+    ConnectionErrorRetryHandler,
+    FixedValueRetryIntervalCalculator,
+    RateLimitErrorRetryHandler,
+    RetryHandler,
+)
+from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
+from slack_sdk.webhook import WebhookClient
+
+from costwatch.config import SlackConfig
+from costwatch.slackerrors import DeliveryError, api_error, transport_error, webhook_error
+from costwatch.slackrender import Rendered, render, render_digest, render_test
+from costwatch.state import OutboxItem, State
+
+__all__ = [
+    "ChannelCheck",
+    "DeliveryError",
+    "DeliveryReport",
+    "Sender",
+    "deliver",
+    "sender_from_config",
+    "test_channels",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 2  # per post, all of slack_sdk's handlers together (they share one counter)
+RETRY_INTERVAL = 1.0  # seconds between retries after a connection error or a 500/503
+MAX_BLOCKS = 50
+_SECRETS = re.compile(r"xox[a-z]-[\w-]+|/services/[^\s'\"]+")  # in slack_sdk's logs
+
+
+class Sender(Protocol):
+    def post(self, channel: str | None, message: Rendered) -> None:
+        """Post one message; raises DeliveryError when Slack does not take it."""
+
+
+class _WebApiSender:
+    """chat.postMessage with a bot token."""
+
+    def __init__(self, client: WebClient) -> None:
+        self._client = client
+
+    def post(self, channel: str | None, message: Rendered) -> None:
+        if channel is None:
+            raise DeliveryError("no_channel", "set slack.channel", scope="message", channel=None)
+        with _translated(channel):
+            self._client.chat_postMessage(channel=channel, **_fields(message))
+
+
+class _WebhookSender:
+    """An incoming webhook: one channel, chosen when the webhook was created."""
+
+    def __init__(self, client: WebhookClient) -> None:
+        self._client = client
+
+    def post(self, channel: str | None, message: Rendered) -> None:
+        with _translated(channel):
+            response = self._client.send(**_fields(message))
+        if response.status_code != 200:
+            raise webhook_error(response.status_code, str(response.body), channel)
+
+
+def _fields(message: Rendered) -> dict[str, Any]:
+    blocks = message.blocks or None
+    return {"text": message.text, "blocks": blocks, "unfurl_links": False, "unfurl_media": False}
+
+
+@contextmanager
+def _translated(channel: str | None) -> Iterator[None]:
+    """slack_sdk's exceptions as DeliveryError, without their text or chain (they may hold
+    the webhook URL)."""
+    try:
+        yield
+    except SlackApiError as error:
+        raise api_error(error, channel) from None
+    except (OSError, HTTPException, SlackClientError) as error:
+        raise transport_error(error, channel) from None
+
+
+# -- building a sender --------------------------------------------------------------------------
+
+
+class _Redact(logging.Filter):
+    """slack_sdk logs the request URL when it retries: a webhook URL is a secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        clean = _SECRETS.sub("[secret]", text)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        return True
+
+
+_sdk_log = logging.getLogger("costwatch.slack.sdk")
+_sdk_log.addFilter(_Redact())
+
+
+def _retry_handlers(interval: float = RETRY_INTERVAL) -> list[RetryHandler]:
+    """slack_sdk's built-in handlers, bounded; a 429 waits what its Retry-After says."""
+    wait = FixedValueRetryIntervalCalculator(interval)
+    return [
+        RateLimitErrorRetryHandler(max_retry_count=MAX_RETRIES),
+        ConnectionErrorRetryHandler(max_retry_count=MAX_RETRIES, interval_calculator=wait),
+        ServerErrorRetryHandler(max_retry_count=MAX_RETRIES, interval_calculator=wait),
+    ]
+
+
+def sender_from_config(
+    config: SlackConfig, *, timeout: float = 10.0, retry_interval: float = RETRY_INTERVAL
+) -> Sender:
+    """The sender for `config.mode`; `timeout` in seconds per HTTP request."""
+    seconds = cast(int, timeout)  # urllib takes float seconds; slack_sdk annotates int
+    handlers = _retry_handlers(retry_interval)
+    token = config.secret_token()
+    if token is not None:
+        client = WebClient(
+            token=token,
+            base_url=config.api_url,
+            timeout=seconds,
+            retry_handlers=handlers,
+            logger=_sdk_log,
+        )
+        return _WebApiSender(client)
+    url = config.secret_webhook_url()
+    assert url is not None  # SlackConfig has one mode or the other
+    return _WebhookSender(
+        WebhookClient(url, timeout=seconds, retry_handlers=handlers, logger=_sdk_log)
+    )
+
+
+# -- delivering the outbox ----------------------------------------------------------------------
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0  # outbox rows Slack accepted (re-routed ones included)
+    messages: int = 0  # messages Slack accepted (a digest is one)
+    failed: int = 0  # rows left in the outbox for a later round
+    rerouted: int = 0  # rows delivered to the default channel instead of their own
+    digests: int = 0
+    permanent_errors: dict[str, int] = field(default_factory=dict)  # code -> posts refused
+    pending: int = 0  # unsent rows in the outbox after this round
+
+
+@dataclass(frozen=True)
+class _Send:
+    channel: str | None  # where the rows belong (None: the webhook's own channel)
+    items: tuple[OutboxItem, ...]
+    digest: bool
+
+
+_REPORTED: set[tuple[str, str]] = set()  # (code, channel) logged by this process
+
+
+def deliver(
+    state: State,
+    sender: Sender,
+    config: SlackConfig,
+    now: datetime,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+    reported: set[tuple[str, str]] | None = None,
+) -> DeliveryReport:
+    """Send the outbox rows due at `now`; see the module docstring. `reported` remembers which
+    (error, channel) were already logged; by default, for the life of the process."""
+    once = _REPORTED if reported is None else reported
+    round_ = _Round(state, sender, config, now, sleep, monotonic, once)
+    for send in _plan(state.pending(now), config):
+        round_.send(send)
+    round_.report.pending = state.pending_count()
+    return round_.report
+
+
+def _plan(items: Sequence[OutboxItem], config: SlackConfig) -> list[_Send]:
+    """Per channel: a digest for many alerts, else one message a row; channels take turns."""
+    groups: dict[str | None, list[OutboxItem]] = {}
+    for item in items:
+        channel = (item.channel or config.channel) if config.mode == "token" else None
+        groups.setdefault(channel, []).append(item)
+    queues = []
+    for channel, rows in groups.items():
+        alerts = [row for row in rows if row.kind == "alert"]
+        digest = len(alerts) > config.digest_after
+        sends = [_Send(channel, tuple(alerts), True)] if digest else []
+        sends += [
+            _Send(channel, (row,), False) for row in rows if not digest or row.kind != "alert"
+        ]
+        queues.append(sorted(sends, key=lambda send: send.items[0].id))
+    turns = itertools.zip_longest(*queues)
+    return [send for turn in turns for send in turn if send is not None]
+
+
+@dataclass
+class _Round:
+    """One pass over the due rows: pacing, re-routing and what each failure rules out."""
+
+    state: State
+    sender: Sender
+    config: SlackConfig
+    now: datetime
+    sleep: Callable[[float], None]
+    monotonic: Callable[[], float]
+    reported: set[tuple[str, str]]
+    report: DeliveryReport = field(default_factory=DeliveryReport)
+    last_post: dict[str | None, float] = field(default_factory=dict)
+    rerouted: dict[str | None, DeliveryError] = field(default_factory=dict)  # why, by channel
+    blocked: dict[str | None, DeliveryError] = field(default_factory=dict)  # not this round
+    stopped: DeliveryError | None = None  # nothing more this round
+
+    def send(self, send: _Send) -> None:
+        target = self.config.channel if send.channel in self.rerouted else send.channel
+        skip = self.stopped or self.blocked.get(target)
+        if skip is not None:
+            self._fail(send, skip)
+            return
+        try:
+            message = _render(send, self.now)
+        except Exception:
+            log.exception("cannot render outbox row %s; it stays in the outbox", send.items[0].id)
+            self._refused(_render_failed(send.channel), send)
+            return
+        if target != send.channel:
+            message = _with_note(message, send.channel, self.rerouted[send.channel])
+        try:
+            self._post(target, message)
+        except DeliveryError as error:
+            self._failed(send, target, error)
+            return
+        self.state.mark_sent([item.id for item in send.items], self.now)
+        self.report.messages += 1
+        self.report.sent += len(send.items)
+        self.report.digests += int(send.digest)
+        self.report.rerouted += len(send.items) if target != send.channel else 0
+
+    def _post(self, channel: str | None, message: Rendered) -> None:
+        last = self.last_post.get(channel)
+        if last is not None:
+            wait = last + self.config.min_interval_seconds - self.monotonic()
+            if wait > 0:
+                self.sleep(wait)
+        try:
+            self.sender.post(channel, message)
+        finally:
+            self.last_post[channel] = self.monotonic()
+
+    def _failed(self, send: _Send, target: str | None, error: DeliveryError) -> None:
+        default = self.config.channel
+        if error.scope == "channel" and self.config.mode == "token" and target != default:
+            self._count(error, f"re-routing its alerts to {default}")
+            self.rerouted[send.channel] = error
+            self.send(send)
+        elif error.scope == "workspace":
+            self.stopped = error
+            self._refused(error, send)
+        elif error.scope == "message":
+            self._refused(error, send)
+        else:
+            self.blocked[target] = error
+            self._refused(error, send)
+
+    def _refused(self, error: DeliveryError, send: _Send) -> None:
+        if error.permanent:
+            self._count(error, "its alerts stay in the outbox")
+        else:
+            log.warning("Slack delivery to %s failed: %s", _where(error.channel), error)
+        self._fail(send, error)
+
+    def _count(self, error: DeliveryError, outcome: str) -> None:
+        errors = self.report.permanent_errors
+        errors[error.code] = errors.get(error.code, 0) + 1
+        key = (error.code, error.channel or "")
+        if key not in self.reported:
+            self.reported.add(key)
+            log.error("Slack refused a post to %s: %s; %s", _where(error.channel), error, outcome)
+
+    def _fail(self, send: _Send, error: DeliveryError) -> None:
+        retry_at = self.now + self.config.retry_every
+        for item in send.items:
+            self.state.mark_failed(item.id, str(error), self.now, retry_at)
+        self.report.failed += len(send.items)
+
+
+def _render(send: _Send, now: datetime) -> Rendered:
+    return render_digest(send.items, now=now) if send.digest else render(send.items[0], now=now)
+
+
+def _render_failed(channel: str | None) -> DeliveryError:
+    remedy = "costwatch cannot render this outbox row: a bug, please report it"
+    return DeliveryError("render_failed", remedy, scope="message", channel=channel)
+
+
+def _with_note(message: Rendered, channel: str | None, error: DeliveryError) -> Rendered:
+    """The message with a first line saying where it belongs and why it is here instead."""
+    note = f"Meant for {channel}, posted here: {error}"
+    context = {"type": "context", "elements": [{"type": "plain_text", "text": note}]}
+    blocks = [context, *message.blocks][:MAX_BLOCKS] if message.blocks else []
+    return Rendered(text=f"{_escape(note)}\n{message.text}", blocks=blocks)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _where(channel: str | None) -> str:
+    return channel or "the webhook's channel"
+
+
+# -- checking the wiring ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChannelCheck:
+    channel: str
+    ok: bool
+    error: str | None = None  # Slack's error code
+    remedy: str | None = None  # what to do about it, in plain words
+
+
+def test_channels(sender: Sender, channels: Sequence[str], now: datetime) -> list[ChannelCheck]:
+    """Post the test message to each channel (once each); what worked and what to fix."""
+    checks = []
+    for channel in dict.fromkeys(channels):
+        try:
+            sender.post(channel, render_test(channel, now=now))
+        except DeliveryError as error:
+            checks.append(ChannelCheck(channel, False, error.code, error.remedy))
+        else:
+            checks.append(ChannelCheck(channel, True))
+    return checks

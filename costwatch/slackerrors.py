@@ -1,0 +1,109 @@
+"""What Slack's answers mean for delivery: `DeliveryError`, what it rules out, and the remedy
+in plain words. Pure: slack_sdk's error types are only inspected.
+
+An error's `scope` decides what `slack.deliver` does next:
+
+- `workspace`: nothing more can go through this round (a wrong or revoked token, a dead
+  webhook); the rows stay in the outbox.
+- `channel`: this channel refuses (unknown, archived, the app not in it); with a token the rows
+  are re-routed to the default channel.
+- `message`: Slack refuses this message only (malformed blocks: a costwatch bug).
+- `transient`: rate limits after slack_sdk's retries, 5xx, timeouts, connection errors and
+  codes not known here; the channel waits for the next round.
+
+No message here holds a secret: codes are taken only when they look like Slack's codes
+(`[a-z_]+`), and exceptions contribute their type name, never their text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+from urllib.error import URLError
+
+from slack_sdk.errors import SlackApiError
+
+from costwatch.errors import CostwatchError
+
+Scope = Literal["workspace", "channel", "message", "transient"]
+
+_BUG: tuple[Scope, str] = (
+    "message",
+    "Slack refused the message ({code}): a costwatch bug, please report it",
+)
+_API_ERRORS: dict[str, tuple[Scope, str]] = {
+    "invalid_auth": ("workspace", "check slack.token: Slack says invalid_auth"),
+    "not_authed": ("workspace", "check slack.token: Slack says not_authed (no token arrived)"),
+    "account_inactive": ("workspace", "slack.token belongs to a deactivated app: reinstall it"),
+    "token_revoked": ("workspace", "slack.token was revoked: reinstall the app, set its token"),
+    "token_expired": ("workspace", "slack.token expired: reinstall the app, set its token"),
+    "missing_scope": ("workspace", "give the app the chat:write scope and reinstall it"),
+    "channel_not_found": ("channel", "no channel {channel}: check its name, or /invite @costwatch"),
+    "not_in_channel": ("channel", "invite the app to {channel}: /invite @costwatch"),
+    "is_archived": ("channel", "{channel} is archived: unarchive it or configure another one"),
+    **dict.fromkeys(["invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text"], _BUG),
+}
+_NEW_WEBHOOK = "create a new incoming webhook and set slack.webhook_url"
+_WEBHOOK_ERRORS: dict[str, tuple[Scope, str]] = {
+    "no_service": ("workspace", f"the webhook no longer exists (no_service): {_NEW_WEBHOOK}"),
+    "invalid_token": ("workspace", f"the webhook URL is not valid (invalid_token): {_NEW_WEBHOOK}"),
+    "channel_is_archived": ("workspace", "the webhook's channel is archived: unarchive it"),
+    "channel_not_found": ("workspace", f"the webhook's channel is gone: {_NEW_WEBHOOK}"),
+    "action_prohibited": ("workspace", "a Slack admin restricts posting to the webhook's channel"),
+    "team_disabled": ("workspace", "the Slack workspace of the webhook is disabled"),
+    **dict.fromkeys(["invalid_payload", "no_text", "too_many_attachments"], _BUG),
+}
+_WEBHOOK_STATUS = {404: "no_service", 403: "invalid_token", 410: "channel_is_archived"}
+_CODE = re.compile(r"[a-z_]{1,64}")  # a Slack error code, never anything the server echoed
+
+
+class DeliveryError(CostwatchError):
+    """Slack did not take a message. `code` is Slack's error (or timeout, connection, http_500);
+    `remedy` says what to do; `scope` what else it rules out (see the module docstring)."""
+
+    def __init__(self, code: str, remedy: str, *, scope: Scope, channel: str | None) -> None:
+        self.code = code
+        self.remedy = remedy
+        self.scope = scope
+        self.channel = channel
+        super().__init__(f"{code}: {remedy}")
+
+    @property
+    def permanent(self) -> bool:
+        return self.scope != "transient"
+
+
+def api_error(error: SlackApiError, channel: str | None) -> DeliveryError:
+    data = error.response.data
+    code = str(data.get("error") or "") if isinstance(data, dict) else ""
+    return _classify(error.response.status_code, code, _API_ERRORS, channel)
+
+
+def webhook_error(status: int, body: str, channel: str | None) -> DeliveryError:
+    code = body.strip() if _CODE.fullmatch(body.strip()) else _WEBHOOK_STATUS.get(status, "")
+    return _classify(status, code, _WEBHOOK_ERRORS, channel)
+
+
+def _classify(
+    status: int, code: str, known: dict[str, tuple[Scope, str]], channel: str | None
+) -> DeliveryError:
+    """What an answer other than ok means; unknown codes are taken for transient."""
+    if status == 429:
+        return _transient("ratelimited", "Slack rate-limits posts; trying again later", channel)
+    if status >= 500 or not _CODE.fullmatch(code):
+        return _transient(f"http_{status}", "Slack is failing; trying again later", channel)
+    scope, remedy = known.get(code, ("transient", f"Slack says {code}; trying again later"))
+    remedy = remedy.format(channel=channel, code=code)
+    return DeliveryError(code, remedy, scope=scope, channel=channel)
+
+
+def transport_error(error: Exception, channel: str | None) -> DeliveryError:
+    reason = error.reason if isinstance(error, URLError) else error
+    if isinstance(reason, TimeoutError):
+        return _transient("timeout", "Slack did not answer in time; trying again later", channel)
+    remedy = f"cannot reach Slack ({type(reason).__name__}); trying again later"
+    return _transient("connection", remedy, channel)
+
+
+def _transient(code: str, remedy: str, channel: str | None) -> DeliveryError:
+    return DeliveryError(code, remedy, scope="transient", channel=channel)
