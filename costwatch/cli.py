@@ -7,10 +7,9 @@ configuration, the export or its data could not be used (nothing was evaluated).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ log = logging.getLogger("costwatch")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level or getattr(args, "default_level", "warning"), args.log_format)
     try:
         code: int = args.run(args)
     except KeyboardInterrupt:
@@ -49,11 +48,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"costwatch {__version__}")
     parser.add_argument(
         "--log-level",
-        default="warning",
         choices=["debug", "info", "warning", "error"],
-        help="log verbosity on stderr (default: warning)",
+        help="log verbosity on stderr (default: info for run and demo, warning otherwise)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one JSON object per line, for log pipelines",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="the daemon: cycles on a schedule, Slack, /metrics")
+    run.add_argument("--config", required=True, type=Path, metavar="FILE")
+    run.set_defaults(run=_run, default_level="info")
+
+    test_slack = commands.add_parser(
+        "test-slack", help="send one test message to every configured Slack channel"
+    )
+    test_slack.add_argument("--config", required=True, type=Path, metavar="FILE")
+    test_slack.set_defaults(run=_test_slack)
 
     validate = commands.add_parser("validate", help="check a configuration file and summarise it")
     validate.add_argument("--config", required=True, type=Path, metavar="FILE")
@@ -85,17 +99,38 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="run against the built-in Langdock simulator: no account, no token"
     )
-    demo.add_argument("--format", choices=["table", "json"], default="table")
-    demo.set_defaults(run=_demo)
+    demo.add_argument(
+        "--once", action="store_true", help="run one cycle, print the table, exit (no daemon)"
+    )
+    demo.add_argument("--format", choices=["table", "json"], default="table", help="with --once")
+    demo.set_defaults(run=_demo, default_level="info")
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the traceback, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
     # httpx logs every request's full URL at INFO, and a signed download URL is a credential.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -116,6 +151,37 @@ def _load(path: Path, env: dict[str, str] | None = None) -> Config | None:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return None
+
+
+def _run(args: argparse.Namespace) -> int:
+    from costwatch import daemon  # noqa: PLC0415 (the scheduler and server load only for run)
+
+    return daemon.run(args.config)
+
+
+def _test_slack(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_ERROR
+    if config.slack is None:
+        print(f"{args.config}: there is no slack section to test", file=sys.stderr)
+        return EXIT_ERROR
+    from costwatch import slack  # noqa: PLC0415
+
+    channels: list[str | None] = [config.slack.channel]
+    if config.slack.mode == "token":
+        channels += [b.channel for b in config.budgets if b.channel]
+    sender = slack.sender_from_config(config.slack)
+    checks = slack.test_channels(sender, [c or "" for c in channels], datetime.now(UTC))
+    for check in checks:
+        where = check.channel or "the webhook's channel"
+        if check.ok:
+            print(f"ok      {where}")
+        else:
+            print(f"FAILED  {where}: {check.error} - {check.remedy}")
+    worked = sum(1 for c in checks if c.ok)
+    print(f"{worked} of {len(checks)} channel(s) reached")
+    return EXIT_OK if worked == len(checks) else EXIT_CROSSED
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -220,34 +286,17 @@ def _print_failure(error: CostwatchError) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    # Only the demo needs the simulator; `check` and `run` never load it.
-    from costwatch.simulator import Simulator, Workspace  # noqa: PLC0415
+    from costwatch import demo  # noqa: PLC0415 (only the demo loads the simulator)
 
-    with (
-        Simulator(Workspace()) as sim,
-        tempfile.TemporaryDirectory(prefix="costwatch-demo-") as tmp,
-    ):
-        env = {
-            **os.environ,
-            "COSTWATCH_DEMO_URL": sim.base_url,
-            "COSTWATCH_DEMO_KEY": sim.api_key,
-            "COSTWATCH_DEMO_STATE": str(Path(tmp) / "state.db"),
-        }
-        config = _load(demo_config_path(), env)
+    if not args.once:
+        return demo.run()
+
+    def one_cycle(env: dict[str, str]) -> int:
+        config = _load(demo.config_path(), env)
         if config is None:
             return EXIT_ERROR
-        print(
-            f"costwatch demo: a simulated Langdock workspace on {sim.base_url} "
-            "(no account, no token)\n",
-            file=sys.stderr,
-        )
         code = run_check(config, now=None, csv=None, output=args.format)
-    return EXIT_OK if code == EXIT_CROSSED else code  # crossing budgets is the demo working
+        return EXIT_OK if code == EXIT_CROSSED else code  # crossing budgets is the demo working
 
-
-def demo_config_path() -> Path:
-    """The demo's configuration: beside this module in a wheel, in config/ in a checkout."""
-    packaged = Path(__file__).with_name("demo.yaml")
-    if packaged.is_file():
-        return packaged
-    return Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+    print("costwatch demo: one cycle against a simulated Langdock workspace\n", file=sys.stderr)
+    return demo.run(once=one_cycle)

@@ -51,8 +51,7 @@ class Stopping(Exception):
 
 @dataclass
 class _Health:
-    started: datetime
-    last_success: datetime | None = None
+    last_success: float | None = None  # time.monotonic() of the last successful export
     last_failure: str | None = None
 
 
@@ -81,7 +80,7 @@ class Daemon:
         self._sender = self._sender_factory(self._config)
         self._state = State.open(self._config.state.path)
         self._metrics = Metrics(max_series=self._config.metrics.max_series)
-        self._health = _Health(started=clock())
+        self._health = _Health()
         self._scheduler = BackgroundScheduler(timezone=self._config.schedule.zone)
         self._server = MetricsServer(
             self._metrics,
@@ -124,7 +123,8 @@ class Daemon:
         )
         self._metrics.alerts_pending(self._state.pending_count())
         self._scheduler.start()
-        self._schedule_cycle(first_run=self._clock())
+        # APScheduler runs on the real clock; `self._clock` is what cycles are told "now" is.
+        self._schedule_cycle(first_run=datetime.now(UTC))
         self._schedule_delivery()
 
     def stop(self) -> None:
@@ -190,7 +190,7 @@ class Daemon:
             self._metrics.cycle_finished("export_failed", seconds)
             log.warning("cycle failed in %.1fs: export %s (%s)", seconds, reason, outcome.error)
             return
-        self._health.last_success = now
+        self._health.last_success = time.monotonic()
         self._health.last_failure = None
         assert outcome.usage is not None
         self._metrics.export_succeeded(now, seconds)
@@ -312,21 +312,18 @@ class Daemon:
         return True, "ok"
 
     def readyz(self) -> tuple[bool, str]:
-        """Ready while the last export succeeded within 3 intervals."""
-        now = self._clock()
-        limit = 3 * interval(self._config.schedule)
+        """Ready while the last export succeeded within 3 intervals (real time)."""
+        limit = 3 * interval(self._config.schedule).total_seconds()
         last = self._health.last_success
+        failure = (
+            f"; last failure: {self._health.last_failure}" if self._health.last_failure else ""
+        )
         if last is None:
-            failure = (
-                f"; last failure: {self._health.last_failure}" if self._health.last_failure else ""
-            )
             return False, f"no successful export yet{failure}"
-        if now - last > limit:
-            return False, (
-                f"last successful export {_ago(now - last)} ago (more than 3 intervals)"
-                f"; last failure: {self._health.last_failure}"
-            )
-        return True, f"last successful export {_ago(now - last)} ago"
+        age = time.monotonic() - last
+        if age > limit:
+            return False, f"last successful export {_ago(age)} ago (over 3 intervals){failure}"
+        return True, f"last successful export {_ago(age)} ago"
 
     def _install_signals(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -395,8 +392,8 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-def _ago(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
+def _ago(age: float) -> str:
+    seconds = int(age)
     if seconds < 120:
         return f"{seconds}s"
     if seconds < 7200:

@@ -264,7 +264,7 @@ def test_validate_summarises_a_good_file_and_counts_matched_keys(
 
 
 def test_demo_runs_one_cycle_against_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
+    assert main(["demo", "--once"]) == 0
     captured = capsys.readouterr()
     assert "to date in Europe/Berlin" in captured.out
     assert "TOTAL (12 keys)" in captured.out

@@ -1,0 +1,128 @@
+"""`costwatch demo`: the daemon against the built-in simulator, Slack printed to the terminal.
+
+Nothing is needed but this package: the simulator serves the Langdock export API on a free
+loopback port, the state lives in a temporary folder, metrics are on 127.0.0.1:9108 (or a
+free port when that is taken) and Slack messages are printed as text instead of sent.
+
+Simulated time runs fast: one real second is one simulated hour, starting on the 2nd of the
+current month, and a cycle runs every 10 real seconds (10 simulated hours). The demo budgets in
+`config/demo.yaml` are sized so that within about two minutes you see a forecast, the 50%, 80%
+and 100% alerts of one key, and a shared pool's alerts. Ctrl-C stops it cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+from costwatch import periods, slackrender
+from costwatch.simulator import Simulator, Workspace
+from costwatch.slackrender import Rendered
+
+log = logging.getLogger("costwatch.demo")
+
+SPEED = 3600.0  # simulated seconds per real second
+ZONE = ZoneInfo("Europe/Berlin")
+METRICS_PORT = 9108
+
+
+def config_path() -> Path:
+    """The demo's configuration: beside this module in a wheel, in config/ in a checkout."""
+    packaged = Path(__file__).with_name("demo.yaml")
+    if packaged.is_file():
+        return packaged
+    return Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+
+
+@dataclass
+class FastClock:
+    """Simulated time: starts at `start` and runs `speed` times faster than real time."""
+
+    start: datetime
+    speed: float = SPEED
+    _real_start: float = field(default_factory=time.monotonic)
+
+    def __call__(self) -> datetime:
+        return self.start + timedelta(seconds=(time.monotonic() - self._real_start) * self.speed)
+
+
+@dataclass
+class TerminalSender:
+    """A Slack sender that prints each message as readable text."""
+
+    out: TextIO = sys.stdout
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def post(self, channel: str | None, message: Rendered) -> None:
+        text = slackrender.as_terminal_text(message)
+        rule = "─" * 72
+        with self._lock:
+            print(f"\n{rule}\nSlack {channel or ''}\n{text}\n{rule}", file=self.out, flush=True)
+
+
+def _real_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def demo_start(now: datetime) -> datetime:
+    """The 2nd of the current month, 00:00 in Berlin: a month with room to overrun."""
+    month = periods.current("month", ZONE, now)
+    return periods.local_midnight(month.first_day + timedelta(days=1), ZONE)
+
+
+def free_port(host: str, preferred: int) -> int:
+    """`preferred` when nothing listens there, else a free port chosen by the system."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, preferred))
+        except OSError:
+            probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def run(*, out: TextIO = sys.stdout, once: Callable[..., int] | None = None) -> int:
+    """Run the demo daemon until Ctrl-C (or, with `once`, hand one cycle to it)."""
+    from costwatch.daemon import Daemon  # noqa: PLC0415 (the daemon loads only here)
+
+    clock: Callable[[], datetime] = FastClock(start=demo_start(datetime.now(UTC)))
+    if once is not None:
+        clock = _real_now  # one cycle: the month to date, as it really is
+    with (
+        Simulator(Workspace(), clock=clock) as sim,
+        tempfile.TemporaryDirectory(prefix="costwatch-demo-") as tmp,
+    ):
+        port = free_port("127.0.0.1", METRICS_PORT)
+        env = {
+            **os.environ,
+            "COSTWATCH_DEMO_URL": sim.base_url,
+            "COSTWATCH_DEMO_KEY": sim.api_key,
+            "COSTWATCH_DEMO_STATE": str(Path(tmp) / "state.db"),
+            "COSTWATCH_DEMO_LISTEN": f"127.0.0.1:{port}",
+        }
+        if once is not None:
+            return once(env)
+        assert isinstance(clock, FastClock)
+        sender = TerminalSender(out)
+        daemon = Daemon(config_path(), env=env, clock=clock, sender_factory=lambda _: sender)
+        print(
+            "costwatch demo: a simulated Langdock workspace (no account, no token).\n"
+            f"  Simulated time starts {clock.start:%b %d %H:%M} {ZONE.key} and runs 3,600x"
+            " faster: a cycle every 10 s is 10 simulated hours.\n"
+            f"  Metrics: http://127.0.0.1:{port}/metrics  (also /healthz, /readyz)\n"
+            "  Slack messages are printed below. Ctrl-C stops.\n",
+            file=out,
+            flush=True,
+        )
+        return daemon.run()
