@@ -1,0 +1,232 @@
+"""`costwatch run` end to end: a real process against the simulator and a Slack stand-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from slackstub import TOKEN, SlackStub
+
+from costwatch.config import parse_config
+from costwatch.daemon import Daemon, interval, trigger
+from costwatch.simulator import Simulator, Workspace
+
+SECRET = "sk-lang-DAEMON-SECRET-0042"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
+def get(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=2.0)
+    except httpx.TransportError:
+        return None
+
+
+def status(url: str) -> int:
+    response = get(url)
+    return response.status_code if response is not None else 0
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(Workspace(keys=6), api_key=SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+def stub() -> Iterator[SlackStub]:
+    with SlackStub() as server:
+        server.add_channel("#ai-spend")
+        server.add_channel("#team")
+        yield server
+
+
+def write_config(
+    path: Path, sim: Simulator, stub: SlackStub, port: int, *, budgets: str, every: str = "2s"
+) -> Path:
+    path.write_text(
+        f"""\
+langdock:
+  base_url: {sim.base_url}
+  api_key: ${{LANGDOCK_API_KEY}}
+  allow_insecure_download: true
+  timeout_seconds: 5
+  retry_max_elapsed_seconds: 1
+  max_attempts: 2
+schedule:
+  every: {every}
+  timezone: Europe/Berlin
+  shutdown_grace: 10s
+state:
+  path: {path.parent / "state.db"}
+slack:
+  token: ${{SLACK_BOT_TOKEN}}
+  channel: "#ai-spend"
+  api_url: {stub.api_url}
+  min_interval_seconds: 0
+  retry_every: 1s
+metrics:
+  listen: 127.0.0.1:{port}
+budgets:
+{budgets}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+EVERY_KEY = """\
+  - name: every-key
+    keys: "*"
+    limits: {cost_usd: 0.5}
+"""
+TEAM = """\
+  - name: team-tight
+    keys: "*"
+    limits: {requests: 1}
+    channel: "#team"
+"""
+
+
+def test_run_serves_metrics_alerts_reloads_on_sighup_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, sim: Simulator, stub: SlackStub
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "costwatch.yaml", sim, stub, port, budgets=EVERY_KEY)
+    env = {**os.environ, "LANGDOCK_API_KEY": SECRET, "SLACK_BOT_TOKEN": TOKEN}
+    base = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "costwatch", "--log-format", "json", "run", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: status(f"{base}/healthz") == 200, 30, "/healthz")
+        wait_for(lambda: status(f"{base}/readyz") == 200, 30, "/readyz after the first export")
+        scrape = httpx.get(f"{base}/metrics", timeout=5).text
+        assert 'costwatch_key_spend_usd{api_key_id="' in scrape
+        assert "costwatch_export_last_success_timestamp_seconds" in scrape
+        assert "costwatch_build_info{" in scrape
+
+        wait_for(lambda: len(stub.posts("#ai-spend")) >= 1, 30, "alerts in #ai-spend")
+        assert not stub.posts("#team")
+
+        # A changed budget, applied on SIGHUP: the new budget's alerts go to #team.
+        write_config(config, sim, stub, port, budgets=EVERY_KEY + TEAM)
+        process.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(stub.posts("#team")) >= 1, 30, "the reloaded budget's alerts")
+
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+        assert process.returncode == 0, err
+        assert time.monotonic() - started < 10 + 5  # within the grace period, with slack
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        pending = db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()[0]
+        sent = db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL").fetchone()[0]
+    db.close()
+    assert pending == 0  # nothing pending lost
+    assert sent >= 2
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    messages = [entry["message"] for entry in lines]
+    assert any(m.startswith("cycle ok in") for m in messages)
+    assert any("reloaded" in m for m in messages)
+    assert "costwatch stopped" in messages
+    assert SECRET not in err + out
+    assert TOKEN not in err + out
+
+
+def test_readyz_turns_503_while_exports_fail_and_200_after(
+    tmp_path: Path, sim: Simulator, stub: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    port = free_port()
+    config = write_config(tmp_path / "c.yaml", sim, stub, port, budgets=EVERY_KEY, every="1s")
+    daemon = Daemon(config)
+    runner = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
+    runner.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: status(f"{base}/readyz") == 200, 30, "ready")
+        sim.faults.fail_export(500, times=10_000)
+        wait_for(lambda: status(f"{base}/readyz") == 503, 30, "not ready while exports fail")
+        response = httpx.get(f"{base}/readyz", timeout=2)
+        assert "server_error" in response.text
+        assert status(f"{base}/healthz") == 200  # alive, just not ready
+        sim.faults.clear()
+        wait_for(lambda: status(f"{base}/readyz") == 200, 30, "ready again")
+    finally:
+        daemon.stop()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+
+
+def test_an_invalid_reload_keeps_the_old_configuration(
+    tmp_path: Path,
+    sim: Simulator,
+    stub: SlackStub,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    config = write_config(tmp_path / "c.yaml", sim, stub, free_port(), budgets=EVERY_KEY)
+    daemon = Daemon(config)
+    try:
+        config.write_text(config.read_text().replace("cost_usd: 0.5", "cost_usd: -1"))
+        daemon.reload()
+        assert "configuration not reloaded" in caplog.text
+        assert "budgets[0].limits.cost_usd" in caplog.text
+        assert daemon.readyz()[0] is False  # nothing ran yet; the daemon is still usable
+    finally:
+        daemon.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ("every: 15m", timedelta(minutes=15)),
+        ('cron: "*/10 * * * *"', timedelta(minutes=10)),
+        ('cron: "0 9 * * 1-5"', timedelta(days=1)),
+    ],
+)
+def test_the_interval_behind_readiness_follows_every_or_cron(
+    schedule: str, expected: timedelta
+) -> None:
+    config = parse_config(f"langdock: {{api_key: x}}\nschedule:\n  {schedule}\n")
+    assert interval(config.schedule) == expected
+    assert trigger(config.schedule) is not None
