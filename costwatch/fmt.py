@@ -14,6 +14,15 @@ def money(usd: float) -> str:
     return f"{sign}${usd:,.2f}"
 
 
+def money_brief(usd: float) -> str:
+    """$1,960 for headlines: whole dollars from $100 up or when there are no cents; $12.50 below."""
+    sign = "-" if usd < 0 else ""
+    usd = abs(usd)
+    if usd >= 100 or round(usd, 2) == round(usd):
+        return f"{sign}${usd:,.0f}"
+    return f"{sign}${usd:,.2f}"
+
+
 def count(n: float) -> str:
     """12,345 requests."""
     return f"{n:,.0f}"

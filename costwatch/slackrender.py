@@ -1,16 +1,46 @@
 """Slack messages for people: Block Kit blocks plus a plain-text fallback. Pure.
 
-(First cut: a header and one section per message. The full rendering replaces it.)
+`render(item, now=...)` turns one outbox row into a `Rendered` message: a budget alert, or an
+operational notice (exports failing, recovered). `render_digest` stands for many alerts to one
+channel, worst first; `render_test` is what `costwatch test-slack` sends; `as_terminal_text`
+reads any of them back as plain text for `costwatch demo`.
+
+An alert reads, top to bottom: a header that says it all in one line ("support-bot-prod at 82%
+of its $1,500 monthly budget", with a severity marker), the configured mentions, the numbers
+(spend against the limit, requests, the period with its zone and the time left, the forecast,
+the change since the last alert), the top models by spend, and a context line naming the
+budget, key and threshold. Names from the export are data and never markup (`slackblocks`).
+Every message fits Slack's limits whatever the names are; `slackblocks.problems` checks that.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from costwatch.state import OutboxItem
+from costwatch import fmt, periods
+from costwatch import slackblocks as sb
+from costwatch.alerts import Alert
+from costwatch.slackblocks import Data, escape
+
+if TYPE_CHECKING:
+    from costwatch.state import OutboxItem
+
+__all__ = ["Rendered", "as_terminal_text", "escape", "render", "render_digest", "render_test"]
+
+MARKERS = {
+    "critical": ":rotating_light:",
+    "warning": ":warning:",
+    "info": ":information_source:",
+}
+FORECAST_MARKER = ":chart_with_upwards_trend:"
+OTHER_MARKER = ":bell:"
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+DIGEST_ROWS = 50  # alerts listed in a digest; the rest are counted ("and 12 more")
+NAME_CAP = 80  # a name on its own in a sentence (header room permitting)
+TEXT_NAME_CAP = 60  # a name in the notification text
 
 
 @dataclass(frozen=True)
@@ -21,30 +51,330 @@ class Rendered:
     blocks: list[dict[str, Any]] = field(default_factory=list)
 
 
-def escape(text: str) -> str:
-    """Slack's three control characters, escaped as Slack documents."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def render(item: OutboxItem, *, now: datetime) -> Rendered:
-    """The message for one outbox row (an alert or an operational notice)."""
-    del now
-    text = escape(f"costwatch {item.kind}: {item.payload.get('budget', '')}")
-    return Rendered(text=text, blocks=[_section(text)])
+    """The message for one outbox row (an alert or an operational notice).
+
+    Raises ValueError or TypeError for a row it cannot read (an unknown kind, a damaged
+    payload); delivery then leaves the row in the outbox.
+    """
+    if item.kind == "alert":
+        return _alert_message(alert_from_payload(item.payload), now)
+    if item.kind in ("exports_failing", "exports_recovered"):
+        return _operational(item.kind, item.payload, now)
+    raise ValueError(f"outbox row {item.id}: unknown kind {item.kind!r}")
 
 
 def render_digest(items: Sequence[OutboxItem], *, now: datetime) -> Rendered:
-    """One message standing for several alerts to the same channel."""
-    del now
-    text = f"costwatch: {len(items)} budget alerts"
-    return Rendered(text=text, blocks=[_section(text)])
+    """One message standing for several alerts to the same channel, worst first."""
+    decoded = [(alert_from_payload(i.payload), i.id) for i in items if i.kind == "alert"]
+    others = [i for i in items if i.kind != "alert"]
+    ordered = sorted(decoded, key=lambda a: (_rank(a[0]), -a[0].ratio, a[1]))
+    alerts = [a for a, _ in ordered]
+    counts = _severity_counts(alerts)
+    marker = _marker(alerts[0]) if alerts else OTHER_MARKER
+    total = len(items)
+    head = f"{total:,} budget alert{'s' if total != 1 else ''}" + (f": {counts}" if counts else "")
+    blocks = [sb.header(f"{marker} {head}")]
+    tags = sb.mentions([m for a in alerts for m in a.mention])
+    if tags:
+        blocks.append(sb.section(sb.mrkdwn_text(" ".join(tags))))
+    lines = [_operational_line(o.kind, o.payload) for o in others]
+    lines += [_digest_line(a) for a in alerts[: max(DIGEST_ROWS - len(lines), 0)]]
+    for text in sb.pack(lines):
+        blocks.append(sb.section(sb.plain_text(text, emoji=True)))
+    hidden = total - len(lines)
+    note = "Worst first. Each line: subject · budget · use · spend of limit."
+    if hidden > 0:
+        note = (
+            f"…and {hidden:,} more, less urgent. "
+            + note
+            + " `costwatch check --dry-run` lists them."
+        )
+    blocks.append(sb.context([sb.mrkdwn_text(note)]))
+    worst = f" Worst: {_sentence(alerts[0], markup=True)}." if alerts else ""
+    text = f"costwatch: {head}.{worst}" + _tagline(tags)
+    return Rendered(text=text, blocks=blocks)
 
 
 def render_test(channel: str, *, now: datetime) -> Rendered:
     """What `costwatch test-slack` sends."""
-    text = f"costwatch test message for {escape(channel)} at {now:%Y-%m-%d %H:%M %Z}"
-    return Rendered(text=text, blocks=[_section(text)])
+    where = sb.plain(channel, 80)
+    when = f"{fmt.stamp(now)} {now.tzname() or ''}".strip()
+    body = (
+        f"costwatch can post to {where}. Budget alerts for this channel will arrive here "
+        "as messages like this one, with the spend, the limit and the forecast."
+    )
+    blocks = [
+        sb.header(":white_check_mark: costwatch test message"),
+        sb.section(sb.plain_text(body)),
+        sb.context([sb.plain_text(f"Sent by costwatch test-slack at {when}.")]),
+    ]
+    return Rendered(text=f"costwatch test message for {sb.mrkdwn(channel, 80)}", blocks=blocks)
 
 
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+def alert_from_payload(payload: Mapping[str, Any]) -> Alert:
+    """The Alert an outbox row was made from (as `cycle.alert_from_payload`, without its IO)."""
+    names = {f.name for f in fields(Alert)}
+    values = {k: v for k, v in payload.items() if k in names}
+    if values.get("overrun_at"):
+        values["overrun_at"] = datetime.fromisoformat(values["overrun_at"])
+    values["mention"] = tuple(values.get("mention") or ())
+    values["top_models"] = tuple((str(m), float(c)) for m, c in values.get("top_models") or ())
+    return Alert(**values)
+
+
+# --- one alert -------------------------------------------------------------------------------
+
+
+def _alert_message(alert: Alert, now: datetime) -> Rendered:
+    period = _period(alert.period)
+    blocks = [sb.header(_headline(alert, period))]
+    tags = sb.mentions(alert.mention)
+    if tags:
+        blocks.append(sb.section(sb.mrkdwn_text(" ".join(tags))))
+    blocks.append(sb.fields([sb.mrkdwn_text(f) for f in _facts(alert, period, now)]))
+    if alert.top_models:
+        parts: list[str | Data] = ["Top models by spend: "]
+        for n, (model, spend) in enumerate(alert.top_models[:3]):
+            parts += [" · " if n else "", Data(model, NAME_CAP), f" {fmt.money(spend)}"]
+        blocks.append(sb.section(sb.plain_text(sb.compose(parts, sb.MAX_SECTION_TEXT))))
+    blocks.append(sb.context([sb.plain_text(sb.compose(_about(alert), sb.MAX_CONTEXT_TEXT))]))
+    severity = "Forecast" if alert.kind == "forecast" else escape(alert.severity.capitalize())
+    budget = sb.mrkdwn(alert.budget, TEXT_NAME_CAP)
+    left = f", {fmt.span(period.remaining(now))} left" if period and period.remaining(now) else ""
+    text = f"{severity}: {_sentence(alert, markup=True)} (budget {budget}{left})" + _tagline(tags)
+    return Rendered(text=text, blocks=blocks)
+
+
+def _headline(alert: Alert, period: periods.Period | None) -> str:
+    parts: list[str | Data] = [f"{_marker(alert)} ", *_sentence_parts(alert, period)]
+    return sb.compose(parts, sb.MAX_HEADER)
+
+
+def _sentence(alert: Alert, *, markup: bool) -> str:
+    """The headline without a marker, with names cut shorter: for notifications."""
+    parts = [
+        Data(p.text, TEXT_NAME_CAP) if isinstance(p, Data) else p
+        for p in _sentence_parts(alert, _period(alert.period))
+    ]
+    return sb.compose(parts, 400, markup=markup)
+
+
+def _sentence_parts(alert: Alert, period: periods.Period | None) -> list[str | Data]:
+    """support-bot-prod on gpt-4o at 82% of its $1,500 monthly budget (and its variants)."""
+    who: list[str | Data] = _subject(alert)
+    if alert.model:
+        who += [" on ", Data(alert.model, NAME_CAP)]
+    adjective = f"{periods.ADJECTIVES[period.name]} " if period else ""
+    if alert.metric == "cost_usd":
+        its = f"its {fmt.money_brief(alert.limit)} {adjective}budget"
+    else:
+        its = f"its {adjective}limit of {_amount(alert.metric, alert.limit, brief=True)}"
+    if alert.kind == "forecast" and alert.projected is not None:
+        by = f" by {fmt.day(period.end - timedelta(days=1))}" if period else ""
+        projected = _amount(alert.metric, alert.projected, brief=True)
+        return [*who, f" is on course for {projected}{by}, over {its}"]
+    if alert.repeat and alert.ratio > 1:
+        return [*who, f" is still over {its}, at {fmt.percent(alert.ratio)}"]
+    if alert.repeat:
+        return [*who, f" is still at {fmt.percent(alert.ratio)} of {its}"]
+    return [*who, f" at {fmt.percent(alert.ratio)} of {its}"]
+
+
+def _subject(alert: Alert) -> list[str | Data]:
+    if alert.scope == "shared" or alert.api_key_id is None:
+        return ["Shared pool ", Data(alert.budget, NAME_CAP)]
+    return [Data(alert.api_key_name or alert.api_key_id, NAME_CAP)]
+
+
+def _facts(alert: Alert, period: periods.Period | None, now: datetime) -> list[str]:
+    """The fields: costwatch's own words and numbers only (mrkdwn), never names."""
+    used = f"{_amount(alert.metric, alert.used)} of {_amount(alert.metric, alert.limit)}"
+    label = {"cost_usd": "Spend", "requests": "Requests", "tokens": "Tokens"}.get(
+        alert.metric, escape(alert.metric)
+    )
+    if alert.scope == "shared" or alert.api_key_id is None:
+        label = f"Pool {label.lower()}"
+    if alert.model:
+        label += " on this model"
+    facts = [f"*{label}*\n{used} ({fmt.percent(alert.ratio)})"]
+    if alert.spend_usd is not None and (alert.metric != "cost_usd" or alert.model):
+        facts.append(f"*Spend, all models*\n{fmt.money(alert.spend_usd)}")
+    if alert.requests is not None and (alert.metric != "requests" or alert.model):
+        facts.append(
+            f"*Requests{', all models' if alert.model else ''}*\n{fmt.count(alert.requests)}"
+        )
+    facts.append(f"*Period*\n{_period_text(alert.period, period, now)}")
+    if alert.projected is not None:
+        facts.append(f"*Forecast*\n{_forecast_text(alert, period)}")
+    if alert.previous_used is not None:
+        change = alert.used - alert.previous_used
+        sign = "+" if change >= 0 else "-"
+        was = _amount(alert.metric, alert.previous_used, brief=True)
+        delta = _amount(alert.metric, abs(change), brief=True)
+        facts.append(f"*Since the last alert*\n{sign}{delta} (was {was})")
+    return facts
+
+
+def _period_text(key: str, period: periods.Period | None, now: datetime) -> str:
+    if period is None:
+        return sb.mrkdwn(key, 200)
+    last = period.end - timedelta(days=1)
+    days = (
+        fmt.day(period.start)
+        if period.name == "day"
+        else f"{fmt.day(period.start)} to {fmt.day(last)}"
+    )
+    left = period.remaining(now)
+    remaining = f"{fmt.span(left)} left" if left > timedelta(0) else "period ended"
+    return f"{days} ({sb.mrkdwn(period.zone.key, 100)})\n{remaining}"
+
+
+def _forecast_text(alert: Alert, period: periods.Period | None) -> str:
+    assert alert.projected is not None
+    by = f" by {fmt.day(period.end - timedelta(days=1))}" if period else ""
+    text = f"On course for {_amount(alert.metric, alert.projected, brief=True)}{by}"
+    if alert.forecast_ratio is not None:
+        text += f" ({fmt.percent(alert.forecast_ratio)})"
+    if alert.overrun_at is not None and alert.used < alert.limit:
+        when = alert.overrun_at.astimezone(period.zone) if period else alert.overrun_at
+        text += f"\nover the limit around {fmt.day(when)}"
+    return text
+
+
+def _about(alert: Alert) -> list[str | Data]:
+    """The context line: budget, key, threshold, silence."""
+    parts: list[str | Data] = ["Budget ", Data(alert.budget, NAME_CAP)]
+    if alert.api_key_id is not None:
+        parts += [" · key "]
+        if alert.api_key_name:
+            parts += [Data(alert.api_key_name, NAME_CAP), " (id ", Data(alert.api_key_id, 64), ")"]
+        else:
+            parts += [Data(alert.api_key_id, 64)]
+    if alert.kind == "forecast":
+        parts += [" · forecast to overrun"]
+    else:
+        again = ", repeated while over" if alert.repeat else ""
+        parts += [f" · {escape(alert.severity)}, {alert.threshold:g}% threshold reached{again}"]
+    if alert.silenced_by is not None:
+        parts += [" · silenced: ", Data(alert.silenced_by, 200)]
+    return parts
+
+
+# --- operational and fallbacks ---------------------------------------------------------------
+
+
+def _operational(kind: str, payload: Mapping[str, Any], now: datetime) -> Rendered:
+    failing = kind == "exports_failing"
+    title = (
+        ":rotating_light: Langdock exports failing"
+        if failing
+        else ":white_check_mark: Langdock exports recovered"
+    )
+    line = _operational_line(kind, payload, now)
+    blocks = [sb.header(title), sb.section(sb.plain_text(line))]
+    if failing:
+        note = "Spend is unknown until an export succeeds: check the Langdock API key and status."
+        blocks.append(sb.context([sb.mrkdwn_text(note)]))
+    text = _operational_line(kind, payload, now, markup=True)
+    return Rendered(text=text, blocks=blocks)
+
+
+def _operational_line(
+    kind: str, payload: Mapping[str, Any], now: datetime | None = None, *, markup: bool = False
+) -> str:
+    """Langdock exports failing since …, 3 cycles in a row (timeout); last good data …"""
+    inert = sb.mrkdwn if markup else sb.plain
+    since = _when(payload.get("failing_since"), now, markup=markup)
+    good = _when(payload.get("last_success"), now, markup=markup, missing="none yet")
+    cycles = inert(str(payload.get("failures")), 20)
+    reason = inert(str(payload.get("reason") or "unknown reason"), 200)
+    if kind == "exports_failing":
+        return (
+            f"Langdock exports failing since {since}, {cycles} cycles in a row ({reason}); "
+            f"last good data {good}; budgets are not being checked."
+        )
+    since = _when(payload.get("failing_since"), None, markup=markup)
+    return (
+        f"Langdock exports recovered after {cycles} failed cycles since {since} "
+        f"(last reason: {reason}); budgets are being checked again."
+    )
+
+
+def _when(
+    value: object, now: datetime | None, *, markup: bool, missing: str = "an unknown time"
+) -> str:
+    if not isinstance(value, str) or not value:
+        return missing
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return (sb.mrkdwn if markup else sb.plain)(value, 40)
+    text = f"{fmt.stamp(moment)} {moment.tzname() or ''}".strip()
+    if now is not None and moment.tzinfo is not None and now >= moment:
+        text += f" ({fmt.span(now - moment)} ago)"
+    return text
+
+
+def _digest_line(alert: Alert) -> str:
+    if alert.kind == "forecast":
+        level = f"on course for {fmt.percent(alert.forecast_ratio or alert.ratio)}"
+    else:
+        level = ("still " if alert.repeat else "") + fmt.percent(alert.ratio)
+    subject: list[str | Data] = (
+        ["shared pool"]
+        if alert.scope == "shared" or alert.api_key_id is None
+        else [Data(alert.api_key_name or alert.api_key_id, 60)]
+    )
+    if alert.model:
+        subject += [" on ", Data(alert.model, 40)]
+    used = f"{_amount(alert.metric, alert.used)} of {_amount(alert.metric, alert.limit)}"
+    parts = [f"{_marker(alert)} ", *subject, " · ", Data(alert.budget, 40), f" · {level} · {used}"]
+    return sb.compose(parts, 400)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _marker(alert: Alert) -> str:
+    if alert.kind == "forecast":
+        return FORECAST_MARKER
+    return MARKERS.get(alert.severity, OTHER_MARKER)
+
+
+def _rank(alert: Alert) -> int:
+    return SEVERITY_ORDER.get(alert.severity, len(SEVERITY_ORDER))
+
+
+def _severity_counts(alerts: Sequence[Alert]) -> str:
+    counts: dict[str, int] = {}
+    for alert in alerts:
+        counts[alert.severity] = counts.get(alert.severity, 0) + 1
+    ordered = sorted(counts, key=lambda s: (SEVERITY_ORDER.get(s, 9), s))
+    return ", ".join(f"{counts[s]:,} {sb.plain(s, 20)}" for s in ordered)
+
+
+def _tagline(tags: Sequence[str]) -> str:
+    return f" {' '.join(tags)}" if tags else ""
+
+
+def _period(key: str) -> periods.Period | None:
+    try:
+        return periods.from_key(key)
+    except ValueError:
+        return None
+
+
+def _amount(metric: str, value: float, *, brief: bool = False) -> str:
+    if metric == "cost_usd":
+        return fmt.money_brief(value) if brief else fmt.money(value)
+    unit = {"requests": " requests", "tokens": " tokens"}.get(metric, "")
+    return f"{fmt.count(value)}{unit}" if brief else fmt.count(value)
+
+
+# --- terminal --------------------------------------------------------------------------------
+
+
+def as_terminal_text(rendered: Rendered) -> str:
+    """How the message reads in Slack, as plain lines for a terminal (`costwatch demo`)."""
+    return sb.readable(rendered.blocks)
