@@ -26,10 +26,11 @@ fired, the limit it fired against, the use at that moment and when it was last s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from costwatch import globs
 from costwatch.budgets import Finding, Rule, reaches
@@ -92,6 +93,25 @@ class Alert:
     @property
     def subject(self) -> str:
         return self.api_key_id if self.api_key_id is not None else "*"
+
+
+def alert_payload(alert: Alert) -> dict[str, Any]:
+    """The JSON-ready form an alert is stored in the outbox as."""
+    values = dataclasses.asdict(alert)
+    if alert.overrun_at is not None:
+        values["overrun_at"] = alert.overrun_at.isoformat()
+    return values
+
+
+def alert_from_payload(payload: Mapping[str, Any]) -> Alert:
+    """The Alert an outbox row was made from (fields it does not know are ignored)."""
+    names = {f.name for f in dataclasses.fields(Alert)}
+    values = {k: v for k, v in payload.items() if k in names}
+    if values.get("overrun_at"):
+        values["overrun_at"] = datetime.fromisoformat(values["overrun_at"])
+    values["mention"] = tuple(values.get("mention") or ())
+    values["top_models"] = tuple((str(m), float(c)) for m, c in values.get("top_models") or ())
+    return Alert(**values)
 
 
 @dataclass(frozen=True)

@@ -306,7 +306,7 @@ def _alert_message(alert: alerts.Alert, config: Config) -> Message:
     return Message(
         kind="alert",
         channel=alert.channel or _default_channel(config),
-        payload=_jsonable(dataclasses.asdict(alert)),
+        payload=alerts.alert_payload(alert),
     )
 
 
@@ -318,20 +318,10 @@ def _operational_message(operational: health.Operational, config: Config) -> Mes
     )
 
 
-def alert_from_payload(payload: Mapping[str, Any]) -> alerts.Alert:
-    """The Alert an outbox row was made from."""
-    values = dict(payload)
-    if values.get("overrun_at"):
-        values["overrun_at"] = datetime.fromisoformat(values["overrun_at"])
-    values["mention"] = tuple(values.get("mention") or ())
-    values["top_models"] = tuple((m, c) for m, c in values.get("top_models") or ())
-    return alerts.Alert(**values)
-
-
 def describe_pending(item: OutboxItem) -> Pending:
     """An outbox row as `check` lists it."""
     if item.kind == "alert":
-        summary = report.alert_summary(alert_from_payload(item.payload))
+        summary = report.alert_summary(alerts.alert_from_payload(item.payload))
     elif item.kind == "exports_failing":
         summary = (
             f"Langdock exports failing since {item.payload.get('failing_since')} "

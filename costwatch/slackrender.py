@@ -16,13 +16,13 @@ Every message fits Slack's limits whatever the names are; `slackblocks.problems`
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from costwatch import fmt, periods
 from costwatch import slackblocks as sb
-from costwatch.alerts import Alert
+from costwatch.alerts import Alert, alert_from_payload
 from costwatch.slackblocks import Data, escape
 
 if TYPE_CHECKING:
@@ -110,17 +110,6 @@ def render_test(channel: str, *, now: datetime) -> Rendered:
         sb.context([sb.plain_text(f"Sent by costwatch test-slack at {when}.")]),
     ]
     return Rendered(text=f"costwatch test message for {sb.mrkdwn(channel, 80)}", blocks=blocks)
-
-
-def alert_from_payload(payload: Mapping[str, Any]) -> Alert:
-    """The Alert an outbox row was made from (as `cycle.alert_from_payload`, without its IO)."""
-    names = {f.name for f in fields(Alert)}
-    values = {k: v for k, v in payload.items() if k in names}
-    if values.get("overrun_at"):
-        values["overrun_at"] = datetime.fromisoformat(values["overrun_at"])
-    values["mention"] = tuple(values.get("mention") or ())
-    values["top_models"] = tuple((str(m), float(c)) for m, c in values.get("top_models") or ())
-    return Alert(**values)
 
 
 # --- one alert -------------------------------------------------------------------------------
