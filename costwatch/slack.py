@@ -44,6 +44,7 @@ from slack_sdk.http_retry import (
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.webhook import WebhookClient
 
+from costwatch import slackblocks
 from costwatch.config import SlackConfig
 from costwatch.slackerrors import DeliveryError, api_error, transport_error, webhook_error
 from costwatch.slackrender import Rendered, render, render_digest, render_test
@@ -331,13 +332,9 @@ def _render_failed(channel: str | None) -> DeliveryError:
 def _with_note(message: Rendered, channel: str | None, error: DeliveryError) -> Rendered:
     """The message with a first line saying where it belongs and why it is here instead."""
     note = f"Meant for {channel}, posted here: {error}"
-    context = {"type": "context", "elements": [{"type": "plain_text", "text": note}]}
+    context = slackblocks.context([slackblocks.plain_text(slackblocks.plain(note))])
     blocks = [context, *message.blocks][:MAX_BLOCKS] if message.blocks else []
-    return Rendered(text=f"{_escape(note)}\n{message.text}", blocks=blocks)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return Rendered(text=f"{slackblocks.mrkdwn(note)}\n{message.text}", blocks=blocks)
 
 
 def _where(channel: str | None) -> str:
