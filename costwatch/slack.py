@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 
 MAX_RETRIES = 2  # per post, all of slack_sdk's handlers together (they share one counter)
 RETRY_INTERVAL = 1.0  # seconds between retries after a connection error or a 500/503
-MAX_BLOCKS = 50
 _SECRETS = re.compile(r"xox[a-z]-[\w-]+|/services/[^\s'\"]+")  # in slack_sdk's logs
 
 
@@ -333,7 +332,7 @@ def _with_note(message: Rendered, channel: str | None, error: DeliveryError) -> 
     """The message with a first line saying where it belongs and why it is here instead."""
     note = f"Meant for {channel}, posted here: {error}"
     context = slackblocks.context([slackblocks.plain_text(slackblocks.plain(note))])
-    blocks = [context, *message.blocks][:MAX_BLOCKS] if message.blocks else []
+    blocks = [context, *message.blocks][: slackblocks.MAX_BLOCKS] if message.blocks else []
     return Rendered(text=f"{slackblocks.mrkdwn(note)}\n{message.text}", blocks=blocks)
 
 
