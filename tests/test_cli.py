@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from slackstub import TOKEN, SlackStub
 
 from costwatch.cli import main
 from costwatch.simulator import Simulator, Workspace
@@ -375,3 +376,31 @@ def test_silenced_alerts_are_shown_and_not_queued(
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
     db.close()
+
+
+def test_test_slack_reports_each_channel_and_the_remedy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SlackStub() as stub:
+        stub.add_channel("#ai-spend")
+        stub.add_channel("#archived", archived=True)
+        monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+        monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+        config = write_config(
+            tmp_path,
+            "https://api.langdock.com",
+            extra=(
+                '    channel: "#archived"\n'
+                "slack:\n  token: ${SLACK_BOT_TOKEN}\n"
+                f'  channel: "#ai-spend"\n  api_url: {stub.api_url}\n'
+            ),
+        )
+        code = main(["test-slack", "--config", str(config)])
+        out = capsys.readouterr().out
+        posted = [r.channel for r in stub.posts()]
+    assert code == 1
+    assert "ok      #ai-spend" in out
+    assert "FAILED  #archived: is_archived" in out
+    assert "1 of 2 channel(s) reached" in out
+    assert posted == ["#ai-spend"]
+    assert TOKEN not in out
