@@ -1,0 +1,451 @@
+"""Prometheus metrics: the last good cycle's snapshot, pre-rendered, beside the live daemon metrics.
+
+`/metrics` serves two parts, concatenated (no family is in both):
+
+1. The **snapshot part**, rendered to bytes once per successful cycle by `Metrics.publish` with
+   polars string expressions (no Python loop per key), so a scrape costs the same at 10 keys and
+   at 50,000 series. All gauges, period to date:
+
+   - `costwatch_key_spend_usd`, `costwatch_key_requests`, `costwatch_key_tokens{kind}` with
+     `api_key_id`, `api_key_name`; the `costwatch_key_model_*` variants add `model`. `kind` is
+     prompt, completion, cached_prompt, cache_creation or no_cache, present only where the export
+     reports that count (no tokens reads as no series, never as 0).
+   - `costwatch_budget_limit`, `costwatch_budget_used_ratio`, `costwatch_budget_forecast_ratio`
+     (absent while there is no forecast, at a period's first instant), labelled `budget`,
+     `subject`, `api_key_id`, `metric` (cost_usd, requests, tokens) and `model`. For a per-key
+     budget `subject` is the key's name and `api_key_id` its id (two keys of the same name never
+     collide); for a shared budget `subject` is `(shared)` and `api_key_id` is empty. `model` is
+     `all` for the budget's own limits, else the model name or glob of a per-model limit (a glob
+     literally named "all" would be ambiguous; don't configure one).
+
+   Label values come from the export and are escaped as the text format asks (backslash, double
+   quote, line feed), so no key or model name can add a label or a series.
+
+2. The **live part**: a small `CollectorRegistry` rendered per scrape with `generate_latest`:
+   export and cycle counters and histograms, alerts, Slack errors, `costwatch_build_info`,
+   `costwatch_snapshot_timestamp_seconds` (when the served snapshot was computed: a failed
+   cycle leaves the last good one in place, and this says how old it is),
+   `costwatch_series_truncated`, and the default process, platform and GC collectors.
+
+Cardinality: `max_series` caps the key x model rows. Rows are ranked by spend (the biggest
+first); the largest prefix is kept such that kept rows plus one `model="other"` row per key
+with folded rows fit in the cap; each key's remaining rows are summed into its "other" row (a
+real model named "other" is merged into it). When even one row per key exceeds the cap, the
+keys spending least are dropped entirely (from the per-key families too).
+`costwatch_series_truncated` counts the rows folded or dropped. Budget series are not capped:
+their number is set by the configuration.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from costwatch import __version__
+from costwatch.errors import EXPORT_FAILURE_REASONS
+from costwatch.httpserver import MetricsServer
+from costwatch.usage import SCHEMA
+
+__all__ = [
+    "CYCLE_OUTCOMES",
+    "OTHER_MODEL",
+    "SHARED_SUBJECT",
+    "Metrics",
+    "MetricsServer",
+    "Snapshot",
+    "render_snapshot",
+]
+
+OTHER_MODEL = "other"  # the model label of a key's folded rows
+ALL_MODELS = "all"  # the model label of a budget's own (not per-model) limits
+SHARED_SUBJECT = "(shared)"  # the subject label of a shared budget's pool
+CYCLE_OUTCOMES: tuple[str, ...] = ("ok", "export_failed", "error")
+DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+TOKEN_KINDS: dict[str, str] = {  # label value -> Usage.frame column
+    "prompt": "sum_prompt_tokens",
+    "completion": "sum_completion_tokens",
+    "cached_prompt": "cached_prompt_tokens",
+    "cache_creation": "cache_creation_tokens",
+    "no_cache": "no_cache_tokens",
+}
+_MAX_LABEL_VALUES = 32  # distinct free-form reasons / Slack errors before "other"
+_MAX_LABEL_LENGTH = 64
+_LABELS = "__labels__"
+_RANK = "__rank__"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one successful cycle knew."""
+
+    at: datetime
+    usage: pl.DataFrame  # Usage.frame of the default period: one row per key x model
+    findings: pl.DataFrame  # budgets.evaluate() output (FINDING_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The snapshot part of the exposition and what the cap did."""
+
+    text: bytes
+    truncated: int  # key x model rows folded into "other" or dropped
+
+
+# --- the live daemon metrics ----------------------------------------------------------------
+
+
+class Metrics:
+    """Every costwatch metric; the daemon updates the live ones and publishes each snapshot.
+
+    `registry` receives the live metrics; without one, a fresh registry with the process,
+    platform and GC collectors is made (never the global default registry).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_series: int = 50_000,
+        version: str = __version__,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        self.max_series = max_series
+        self.registry = registry if registry is not None else _default_registry()
+        self._lock = threading.Lock()  # the snapshot bytes and their two gauges change together
+        self._publishing = threading.Lock()  # one render at a time
+        self._snapshot = render_snapshot(None, max_series).text
+        self._define(self.registry)
+        self._build_info.labels(version=version).set(1)
+        self._reasons = _BoundedLabels(EXPORT_FAILURE_REASONS)
+        self._slack_errors = _BoundedLabels(())
+        for reason in EXPORT_FAILURE_REASONS:
+            self._export_failures.labels(reason=reason)
+        for outcome in CYCLE_OUTCOMES:
+            self._cycles.labels(outcome=outcome)
+
+    def _define(self, registry: CollectorRegistry) -> None:
+        self._last_success = Gauge(
+            "costwatch_export_last_success_timestamp_seconds",
+            "When the last Langdock export succeeded (Unix time; 0 before the first).",
+            registry=registry,
+        )
+        self._export_duration = Histogram(
+            "costwatch_export_duration_seconds",
+            "How long a Langdock export took, successful or not.",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self._export_failures = Counter(
+            "costwatch_export_failures_total",
+            "Langdock exports that failed, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self._alerts_sent = Counter(
+            "costwatch_alerts_sent_total", "Alerts Slack accepted.", registry=registry
+        )
+        self._alerts_pending = Gauge(
+            "costwatch_alerts_pending",
+            "Alerts in the outbox waiting for Slack to accept them.",
+            registry=registry,
+        )
+        self._cycle_duration = Histogram(
+            "costwatch_cycle_duration_seconds",
+            "How long a whole cycle took (export, budgets, alerts, state).",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self._cycles = Counter(
+            "costwatch_cycles_total", "Cycles run, by outcome.", ["outcome"], registry=registry
+        )
+        self._slack_errors_total = Counter(
+            "costwatch_slack_errors_total",
+            "Slack deliveries that failed, by Slack's error code.",
+            ["error"],
+            registry=registry,
+        )
+        self._build_info = Gauge(
+            "costwatch_build_info",
+            "The running costwatch version (always 1).",
+            ["version"],
+            registry=registry,
+        )
+        self._snapshot_at = Gauge(
+            "costwatch_snapshot_timestamp_seconds",
+            "When the served per-key and per-budget values were computed (Unix time; 0: never).",
+            registry=registry,
+        )
+        self._truncated = Gauge(
+            "costwatch_series_truncated",
+            'Key x model rows of the served snapshot folded into model="other" or dropped '
+            "by metrics.max_series.",
+            registry=registry,
+        )
+
+    def export_succeeded(self, at: datetime, duration_seconds: float) -> None:
+        self._last_success.set(at.timestamp())
+        self._export_duration.observe(duration_seconds)
+
+    def export_failed(self, reason: str, duration_seconds: float) -> None:
+        self._export_failures.labels(reason=self._reasons.value(reason)).inc()
+        self._export_duration.observe(duration_seconds)
+
+    def cycle_finished(self, outcome: str, duration_seconds: float) -> None:
+        if outcome not in CYCLE_OUTCOMES:
+            raise ValueError(f"unknown cycle outcome {outcome!r}: one of {CYCLE_OUTCOMES}")
+        self._cycles.labels(outcome=outcome).inc()
+        self._cycle_duration.observe(duration_seconds)
+
+    def alerts_sent(self, count: int) -> None:
+        self._alerts_sent.inc(count)
+
+    def alerts_pending(self, count: int) -> None:
+        self._alerts_pending.set(count)
+
+    def slack_error(self, error: str) -> None:
+        self._slack_errors_total.labels(error=self._slack_errors.value(error)).inc()
+
+    def publish(self, snapshot: Snapshot) -> None:
+        """Render the snapshot's families once; scrapes serve these bytes until the next one."""
+        with self._publishing:
+            rendered = render_snapshot(snapshot, self.max_series)
+            with self._lock:
+                self._snapshot = rendered.text
+                self._snapshot_at.set(snapshot.at.timestamp())
+                self._truncated.set(rendered.truncated)
+
+    def exposition_parts(self) -> tuple[bytes, bytes]:
+        """The snapshot bytes and the live registry's, consistent with each other."""
+        with self._lock:
+            return self._snapshot, generate_latest(self.registry)
+
+    def exposition(self) -> bytes:
+        """What `/metrics` serves."""
+        return b"".join(self.exposition_parts())
+
+
+class _BoundedLabels:
+    """Free-form label values (error codes) with a bound: known ones, then up to
+    `_MAX_LABEL_VALUES` others, then "other"."""
+
+    def __init__(self, known: Sequence[str]) -> None:
+        self._known = set(known)
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def value(self, text: str) -> str:
+        text = text[:_MAX_LABEL_LENGTH] or "unknown"
+        if text in self._known:
+            return text
+        with self._lock:
+            if text in self._seen or len(self._seen) < _MAX_LABEL_VALUES:
+                self._seen.add(text)
+                return text
+        return "other"
+
+
+def _default_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)  # registers itself only where gc statistics exist
+    return registry
+
+
+# --- the snapshot part ----------------------------------------------------------------------
+
+_KEY_FAMILIES = (
+    ("costwatch_key_spend_usd", "Spend per API key in the current period, in US dollars."),
+    ("costwatch_key_requests", "Requests per API key in the current period."),
+    ("costwatch_key_tokens", "Tokens per API key in the current period, by kind (BYOK keys)."),
+)
+_KEY_MODEL_FAMILIES = (
+    (
+        "costwatch_key_model_spend_usd",
+        "Spend per API key and model in the current period, in US dollars.",
+    ),
+    ("costwatch_key_model_requests", "Requests per API key and model in the current period."),
+    (
+        "costwatch_key_model_tokens",
+        "Tokens per API key and model in the current period, by kind (BYOK keys).",
+    ),
+)
+_BUDGET_FAMILIES = (
+    ("costwatch_budget_limit", "limit", "A budget's limit, in the unit of its metric."),
+    ("costwatch_budget_used_ratio", "ratio", "Used divided by limit (1 is the whole budget)."),
+    (
+        "costwatch_budget_forecast_ratio",
+        "forecast_ratio",
+        "Use projected linearly to the period's end, divided by the limit.",
+    ),
+)
+
+
+def render_snapshot(snapshot: Snapshot | None, max_series: int) -> Rendered:
+    """The snapshot part of the exposition (HELP and TYPE of every family, even when empty)."""
+    usage = _usage_rows(snapshot.usage if snapshot is not None else None)
+    rows, truncated = cap(usage, max_series)
+    keys = _sum_per_key(rows)
+    findings = snapshot.findings if snapshot is not None else None
+    parts = [
+        *_usage_families(keys, _KEY_FAMILIES, ("api_key_id", "api_key_name")),
+        *_usage_families(rows, _KEY_MODEL_FAMILIES, ("api_key_id", "api_key_name", "model")),
+        *_budget_families(findings),
+    ]
+    return Rendered("".join(parts).encode("utf-8"), truncated)
+
+
+def _usage_rows(usage: pl.DataFrame | None) -> pl.DataFrame:
+    columns = ["api_key_id", "api_key_name", "model", "requests", "total_cost_usd"]
+    columns += TOKEN_KINDS.values()
+    if usage is None:
+        return pl.DataFrame(schema=SCHEMA).select(columns)
+    text = pl.col("api_key_id", "api_key_name", "model")
+    return usage.select(columns).with_columns(text.fill_null(""))
+
+
+def cap(usage: pl.DataFrame, max_series: int) -> tuple[pl.DataFrame, int]:
+    """At most `max_series` key x model rows, and how many rows were folded or dropped."""
+    rows = usage.height
+    if rows <= max_series:
+        return usage, 0
+    usage = _top_keys(usage, max_series)
+    ranked = usage.sort(
+        ["total_cost_usd", "api_key_id", "model"], descending=[True, False, False]
+    ).with_row_index(_RANK)
+    rank = pl.col(_RANK).cast(pl.Int64)
+    keys = usage.get_column("api_key_id").n_unique()
+    # Keeping the first t rows costs t series plus one "other" per key with a row at rank >= t,
+    # i.e. whose last row is at rank >= t: a count that only grows with t. Keep the largest t.
+    last_of_key = (rank == rank.max().over("api_key_id")).cast(pl.Int64)
+    series = rank + 1 + keys - last_of_key.cum_sum()
+    kept_rows = ranked.select((series <= max_series).sum()).item()
+    kept = ranked.filter(rank < kept_rows)
+    folded = ranked.filter(rank >= kept_rows)
+    real_other = pl.col("model") == OTHER_MODEL
+    clash = real_other & pl.col("api_key_id").is_in(folded.get_column("api_key_id").unique())
+    folded = pl.concat([folded, kept.filter(clash)])
+    kept = kept.filter(~clash).drop(_RANK)
+    others = _sum_per_key(folded.drop(_RANK)).with_columns(pl.lit(OTHER_MODEL).alias("model"))
+    return pl.concat([kept, others.select(kept.columns)]), rows - kept.height
+
+
+def _top_keys(usage: pl.DataFrame, max_series: int) -> pl.DataFrame:
+    """The rows of the `max_series` keys spending most (all rows when there are no more)."""
+    totals = usage.group_by("api_key_id").agg(pl.col("total_cost_usd").sum())
+    if totals.height <= max_series:
+        return usage
+    top = totals.sort(["total_cost_usd", "api_key_id"], descending=[True, False]).head(max_series)
+    return usage.join(top.select("api_key_id"), on="api_key_id", how="semi")
+
+
+def _sum_per_key(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows summed per key; a token sum is null only where every row's count is."""
+    tokens = [
+        pl.when(pl.col(c).is_not_null().any()).then(pl.col(c).sum()).alias(c)
+        for c in TOKEN_KINDS.values()
+    ]
+    return rows.group_by("api_key_id", maintain_order=True).agg(
+        pl.col("api_key_name").last(),
+        pl.col("requests", "total_cost_usd").sum(),
+        *tokens,
+    )
+
+
+def _usage_families(
+    rows: pl.DataFrame, families: tuple[tuple[str, str], ...], labels: tuple[str, ...]
+) -> list[str]:
+    (spend, spend_help), (requests, requests_help), (tokens, tokens_help) = families
+    rows = rows.with_columns(_label_text(labels).alias(_LABELS))
+    token_lines = [
+        _lines(rows.filter(pl.col(column).is_not_null()), tokens, pl.col(column), f'kind="{kind}"')
+        for kind, column in TOKEN_KINDS.items()
+    ]
+    return [
+        _header(spend, spend_help),
+        _lines(rows, spend, _number(pl.col("total_cost_usd"))),
+        _header(requests, requests_help),
+        _lines(rows, requests, pl.col("requests")),
+        _header(tokens, tokens_help),
+        *token_lines,
+    ]
+
+
+def _budget_families(findings: pl.DataFrame | None) -> list[str]:
+    if findings is None or findings.is_empty():
+        return [_header(name, text) for name, _column, text in _BUDGET_FAMILIES]
+    shared = pl.col("scope") == "shared"
+    labelled = findings.with_columns(
+        pl.when(shared)
+        .then(pl.lit(SHARED_SUBJECT))
+        .otherwise(pl.col("api_key_name"))
+        .alias("subject"),
+        pl.when(shared).then(pl.lit("")).otherwise(pl.col("api_key_id")).alias("api_key_id"),
+        pl.col("model").fill_null(ALL_MODELS),
+    ).with_columns(
+        pl.col("budget", "subject", "api_key_id", "metric").fill_null(""),
+    )
+    labels = ("budget", "subject", "api_key_id", "metric", "model")
+    labelled = labelled.with_columns(_label_text(labels).alias(_LABELS))
+    parts = []
+    for name, column, text in _BUDGET_FAMILIES:
+        present = labelled.filter(pl.col(column).is_not_null())
+        parts += [_header(name, text), _lines(present, name, _number(pl.col(column)))]
+    return parts
+
+
+def _header(name: str, text: str) -> str:
+    return f"# HELP {name} {text}\n# TYPE {name} gauge\n"
+
+
+def _lines(rows: pl.DataFrame, name: str, value: pl.Expr, extra: str = "") -> str:
+    """One sample line per row: `name{<labels>[,extra]} value`."""
+    if rows.is_empty():
+        return ""
+    tail = f",{extra}}} " if extra else "} "
+    line = pl.concat_str(
+        pl.lit(name + "{"), pl.col(_LABELS), pl.lit(tail), value.cast(pl.String), pl.lit("\n")
+    )
+    text: str = rows.select(line.str.join("")).item()
+    return text
+
+
+def _label_text(labels: tuple[str, ...]) -> pl.Expr:
+    """`a="...",b="..."` with each value escaped for the text format."""
+    parts: list[pl.Expr] = []
+    for position, label in enumerate(labels):
+        prefix = "," if position else ""
+        parts += [pl.lit(f'{prefix}{label}="'), escape(pl.col(label)), pl.lit('"')]
+    return pl.concat_str(parts)
+
+
+def escape(value: pl.Expr) -> pl.Expr:
+    """A label value as the text format writes it: backslash, double quote, line feed escaped."""
+    return (
+        value.str.replace_all("\\", "\\\\", literal=True)
+        .str.replace_all('"', '\\"', literal=True)
+        .str.replace_all("\n", "\\n", literal=True)
+    )
+
+
+def _number(value: pl.Expr) -> pl.Expr:
+    """A float as the text format writes it (polars' shortest round-trip form; +Inf, NaN)."""
+    as_float = value.cast(pl.Float64)
+    return (
+        pl.when(as_float.is_nan())
+        .then(pl.lit("NaN"))
+        .when(as_float == float("inf"))
+        .then(pl.lit("+Inf"))
+        .when(as_float == float("-inf"))
+        .then(pl.lit("-Inf"))
+        .otherwise(as_float.cast(pl.String))
+    )
