@@ -131,8 +131,9 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
-    # httpx logs every request's full URL at INFO, and a signed download URL is a credential.
-    for noisy in ("httpx", "httpcore"):
+    # httpx logs every request's full URL at INFO, and a signed download URL is a credential;
+    # APScheduler logs every job run at INFO.
+    for noisy in ("httpx", "httpcore", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

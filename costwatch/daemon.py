@@ -188,7 +188,7 @@ class Daemon:
             self._health.last_failure = f"{reason}: {outcome.error}"
             self._metrics.export_failed(reason, seconds)
             self._metrics.cycle_finished("export_failed", seconds)
-            log.warning("cycle failed in %.1fs: export %s (%s)", seconds, reason, outcome.error)
+            log.warning("cycle failed in %.2fs: export %s (%s)", seconds, reason, outcome.error)
             return
         self._health.last_success = time.monotonic()
         self._health.last_failure = None
@@ -202,7 +202,7 @@ class Daemon:
         planned = len(outcome.plan.alerts) if outcome.plan else 0
         crossed = outcome.findings.filter(outcome.findings["level"].is_not_null()).height
         log.info(
-            "cycle ok in %.1fs: %d rows, %d findings (%d at a threshold), %d alerts planned",
+            "cycle ok in %.2fs: %d rows, %d findings (%d at a threshold), %d alerts planned",
             seconds,
             outcome.usage.rows_read,
             outcome.findings.height,

@@ -4,8 +4,8 @@ Nothing is needed but this package: the simulator serves the Langdock export API
 loopback port, the state lives in a temporary folder, metrics are on 127.0.0.1:9108 (or a
 free port when that is taken) and Slack messages are printed as text instead of sent.
 
-Simulated time runs fast: one real second is one simulated hour, starting on the 2nd of the
-current month, and a cycle runs every 10 real seconds (10 simulated hours). The demo budgets in
+Simulated time runs fast: one real second is two simulated hours, starting on the 2nd of the
+current month, and a cycle runs every 10 real seconds (20 simulated hours). The demo budgets in
 `config/demo.yaml` are sized so that within about two minutes you see a forecast, the 50%, 80%
 and 100% alerts of one key, and a shared pool's alerts. Ctrl-C stops it cleanly.
 """
@@ -32,7 +32,7 @@ from costwatch.slackrender import Rendered
 
 log = logging.getLogger("costwatch.demo")
 
-SPEED = 3600.0  # simulated seconds per real second
+SPEED = 7200.0  # simulated seconds per real second
 ZONE = ZoneInfo("Europe/Berlin")
 METRICS_PORT = 9108
 
@@ -118,8 +118,8 @@ def run(*, out: TextIO = sys.stdout, once: Callable[..., int] | None = None) -> 
         daemon = Daemon(config_path(), env=env, clock=clock, sender_factory=lambda _: sender)
         print(
             "costwatch demo: a simulated Langdock workspace (no account, no token).\n"
-            f"  Simulated time starts {clock.start:%b %d %H:%M} {ZONE.key} and runs 3,600x"
-            " faster: a cycle every 10 s is 10 simulated hours.\n"
+            f"  Simulated time starts {clock.start:%b %d %H:%M} {ZONE.key} and runs {SPEED:,.0f}x"
+            f" faster: a cycle every 10 s is {10 * SPEED / 3600:.0f} simulated hours.\n"
             f"  Metrics: http://127.0.0.1:{port}/metrics  (also /healthz, /readyz)\n"
             "  Slack messages are printed below. Ctrl-C stops.\n",
             file=out,
