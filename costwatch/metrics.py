@@ -27,9 +27,11 @@
    cycle leaves the last good one in place, and this says how old it is),
    `costwatch_series_truncated`, and the default process, platform and GC collectors.
 
-Cardinality: `max_series` caps the key x model rows. Rows are ranked by spend (the biggest
+Cardinality: `max_series` caps the key x model series, all `costwatch_key_model_*` families
+together: a row becomes 2 series (spend, requests) plus one per token kind the export reports,
+so with BYOK tokens 50,000 series hold 7,142 rows. Rows are ranked by spend (the biggest
 first); the largest prefix is kept such that kept rows plus one `model="other"` row per key
-with folded rows fit in the cap; each key's remaining rows are summed into its "other" row (a
+with folded rows fit in the row budget; each key's remaining rows are summed into its "other" row (a
 real model named "other" is merged into it). When even one row per key exceeds the cap, the
 keys spending least are dropped entirely (from the per-key families too).
 `costwatch_series_truncated` counts the rows folded or dropped. Budget series are not capped:
@@ -293,7 +295,7 @@ _BUDGET_FAMILIES = (
 def render_snapshot(snapshot: Snapshot | None, max_series: int) -> Rendered:
     """The snapshot part of the exposition (HELP and TYPE of every family, even when empty)."""
     usage = _usage_rows(snapshot.usage if snapshot is not None else None)
-    rows, truncated = cap(usage, max_series)
+    rows, truncated = cap(usage, max(1, max_series // _series_per_row(usage)))
     keys = _sum_per_key(rows)
     findings = snapshot.findings if snapshot is not None else None
     parts = [
@@ -302,6 +304,12 @@ def render_snapshot(snapshot: Snapshot | None, max_series: int) -> Rendered:
         *_budget_families(findings),
     ]
     return Rendered("".join(parts).encode("utf-8"), truncated)
+
+
+def _series_per_row(usage: pl.DataFrame) -> int:
+    """Series one key x model row becomes: spend, requests and each token kind reported."""
+    kinds = sum(1 for column in TOKEN_KINDS.values() if usage[column].null_count() < usage.height)
+    return 2 + kinds
 
 
 def _usage_rows(usage: pl.DataFrame | None) -> pl.DataFrame:
@@ -332,7 +340,9 @@ def cap(usage: pl.DataFrame, max_series: int) -> tuple[pl.DataFrame, int]:
     kept = ranked.filter(rank < kept_rows)
     folded = ranked.filter(rank >= kept_rows)
     real_other = pl.col("model") == OTHER_MODEL
-    clash = real_other & pl.col("api_key_id").is_in(folded.get_column("api_key_id").unique())
+    clash = real_other & pl.col("api_key_id").is_in(
+        folded.get_column("api_key_id").unique().implode()
+    )
     folded = pl.concat([folded, kept.filter(clash)])
     kept = kept.filter(~clash).drop(_RANK)
     others = _sum_per_key(folded.drop(_RANK)).with_columns(pl.lit(OTHER_MODEL).alias("model"))

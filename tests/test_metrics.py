@@ -345,12 +345,13 @@ def test_any_key_name_round_trips_through_the_exposition(names: list[str]) -> No
 
 
 def test_cap_keeps_the_top_spenders_and_folds_the_rest_into_other_per_key() -> None:
-    # 3 keys x 4 models = 12 rows into 6 series: the 3 dearest rows, plus one "other" per key.
+    # 3 keys x 4 models = 12 rows into 6 rows (12 series: spend and requests, no tokens): the
+    # 3 dearest rows, plus one "other" per key.
     costs = {"a": (100.0, 90.0, 1.0, 0.5), "b": (80.0, 2.0, 1.5, 0.25), "c": (3.0, 0.1, 0.2, 0.3)}
     rows = [
         row(key, f"m{i}", cost, 1) for key, spend in costs.items() for i, cost in enumerate(spend)
     ]
-    metrics = Metrics(max_series=6, registry=CollectorRegistry())
+    metrics = Metrics(max_series=12, registry=CollectorRegistry())
     metrics.publish(snapshot(usage_frame(rows)))
     text = metrics.exposition().decode()
     series = by_labels(text, "costwatch_key_model_spend_usd", "api_key_id", "model")
@@ -375,7 +376,7 @@ def test_cap_keeps_the_top_spenders_and_folds_the_rest_into_other_per_key() -> N
 
 def test_cap_drops_the_cheapest_keys_when_one_series_per_key_is_too_many() -> None:
     rows = [row(f"k{i}", model, float(i)) for i in range(1, 6) for model in ("x", "y")]
-    metrics = Metrics(max_series=3, registry=CollectorRegistry())
+    metrics = Metrics(max_series=6, registry=CollectorRegistry())
     metrics.publish(snapshot(usage_frame(rows)))
     text = metrics.exposition().decode()
     assert by_labels(text, "costwatch_key_model_spend_usd", "api_key_id", "model") == {
@@ -394,7 +395,7 @@ def test_cap_drops_the_cheapest_keys_when_one_series_per_key_is_too_many() -> No
 def test_cap_merges_a_real_model_named_other_into_the_fold() -> None:
     rows = [row("a", "big", 10.0), row("a", OTHER_MODEL, 5.0), row("a", "small", 1.0)]
     rows += [row("b", "tiny", 0.5)]
-    text = render_snapshot(snapshot(usage_frame(rows)), 3).text.decode()
+    text = render_snapshot(snapshot(usage_frame(rows)), 6).text.decode()
     assert by_labels(text, "costwatch_key_model_spend_usd", "api_key_id", "model") == {
         ("a", "big"): 10.0,
         ("a", OTHER_MODEL): 6.0,
