@@ -120,5 +120,7 @@ EXPORT_FAILURE_REASONS: tuple[str, ...] = (
     "server_error",
     "timeout",
     "connection",
+    "unavailable",
     "usage",
+    "error",
 )
