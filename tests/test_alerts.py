@@ -21,19 +21,9 @@ from costwatch import alerts, budgets
 from costwatch.alerts import Alert, LedgerEntry, LedgerKey, Plan
 from costwatch.budgets import Finding
 from costwatch.config import Config, parse_config
+from costwatch.usage import SCHEMA
 
-USAGE_SCHEMA: dict[str, pl.DataType] = {
-    "api_key_id": pl.String(),
-    "api_key_name": pl.String(),
-    "model": pl.String(),
-    "requests": pl.Int64(),
-    "total_cost_usd": pl.Float64(),
-    "sum_prompt_tokens": pl.Int64(),
-    "sum_completion_tokens": pl.Int64(),
-    "cached_prompt_tokens": pl.Int64(),
-    "cache_creation_tokens": pl.Int64(),
-    "no_cache_tokens": pl.Int64(),
-}
+USAGE_SCHEMA = SCHEMA
 NOV = datetime(2026, 11, 10, tzinfo=UTC)  # a third of November 2026 (UTC) is gone
 MID_NOVEMBER = datetime(2026, 11, 16, tzinfo=UTC)  # half of it
 NOVEMBER = "month:2026-11-01@UTC"

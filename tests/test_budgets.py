@@ -21,19 +21,9 @@ from hypothesis import strategies as st
 from costwatch import budgets
 from costwatch.budgets import Finding
 from costwatch.config import Config, parse_config
+from costwatch.usage import SCHEMA
 
-USAGE_SCHEMA: dict[str, pl.DataType] = {
-    "api_key_id": pl.String(),
-    "api_key_name": pl.String(),
-    "model": pl.String(),
-    "requests": pl.Int64(),
-    "total_cost_usd": pl.Float64(),
-    "sum_prompt_tokens": pl.Int64(),
-    "sum_completion_tokens": pl.Int64(),
-    "cached_prompt_tokens": pl.Int64(),
-    "cache_creation_tokens": pl.Int64(),
-    "no_cache_tokens": pl.Int64(),
-}
+USAGE_SCHEMA = SCHEMA
 # (api_key_id, api_key_name, model, requests, cost, prompt tokens, completion tokens)
 Row = tuple[str, str, str, int, float, int | None, int | None]
 

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from fakes import FakeClock
 
 from costwatch.errors import (
     ExportAuthError,
@@ -40,21 +41,6 @@ BERLIN = ZoneInfo("Europe/Berlin")
 UTC_ZONE = ZoneInfo("UTC")
 OCTOBER = (datetime(2026, 10, 1, tzinfo=BERLIN), datetime(2026, 11, 1, tzinfo=BERLIN))
 ONE_DAY = (datetime(2026, 11, 2, tzinfo=BERLIN), datetime(2026, 11, 3, tzinfo=BERLIN))
-
-
-class FakeClock:
-    """`monotonic` and `sleep` for the client: sleeping advances the clock and is recorded."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from slackstub import TOKEN, WEBHOOK_SECRET, SlackStub
@@ -38,21 +39,6 @@ NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=15)
 DEFAULT = "#ai-spend"
 MENTIONS = ("<!subteam^S0123ABCD>", "<@U0123ABCD>")
-
-
-class FakeClock:
-    """`monotonic` and `sleep` for `deliver`: sleeping advances the clock and is recorded."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.sleeps: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class Recorder:
