@@ -96,6 +96,10 @@ class Daemon:
     def metrics_port(self) -> int:
         return self._server.port
 
+    @property
+    def listen(self) -> str:
+        return self._config.metrics.listen
+
     # -- running ------------------------------------------------------------------------------
 
     def run(self, *, install_signals: bool = True) -> int:
@@ -414,5 +418,5 @@ def run(config_path: Path, *, env: Mapping[str, str] | None = None) -> int:
     try:
         return daemon.run()
     except OSError as error:  # e.g. the metrics port is taken
-        log.error("cannot start: %s", error)
+        log.error("cannot serve metrics on %s: %s", daemon.listen, error.strerror or error)
         return 2
