@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -230,3 +231,29 @@ def test_the_interval_behind_readiness_follows_every_or_cron(
     config = parse_config(f"langdock: {{api_key: x}}\nschedule:\n  {schedule}\n")
     assert interval(config.schedule) == expected
     assert trigger(config.schedule) is not None
+
+
+def test_saving_the_config_file_reloads_it_without_a_signal(
+    tmp_path: Path,
+    sim: Simulator,
+    stub: SlackStub,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="costwatch")
+    monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    port = free_port()
+    config = write_config(tmp_path / "c.yaml", sim, stub, port, budgets=EVERY_KEY, every="1s")
+    daemon = Daemon(config)
+    runner = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
+    runner.start()
+    try:
+        wait_for(lambda: len(stub.posts("#ai-spend")) >= 1, 30, "the first alerts")
+        time.sleep(1.1)  # a new mtime even on coarse file systems
+        write_config(config, sim, stub, port, budgets=EVERY_KEY + TEAM, every="1s")
+        wait_for(lambda: len(stub.posts("#team")) >= 1, 30, "alerts of the budget added")
+    finally:
+        daemon.stop()
+        runner.join(timeout=30)
+    assert "configuration reloaded: 2 budget(s)" in caplog.text
