@@ -103,13 +103,16 @@ def run(*, out: TextIO = sys.stdout, once: Callable[..., int] | None = None) -> 
         Simulator(Workspace(), clock=clock) as sim,
         tempfile.TemporaryDirectory(prefix="costwatch-demo-") as tmp,
     ):
-        port = free_port("127.0.0.1", METRICS_PORT)
+        # COSTWATCH_DEMO_LISTEN set by the caller wins (a container serves on 0.0.0.0:9108).
+        listen = os.environ.get("COSTWATCH_DEMO_LISTEN")
+        if not listen:
+            listen = f"127.0.0.1:{free_port('127.0.0.1', METRICS_PORT)}"
         env = {
             **os.environ,
             "COSTWATCH_DEMO_URL": sim.base_url,
             "COSTWATCH_DEMO_KEY": sim.api_key,
             "COSTWATCH_DEMO_STATE": str(Path(tmp) / "state.db"),
-            "COSTWATCH_DEMO_LISTEN": f"127.0.0.1:{port}",
+            "COSTWATCH_DEMO_LISTEN": listen,
         }
         if once is not None:
             return once(env)
@@ -120,7 +123,7 @@ def run(*, out: TextIO = sys.stdout, once: Callable[..., int] | None = None) -> 
             "costwatch demo: a simulated Langdock workspace (no account, no token).\n"
             f"  Simulated time starts {clock.start:%b %d %H:%M} {ZONE.key} and runs {SPEED:,.0f}x"
             f" faster: a cycle every 10 s is {10 * SPEED / 3600:.0f} simulated hours.\n"
-            f"  Metrics: http://127.0.0.1:{port}/metrics  (also /healthz, /readyz)\n"
+            f"  Metrics: http://{listen}/metrics  (also /healthz, /readyz)\n"
             "  Slack messages are printed below. Ctrl-C stops.\n",
             file=out,
             flush=True,
