@@ -26,17 +26,16 @@ import secrets
 import socket
 import struct
 import threading
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from costwatch.simfaults import Faults, Reply, error_reply, json_reply, storage_error
 from costwatch.simworkspace import UsageRow, Workspace, export_csv
 
 __all__ = ["Faults", "RecordedRequest", "Simulator", "UsageRow", "Workspace"]
@@ -61,160 +60,10 @@ class RecordedRequest:
     host: str
 
 
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-    reset: bool = False  # close the connection without answering
-    truncate: bool = False  # announce the full Content-Length, send half, close
-
-
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> _Reply:
-    return _Reply(status, json.dumps(payload).encode(), headers=headers or {})
-
-
-def _error(status: int, error: str, message: str) -> _Reply:
-    return _json(status, {"error": error, "message": message})
-
-
-def _storage_error(status: int, code: str, message: str) -> _Reply:
-    xml = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    )
-    return _Reply(status, xml.encode(), content_type="application/xml")
-
-
-def _default_failure(status: int) -> _Reply:
-    """What the platform or its gateway sends for a status, when a test gives no body."""
-    if status == 429:
-        return _json(429, {"message": "Rate limit for public API exceeded"})
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    if status in (502, 503, 504):
-        html = f"<html><head><title>{status} {phrase}</title></head><body>{phrase}</body></html>"
-        return _Reply(status, html.encode(), content_type="text/html")
-    return _error(status, phrase, f"{phrase}: simulated failure")
-
-
-@dataclass
-class _Fault:
-    remaining: int
-    reply: _Reply | None  # None: a delay only
-    seconds: float = 0.0
-
-
-class Faults:
-    """Thread-safe failure knobs; each counts down once per matching request.
-
-    The export answers (`fail_export`, `reset_export`, `export_body`) queue in the order they
-    were set, and so do the download answers; `delay_export` delays whatever answer comes next.
-    Export faults apply to every POST /export/api-keys, before the key is checked; download
-    faults replace the answer to a download whose URL is valid.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._export: deque[_Fault] = deque()
-        self._delay: deque[_Fault] = deque()
-        self._download: deque[_Fault] = deque()
-
-    def fail_export(
-        self,
-        status: int,
-        times: int = 1,
-        *,
-        retry_after: str | None = None,
-        body: bytes | None = None,
-    ) -> None:
-        """The next `times` exports answer `status` (default body: what the platform sends)."""
-        _check_status(status)
-        reply = _default_failure(status) if body is None else _Reply(status, body, _guess(body))
-        headers = {"Retry-After": retry_after} if retry_after is not None else {}
-        self._push(self._export, times, _Reply(status, reply.body, reply.content_type, headers))
-
-    def delay_export(self, seconds: float, times: int = 1) -> None:
-        """The next `times` exports wait `seconds` before answering."""
-        self._push(self._delay, times, None, seconds)
-
-    def reset_export(self, times: int = 1) -> None:
-        """The next `times` exports close the connection without a response."""
-        self._push(self._export, times, _Reply(0, reset=True))
-
-    def export_body(self, body: Any, times: int = 1) -> None:
-        """The next `times` exports answer 200 with `body` as JSON."""
-        self._push(self._export, times, _json(200, body))
-
-    def fail_download(self, status: int, times: int = 1) -> None:
-        """The next `times` valid downloads answer `status` with an object-storage XML body."""
-        _check_status(status)
-        codes = {403: "AccessDenied", 404: "NoSuchKey", 503: "SlowDown"}
-        reply = _storage_error(status, codes.get(status, "InternalError"), "Simulated failure")
-        self._push(self._download, times, reply)
-
-    def truncate_download(self, times: int = 1) -> None:
-        """The next `times` valid downloads announce the full length, send half, and close."""
-        self._push(self._download, times, _Reply(200, truncate=True))
-
-    def download_content(self, content: bytes, times: int = 1) -> None:
-        """The next `times` valid downloads serve `content` instead of the export."""
-        self._push(self._download, times, _Reply(200, content, "text/csv"))
-
-    def clear(self) -> None:
-        with self._lock:
-            for queue in (self._export, self._delay, self._download):
-                queue.clear()
-
-    def _push(
-        self, queue: deque[_Fault], times: int, reply: _Reply | None, seconds: float = 0
-    ) -> None:
-        if times < 1:
-            raise ValueError("times must be at least 1")
-        with self._lock:
-            queue.append(_Fault(times, reply, seconds))
-
-    def _next_export(self) -> tuple[float, _Reply | None]:
-        """(seconds to wait, the answer to give instead of the real one) for one export."""
-        delay = self._take(self._delay)
-        answer = self._take(self._export)
-        return (delay.seconds if delay else 0.0), (answer.reply if answer else None)
-
-    def _next_download(self) -> _Reply | None:
-        answer = self._take(self._download)
-        return answer.reply if answer else None
-
-    def _take(self, queue: deque[_Fault]) -> _Fault | None:
-        with self._lock:
-            if not queue:
-                return None
-            fault = queue[0]
-            fault.remaining -= 1
-            if fault.remaining == 0:
-                queue.popleft()
-            return fault
-
-
-def _check_status(status: int) -> None:
-    if not 200 <= status <= 599:
-        raise ValueError(f"not an HTTP status a fault can answer: {status}")
-
-
-def _guess(body: bytes) -> str:
-    try:
-        json.loads(body)
-    except ValueError:
-        return "text/plain"
-    return "application/json"
-
-
 class _BadRequest(Exception):
     def __init__(self, error: str, message: str) -> None:
         super().__init__(message)
-        self.reply = _error(400, error, message)
+        self.reply = error_reply(400, error, message)
 
 
 @dataclass(frozen=True)
@@ -302,22 +151,22 @@ class _Storage:
             self._files[token] = (content, expires)
         return f"/files/{token}?expires={expires}&signature={self._sign(token, expires)}"
 
-    def get(self, path: str, query: str, now: datetime) -> _Reply:
+    def get(self, path: str, query: str, now: datetime) -> Reply:
         """The file if the URL is valid, else the 403/404 object storage would answer."""
         match = _FILE_PATH.fullmatch(path)
         params = parse_qs(query)
         expires, signature = params.get("expires", [""])[0], params.get("signature", [""])[0]
         if not match or not expires.isdigit() or not signature:
-            return _storage_error(403, "AccessDenied", "Query-string authentication required")
+            return storage_error(403, "AccessDenied", "Query-string authentication required")
         if not hmac.compare_digest(signature, self._sign(match[1], int(expires))):
-            return _storage_error(403, "SignatureDoesNotMatch", "Signature does not match")
+            return storage_error(403, "SignatureDoesNotMatch", "Signature does not match")
         if now.timestamp() > int(expires):
-            return _storage_error(403, "AccessDenied", "Request has expired")
+            return storage_error(403, "AccessDenied", "Request has expired")
         with self._lock:
             stored = self._files.get(match[1])
         if stored is None:
-            return _storage_error(404, "NoSuchKey", "The specified key does not exist.")
-        return _Reply(200, stored[0], "text/csv")
+            return storage_error(404, "NoSuchKey", "The specified key does not exist.")
+        return Reply(200, stored[0], "text/csv")
 
     def _sign(self, token: str, expires: int) -> str:
         message = f"{token}\n{expires}".encode()
@@ -337,7 +186,7 @@ class _Server(ThreadingHTTPServer):
         log.debug("simulator %s: connection error from %s", self.role, client_address)
 
 
-_App = Callable[[RecordedRequest], _Reply]
+_App = Callable[[RecordedRequest], Reply]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -365,7 +214,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply = self.server.app(recorded)
         except Exception:
             log.exception("simulator %s: handler failed", self.server.role)
-            reply = _error(500, "Internal Server Error", "Simulator failure")
+            reply = error_reply(500, "Internal Server Error", "Simulator failure")
         self._send(reply)
 
     def _read_body(self) -> bytes:
@@ -379,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
             return b"".join(chunks)
         return self.rfile.read(int(self.headers.get("content-length") or 0))
 
-    def _send(self, reply: _Reply) -> None:
+    def _send(self, reply: Reply) -> None:
         self.close_connection = True
         if reply.reset:
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -490,16 +339,16 @@ class Simulator:
             self._requests.append(request)
             self._exports += export
 
-    def _api(self, request: RecordedRequest) -> _Reply:
+    def _api(self, request: RecordedRequest) -> Reply:
         is_export = request.path in EXPORT_PATHS
         self._record(request, export=is_export and request.method == "POST")
         if not is_export:
-            return _error(404, "Not found", f"Cannot {request.method} {request.path}")
+            return error_reply(404, "Not found", f"Cannot {request.method} {request.path}")
         if request.method != "POST":
-            return _json(
+            return json_reply(
                 405, {"error": "Method not allowed", "message": "Use POST"}, {"Allow": "POST"}
             )
-        delay, fault = self.faults._next_export()
+        delay, fault = self.faults.next_export()
         if delay:
             self._stopping.wait(delay)
         if fault is not None:
@@ -508,10 +357,10 @@ class Simulator:
         if scheme.lower() != "bearer" or not hmac.compare_digest(
             key.encode(), self.api_key.encode()
         ):
-            return _error(401, "Unauthorized", "Invalid or missing API key")
+            return error_reply(401, "Unauthorized", "Invalid or missing API key")
         return self._export(request)
 
-    def _export(self, request: RecordedRequest) -> _Reply:
+    def _export(self, request: RecordedRequest) -> Reply:
         now = self._clock()
         try:
             wanted = _parse_export(request.body, request.headers.get("content-type", ""), now)
@@ -519,13 +368,13 @@ class Simulator:
             return bad.reply
         rows = self.workspace.usage(wanted.start, min(wanted.end, now), by_model=wanted.by_model)
         if not rows:
-            return _error(404, "No data found", "No usage data found for the selected period")
+            return error_reply(404, "No data found", "No usage data found for the selected period")
         if len(rows) > self.max_rows:
             message = (
                 f"Export too large: {len(rows)} rows exceeds limit of {self.max_rows}. "
                 "Please narrow the date range."
             )
-            return _error(400, "Export too large", message)
+            return error_reply(400, "Export too large", message)
         period = (wanted.from_text[:10], wanted.to_text[:10])
         signed = self._storage.put(
             export_csv(self.workspace, rows, period, grouped=wanted.by_model), now
@@ -538,19 +387,19 @@ class Simulator:
             "recordCount": len(rows),
             "dateRange": {"from": wanted.from_text, "to": wanted.to_text},
         }
-        return _json(200, {"success": True, "data": data})
+        return json_reply(200, {"success": True, "data": data})
 
-    def _download(self, request: RecordedRequest) -> _Reply:
+    def _download(self, request: RecordedRequest) -> Reply:
         self._record(request)
         if request.method not in ("GET", "HEAD"):
-            return _storage_error(405, "MethodNotAllowed", "The specified method is not allowed")
+            return storage_error(405, "MethodNotAllowed", "The specified method is not allowed")
         if "authorization" in request.headers:
             message = "Only one auth mechanism allowed; the URL is already signed"
-            return _storage_error(400, "InvalidArgument", message)
+            return storage_error(400, "InvalidArgument", message)
         reply = self._storage.get(request.path, request.query, self._clock())
         if reply.status != 200:
             return reply
-        fault = self.faults._next_download()
+        fault = self.faults.next_download()
         if fault is None:
             return reply
-        return _Reply(200, reply.body, "text/csv", truncate=True) if fault.truncate else fault
+        return Reply(200, reply.body, "text/csv", truncate=True) if fault.truncate else fault
