@@ -54,6 +54,7 @@ from prometheus_client.process_collector import ProcessCollector
 from costwatch import __version__
 from costwatch.errors import EXPORT_FAILURE_REASONS
 from costwatch.httpserver import MetricsServer
+from costwatch.slackerrors import PERMANENT_ERRORS
 from costwatch.usage import SCHEMA
 
 __all__ = [
@@ -128,11 +129,13 @@ class Metrics:
         self._define(self.registry)
         self._build_info.labels(version=version).set(1)
         self._reasons = _BoundedLabels(EXPORT_FAILURE_REASONS)
-        self._slack_errors = _BoundedLabels(())
+        self._slack_errors = _BoundedLabels(PERMANENT_ERRORS)
         for reason in EXPORT_FAILURE_REASONS:
             self._export_failures.labels(reason=reason)
         for outcome in CYCLE_OUTCOMES:
             self._cycles.labels(outcome=outcome)
+        for code in PERMANENT_ERRORS:  # so increase() sees the first error of each kind
+            self._slack_errors_total.labels(error=code)
 
     def _define(self, registry: CollectorRegistry) -> None:
         self._last_success = Gauge(

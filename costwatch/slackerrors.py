@@ -54,6 +54,10 @@ _WEBHOOK_ERRORS: dict[str, tuple[Scope, str]] = {
     **dict.fromkeys(["invalid_payload", "no_text", "too_many_attachments"], _BUG),
 }
 _WEBHOOK_STATUS = {404: "no_service", 403: "invalid_token", 410: "channel_is_archived"}
+# The errors retrying cannot fix, for metrics to create at zero up front.
+PERMANENT_ERRORS: tuple[str, ...] = tuple(
+    sorted(code for code, entry in {**_API_ERRORS, **_WEBHOOK_ERRORS}.items() if entry is not _BUG)
+)
 _CODE = re.compile(r"[a-z_]{1,64}")  # a Slack error code, never anything the server echoed
 
 

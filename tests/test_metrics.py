@@ -38,6 +38,7 @@ from costwatch.metrics import (
     Snapshot,
     render_snapshot,
 )
+from costwatch.slackerrors import PERMANENT_ERRORS
 from costwatch.usage import SCHEMA, TOKEN_COLUMNS
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -445,7 +446,9 @@ def test_daemon_calls_move_their_metrics(metrics: Metrics, served: MetricsServer
     assert by_labels(text, "costwatch_cycles_total", "outcome")[("ok",)] == 1.0
     assert samples(text, "costwatch_alerts_sent_total") == [({}, 5.0)]
     assert samples(text, "costwatch_alerts_pending") == [({}, 2.0)]
-    assert by_labels(text, "costwatch_slack_errors_total", "error") == {("ratelimited",): 1.0}
+    slack_errors = by_labels(text, "costwatch_slack_errors_total", "error")
+    assert {k: v for k, v in slack_errors.items() if v} == {("ratelimited",): 1.0}
+    assert slack_errors[("invalid_auth",)] == 0.0  # known errors exist at zero up front
 
 
 def test_unknown_cycle_outcome_is_refused(metrics: Metrics) -> None:
@@ -459,7 +462,7 @@ def test_free_form_error_labels_are_bounded(metrics: Metrics) -> None:
         metrics.export_failed(f"odd_{i}", 1.0)
     text = metrics.exposition().decode()
     slack_errors = by_labels(text, "costwatch_slack_errors_total", "error")
-    assert len(slack_errors) == 33
+    assert len(slack_errors) == len(PERMANENT_ERRORS) + 33
     assert slack_errors[("other",)] == 68.0
     reasons = by_labels(text, "costwatch_export_failures_total", "reason")
     assert len(reasons) == len(EXPORT_FAILURE_REASONS) + 33
