@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench lock clean
 
 demo: $(VENV)/.installed
 	$(BIN)/costwatch demo
@@ -25,7 +25,16 @@ pytest: $(VENV)/.installed
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/bench_check.py
+	$(BIN)/python bench/bench_load.py
+	$(BIN)/python bench/bench_scrape.py
+
+# requirements.lock: the exact runtime dependencies the container installs.
+lock:
+	rm -rf build/lock && $(PYTHON) -m venv build/lock
+	build/lock/bin/python -m pip install --quiet .
+	{ sed -n '/^#/p' requirements.lock; build/lock/bin/python -m pip freeze --exclude costwatch; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "costwatch needs Python 3.11 or newer; set PYTHON=python3.11")'
