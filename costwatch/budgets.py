@@ -170,13 +170,14 @@ def evaluate(
     export cost 200 small queries over the keys, not 200 scans of the export.
     """
     claimed = _claimed_by_per_key_budgets(resolved)
+    selections = [_selection(rule.budget, pl.col("_claimed")) for rule in resolved]
     tables: dict[str, _KeyTables] = {}
     frames = []
-    for rule in resolved:
+    for index, rule in enumerate(resolved):
         key = export_key(rule.period)
         if key not in tables:
-            tables[key] = _KeyTables(with_tokens(usage_by_range[key]), claimed)
-        frames.extend(_findings(rule, tables[key], now))
+            tables[key] = _KeyTables(with_tokens(usage_by_range[key]), claimed, selections)
+        frames.extend(_findings(rule, tables[key], _mask(index), now))
     if not frames:
         return pl.DataFrame(schema=FINDING_SCHEMA)
     return pl.concat(frames, how="vertical").sort(
@@ -184,26 +185,41 @@ def evaluate(
     )
 
 
-class _KeyTables:
-    """One export range's usage summed per key: for all models, and per model glob."""
+def _mask(index: int) -> str:
+    return f"_selected_{index}"
 
-    def __init__(self, usage: pl.DataFrame, claimed: pl.Expr) -> None:
+
+class _KeyTables:
+    """One export range's usage summed per key: for all models, and per model glob.
+
+    Every budget's selection is evaluated once per key, in one `select` (a boolean column per
+    budget, `_mask(index)`), and joined onto the per-glob tables, so selecting a budget's keys
+    is a filter on a ready column, not a regex pass per budget and table.
+    """
+
+    def __init__(self, usage: pl.DataFrame, claimed: pl.Expr, selections: list[pl.Expr]) -> None:
         self._usage = usage
-        self._claimed = claimed
-        self.all_models = self._per_key(usage)
+        totals = self._per_key(usage)
+        keys = totals.select("api_key_id", "api_key_name").with_columns(claimed.alias("_claimed"))
+        self._masks = keys.select(
+            "api_key_id",
+            *(selected.alias(_mask(i)) for i, selected in enumerate(selections)),
+        )
+        self.all_models = pl.concat([totals, self._masks.drop("api_key_id")], how="horizontal")
         self._by_glob: dict[str, pl.DataFrame] = {}
 
     def for_models(self, pattern: str) -> pl.DataFrame:
         if pattern not in self._by_glob:
             on_model = self._usage.filter(pl.col("model").str.contains(globs.to_regex(pattern)))
-            self._by_glob[pattern] = self._per_key(on_model)
+            self._by_glob[pattern] = self._per_key(on_model).join(
+                self._masks, on="api_key_id", how="left"
+            )
         return self._by_glob[pattern]
 
     def _per_key(self, usage: pl.DataFrame) -> pl.DataFrame:
         sums = [pl.col(USAGE_COLUMN[m]).sum().alias(m) for m in METRICS]
         sums.append(pl.col("tokens").count().alias("_token_rows"))  # rows that carry tokens
-        totals = usage.group_by("api_key_id").agg(pl.col("api_key_name").last(), *sums)
-        return totals.with_columns(self._claimed.alias("_claimed"))
+        return usage.group_by("api_key_id").agg(pl.col("api_key_name").last(), *sums)
 
 
 def noteworthy(
@@ -251,19 +267,34 @@ def noteworthy(
 
 
 def subject_rows(
-    rule: Rule, resolved: Sequence[Rule], usage: pl.DataFrame, api_key_id: str | None
+    rule: Rule,
+    resolved: Sequence[Rule],
+    usage: pl.DataFrame,
+    api_key_id: str | None,
+    *,
+    keys: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """The usage rows behind one subject of a budget: one key's, or a shared pool's."""
+    """The usage rows behind one subject of a budget: one key's, or a shared pool's.
+
+    `keys` is `key_claims(resolved, usage)`, passed in when many pools of one export are
+    looked up (it costs a pass over the export and the per-key budgets' globs).
+    """
     if api_key_id is not None:
         return usage.filter(pl.col("api_key_id") == api_key_id)
-    claimed = _claimed_by_per_key_budgets(resolved)
-    keys = (
+    if keys is None:
+        keys = key_claims(resolved, usage)
+    selected = keys.filter(_selection(rule.budget, pl.col("_claimed")))
+    return usage.join(selected.select("api_key_id"), on="api_key_id", how="semi")
+
+
+def key_claims(resolved: Sequence[Rule], usage: pl.DataFrame) -> pl.DataFrame:
+    """Each key of `usage` once: api_key_id, api_key_name, and `_claimed` (some non-fallback
+    per-key budget selects it)."""
+    return (
         usage.group_by("api_key_id")
         .agg(pl.col("api_key_name").last())
-        .with_columns(claimed.alias("_claimed"))
-        .filter(_selection(rule.budget, pl.col("_claimed")))
+        .with_columns(_claimed_by_per_key_budgets(resolved).alias("_claimed"))
     )
-    return usage.join(keys.select("api_key_id"), on="api_key_id", how="semi")
 
 
 def as_findings(findings: pl.DataFrame) -> list[Finding]:
@@ -293,8 +324,8 @@ def _claimed_by_per_key_budgets(resolved: Sequence[Rule]) -> pl.Expr:
     return pl.any_horizontal(claims) if claims else pl.lit(value=False)
 
 
-def _findings(rule: Rule, tables: _KeyTables, now: datetime) -> list[pl.DataFrame]:
-    selected = _selection(rule.budget, pl.col("_claimed"))
+def _findings(rule: Rule, tables: _KeyTables, mask: str, now: datetime) -> list[pl.DataFrame]:
+    selected = pl.col(mask)
     parts = [_subjects(rule, tables.all_models.filter(selected), None, rule.budget.limits)]
     for pattern, limits in rule.budget.models.items():
         parts.append(_subjects(rule, tables.for_models(pattern).filter(selected), pattern, limits))

@@ -193,6 +193,7 @@ def _with_context(
     by_name = {rule.name: rule for rule in rules}
     per_key: dict[str, dict[str, _Context]] = {}
     pools: dict[str, _Context] = {}
+    claims: dict[str, pl.DataFrame] = {}  # per export range: its keys, claimed or not
 
     def key_context(
         range_key: str,
@@ -216,8 +217,11 @@ def _with_context(
 
     def pool_context(rule: budgets.Rule) -> _Context:
         if rule.name not in pools:
-            frame = usages[budgets.export_key(rule.period)].frame
-            rows = budgets.subject_rows(rule, rules, frame, None)
+            range_key = budgets.export_key(rule.period)
+            frame = usages[range_key].frame
+            if range_key not in claims:
+                claims[range_key] = budgets.key_claims(rules, frame)
+            rows = budgets.subject_rows(rule, rules, frame, None, keys=claims[range_key])
             models = (
                 rows.group_by("model")
                 .agg(pl.col("total_cost_usd").sum())
