@@ -7,8 +7,9 @@ exit, with its own peak RSS from `os.wait4`. In one run, alternating so both see
 machine load and page cache:
 
   (a) baseline      python -c: polars' bare scan_csv(...).group_by("api_key_id").agg().collect()
-  (b) check, 1      costwatch check --csv --dry-run with one per-key budget
-  (c) check, 200    the same with a realistic 200-budget file (globs, per-model limits, pools)
+  (b) baseline      bench/pandas_check.py: the 200-budget evaluation written plainly in pandas
+  check, 1 budget    costwatch check --csv --dry-run with one per-key budget
+  check, 200        the same with a realistic 200-budget file (globs, per-model limits, pools)
 
 Prints best wall time and largest peak RSS per row, the ratios to (a) and RSS / CSV size.
 Numbers only: no assertions (these machines are shared and noisy).
@@ -21,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -119,34 +121,55 @@ def run(command: list[str]) -> tuple[float, int, int]:
     return seconds, usage.ru_maxrss * 1024, child.returncode
 
 
+@dataclass(frozen=True)
+class Row:
+    name: str
+    seconds: float  # best wall time
+    rss: int  # largest peak RSS, bytes
+
+
+BASE = "(a) polars scan+group_by"
+PANDAS = "(b) pandas, 200 budgets"
+ONE = "check, 1 budget"
+MANY = "check, 200 budgets"
+
+
+def measure(keys: int = 20_000, models: int = 50, runs: int = 3) -> tuple[list[Row], int]:
+    """Every row, best of `runs` (alternating), and the CSV's size in bytes."""
+    export, one, many = ensure_inputs(keys, models)
+    export.read_bytes()  # warm the page cache for everyone
+    costwatch = [sys.executable, "-m", "costwatch", "check", "--csv", str(export), "--dry-run"]
+    commands = {
+        BASE: [sys.executable, "-c", BASELINE, str(export)],
+        PANDAS: [sys.executable, str(HERE / "pandas_check.py"), str(export), str(many)],
+        ONE: [*costwatch, "--config", str(one)],
+        MANY: [*costwatch, "--config", str(many)],
+    }
+    samples: dict[str, list[tuple[float, int, int]]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            samples[name].append(run(command))
+    rows = [
+        Row(name, min(s for s, _, _ in results), max(r for _, r, _ in results))
+        for name, results in samples.items()
+    ]
+    return rows, export.stat().st_size
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--keys", type=int, default=20_000)
     parser.add_argument("--models", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
-    export, one, many = ensure_inputs(args.keys, args.models)
-    export.read_bytes()  # warm the page cache for everyone
-    costwatch = [sys.executable, "-m", "costwatch", "check", "--csv", str(export), "--dry-run"]
-    commands = {
-        "(a) polars scan+group_by": [sys.executable, "-c", BASELINE, str(export)],
-        "(b) check, 1 budget": [*costwatch, "--config", str(one)],
-        "(c) check, 200 budgets": [*costwatch, "--config", str(many)],
-    }
-    samples: dict[str, list[tuple[float, int, int]]] = {name: [] for name in commands}
-    for _ in range(args.runs):
-        for name, command in commands.items():
-            samples[name].append(run(command))
-    size = export.stat().st_size
-    base = min(s for s, _, _ in samples["(a) polars scan+group_by"])
-    print(f"\nexport: {export.name}, {size / 2**20:.0f} MiB; best of {args.runs}, whole process")
+    rows, size = measure(args.keys, args.models, args.runs)
+    base = next(row.seconds for row in rows if row.name == BASE)
+    print(f"\nexport: {size / 2**20:.0f} MiB; best of {args.runs}, whole process")
     print(f"{'':26} {'wall':>8} {'x (a)':>7} {'peak RSS':>9} {'RSS/CSV':>8}")
-    for name, results in samples.items():
-        seconds = min(s for s, _, _ in results)
-        rss = max(r for _, r, _ in results)
+    for row in rows:
         print(
-            f"{name:26} {seconds:7.2f}s {seconds / base:6.2f}x "
-            f"{rss / 2**20:6.0f}MiB {rss / size:7.2f}x"
+            f"{row.name:26} {row.seconds:7.2f}s {row.seconds / base:6.2f}x "
+            f"{row.rss / 2**20:6.0f}MiB {row.rss / size:7.2f}x"
         )
     return 0
 

@@ -26,6 +26,7 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,6 +107,18 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
 
+@dataclass(frozen=True)
+class Scrapes:
+    ours: list[float]  # seconds per scrape of costwatch's /metrics
+    theirs: list[float]  # seconds per scrape of the plain registry
+    sizes: dict[str, int]  # body bytes: "costwatch", "baseline"
+    rows: int
+    findings: int
+    series: int
+    publish_seconds: float
+    fill_seconds: float
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--keys", type=int, default=20_000)
@@ -113,9 +126,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scrapes", type=int, default=200)
     parser.add_argument("--baseline-scrapes", type=int, default=20)
     args = parser.parse_args(argv)
+    r = measure(args.keys, args.models, args.scrapes, args.baseline_scrapes)
+    print()
+    print(f"{r.rows:,} usage rows, {r.findings:,} findings -> {r.series:,} snapshot series")
+    print(f"publish() once: {r.publish_seconds * 1000:,.0f} ms (render + swap)")
+    print(f"baseline fill once: {r.fill_seconds:,.1f} s (parse + Gauge.labels().set() per series)")
+    print()
+    print(f"{'/metrics':<28}{'scrapes':>8}{'median ms':>11}{'p99 ms':>10}{'body MB':>9}")
+    for name, key, times in (
+        ("costwatch (pre-rendered)", "costwatch", r.ours),
+        ("prometheus_client registry", "baseline", r.theirs),
+    ):
+        print(
+            f"{name:<28}{len(times):>8}{statistics.median(times) * 1000:>11,.1f}"
+            f"{p99(times) * 1000:>10,.1f}{r.sizes[key] / 1e6:>9.1f}"
+        )
+    print(f"ratio of medians: {statistics.median(r.theirs) / statistics.median(r.ours):,.1f}x")
+    return 0
 
-    print(f"building {args.keys:,} keys x {args.models} models in memory ...", flush=True)
-    snap = snapshot(args.keys, args.models)
+
+def measure(keys: int, models: int, scrapes: int = 200, baseline_scrapes: int = 20) -> Scrapes:
+    """Scrape both servers, alternating; see the module docstring."""
+    print(f"building {keys:,} keys x {models} models in memory ...", flush=True)
+    snap = snapshot(keys, models)
     metrics = Metrics()
     started = time.perf_counter()
     metrics.publish(snap)
@@ -130,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     ours: list[float] = []
     theirs: list[float] = []
     sizes: dict[str, int] = {}
-    every = max(1, args.scrapes // max(1, args.baseline_scrapes))
+    every = max(1, scrapes // max(1, baseline_scrapes))
     httpd, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
     try:
         with (
@@ -139,10 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         ):
             ours_url = f"http://127.0.0.1:{server.port}/metrics"
             theirs_url = f"http://127.0.0.1:{httpd.server_address[1]}/metrics"
-            for n in range(args.scrapes):
+            for n in range(scrapes):
                 seconds, sizes["costwatch"] = timed_scrape(http, ours_url)
                 ours.append(seconds)
-                if n % every == 0 and len(theirs) < args.baseline_scrapes:
+                if n % every == 0 and len(theirs) < baseline_scrapes:
                     seconds, sizes["baseline"] = timed_scrape(http, theirs_url)
                     theirs.append(seconds)
     finally:
@@ -150,21 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         httpd.server_close()
         thread.join()
 
-    rows = snap.usage.height
-    print()
-    print(f"{rows:,} usage rows, {snap.findings.height:,} findings -> {series:,} snapshot series")
-    print(f"publish() once: {publish_seconds * 1000:,.0f} ms (render + swap)")
-    print(f"baseline fill once: {fill_seconds:,.1f} s (parse + Gauge.labels().set() per series)")
-    print()
-    print(f"{'/metrics':<28}{'scrapes':>8}{'median ms':>11}{'p99 ms':>10}{'body MB':>9}")
-    for name, times in (("costwatch (pre-rendered)", ours), ("prometheus_client registry", theirs)):
-        key = "costwatch" if times is ours else "baseline"
-        print(
-            f"{name:<28}{len(times):>8}{statistics.median(times) * 1000:>11,.1f}"
-            f"{p99(times) * 1000:>10,.1f}{sizes[key] / 1e6:>9.1f}"
-        )
-    print(f"ratio of medians: {statistics.median(theirs) / statistics.median(ours):,.1f}x")
-    return 0
+    return Scrapes(
+        ours=ours,
+        theirs=theirs,
+        sizes=sizes,
+        rows=snap.usage.height,
+        findings=snap.findings.height,
+        series=series,
+        publish_seconds=publish_seconds,
+        fill_seconds=fill_seconds,
+    )
 
 
 def _ok() -> tuple[bool, str]:
