@@ -167,8 +167,16 @@ def evaluate(
 
     Each export range is aggregated once per key (and once per key for each model glob in
     use); budgets then select among those per-key rows, so 200 budgets over a 1,000,000-row
-    export cost 200 small queries over the keys, not 200 scans of the export.
+    export cost a few small queries per budget over the keys, not 200 scans of the export.
     """
+    return evaluate_with_selections(resolved, usage_by_range, now)[0]
+
+
+def evaluate_with_selections(
+    resolved: Sequence[Rule], usage_by_range: Mapping[str, pl.DataFrame], now: datetime
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """`evaluate`, and per export range which keys each budget selects: `api_key_id` and a
+    boolean column per budget of that range, named after the budget (for `subject_rows`)."""
     claimed = _claimed_by_per_key_budgets(resolved)
     selections = [_selection(rule.budget, pl.col("_claimed")) for rule in resolved]
     tables: dict[str, _KeyTables] = {}
@@ -178,11 +186,23 @@ def evaluate(
         if key not in tables:
             tables[key] = _KeyTables(with_tokens(usage_by_range[key]), claimed, selections)
         frames.extend(_findings(rule, tables[key], _mask(index), now))
+    selected = {
+        key: table.masks.select(
+            "api_key_id",
+            *(
+                pl.col(_mask(i)).alias(rule.name)
+                for i, rule in enumerate(resolved)
+                if export_key(rule.period) == key
+            ),
+        )
+        for key, table in tables.items()
+    }
     if not frames:
-        return pl.DataFrame(schema=FINDING_SCHEMA)
-    return pl.concat(frames, how="vertical").sort(
+        return pl.DataFrame(schema=FINDING_SCHEMA), selected
+    findings = pl.concat(frames, how="vertical").sort(
         ["ratio", "budget", "api_key_name"], descending=[True, False, False], nulls_last=True
     )
+    return findings, selected
 
 
 def _mask(index: int) -> str:
@@ -201,18 +221,18 @@ class _KeyTables:
         self._usage = usage
         totals = self._per_key(usage)
         keys = totals.select("api_key_id", "api_key_name").with_columns(claimed.alias("_claimed"))
-        self._masks = keys.select(
+        self.masks = keys.select(
             "api_key_id",
             *(selected.alias(_mask(i)) for i, selected in enumerate(selections)),
         )
-        self.all_models = pl.concat([totals, self._masks.drop("api_key_id")], how="horizontal")
+        self.all_models = pl.concat([totals, self.masks.drop("api_key_id")], how="horizontal")
         self._by_glob: dict[str, pl.DataFrame] = {}
 
     def for_models(self, pattern: str) -> pl.DataFrame:
         if pattern not in self._by_glob:
             on_model = self._usage.filter(pl.col("model").str.contains(globs.to_regex(pattern)))
             self._by_glob[pattern] = self._per_key(on_model).join(
-                self._masks, on="api_key_id", how="left"
+                self.masks, on="api_key_id", how="left"
             )
         return self._by_glob[pattern]
 
@@ -272,19 +292,20 @@ def subject_rows(
     usage: pl.DataFrame,
     api_key_id: str | None,
     *,
-    keys: pl.DataFrame | None = None,
+    selected: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """The usage rows behind one subject of a budget: one key's, or a shared pool's.
 
-    `keys` is `key_claims(resolved, usage)`, passed in when many pools of one export are
-    looked up (it costs a pass over the export and the per-key budgets' globs).
+    `selected` is this range's table from `evaluate_with_selections`, when at hand: then the
+    pool's keys are read from it instead of matching every key against every glob again.
     """
     if api_key_id is not None:
         return usage.filter(pl.col("api_key_id") == api_key_id)
-    if keys is None:
-        keys = key_claims(resolved, usage)
-    selected = keys.filter(_selection(rule.budget, pl.col("_claimed")))
-    return usage.join(selected.select("api_key_id"), on="api_key_id", how="semi")
+    if selected is not None and rule.name in selected.columns:
+        keys = selected.filter(pl.col(rule.name))
+    else:
+        keys = key_claims(resolved, usage).filter(_selection(rule.budget, pl.col("_claimed")))
+    return usage.join(keys.select("api_key_id"), on="api_key_id", how="semi")
 
 
 def key_claims(resolved: Sequence[Rule], usage: pl.DataFrame) -> pl.DataFrame:

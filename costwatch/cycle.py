@@ -150,11 +150,13 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
     except (ExportError, UsageError) as error:
         return _failed(deps, now, default_period, error)
 
-    findings = budgets.evaluate(rules, {key: u.frame for key, u in usages.items()}, now)
+    findings, selected = budgets.evaluate_with_selections(
+        rules, {key: u.frame for key, u in usages.items()}, now
+    )
     ledger = deps.state.ledger(r.period.key() for r in rules) if deps.state else {}
     by_name = {rule.name: rule for rule in rules}
     plan = alerts.plan(budgets.noteworthy(findings, ledger), by_name, ledger, config.silences, now)
-    plan = _with_context(plan, rules, usages)
+    plan = _with_context(plan, rules, usages, selected)
     outcome = Outcome(
         now=now,
         period=default_period,
@@ -183,7 +185,10 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
 
 
 def _with_context(
-    plan: alerts.Plan, rules: Sequence[budgets.Rule], usages: Mapping[str, usage.Usage]
+    plan: alerts.Plan,
+    rules: Sequence[budgets.Rule],
+    usages: Mapping[str, usage.Usage],
+    selected: Mapping[str, pl.DataFrame] | None = None,
 ) -> alerts.Plan:
     """Add each alert's spend, requests and top models, for the people who read it.
 
@@ -193,7 +198,6 @@ def _with_context(
     by_name = {rule.name: rule for rule in rules}
     per_key: dict[str, dict[str, _Context]] = {}
     pools: dict[str, _Context] = {}
-    claims: dict[str, pl.DataFrame] = {}  # per export range: its keys, claimed or not
 
     def key_context(
         range_key: str,
@@ -219,9 +223,8 @@ def _with_context(
         if rule.name not in pools:
             range_key = budgets.export_key(rule.period)
             frame = usages[range_key].frame
-            if range_key not in claims:
-                claims[range_key] = budgets.key_claims(rules, frame)
-            rows = budgets.subject_rows(rule, rules, frame, None, keys=claims[range_key])
+            keys = selected.get(range_key) if selected is not None else None
+            rows = budgets.subject_rows(rule, rules, frame, None, selected=keys)
             models = (
                 rows.group_by("model")
                 .agg(pl.col("total_cost_usd").sum())

@@ -19,7 +19,8 @@ Any parse problem is an exception; no frame is ever built from data that failed 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -104,7 +105,14 @@ def load_csv(path: Path, *, first_day: date | None = None, last_day: date | None
 
 def per_key(usage: Usage) -> pl.DataFrame:
     """Totals per key, the biggest spender first: api_key_id, api_key_name, requests,
-    total_cost_usd, tokens (prompt + completion; null where not reported), models."""
+    total_cost_usd, tokens (prompt + completion; null where not reported), models.
+
+    Remembered for the latest frame: a cycle's alert context and its report ask for the same.
+    """
+    return _remembered("per_key", usage.frame, 0, lambda: _per_key(usage))
+
+
+def _per_key(usage: Usage) -> pl.DataFrame:
     prompt, completion = pl.col("sum_prompt_tokens"), pl.col("sum_completion_tokens")
     reported = prompt.is_not_null() | completion.is_not_null()
     row_tokens: pl.Expr = pl.when(reported).then(prompt.fill_null(0) + completion.fill_null(0))
@@ -134,7 +142,13 @@ def per_key(usage: Usage) -> pl.DataFrame:
 
 def top_models(usage: Usage, n: int = 3) -> pl.DataFrame:
     """The `n` models with the highest spend per key: api_key_id, model, total_cost_usd,
-    requests; sorted by key, then spend descending. Equal spend: the earlier row wins."""
+    requests; sorted by key, then spend descending. Equal spend: the earlier row wins.
+
+    Remembered for the latest frame and `n`, as `per_key`."""
+    return _remembered("top_models", usage.frame, n, lambda: _top_models(usage, n))
+
+
+def _top_models(usage: Usage, n: int) -> pl.DataFrame:
     by_spend = pl.col("total_cost_usd").rank("ordinal", descending=True)
     frame = usage.frame.lazy().select("api_key_id", "model", "total_cost_usd", "requests")
     # An export lists a key's rows together. Then the top n of each run of equal ids are a
@@ -152,6 +166,22 @@ def top_models(usage: Usage, n: int = 3) -> pl.DataFrame:
         .sort(["api_key_id", "total_cost_usd"], descending=[False, True], maintain_order=True)
         .collect()
     )
+
+
+# (frame it was computed from, held weakly; n; result), by function: one entry each
+_MEMO: dict[str, tuple[weakref.ref[pl.DataFrame], int, pl.DataFrame]] = {}
+
+
+def _remembered(
+    name: str, frame: pl.DataFrame, n: int, compute: Callable[[], pl.DataFrame]
+) -> pl.DataFrame:
+    """`compute()`, or its result for the same frame object and `n` if it is the latest."""
+    hit = _MEMO.get(name)
+    if hit is not None and hit[0]() is frame and hit[1] == n:
+        return hit[2]
+    result = compute()
+    _MEMO[name] = (weakref.ref(frame), n, result)
+    return result
 
 
 # --- one part -------------------------------------------------------------------------------
