@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +15,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
+from slackstub import TOKEN, SlackStub
+
+from costwatch.simulator import Simulator, Workspace
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"
 NOW = "2026-11-20T12:00:00+00:00"
@@ -96,3 +102,176 @@ def test_sigkill_at_random_points_of_a_cycle_loses_and_repeats_nothing(
     identities = outbox_identities(tmp_path / "state.db")
     assert len(identities) == EXPECTED_ALERTS  # nothing that was due is missing
     assert set(identities.values()) == {1}  # and nothing was planned twice
+
+
+# -- the daemon, delivery included, killed 50 times against one state file ---------------------
+
+KILLS = 50
+BASE_BUDGETS = 8
+BUDGET_IN_TEXT = re.compile(r"\(budget (b\d{2})\b")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def daemon_config(
+    path: Path, sim: Simulator, stub: SlackStub, budgets: int, port: int | None = None
+) -> Path:
+    """One alert per budget (a shared pool over every key, one threshold, no forecast), on two
+    channels, paced so that delivering them takes a while and kills land inside it."""
+    lines = [
+        f"  - name: b{n:02d}\n"
+        '    scope: shared\n    keys: "*"\n    limits: {cost_usd: 0.01}\n'
+        f'    channel: "#c{n % 2}"\n'
+        for n in range(budgets)
+    ]
+    path.write_text(
+        f"""\
+langdock:
+  base_url: {sim.base_url}
+  api_key: ${{LANGDOCK_API_KEY}}
+  allow_insecure_download: true
+  timeout_seconds: 5
+  retry_max_elapsed_seconds: 1
+  max_attempts: 2
+schedule:
+  every: 1s
+  timezone: Europe/Berlin
+  shutdown_grace: 5s
+state:
+  path: {path.parent / "state.db"}
+slack:
+  token: ${{SLACK_BOT_TOKEN}}
+  channel: "#c0"
+  api_url: {stub.api_url}
+  min_interval_seconds: 0.15
+  digest_after: 1000
+  retry_every: 1s
+metrics:
+  listen: 127.0.0.1:{port or free_port()}
+defaults:
+  thresholds: [100]
+  forecast: false
+budgets:
+{"".join(lines)}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def outbox_by_budget(state: Path) -> tuple[Counter[str], set[str]]:
+    """(alert rows per budget, budgets whose row is not marked sent)."""
+    planned: Counter[str] = Counter()
+    if not state.exists():
+        return planned, set()
+    with sqlite3.connect(state) as db:
+        try:
+            rows = db.execute("SELECT payload, sent_at FROM outbox WHERE kind = 'alert'").fetchall()
+        except sqlite3.OperationalError:  # killed before the schema was created
+            rows = []
+    db.close()
+    unsent: set[str] = set()
+    for payload, sent_at in rows:
+        budget = json.loads(payload)["budget"]
+        planned[budget] += 1
+        if sent_at is None:
+            unsent.add(budget)
+    return planned, unsent
+
+
+def posted(stub: SlackStub) -> Counter[str]:
+    """Accepted posts per budget, read from each message's notification text."""
+    found: Counter[str] = Counter()
+    for post in stub.posts():
+        match = BUDGET_IN_TEXT.search(str(post.body.get("text", "")))
+        assert match is not None, post.body.get("text")
+        found[match[1]] += 1
+    return found
+
+
+@pytest.mark.slow
+def test_the_daemon_killed_50_times_delivers_every_alert_once_outside_the_window(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL `costwatch run` 50 times at random moments (0.2-1.5 s after the start: during
+    start-up, the cycle, its commit, or Slack delivery) against one state file, with one more
+    budget in the file before every restart so that every run has an alert of its own to plan
+    and deliver. Then a clean run until the outbox is empty.
+
+    Each budget yields exactly one alert, and its name is in the message's text, so the posts
+    the Slack stand-in accepted can be counted per alert. The one documented window is between
+    Slack accepting a post and `mark_sent` committing: after each kill, an alert whose post the
+    stand-in has accepted but whose outbox row is still unsent is "in the window", and will be
+    posted again. So afterwards every alert has exactly one outbox row (planned once), at least
+    one accepted post (nothing lost), and more than one only if it was in the window at a kill,
+    at most once more per such kill.
+    """
+    rng = random.Random(20261125)
+    state = tmp_path / "state.db"
+    env = {**os.environ, "LANGDOCK_API_KEY": "sk-crash-key", "SLACK_BOT_TOKEN": TOKEN}
+    windows: Counter[str] = Counter()
+    with Simulator(Workspace(keys=6), api_key="sk-crash-key") as sim, SlackStub() as stub:
+        stub.add_channel("#c0")
+        stub.add_channel("#c1")
+        config = tmp_path / "costwatch.yaml"
+        command = [sys.executable, "-m", "costwatch", "run", "--config", str(config)]
+        for kill in range(KILLS):
+            daemon_config(config, sim, stub, BASE_BUDGETS + kill)
+            process = subprocess.Popen(
+                command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            time.sleep(rng.uniform(0.2, 1.5))
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            _, unsent = outbox_by_budget(state)
+            for budget in set(posted(stub)) & unsent:
+                windows[budget] += 1
+
+        budgets = BASE_BUDGETS + KILLS
+        port = free_port()
+        daemon_config(config, sim, stub, budgets, port)
+        final = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not healthy(port) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            while time.monotonic() < deadline:
+                planned, unsent = outbox_by_budget(state)
+                if len(planned) == budgets and not unsent:
+                    break
+                time.sleep(0.2)
+            final.send_signal(signal.SIGTERM)
+            _, err = final.communicate(timeout=30)
+        finally:
+            if final.poll() is None:
+                final.kill()
+                final.communicate()
+        assert final.returncode == 0, err
+        sent = posted(stub)
+
+    planned, unsent = outbox_by_budget(state)
+    expected = {f"b{n:02d}" for n in range(budgets)}
+    assert set(planned) == expected  # every alert that was due was planned...
+    assert set(planned.values()) == {1}  # ...once
+    assert unsent == set()
+    assert set(sent) == expected  # and delivered
+    duplicates = {b: n - 1 for b, n in sent.items() if n > 1}
+    for budget, extra in duplicates.items():
+        assert extra <= windows[budget], (budget, extra, windows[budget])
+    print(
+        f"{KILLS} kills; {sum(windows.values())} kill(s) inside the window; "
+        f"{sum(duplicates.values())} duplicate post(s), all inside it"
+    )
