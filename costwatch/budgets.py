@@ -180,12 +180,25 @@ def evaluate_with_selections(
     claimed = _claimed_by_per_key_budgets(resolved)
     selections = [_selection(rule.budget, pl.col("_claimed")) for rule in resolved]
     tables: dict[str, _KeyTables] = {}
-    frames = []
+    # Subjects of rules that are judged alike (thresholds, period, forecast) are judged at once.
+    alike: dict[str, tuple[Rule, list[pl.DataFrame]]] = {}
     for index, rule in enumerate(resolved):
         key = export_key(rule.period)
         if key not in tables:
-            tables[key] = _KeyTables(with_tokens(usage_by_range[key]), claimed, selections)
-        frames.extend(_findings(rule, tables[key], _mask(index), now))
+            patterns = [
+                pattern
+                for other in resolved
+                if export_key(other.period) == key
+                for pattern in other.budget.models
+            ]
+            tables[key] = _KeyTables(usage_by_range[key], claimed, selections, patterns)
+        parts = alike.setdefault(_judged_alike(rule), (rule, []))[1]
+        parts.extend(_subject_parts(rule, tables[key], _mask(index)))
+    frames = [
+        _judge(rule, pl.concat(parts, how="vertical"), now)
+        for rule, parts in alike.values()
+        if parts
+    ]
     selected = {
         key: table.masks.select(
             "api_key_id",
@@ -212,34 +225,76 @@ def _mask(index: int) -> str:
 class _KeyTables:
     """One export range's usage summed per key: for all models, and per model glob.
 
-    Every budget's selection is evaluated once per key, in one `select` (a boolean column per
-    budget, `_mask(index)`), and joined onto the per-glob tables, so selecting a budget's keys
-    is a filter on a ready column, not a regex pass per budget and table.
+    One `group_by` over the export computes every sum at once: all models, and each model glob
+    in use (a glob's sums over its matching rows only; a key without such rows is left out of
+    that glob's table). Every budget's selection is evaluated once per key, in one `select` (a
+    boolean column per budget, `_mask(index)`), so selecting a budget's keys is a filter on a
+    ready column, not a regex pass per budget and table.
     """
 
-    def __init__(self, usage: pl.DataFrame, claimed: pl.Expr, selections: list[pl.Expr]) -> None:
-        self._usage = usage
-        totals = self._per_key(usage)
-        keys = totals.select("api_key_id", "api_key_name").with_columns(claimed.alias("_claimed"))
+    def __init__(
+        self,
+        usage: pl.DataFrame,
+        claimed: pl.Expr,
+        selections: list[pl.Expr],
+        patterns: Sequence[str],
+    ) -> None:
+        self._patterns = {
+            pattern: f"_glob_{i}" for i, pattern in enumerate(dict.fromkeys(patterns))
+        }
+        tokens = (
+            pl.col("tokens")
+            if "tokens" in usage.columns
+            else pl.col("sum_prompt_tokens") + pl.col("sum_completion_tokens")
+        )
+        values = {
+            "cost_usd": pl.col(USAGE_COLUMN["cost_usd"]),
+            "requests": pl.col(USAGE_COLUMN["requests"]),
+            "tokens": tokens,
+        }
+        aggs = [pl.col("api_key_name").last(), *_sums(values, "")]
+        matches = [
+            pl.col("model").str.contains(globs.to_regex(pattern)).alias(f"{prefix}_match")
+            for pattern, prefix in self._patterns.items()
+        ]
+        for prefix in self._patterns.values():
+            on_model = pl.col(f"{prefix}_match")
+            aggs += [
+                pl.col("api_key_name").filter(on_model).last().alias(f"{prefix}api_key_name"),
+                on_model.sum().alias(f"{prefix}_rows"),
+                *_sums({m: pl.when(on_model).then(v) for m, v in values.items()}, prefix),
+            ]
+        self._sums = usage.lazy().with_columns(matches).group_by("api_key_id").agg(aggs).collect()
+        keys = self._sums.select("api_key_id", "api_key_name").with_columns(
+            claimed.alias("_claimed")
+        )
         self.masks = keys.select(
             "api_key_id",
             *(selected.alias(_mask(i)) for i, selected in enumerate(selections)),
         )
-        self.all_models = pl.concat([totals, self.masks.drop("api_key_id")], how="horizontal")
+        self.all_models = self._table("")
         self._by_glob: dict[str, pl.DataFrame] = {}
 
     def for_models(self, pattern: str) -> pl.DataFrame:
         if pattern not in self._by_glob:
-            on_model = self._usage.filter(pl.col("model").str.contains(globs.to_regex(pattern)))
-            self._by_glob[pattern] = self._per_key(on_model).join(
-                self.masks, on="api_key_id", how="left"
+            prefix = self._patterns[pattern]
+            self._by_glob[pattern] = self._table(prefix).filter(
+                self._sums.get_column(f"{prefix}_rows") > 0
             )
         return self._by_glob[pattern]
 
-    def _per_key(self, usage: pl.DataFrame) -> pl.DataFrame:
-        sums = [pl.col(USAGE_COLUMN[m]).sum().alias(m) for m in METRICS]
-        sums.append(pl.col("tokens").count().alias("_token_rows"))  # rows that carry tokens
-        return usage.group_by("api_key_id").agg(pl.col("api_key_name").last(), *sums)
+    def _table(self, prefix: str) -> pl.DataFrame:
+        """api_key_id, api_key_name, the metrics, _token_rows, then every budget's mask."""
+        columns = ["api_key_name", *METRICS, "_token_rows"]
+        sums = self._sums.select("api_key_id", *(pl.col(f"{prefix}{c}").alias(c) for c in columns))
+        return pl.concat([sums, self.masks.drop("api_key_id")], how="horizontal")
+
+
+def _sums(values: Mapping[str, pl.Expr], prefix: str) -> list[pl.Expr]:
+    sums = [values[m].sum().alias(f"{prefix}{m}") for m in METRICS]
+    # rows that carry tokens
+    sums.append(values["tokens"].count().alias(f"{prefix}_token_rows"))
+    return sums
 
 
 def noteworthy(
@@ -345,12 +400,18 @@ def _claimed_by_per_key_budgets(resolved: Sequence[Rule]) -> pl.Expr:
     return pl.any_horizontal(claims) if claims else pl.lit(value=False)
 
 
-def _findings(rule: Rule, tables: _KeyTables, mask: str, now: datetime) -> list[pl.DataFrame]:
+def _judged_alike(rule: Rule) -> str:
+    """Equal for rules whose subjects `_judge` treats alike."""
+    return repr((tuple(t.at for t in rule.thresholds), rule.period, rule.forecast))
+
+
+def _subject_parts(rule: Rule, tables: _KeyTables, mask: str) -> list[pl.DataFrame]:
+    """The rule's subjects (`_subjects`), for all models and for each model glob."""
     selected = pl.col(mask)
     parts = [_subjects(rule, tables.all_models.filter(selected), None, rule.budget.limits)]
     for pattern, limits in rule.budget.models.items():
         parts.append(_subjects(rule, tables.for_models(pattern).filter(selected), pattern, limits))
-    return [_judge(rule, part, now) for part in parts if part.height]
+    return [part for part in parts if part.height]
 
 
 def _subjects(rule: Rule, per_key: pl.DataFrame, model: str | None, limits: Limits) -> pl.DataFrame:
