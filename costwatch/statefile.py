@@ -164,6 +164,11 @@ def _inspect(connection: sqlite3.Connection, path: Path) -> int:
         if "schema_version" in tables:
             version = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0]
     except sqlite3.Error as error:
+        if _environmental(error):
+            raise StateError(
+                f"{path}: cannot read the state file ({error}); the file itself may be sound:"
+                " check the disk (free space, quotas, permissions) and start again"
+            ) from None
         raise StateError(
             f"{path}: not a usable costwatch state file ({error}); {_FRESH_START}"
         ) from None
@@ -180,6 +185,17 @@ def _inspect(connection: sqlite3.Connection, path: Path) -> int:
             " costwatch state file; point state.path elsewhere"
         )
     return _known_version(version or 0, path)
+
+
+# SQLite's primary result codes that say the file's surroundings failed, not its content:
+# IOERR, FULL, CANTOPEN, BUSY, LOCKED, READONLY, PERM, NOMEM. Advising a fresh start for these
+# would have an operator re-send the period's alerts because a disk was full.
+_ENVIRONMENTAL_CODES = frozenset({10, 13, 14, 5, 6, 8, 3, 7})
+
+
+def _environmental(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _ENVIRONMENTAL_CODES
 
 
 def _known_version(version: int, path: Path) -> int:

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import socket
 import sqlite3
@@ -20,6 +21,7 @@ import pytest
 from slackstub import TOKEN, SlackStub
 
 from costwatch.simulator import Simulator, Workspace
+from costwatch.state import State
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"
 NOW = "2026-11-20T12:00:00+00:00"
@@ -275,3 +277,127 @@ def test_the_daemon_killed_50_times_delivers_every_alert_once_outside_the_window
         f"{KILLS} kills; {sum(windows.values())} kill(s) inside the window; "
         f"{sum(duplicates.values())} duplicate post(s), all inside it"
     )
+
+
+# -- a state file that cannot be used, through the commands as processes -----------------------
+
+
+def run_command(
+    config: Path, env: dict[str, str], *extra: str, limit: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`costwatch check` on the example export; `limit` caps the file size (RLIMIT_FSIZE: what
+    a full disk looks like to root, EFBIG where a full disk says ENOSPC)."""
+
+    def cap() -> None:
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+    return subprocess.run(
+        [*check_command(config), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        preexec_fn=cap,
+    )
+
+
+def run_daemon_briefly(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`costwatch run` where it cannot start: it must exit on its own, with 2."""
+    return subprocess.run(
+        [sys.executable, "-m", "costwatch", "run", "--config", str(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def _corrupt(state: Path) -> None:
+    state.write_bytes(random.Random(7).randbytes(8192))
+
+
+def _directory(state: Path) -> None:
+    state.mkdir()
+
+
+def _under_a_file(state: Path) -> Path:
+    state.parent.joinpath("not-a-folder").write_text("x", encoding="utf-8")
+    return state.parent / "not-a-folder" / "state.db"
+
+
+STARTUP_REFUSALS = {
+    "corrupt (random bytes)": (_corrupt, "not a costwatch state file"),
+    "a directory in its place": (_directory, "state"),
+    "its parent is a file": (_under_a_file, "state"),
+}
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+@pytest.mark.parametrize("case", list(STARTUP_REFUSALS))
+def test_a_state_file_that_cannot_be_used_stops_start_up_with_exit_2_and_is_left_alone(
+    tmp_path: Path, env: dict[str, str], case: str, command: str
+) -> None:
+    config = config_with_state(tmp_path)
+    state = tmp_path / "state.db"
+    damage, message = STARTUP_REFUSALS[case]
+    moved = damage(state)
+    if isinstance(moved, Path):
+        text = config.read_text(encoding="utf-8").replace(str(state), str(moved))
+        config.write_text(text, encoding="utf-8")
+        state = moved
+    before = state.read_bytes() if state.is_file() else None
+    done = run_command(config, env) if command == "check" else run_daemon_briefly(config, env)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr.lower(), done.stderr
+    assert "Traceback" not in done.stderr
+    if before is not None:
+        assert state.read_bytes() == before  # never replaced by a fresh file
+
+
+def test_a_locked_state_file_fails_the_check_with_exit_2_and_the_next_one_plans_once(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    config = config_with_state(tmp_path)
+    state = tmp_path / "state.db"
+    with State.open(state):
+        pass  # a current, empty state file
+    other = sqlite3.connect(state, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        done = run_command(config, env)
+        assert done.returncode == 2, done.stderr
+        assert "database is locked" in done.stderr
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    assert outbox_identities(state) == Counter()  # the failed check wrote nothing
+    done = run_command(config, env)
+    assert done.returncode == 1, done.stderr
+    identities = outbox_identities(state)
+    assert len(identities) == EXPECTED_ALERTS
+    assert set(identities.values()) == {1}
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new file", "existing file"])
+def test_a_full_disk_fails_the_check_with_exit_2_and_the_file_stays_sound(
+    tmp_path: Path, env: dict[str, str], existing: bool
+) -> None:
+    config = config_with_state(tmp_path)
+    state = tmp_path / "state.db"
+    if existing:
+        with State.open(state):
+            pass
+    done = run_command(config, env, limit=4096)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "state" in done.stderr.lower(), done.stderr
+    assert "afresh" not in done.stderr  # the file is sound: moving it away would re-send alerts
+    assert state.exists() == existing  # no half-made file left behind
+    done = run_command(config, env)  # space again: one cycle plans every alert, once
+    assert done.returncode == 1, done.stderr
+    identities = outbox_identities(state)
+    assert len(identities) == EXPECTED_ALERTS
+    assert set(identities.values()) == {1}
