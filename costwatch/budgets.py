@@ -177,8 +177,8 @@ def evaluate_with_selections(
 ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
     """`evaluate`, and per export range which keys each budget selects: `api_key_id` and a
     boolean column per budget of that range, named after the budget (for `subject_rows`)."""
-    claimed = _claimed_by_per_key_budgets(resolved)
     selections = [_selection(rule.budget, pl.col("_claimed")) for rule in resolved]
+    claimers = frozenset(i for i, rule in enumerate(resolved) if _claims(rule))
     tables: dict[str, _KeyTables] = {}
     # Subjects of rules that are judged alike (thresholds, period, forecast) are judged at once.
     alike: dict[str, tuple[Rule, list[pl.DataFrame]]] = {}
@@ -191,7 +191,7 @@ def evaluate_with_selections(
                 if export_key(other.period) == key
                 for pattern in other.budget.models
             ]
-            tables[key] = _KeyTables(usage_by_range[key], claimed, selections, patterns)
+            tables[key] = _KeyTables(usage_by_range[key], selections, claimers, patterns)
         parts = alike.setdefault(_judged_alike(rule), (rule, []))[1]
         parts.extend(_subject_parts(rule, tables[key], _mask(index)))
     frames = [
@@ -235,8 +235,8 @@ class _KeyTables:
     def __init__(
         self,
         usage: pl.DataFrame,
-        claimed: pl.Expr,
         selections: list[pl.Expr],
+        claimers: frozenset[int],
         patterns: Sequence[str],
     ) -> None:
         self._patterns = {
@@ -265,12 +265,16 @@ class _KeyTables:
                 *_sums({m: pl.when(on_model).then(v) for m, v in values.items()}, prefix),
             ]
         self._sums = usage.lazy().with_columns(matches).group_by("api_key_id").agg(aggs).collect()
-        keys = self._sums.select("api_key_id", "api_key_name").with_columns(
-            claimed.alias("_claimed")
-        )
-        self.masks = keys.select(
-            "api_key_id",
-            *(selected.alias(_mask(i)) for i, selected in enumerate(selections)),
+        # The claiming budgets' own masks make `_claimed`: each glob is matched once.
+        first = [i for i in range(len(selections)) if i in claimers]
+        then = [i for i in range(len(selections)) if i not in claimers]
+        claimed = pl.any_horizontal(pl.col(_mask(i)) for i in first) if first else pl.lit(False)
+        self.masks = (
+            self._sums.select("api_key_id", "api_key_name")
+            .with_columns(selections[i].alias(_mask(i)) for i in first)
+            .with_columns(claimed.alias("_claimed"))
+            .with_columns(selections[i].alias(_mask(i)) for i in then)
+            .select("api_key_id", *(_mask(i) for i in range(len(selections))))
         )
         self.all_models = self._table("")
         self._by_glob: dict[str, pl.DataFrame] = {}
@@ -390,13 +394,14 @@ def _selection(budget: Budget, claimed: pl.Expr) -> pl.Expr:
     return selected
 
 
+def _claims(rule: Rule) -> bool:
+    """The rule's keys are not left to fallback budgets."""
+    return rule.budget.scope == "key" and not rule.budget.fallback
+
+
 def _claimed_by_per_key_budgets(resolved: Sequence[Rule]) -> pl.Expr:
     """True for keys that some non-fallback per-key budget selects."""
-    claims = [
-        _selection(rule.budget, pl.lit(value=False))
-        for rule in resolved
-        if rule.budget.scope == "key" and not rule.budget.fallback
-    ]
+    claims = [_selection(rule.budget, pl.lit(value=False)) for rule in resolved if _claims(rule)]
     return pl.any_horizontal(claims) if claims else pl.lit(value=False)
 
 
