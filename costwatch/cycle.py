@@ -222,19 +222,14 @@ def _with_context(
     def pool_context(rule: budgets.Rule) -> _Context:
         if rule.name not in pools:
             range_key = budgets.export_key(rule.period)
-            frame = usages[range_key].frame
             keys = selected.get(range_key) if selected is not None else None
-            rows = budgets.subject_rows(rule, rules, frame, None, selected=keys)
-            models = (
-                rows.group_by("model")
-                .agg(pl.col("total_cost_usd").sum())
-                .sort(["total_cost_usd", "model"], descending=[True, False])
-                .head(3)
-            )
-            pools[rule.name] = (
-                float(rows["total_cost_usd"].sum()),
-                float(rows["requests"].sum()),
-                tuple((m, float(c)) for m, c in models.iter_rows()),
+            if keys is not None and rule.name in keys.columns:
+                pools.update(_pools_context(plan, by_name, range_key, usages[range_key], keys))
+        if rule.name not in pools:  # no selections at hand: this pool's rows on their own
+            frame = usages[budgets.export_key(rule.period)].frame
+            rows = budgets.subject_rows(rule, rules, frame, None)
+            pools[rule.name] = _pool_context(
+                rows.group_by("model").agg(pl.col("total_cost_usd", "requests").sum()), ""
             )
         return pools[rule.name]
 
@@ -251,6 +246,64 @@ def _with_context(
         plan,
         alerts=tuple(enrich(a) for a in plan.alerts),
         silenced=tuple(enrich(a) for a in plan.silenced),
+    )
+
+
+def _pools_context(
+    plan: alerts.Plan,
+    by_name: Mapping[str, budgets.Rule],
+    range_key: str,
+    loaded: usage.Usage,
+    selected: pl.DataFrame,
+) -> dict[str, _Context]:
+    """Spend, requests and top models of every alerted pool of one export range, in one pass:
+    the export's rows joined once to the pools' key selections, summed per model."""
+    names = sorted(
+        {
+            a.budget
+            for a in (*plan.alerts, *plan.silenced)
+            if a.api_key_id is None
+            and budgets.export_key(by_name[a.budget].period) == range_key
+            and a.budget in selected.columns
+        }
+    )
+    if not names:
+        return {}
+    columns = {name: f"_pool_{i}" for i, name in enumerate(names)}
+    masks = selected.select("api_key_id", *(pl.col(n).alias(c) for n, c in columns.items()))
+    per_model = (
+        loaded.frame.lazy()
+        .select("api_key_id", "model", "total_cost_usd", "requests")
+        .join(masks.lazy(), on="api_key_id", how="left")
+        .group_by("model")
+        .agg(
+            expr
+            for column in columns.values()
+            for expr in (
+                pl.col("total_cost_usd").filter(pl.col(column)).sum().alias(f"{column}_cost"),
+                pl.col("requests").filter(pl.col(column)).sum().alias(f"{column}_requests"),
+                pl.col(column).any().alias(f"{column}_rows"),
+            )
+        )
+        .collect()
+    )
+    return {name: _pool_context(per_model, column) for name, column in columns.items()}
+
+
+def _pool_context(per_model: pl.DataFrame, column: str) -> _Context:
+    """From spend and requests per model (columns `total_cost_usd` and `requests`, or
+    `{column}_cost`, `{column}_requests` and `{column}_rows` for one of several pools)."""
+    if column:
+        per_model = per_model.filter(pl.col(f"{column}_rows")).select(
+            "model",
+            pl.col(f"{column}_cost").alias("total_cost_usd"),
+            pl.col(f"{column}_requests").alias("requests"),
+        )
+    top = per_model.sort(["total_cost_usd", "model"], descending=[True, False]).head(3)
+    return (
+        float(per_model["total_cost_usd"].sum()),
+        float(per_model["requests"].sum()),
+        tuple((m, float(c)) for m, c in top.select("model", "total_cost_usd").iter_rows()),
     )
 
 
