@@ -161,6 +161,9 @@ class Daemon:
             return
         try:
             self._cycle(self._clock())
+        except StateError as error:  # locked, full disk: nothing of this cycle was recorded
+            log.error("cycle failed: %s; the next cycle tries again", error)
+            self._metrics.cycle_finished("error", 0.0)
         except Exception:
             log.exception("cycle failed")
             self._metrics.cycle_finished("error", 0.0)

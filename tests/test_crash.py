@@ -401,3 +401,66 @@ def test_a_full_disk_fails_the_check_with_exit_2_and_the_file_stays_sound(
     identities = outbox_identities(state)
     assert len(identities) == EXPECTED_ALERTS
     assert set(identities.values()) == {1}
+
+
+def cycles_failed(port: int) -> float:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.TransportError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith('costwatch_cycles_total{outcome="error"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.slow
+def test_the_daemon_counts_cycles_failed_on_a_locked_state_and_catches_up_once_released(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state.db"
+    with State.open(state):
+        pass
+    env = {**os.environ, "LANGDOCK_API_KEY": "sk-lock-key", "SLACK_BOT_TOKEN": TOKEN}
+    with Simulator(Workspace(keys=6), api_key="sk-lock-key") as sim, SlackStub() as stub:
+        stub.add_channel("#c0")
+        stub.add_channel("#c1")
+        port = free_port()
+        config = daemon_config(tmp_path / "costwatch.yaml", sim, stub, BASE_BUDGETS, port)
+        other = sqlite3.connect(state, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        process = subprocess.Popen(
+            [sys.executable, "-m", "costwatch", "run", "--config", str(config)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while cycles_failed(port) < 1 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert cycles_failed(port) >= 1  # counted, and the daemon is still up
+            assert outbox_by_budget(state)[0] == Counter()
+            other.execute("ROLLBACK")
+            while time.monotonic() < deadline + 30:
+                planned, unsent = outbox_by_budget(state)
+                if len(planned) == BASE_BUDGETS and not unsent:
+                    break
+                time.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=30)
+        finally:
+            other.close()
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        assert process.returncode == 0, err
+        assert "cycle failed: " in err
+        assert "cannot write the state: database is locked; the next cycle tries again" in err
+        assert "Traceback" not in err  # an expected condition, said in one line
+        sent = posted(stub)
+    planned, unsent = outbox_by_budget(state)
+    expected = {f"b{n:02d}" for n in range(BASE_BUDGETS)}
+    assert (set(planned), set(planned.values()), unsent) == (expected, {1}, set())
+    assert sent == Counter(dict.fromkeys(expected, 1))  # each alert delivered once
