@@ -181,7 +181,7 @@ def evaluate_with_selections(
     claimers = frozenset(i for i, rule in enumerate(resolved) if _claims(rule))
     tables: dict[str, _KeyTables] = {}
     # Subjects of rules that are judged alike (thresholds, period, forecast) are judged at once.
-    alike: dict[str, tuple[Rule, list[pl.DataFrame]]] = {}
+    alike: dict[str, tuple[Rule, list[pl.LazyFrame]]] = {}
     for index, rule in enumerate(resolved):
         key = export_key(rule.period)
         if key not in tables:
@@ -194,11 +194,14 @@ def evaluate_with_selections(
             tables[key] = _KeyTables(usage_by_range[key], selections, claimers, patterns)
         parts = alike.setdefault(_judged_alike(rule), (rule, []))[1]
         parts.extend(_subject_parts(rule, tables[key], _mask(index)))
+    # One query per group of rules judged alike: polars runs the many small selections in one
+    # plan, not one eager call (and its overhead) each.
     frames = [
-        _judge(rule, pl.concat(parts, how="vertical"), now)
+        _judge(rule, pl.concat(parts, how="vertical").collect(), now)
         for rule, parts in alike.values()
         if parts
     ]
+    frames = [frame for frame in frames if frame.height]
     selected = {
         key: table.masks.select(
             "api_key_id",
@@ -410,19 +413,22 @@ def _judged_alike(rule: Rule) -> str:
     return repr((tuple(t.at for t in rule.thresholds), rule.period, rule.forecast))
 
 
-def _subject_parts(rule: Rule, tables: _KeyTables, mask: str) -> list[pl.DataFrame]:
+def _subject_parts(rule: Rule, tables: _KeyTables, mask: str) -> list[pl.LazyFrame]:
     """The rule's subjects (`_subjects`), for all models and for each model glob."""
     selected = pl.col(mask)
-    parts = [_subjects(rule, tables.all_models.filter(selected), None, rule.budget.limits)]
+    parts = [_subjects(rule, tables.all_models.lazy().filter(selected), None, rule.budget.limits)]
     for pattern, limits in rule.budget.models.items():
-        parts.append(_subjects(rule, tables.for_models(pattern).filter(selected), pattern, limits))
-    return [part for part in parts if part.height]
+        on_models = tables.for_models(pattern).lazy().filter(selected)
+        parts.append(_subjects(rule, on_models, pattern, limits))
+    return [part for part in parts if part is not None]
 
 
-def _subjects(rule: Rule, per_key: pl.DataFrame, model: str | None, limits: Limits) -> pl.DataFrame:
+def _subjects(
+    rule: Rule, per_key: pl.LazyFrame, model: str | None, limits: Limits
+) -> pl.LazyFrame | None:
     """Used vs limit per subject and metric, long format: one row per subject x metric.
 
-    `per_key` holds the budget's selected keys, already summed per key.
+    `per_key` holds the budget's selected keys, already summed per key. None: no limits.
     """
     if rule.budget.scope == "shared":
         totals = per_key.select(
@@ -451,7 +457,7 @@ def _subjects(rule: Rule, per_key: pl.DataFrame, model: str | None, limits: Limi
             )
         )
     if not rows:
-        return pl.DataFrame()
+        return None
     return pl.concat(rows, how="vertical")
 
 
