@@ -150,40 +150,60 @@ def alert_summary(alert: Alert) -> str:
 
 
 def _keys_table(report: UsageReport) -> list[str]:
-    rows = list(report.per_key.iter_rows(named=True))
-    if not rows:
+    per_key = report.per_key
+    if not per_key.height:
         return ["No usage in this period."]
-    models = _models_by_key(report.top_models)
-    name_w = max(len("KEY"), min(NAME_WIDTH, max(len(r["api_key_name"] or "") for r in rows)))
-    id_w = max(len("ID"), min(ID_WIDTH, max(len(r["api_key_id"]) for r in rows)))
-    total_cost = float(report.per_key["total_cost_usd"].sum())
-    total_requests = int(report.per_key["requests"].sum())
+    # Column lists, not a dict per row: 20,000 keys are formatted in a plain loop.
+    ids = per_key.get_column("api_key_id").to_list()
+    names = [_printable(name or "") for name in per_key.get_column("api_key_name").to_list()]
+    costs = per_key.get_column("total_cost_usd").to_list()
+    requests = per_key.get_column("requests").to_list()
+    tops = _top_text(report.top_models)
+    name_w = max(len("KEY"), min(NAME_WIDTH, max(len(name) for name in names)))
+    id_w = max(len("ID"), min(ID_WIDTH, max(len(key_id) for key_id in ids)))
+    total_cost = float(per_key["total_cost_usd"].sum())
+    total_requests = int(per_key["requests"].sum())
     widths = (
-        len(str(len(rows))),
+        len(str(len(ids))),
         name_w,
         id_w,
         max(len("SPEND"), len(fmt.money(total_cost))),
         max(len("REQUESTS"), len(fmt.count(total_requests))),
     )
     lines = [_line(widths, "#", "KEY", "ID", "SPEND", "REQUESTS", "TOP MODELS")]
-    for rank, row in enumerate(rows, start=1):
-        top = ", ".join(
-            f"{m} {fmt.money(c)}" for m, c, _ in models.get(row["api_key_id"], [])[:TOP_MODELS]
-        )
+    cut, money, count = fmt.cut, fmt.money, fmt.count
+    for rank, (key_id, name, cost, used) in enumerate(
+        zip(ids, names, costs, requests, strict=True), start=1
+    ):
         lines.append(
             _line(
                 widths,
                 str(rank),
-                fmt.cut(_printable(row["api_key_name"] or ""), name_w),
-                fmt.cut(row["api_key_id"], id_w),
-                fmt.money(row["total_cost_usd"]),
-                fmt.count(row["requests"]),
-                fmt.cut(_printable(top), MODELS_WIDTH),
+                cut(name, name_w),
+                cut(key_id, id_w),
+                money(cost),
+                count(used),
+                cut(tops.get(key_id, ""), MODELS_WIDTH),
             )
         )
-    keys = f"TOTAL ({len(rows):,} key{'s' if len(rows) != 1 else ''})"
+    keys = f"TOTAL ({len(ids):,} key{'s' if len(ids) != 1 else ''})"
     lines.append(_line(widths, "", keys, "", fmt.money(total_cost), fmt.count(total_requests), ""))
     return lines
+
+
+def _top_text(top: pl.DataFrame) -> dict[str, str]:
+    """Per key: "gpt-4o $1,032.37, claude-3 $12.00" (its first TOP_MODELS models), printable."""
+    listed: dict[str, list[str]] = {}
+    for key_id, model, cost in zip(
+        top.get_column("api_key_id").to_list(),
+        top.get_column("model").to_list(),
+        top.get_column("total_cost_usd").to_list(),
+        strict=True,
+    ):
+        models = listed.setdefault(key_id, [])
+        if len(models) < TOP_MODELS:
+            models.append(f"{model} {fmt.money(cost)}")
+    return {key_id: _printable(", ".join(models)) for key_id, models in listed.items()}
 
 
 def _findings_table(findings: pl.DataFrame) -> list[str]:
