@@ -181,7 +181,7 @@ def evaluate_with_selections(
     claimers = frozenset(i for i, rule in enumerate(resolved) if _claims(rule))
     tables: dict[str, _KeyTables] = {}
     # Subjects of rules that are judged alike (thresholds, period, forecast) are judged at once.
-    alike: dict[str, tuple[Rule, list[pl.LazyFrame]]] = {}
+    alike: dict[str, tuple[Rule, list[pl.DataFrame]]] = {}
     for index, rule in enumerate(resolved):
         key = export_key(rule.period)
         if key not in tables:
@@ -193,11 +193,13 @@ def evaluate_with_selections(
             ]
             tables[key] = _KeyTables(usage_by_range[key], selections, claimers, patterns)
         parts = alike.setdefault(_judged_alike(rule), (rule, []))[1]
-        parts.extend(_subject_parts(rule, tables[key], _mask(index)))
-    # One query per group of rules judged alike: polars runs the many small selections in one
-    # plan, not one eager call (and its overhead) each.
+        own = _subject_parts(rule, tables[key], _mask(index))
+        if own:
+            # One query per rule (all its models and metrics): one collect, not one per step;
+            # a single query over every rule would hold all their copies at once.
+            parts.append(pl.concat(own, how="vertical").collect())
     frames = [
-        _judge(rule, pl.concat(parts, how="vertical").collect(), now)
+        _judge(rule, pl.concat(parts, how="vertical"), now)
         for rule, parts in alike.values()
         if parts
     ]
