@@ -257,7 +257,8 @@ def _pools_context(
     selected: pl.DataFrame,
 ) -> dict[str, _Context]:
     """Spend, requests and top models of every alerted pool of one export range, in one pass:
-    the export's rows joined once to the pools' key selections, summed per model."""
+    per row a membership flag for each pool (no join that copies the export), summed per
+    model."""
     names = sorted(
         {
             a.budget
@@ -270,11 +271,14 @@ def _pools_context(
     if not names:
         return {}
     columns = {name: f"_pool_{i}" for i, name in enumerate(names)}
-    masks = selected.select("api_key_id", *(pl.col(n).alias(c) for n, c in columns.items()))
+    members = {
+        column: selected.filter(pl.col(name)).get_column("api_key_id")
+        for name, column in columns.items()
+    }
+    in_pool = [pl.col("api_key_id").is_in(keys).alias(c) for c, keys in members.items()]
     per_model = (
         loaded.frame.lazy()
-        .select("api_key_id", "model", "total_cost_usd", "requests")
-        .join(masks.lazy(), on="api_key_id", how="left")
+        .select("model", "total_cost_usd", "requests", *in_pool)
         .group_by("model")
         .agg(
             expr
