@@ -8,7 +8,6 @@ import random
 import re
 import resource
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from loopback import free_port
 from slackstub import TOKEN, SlackStub
 
 from costwatch.simulator import Simulator, Workspace
@@ -111,13 +111,6 @@ def test_sigkill_at_random_points_of_a_cycle_loses_and_repeats_nothing(
 KILLS = 50
 BASE_BUDGETS = 8
 BUDGET_IN_TEXT = re.compile(r"\(budget (b\d{2})\b")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def daemon_config(

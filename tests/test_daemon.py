@@ -6,18 +6,18 @@ import json
 import logging
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from loopback import free_port, wait_for
 from slackstub import TOKEN, SlackStub
 
 from costwatch.config import parse_config
@@ -25,22 +25,6 @@ from costwatch.daemon import Daemon, interval, trigger
 from costwatch.simulator import Simulator, Workspace
 
 SECRET = "sk-lang-DAEMON-SECRET-0042"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 def get(url: str) -> httpx.Response | None:

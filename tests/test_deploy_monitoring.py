@@ -16,7 +16,6 @@ import contextlib
 import json
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from loopback import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from promtool import promtool
 from slackstub import TOKEN, SlackStub
@@ -231,13 +231,6 @@ def test_dashboard_uses_the_datasource_variable_on_every_panel_and_query() -> No
 class Stack:
     costwatch: str  # http://127.0.0.1:port of costwatch's metrics server
     prometheus: str  # http://127.0.0.1:port of Prometheus
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def wait_until_ready(url: str, seconds: float, process: subprocess.Popen[bytes] | None) -> None:

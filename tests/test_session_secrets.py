@@ -19,14 +19,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from loopback import free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 from slackstub import SlackStub
 
@@ -39,22 +37,6 @@ PASSWORD = "metrics-PASSW0RD-session-1f2e"
 SECRETS = {"langdock key": LANGDOCK_KEY, "slack token": SLACK_TOKEN, "password": PASSWORD}
 COMMAND = [sys.executable, "-m", "costwatch", "--log-format", "json", "run"]
 KEYS = 12  # every name in simworkspace.KEY_NAMES, the hostile ones included
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 def write_config(path: Path, sim: Simulator, stub: SlackStub, port: int) -> Path:
