@@ -1,10 +1,16 @@
-"""Helpers for tests that run servers on loopback: a free port, and waiting for a condition."""
+"""Helpers for tests that run servers on loopback: a free port, waiting for a condition, and
+a daemon configuration pointing at the simulator and the Slack stand-in."""
 
 from __future__ import annotations
 
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from slackstub import SlackStub
+
+from costwatch.simulator import Simulator
 
 
 def free_port() -> int:
@@ -23,3 +29,53 @@ def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
+def write_daemon_config(
+    path: Path,
+    sim: Simulator,
+    stub: SlackStub,
+    port: int,
+    budgets: str,
+    *,
+    every: str = "1s",
+    shutdown_grace: str = "10s",
+    timeout: float = 5,
+    channel: str = "#ai-spend",
+    min_interval: float = 0,
+    langdock: str = "",
+    slack: str = "",
+    metrics: str = "",
+    defaults: str = "",
+) -> Path:
+    """A costwatch config for a daemon on loopback: the simulator, the Slack stand-in, a fast
+    schedule and short retries. `budgets` is the YAML list's items; the other strings are extra
+    lines (indented two spaces) for their sections. The state sits beside the file."""
+    path.write_text(
+        f"""\
+langdock:
+  base_url: {sim.base_url}
+  api_key: ${{LANGDOCK_API_KEY}}
+  allow_insecure_download: true
+  timeout_seconds: {timeout}
+  retry_max_elapsed_seconds: 1
+  max_attempts: 2
+{langdock}schedule:
+  every: {every}
+  timezone: Europe/Berlin
+  shutdown_grace: {shutdown_grace}
+state:
+  path: {path.parent / "state.db"}
+slack:
+  token: ${{SLACK_BOT_TOKEN}}
+  channel: "{channel}"
+  api_url: {stub.api_url}
+  min_interval_seconds: {min_interval}
+  retry_every: 1s
+{slack}metrics:
+  listen: 127.0.0.1:{port}
+{metrics}{"defaults:" + chr(10) + defaults if defaults else ""}budgets:
+{budgets}""",
+        encoding="utf-8",
+    )
+    return path

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from loopback import free_port
+from loopback import free_port, write_daemon_config
 from slackstub import TOKEN, SlackStub
 
 from costwatch.simulator import Simulator, Workspace
@@ -124,38 +124,18 @@ def daemon_config(
         f'    channel: "#c{n % 2}"\n'
         for n in range(budgets)
     ]
-    path.write_text(
-        f"""\
-langdock:
-  base_url: {sim.base_url}
-  api_key: ${{LANGDOCK_API_KEY}}
-  allow_insecure_download: true
-  timeout_seconds: 5
-  retry_max_elapsed_seconds: 1
-  max_attempts: 2
-schedule:
-  every: 1s
-  timezone: Europe/Berlin
-  shutdown_grace: 5s
-state:
-  path: {path.parent / "state.db"}
-slack:
-  token: ${{SLACK_BOT_TOKEN}}
-  channel: "#c0"
-  api_url: {stub.api_url}
-  min_interval_seconds: 0.15
-  digest_after: 1000
-  retry_every: 1s
-metrics:
-  listen: 127.0.0.1:{port or free_port()}
-defaults:
-  thresholds: [100]
-  forecast: false
-budgets:
-{"".join(lines)}""",
-        encoding="utf-8",
+    return write_daemon_config(
+        path,
+        sim,
+        stub,
+        port or free_port(),
+        "".join(lines),
+        shutdown_grace="5s",
+        channel="#c0",
+        min_interval=0.15,
+        slack="  digest_after: 1000\n",
+        defaults="  thresholds: [100]\n  forecast: false\n",
     )
-    return path
 
 
 def healthy(port: int) -> bool:

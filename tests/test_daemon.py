@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from loopback import free_port, wait_for
+from loopback import free_port, wait_for, write_daemon_config
 from slackstub import TOKEN, SlackStub
 
 from costwatch.config import parse_config
@@ -56,34 +56,7 @@ def stub() -> Iterator[SlackStub]:
 def write_config(
     path: Path, sim: Simulator, stub: SlackStub, port: int, *, budgets: str, every: str = "2s"
 ) -> Path:
-    path.write_text(
-        f"""\
-langdock:
-  base_url: {sim.base_url}
-  api_key: ${{LANGDOCK_API_KEY}}
-  allow_insecure_download: true
-  timeout_seconds: 5
-  retry_max_elapsed_seconds: 1
-  max_attempts: 2
-schedule:
-  every: {every}
-  timezone: Europe/Berlin
-  shutdown_grace: 10s
-state:
-  path: {path.parent / "state.db"}
-slack:
-  token: ${{SLACK_BOT_TOKEN}}
-  channel: "#ai-spend"
-  api_url: {stub.api_url}
-  min_interval_seconds: 0
-  retry_every: 1s
-metrics:
-  listen: 127.0.0.1:{port}
-budgets:
-{budgets}""",
-        encoding="utf-8",
-    )
-    return path
+    return write_daemon_config(path, sim, stub, port, budgets, every=every)
 
 
 EVERY_KEY = """\

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from loopback import free_port
+from loopback import free_port, write_daemon_config
 from prometheus_client.parser import text_string_to_metric_families
 from promtool import promtool
 from slackstub import TOKEN, SlackStub
@@ -251,42 +251,17 @@ def write_costwatch_config(path: Path, sim: Simulator, stub: SlackStub, port: in
     # every-key: cost over 0.5 USD per key, alerts to #team (delivered: alerts sent).
     # pool: all keys share 1 request (far over 100%), alerts to slack.channel, which the
     # stand-in says is archived: refused at every retry (Slack errors), left pending.
-    path.write_text(
-        f"""\
-langdock:
-  base_url: {sim.base_url}
-  api_key: ${{LANGDOCK_API_KEY}}
-  allow_insecure_download: true
-  timeout_seconds: 5
-  retry_max_elapsed_seconds: 1
-  max_attempts: 2
-schedule:
-  every: 1s
-  timezone: Europe/Berlin
-  shutdown_grace: 10s
-state:
-  path: {path.parent / "state.db"}
-slack:
-  token: ${{SLACK_BOT_TOKEN}}
-  channel: "#ai-spend"
-  api_url: {stub.api_url}
-  min_interval_seconds: 0
-  retry_every: 1s
-metrics:
-  listen: 127.0.0.1:{port}
-budgets:
+    budgets = """\
   - name: every-key
     keys: "*"
-    limits: {{cost_usd: 0.5}}
+    limits: {cost_usd: 0.5}
     channel: "#team"
   - name: pool
     keys: "*"
     scope: shared
-    limits: {{requests: 1}}
-""",
-        encoding="utf-8",
-    )
-    return path
+    limits: {requests: 1}
+"""
+    return write_daemon_config(path, sim, stub, port, budgets)
 
 
 def prometheus_binary() -> Path:

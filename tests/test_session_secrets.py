@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from loopback import free_port, wait_for
+from loopback import free_port, wait_for, write_daemon_config
 from prometheus_client.parser import text_string_to_metric_families
 from slackstub import SlackStub
 
@@ -40,44 +40,26 @@ KEYS = 12  # every name in simworkspace.KEY_NAMES, the hostile ones included
 
 
 def write_config(path: Path, sim: Simulator, stub: SlackStub, port: int) -> Path:
-    path.write_text(
-        f"""\
-langdock:
-  base_url: {sim.base_url}
-  api_key: ${{LANGDOCK_API_KEY}}
-  allow_insecure_download: true
-  timeout_seconds: 2
-  retry_max_elapsed_seconds: 1
-  max_attempts: 2
-  failures_before_alert: 1
-schedule:
-  every: 1s
-  timezone: Europe/Berlin
-  shutdown_grace: 5s
-state:
-  path: {path.parent / "state.db"}
-slack:
-  token: ${{SLACK_BOT_TOKEN}}
-  channel: "#ai-spend"
-  api_url: {stub.api_url}
-  min_interval_seconds: 0
-  retry_every: 1s
-metrics:
-  listen: 127.0.0.1:{port}
-  basic_auth_user: prometheus
-  basic_auth_password: ${{METRICS_PASSWORD}}
-budgets:
+    budgets = """\
   - name: every-key
     keys: "*"
-    limits: {{cost_usd: 0.5}}
+    limits: {cost_usd: 0.5}
   - name: lost-channel
     keys: "*"
-    limits: {{requests: 1}}
+    limits: {requests: 1}
     channel: "#nowhere"
-""",
-        encoding="utf-8",
+"""
+    return write_daemon_config(
+        path,
+        sim,
+        stub,
+        port,
+        budgets,
+        timeout=2,
+        shutdown_grace="5s",
+        langdock="  failures_before_alert: 1\n",
+        metrics="  basic_auth_user: prometheus\n  basic_auth_password: ${METRICS_PASSWORD}\n",
     )
-    return path
 
 
 def leaks(text: str) -> list[str]:
