@@ -649,9 +649,12 @@ def test_tls_serves_metrics_over_https_with_the_configured_certificate(
         )  # a bad client does not break the server
 
 
-def test_ipv6_listen_address_serves_metrics(metrics: Metrics) -> None:
-    if not ipv6_loopback():
-        pytest.skip("this machine has no IPv6 loopback")
+def test_ipv6_listen_address_serves_metrics_or_fails_loudly(metrics: Metrics) -> None:
+    if not ipv6_loopback():  # a host without IPv6: an error at start-up, never a silent server
+        server = MetricsServer(metrics, host="::", port=0, healthz=ok_probe, readyz=ok_probe)
+        with pytest.raises(OSError):
+            server.start()
+        return
     with (
         MetricsServer(metrics, host="::", port=0, healthz=ok_probe, readyz=ok_probe) as server,
         httpx.Client() as http,
