@@ -652,7 +652,7 @@ def test_tls_serves_metrics_over_https_with_the_configured_certificate(
 def test_ipv6_listen_address_serves_metrics_or_fails_loudly(metrics: Metrics) -> None:
     if not ipv6_loopback():  # a host without IPv6: an error at start-up, never a silent server
         server = MetricsServer(metrics, host="::", port=0, healthz=ok_probe, readyz=ok_probe)
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match=r"[Aa]ddress"):
             server.start()
         return
     with (
