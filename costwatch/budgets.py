@@ -151,15 +151,6 @@ def export_ranges(resolved: Iterable[Rule]) -> dict[str, Period]:
     return ranges
 
 
-def with_tokens(frame: pl.DataFrame) -> pl.DataFrame:
-    """Add the `tokens` column (prompt + completion; null where the export has no tokens)."""
-    if "tokens" in frame.columns:
-        return frame
-    return frame.with_columns(
-        (pl.col("sum_prompt_tokens") + pl.col("sum_completion_tokens")).alias("tokens")
-    )
-
-
 def evaluate(
     resolved: Sequence[Rule], usage_by_range: Mapping[str, pl.DataFrame], now: datetime
 ) -> pl.DataFrame:

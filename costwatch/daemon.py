@@ -93,10 +93,6 @@ class Daemon:
         )
 
     @property
-    def metrics_port(self) -> int:
-        return self._server.port
-
-    @property
     def listen(self) -> str:
         return self._config.metrics.listen
 
@@ -133,9 +129,6 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
-
-    def request_reload(self) -> None:
-        self._reload.set()
 
     def shutdown(self) -> None:
         """Stop scheduling, let a running cycle finish within the grace, flush, close."""

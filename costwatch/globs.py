@@ -15,12 +15,6 @@ from collections.abc import Iterable
 
 import polars as pl
 
-GLOB_CHARS = frozenset("*?[")
-
-
-def is_glob(pattern: str) -> bool:
-    return any(ch in GLOB_CHARS for ch in pattern)
-
 
 def matches(pattern: str, text: str) -> bool:
     return text == pattern or fnmatch.fnmatchcase(text, pattern)
