@@ -5,10 +5,16 @@
   newer costwatch, or one that is not a costwatch database or is damaged, is refused with a
   clear `StateError` and left as it was, never replaced by a fresh one (that would re-send the
   whole period's alerts).
-- Planning and recording happen in one transaction (`commit`): the ledger rows and the outbox
-  rows of a plan are written together or not at all. Delivery marks outbox rows sent. After a
-  crash, nothing fires twice (the ledger says it fired) and nothing is lost (the outbox row
-  waits); the one window for a duplicate is between Slack accepting a message and `mark_sent`.
+- One process at a time writes the file: `State.open` takes its writer lock first
+  (`statelock.py`) and holds it until `close`; another process is refused, naming the holder.
+  `State.open(..., write=False)` takes no lock and refuses every write.
+- A cycle reads the ledger and commits its plan in one transaction (`transaction()`:
+  BEGIN IMMEDIATE before the read, COMMIT after the writes), so no other writer, not even a
+  second `State` of the same process, can plan in between: an alert is planned once. The
+  ledger rows and the outbox rows of a plan are written together or not at all. Delivery marks
+  outbox rows sent. After a crash, nothing fires twice (the ledger says it fired) and nothing is
+  lost (the outbox row waits); the one window for a duplicate is between Slack accepting a
+  message and `mark_sent`.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -28,8 +35,19 @@ from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
 from costwatch.statefile import MIGRATIONS, SCHEMA_VERSION, connect, rollback
+from costwatch.statelock import WriterLock
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "HistoryRow", "Message", "OutboxItem", "State"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "HistoryRow",
+    "Message",
+    "OutboxItem",
+    "State",
+    "Transaction",
+]
+
+_Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
@@ -64,23 +82,47 @@ class HistoryRow:
 class State:
     """The state file. Thread-safe: one connection behind a lock."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, path: Path, writer: WriterLock | None = None
+    ) -> None:
         self._db = connection
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a thread inside transaction() may still read
+        self._writer = writer
+        self._writable = writer is not None
         self.path = path
 
     @classmethod
-    def open(cls, path: Path, *, busy_timeout: float = 5.0) -> State:
+    def open(
+        cls,
+        path: Path,
+        *,
+        busy_timeout: float = 5.0,
+        write: bool = True,
+        wait: float = 0.0,
+        command: str = "a costwatch process",
+    ) -> State:
         """Open (or create) the state file, migrating it to the current schema.
 
-        `busy_timeout` is how many seconds a write waits for another writer's lock before it
-        fails with `StateError`.
+        To write (the default), this process first becomes the file's one writer: it takes the
+        writer lock, waiting up to `wait` seconds for another process to let go, and otherwise
+        fails with `StateError` naming the holder; `command` is how a refused process will name
+        this one. `write=False` takes no lock, and every write through it fails.
+        `busy_timeout` is how many seconds a write waits for SQLite's own lock (another
+        program's transaction on the file) before it fails with `StateError`.
         """
-        return cls(connect(path, busy_timeout), path)
+        writer = WriterLock.acquire(path, wait=wait, command=command) if write else None
+        try:
+            return cls(connect(path, busy_timeout), path, writer)
+        except BaseException:
+            if writer is not None:
+                writer.release(discard=True)
+            raise
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._writer is not None:
+                self._writer.release()
 
     def __enter__(self) -> State:
         return self
@@ -88,35 +130,30 @@ class State:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the ledger -------------------------------------------------------------------------
+    # -- a cycle's reads and writes --------------------------------------------------------
 
     def ledger(self, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:
-        """Ledger entries of the given periods (older periods are not needed to plan)."""
-        rows: list[tuple[Any, ...]] = []
-        for period in sorted(set(periods)):  # a cycle has one to three periods
-            rows += self._query(
-                "SELECT budget, subject, model, metric, kind, period, level, limit_value, used,"
-                " sent_at FROM ledger WHERE period = ?",
-                (period,),
-            )
-        entries = (
-            LedgerEntry(
-                budget=r[0],
-                subject=r[1],
-                model=r[2],
-                metric=r[3],
-                kind=r[4],
-                period=r[5],
-                level=r[6],
-                limit=r[7],
-                used=r[8],
-                sent_at=_time(r[9]),
-            )
-            for r in rows
-        )
-        return {entry.key: entry for entry in entries}
+        """Ledger entries of the given periods (older periods are not needed to plan).
 
-    # -- one cycle's writes, in one transaction ----------------------------------------------
+        To plan against them and commit the plan, read them through `transaction()` instead.
+        """
+        return _read_ledger(self._query, periods)
+
+    def export_health(self) -> ExportHealth:
+        return _read_health(self._query)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One transaction, BEGIN IMMEDIATE to COMMIT, for what a cycle reads to plan and then
+        writes: no other writer of the file can write in between, so what was read is still
+        true when the plan is committed. Rolled back whole on any error; other threads' calls
+        on this State wait until it ends."""
+        with self._transaction() as db:
+            transaction = Transaction(db)
+            try:
+                yield transaction
+            finally:
+                transaction.ended = True
 
     def commit(
         self,
@@ -128,49 +165,10 @@ class State:
         health: ExportHealth | None = None,
     ) -> list[int]:
         """Write a cycle's outcome atomically; returns the new outbox ids."""
-        ids: list[int] = []
-        with self._transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        e.budget,
-                        e.subject,
-                        e.model,
-                        e.metric,
-                        e.kind,
-                        e.period,
-                        e.level,
-                        e.limit,
-                        e.used,
-                        _iso(e.sent_at),
-                    )
-                    for e in ledger
-                ],
+        with self.transaction() as transaction:
+            return transaction.commit(
+                now=now, ledger=ledger, messages=messages, history=history, health=health
             )
-            for message in messages:
-                cursor = db.execute(
-                    "INSERT INTO outbox (created_at, channel, kind, payload) VALUES (?,?,?,?)",
-                    (_iso(now), message.channel, message.kind, json.dumps(message.payload)),
-                )
-                assert cursor.lastrowid is not None
-                ids.append(cursor.lastrowid)
-            db.executemany(
-                "INSERT INTO history VALUES (?,?,?,?,?,?)",
-                [(_iso(now), h.budget, h.subject, h.metric, h.used, h.limit) for h in history],
-            )
-            if health is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO export_health VALUES (1,?,?,?,?,?)",
-                    (
-                        health.consecutive_failures,
-                        _iso(health.failing_since),
-                        _iso(health.last_success),
-                        health.last_reason,
-                        int(health.alerted),
-                    ),
-                )
-        return ids
 
     # -- the outbox -------------------------------------------------------------------------
 
@@ -218,23 +216,7 @@ class State:
             )
         del now  # kept in the signature: the caller's clock, for symmetry with mark_sent
 
-    # -- export health and housekeeping -------------------------------------------------------
-
-    def export_health(self) -> ExportHealth:
-        rows = self._query(
-            "SELECT consecutive_failures, failing_since, last_success, last_reason, alerted"
-            " FROM export_health WHERE id = 1"
-        )
-        if not rows:
-            return ExportHealth()
-        r = rows[0]
-        return ExportHealth(
-            consecutive_failures=r[0],
-            failing_since=_time(r[1]),
-            last_success=_time(r[2]),
-            last_reason=r[3],
-            alerted=bool(r[4]),
-        )
+    # -- housekeeping -------------------------------------------------------------------------
 
     def prune(self, now: datetime, retention: timedelta) -> int:
         """Delete history and sent outbox rows older than `retention`, and the ledger of periods
@@ -263,7 +245,130 @@ class State:
                 raise StateError(f"{self.path}: {error}") from None
 
     def _transaction(self) -> _Transaction:
+        if not self._writable:
+            raise StateError(f"{self.path}: opened for reading only; nothing can be written")
         return _Transaction(self)
+
+
+class Transaction:
+    """What a cycle reads and writes inside `State.transaction()`; usable only within it."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.ended = False
+
+    def ledger(self, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:
+        """Ledger entries of the given periods, as they stand in this transaction."""
+        return _read_ledger(self._query, periods)
+
+    def export_health(self) -> ExportHealth:
+        return _read_health(self._query)
+
+    def commit(
+        self,
+        *,
+        now: datetime,
+        ledger: Sequence[LedgerEntry] = (),
+        messages: Sequence[Message] = (),
+        history: Sequence[HistoryRow] = (),
+        health: ExportHealth | None = None,
+    ) -> list[int]:
+        """Write a cycle's outcome (committed when the transaction ends); the new outbox ids."""
+        db = self._usable()
+        db.executemany(
+            "INSERT OR REPLACE INTO ledger VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    e.budget,
+                    e.subject,
+                    e.model,
+                    e.metric,
+                    e.kind,
+                    e.period,
+                    e.level,
+                    e.limit,
+                    e.used,
+                    _iso(e.sent_at),
+                )
+                for e in ledger
+            ],
+        )
+        ids: list[int] = []
+        for message in messages:
+            cursor = db.execute(
+                "INSERT INTO outbox (created_at, channel, kind, payload) VALUES (?,?,?,?)",
+                (_iso(now), message.channel, message.kind, json.dumps(message.payload)),
+            )
+            assert cursor.lastrowid is not None
+            ids.append(cursor.lastrowid)
+        db.executemany(
+            "INSERT INTO history VALUES (?,?,?,?,?,?)",
+            [(_iso(now), h.budget, h.subject, h.metric, h.used, h.limit) for h in history],
+        )
+        if health is not None:
+            db.execute(
+                "INSERT OR REPLACE INTO export_health VALUES (1,?,?,?,?,?)",
+                (
+                    health.consecutive_failures,
+                    _iso(health.failing_since),
+                    _iso(health.last_success),
+                    health.last_reason,
+                    int(health.alerted),
+                ),
+            )
+        return ids
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._usable().execute(sql, params).fetchall()
+
+    def _usable(self) -> sqlite3.Connection:
+        if self.ended:
+            raise StateError("this transaction has ended; start another with transaction()")
+        return self._db
+
+
+def _read_ledger(query: _Query, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:
+    rows: list[tuple[Any, ...]] = []
+    for period in sorted(set(periods)):  # a cycle has one to three periods
+        rows += query(
+            "SELECT budget, subject, model, metric, kind, period, level, limit_value, used,"
+            " sent_at FROM ledger WHERE period = ?",
+            (period,),
+        )
+    entries = (
+        LedgerEntry(
+            budget=r[0],
+            subject=r[1],
+            model=r[2],
+            metric=r[3],
+            kind=r[4],
+            period=r[5],
+            level=r[6],
+            limit=r[7],
+            used=r[8],
+            sent_at=_time(r[9]),
+        )
+        for r in rows
+    )
+    return {entry.key: entry for entry in entries}
+
+
+def _read_health(query: _Query) -> ExportHealth:
+    rows = query(
+        "SELECT consecutive_failures, failing_since, last_success, last_reason, alerted"
+        " FROM export_health WHERE id = 1",
+        (),
+    )
+    if not rows:
+        return ExportHealth()
+    r = rows[0]
+    return ExportHealth(
+        consecutive_failures=r[0],
+        failing_since=_time(r[1]),
+        last_success=_time(r[2]),
+        last_reason=r[3],
+        alerted=bool(r[4]),
+    )
 
 
 class _Transaction:

@@ -97,10 +97,8 @@ def rollback(db: sqlite3.Connection) -> None:
 def _create(path: Path, busy_timeout: float) -> None:
     """Build a new, migrated state file under a temporary name, then move it to `path`."""
     folder = path.parent
-    if folder.exists() and not folder.is_dir():
-        raise StateError(f"{path}: cannot create the state file: {folder} is not a folder")
+    ensure_folder(path)
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor, name = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".new")
     except OSError as error:
         raise StateError(f"{path}: cannot create the state file: {error.strerror}") from None
@@ -122,6 +120,17 @@ def _create(path: Path, busy_timeout: float) -> None:
         for leftover in (temporary, *_companions(temporary)):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
+
+
+def ensure_folder(path: Path) -> None:
+    """The state file's folder, made 0700 if missing."""
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise StateError(f"{path}: cannot create the state file: {folder} is not a folder")
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise StateError(f"{path}: cannot create the state file: {error.strerror}") from None
 
 
 def _check_header(path: Path) -> None:

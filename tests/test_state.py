@@ -1,9 +1,11 @@
-"""The SQLite state over real files: creation, refusals, locking, atomicity, crashes, threads."""
+"""The SQLite state over real files: creation, refusals, the writer lock, SQLite's locks,
+atomicity, crashes, threads."""
 
 from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -119,13 +121,16 @@ def test_a_new_file_is_made_0600_in_a_new_folder_with_wal_and_the_current_schema
         assert mode(path) == 0o600
         assert mode(path.with_name("state.db-wal")) == 0o600
         assert mode(path.with_name("state.db-shm")) == 0o600
-        assert listing(path.parent) == {"state.db", "state.db-wal", "state.db-shm"}
+        assert mode(path.with_name("state.db.lock")) == 0o600  # the writer lock's file
+        assert listing(path.parent) == {"state.db", "state.db-wal", "state.db-shm", "state.db.lock"}
     assert mode(path.parent) == 0o700
     assert query(path, "PRAGMA journal_mode") == [("wal",)]
     assert query(path, "SELECT version FROM schema_version ORDER BY rowid") == [
         (n,) for n in range(1, SCHEMA_VERSION + 1)
     ]
-    assert listing(path.parent) == {"state.db"}  # the last close checkpoints and removes the WAL
+    # The last close checkpoints and removes the WAL; the lock file stays (never removed while
+    # in use, and a file that is there is no harm).
+    assert listing(path.parent) == {"state.db", "state.db.lock"}
 
 
 def test_an_existing_0644_file_and_its_wal_are_tightened_to_0600(path: Path) -> None:
@@ -297,7 +302,222 @@ def test_a_path_that_is_a_folder_or_lies_under_a_file_cannot_be_opened(tmp_path:
         State.open(tmp_path / "plain" / "sub" / "state.db")
 
 
-# -- locking and atomicity --------------------------------------------------------------------
+# -- one writer per file: the writer lock ----------------------------------------------------
+
+HOLD_UNTIL_TOLD = """
+import sys
+from pathlib import Path
+from costwatch.state import State
+
+with State.open(Path(sys.argv[1]), command=sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.readline()
+print("released", flush=True)
+"""
+
+
+class Holder:
+    """Another process that holds the state's writer lock until `release()` or `kill()`."""
+
+    def __init__(self, path: Path, command: str = "costwatch run") -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", HOLD_UNTIL_TOLD, str(path), command],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline() == "held\n"
+
+    def release(self) -> None:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        assert self.process.stdout.readline() == "released\n"
+        self.process.communicate(timeout=30)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.communicate(timeout=30)
+
+
+@contextmanager
+def held_elsewhere(path: Path, command: str = "costwatch run") -> Iterator[Holder]:
+    holder = Holder(path, command)
+    try:
+        yield holder
+    finally:
+        holder.kill()
+
+
+def test_a_second_process_cannot_write_the_file_and_is_told_who_holds_it(path: Path) -> None:
+    with held_elsewhere(path) as holder:
+        before = path.read_bytes()
+        with pytest.raises(StateError) as raised:
+            State.open(path)
+        assert path.read_bytes() == before
+    message = str(raised.value)
+    expected = (
+        f"{path} is in use by costwatch run (pid {holder.process.pid} on host"
+        f" {socket.gethostname()} since "
+    )
+    assert message.startswith(expected), message
+    assert message.endswith(": one process at a time writes a state file"), message
+
+
+def test_a_writer_waits_up_to_its_wait_says_so_and_then_refuses(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with held_elsewhere(path, "costwatch check"):
+        started = time.monotonic()
+        with pytest.raises(StateError, match=r"in use by costwatch check .*\(waited 0.5 s\)$"):
+            State.open(path, wait=0.5)
+        assert time.monotonic() - started >= 0.5
+    assert "is in use by costwatch check (pid " in caplog.text
+    assert "waiting up to 0.5 s for it" in caplog.text
+
+
+def test_a_writer_that_waits_gets_the_lock_when_the_holder_lets_go(path: Path) -> None:
+    holder = Holder(path)
+    try:
+        letting_go = threading.Timer(0.5, holder.release)
+        letting_go.start()
+        with State.open(path, wait=30) as state:
+            state.commit(now=T0, messages=[message(1)])
+        letting_go.join(timeout=30)
+    finally:
+        holder.kill()
+    assert count(path, "outbox") == 1
+
+
+@pytest.mark.parametrize("ending", ["close", "SIGKILL"])
+def test_the_lock_is_free_again_as_soon_as_its_holder_closes_or_dies(
+    path: Path, ending: str
+) -> None:
+    holder = Holder(path)
+    if ending == "close":
+        holder.release()
+    else:
+        holder.kill()  # the kernel releases a flock with the process's last descriptor
+    with State.open(path) as state:  # no wait
+        state.commit(now=T0, messages=[message(1)])
+
+
+TRY_TO_OPEN = """
+import sys
+from pathlib import Path
+from costwatch.errors import StateError
+from costwatch.state import State
+
+try:
+    State.open(Path(sys.argv[1])).close()
+    print("opened")
+except StateError as error:
+    print(error)
+"""
+
+
+def open_elsewhere(path: Path) -> str:
+    """What another process's `State.open(path)` says: "opened" or its refusal."""
+    done = subprocess.run(
+        [sys.executable, "-c", TRY_TO_OPEN, str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout.strip()
+
+
+def test_states_of_one_process_share_its_lock_until_the_last_one_closes(path: Path) -> None:
+    first = State.open(path)
+    second = State.open(path)  # the same process: it shares the lock instead of waiting
+    first.close()
+    refusal = open_elsewhere(path)  # still held here, by the second
+    assert refusal.startswith(f"{path} is in use by a costwatch process (pid "), refusal
+    second.close()
+    assert open_elsewhere(path) == "opened"  # now it is free
+
+
+def test_a_state_opened_for_reading_takes_no_lock_and_refuses_every_write(path: Path) -> None:
+    with State.open(path) as writer:
+        (item,) = writer.commit(now=T0, ledger=[entry()], messages=[message(1)])
+    writes: dict[str, Callable[[State], object]] = {
+        "commit": lambda s: s.commit(now=T0, messages=[message(2)]),
+        "transaction": lambda s: s.transaction().__enter__(),
+        "mark_sent": lambda s: s.mark_sent([item], now=T0),
+        "mark_failed": lambda s: s.mark_failed(item, "x", now=T0, retry_at=T0),
+        "prune": lambda s: s.prune(T0 + timedelta(days=400), timedelta(days=1)),
+    }
+    with held_elsewhere(path), State.open(path, write=False) as reader:
+        assert reader.pending_count() == 1
+        assert set(reader.ledger([PERIOD])) == {entry().key}
+        for name, write in writes.items():
+            with pytest.raises(StateError, match="opened for reading only"):
+                write(reader)
+            assert count(path, "outbox") == 1, name
+    assert query(path, "SELECT sent_at, attempts FROM outbox") == [(None, 0)]
+
+
+def test_the_lock_file_is_tightened_to_0600(path: Path) -> None:
+    State.open(path).close()
+    lock = path.with_name("state.db.lock")
+    lock.chmod(0o644)
+    State.open(path).close()
+    assert mode(lock) == 0o600
+
+
+def test_the_transaction_of_a_cycle_keeps_another_state_from_reading_until_it_commits(
+    path: Path,
+) -> None:
+    """What a cycle reads to plan is still true when it commits: another writer's ledger read
+    (another State, as another process would be, were it not for the lock) waits for it."""
+    State.open(path).close()
+    seen: list[set[Any]] = []
+    with State.open(path, busy_timeout=30) as first, State.open(path, busy_timeout=30) as second:
+
+        def plan_in_second() -> None:
+            with second.transaction() as transaction:
+                seen.append(set(transaction.ledger([PERIOD])))
+                transaction.commit(now=T0, ledger=[] if seen[-1] else [entry(subject="late")])
+
+        with first.transaction() as transaction:
+            assert transaction.ledger([PERIOD]) == {}
+            other = threading.Thread(target=plan_in_second)
+            other.start()
+            time.sleep(0.3)  # the other's read would happen here, were it not held off
+            assert seen == []
+            transaction.commit(now=T0, ledger=[entry()])
+        other.join(timeout=30)
+    assert seen == [{entry().key}]  # it saw the first one's plan: nothing planned twice
+    assert query(path, "SELECT subject FROM ledger") == [("key-1",)]
+
+
+def test_a_transaction_that_has_ended_cannot_be_used(state: State) -> None:
+    with state.transaction() as transaction:
+        transaction.commit(now=T0, messages=[message(1)])
+    with pytest.raises(StateError, match="has ended"):
+        transaction.commit(now=T0, messages=[message(2)])
+    assert state.pending_count() == 1
+
+
+def test_a_transaction_that_raises_is_rolled_back_whole(state: State) -> None:
+    def plan_that_fails_after_writing() -> None:
+        with state.transaction() as transaction:
+            transaction.commit(now=T0, ledger=[entry()], messages=[message(1)])
+            raise RuntimeError("the plan failed after writing")
+
+    with pytest.raises(RuntimeError):
+        plan_that_fails_after_writing()
+    assert state.pending_count() == 0
+    assert state.ledger([PERIOD]) == {}
+
+
+# -- SQLite's own locks (another program's transaction) and atomicity --------------------------
 
 
 def test_a_commit_against_a_locked_file_fails_after_the_busy_timeout_and_writes_nothing(
