@@ -153,33 +153,40 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
     findings, selected = budgets.evaluate_with_selections(
         rules, {key: u.frame for key, u in usages.items()}, now
     )
-    ledger = deps.state.ledger(r.period.key() for r in rules) if deps.state else {}
-    by_name = {rule.name: rule for rule in rules}
-    plan = alerts.plan(budgets.noteworthy(findings, ledger), by_name, ledger, config.silences, now)
-    plan = _with_context(plan, rules, usages, selected)
-    outcome = Outcome(
-        now=now,
-        period=default_period,
-        usage=usages[default_key],
-        source=source,
-        findings=findings,
-        plan=plan,
-    )
+    period_keys = [r.period.key() for r in rules]
+
+    def planned(ledger: Mapping[alerts.LedgerKey, alerts.LedgerEntry]) -> Outcome:
+        by_name = {rule.name: rule for rule in rules}
+        noteworthy = budgets.noteworthy(findings, ledger)
+        plan = alerts.plan(noteworthy, by_name, ledger, config.silences, now)
+        return Outcome(
+            now=now,
+            period=default_period,
+            usage=usages[default_key],
+            source=source,
+            findings=findings,
+            plan=_with_context(plan, rules, usages, selected),
+        )
+
     if deps.state is None or deps.dry_run:
-        return outcome
-    new_health, operational = (
-        health.succeeded(deps.state.export_health(), now) if deps.csv is None else (None, None)
-    )
-    # "Exports recovered" goes first: it explains why alerts arrive again.
-    messages = [] if operational is None else [_operational_message(operational, config)]
-    messages += [_alert_message(alert, config) for alert in plan.alerts]
-    ids = deps.state.commit(
-        now=now,
-        ledger=plan.ledger,
-        messages=messages,
-        history=_history(findings),
-        health=new_health,
-    )
+        return planned(deps.state.ledger(period_keys) if deps.state else {})
+    # The ledger read and the commit in one transaction: no other writer can plan in between.
+    with deps.state.transaction() as transaction:
+        outcome = planned(transaction.ledger(period_keys))
+        assert outcome.plan is not None
+        new_health, operational = (
+            health.succeeded(transaction.export_health(), now) if deps.csv is None else (None, None)
+        )
+        # "Exports recovered" goes first: it explains why alerts arrive again.
+        messages = [] if operational is None else [_operational_message(operational, config)]
+        messages += [_alert_message(alert, config) for alert in outcome.plan.alerts]
+        ids = transaction.commit(
+            now=now,
+            ledger=outcome.plan.ledger,
+            messages=messages,
+            history=_history(findings),
+            health=new_health,
+        )
     deps.state.prune(now, config.state.retention)
     return dataclasses.replace(outcome, operational=operational, outbox_ids=tuple(ids))
 
@@ -333,11 +340,17 @@ def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | Usag
     operational = None
     ids: list[int] = []
     if deps.state is not None and not deps.dry_run and deps.csv is None:
-        new_health, operational = health.failed(
-            deps.state.export_health(), reason, now, deps.config.langdock.failures_before_alert
-        )
-        messages = [] if operational is None else [_operational_message(operational, deps.config)]
-        ids = deps.state.commit(now=now, messages=messages, health=new_health)
+        with deps.state.transaction() as transaction:  # read, count and write as one
+            new_health, operational = health.failed(
+                transaction.export_health(),
+                reason,
+                now,
+                deps.config.langdock.failures_before_alert,
+            )
+            messages = (
+                [] if operational is None else [_operational_message(operational, deps.config)]
+            )
+            ids = transaction.commit(now=now, messages=messages, health=new_health)
     return Outcome(
         now=now,
         period=period,
