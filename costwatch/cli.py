@@ -25,6 +25,9 @@ from costwatch.state import State
 EXIT_OK = 0
 EXIT_CROSSED = 1
 EXIT_ERROR = 2
+# How long `check` waits for another process (a running `costwatch run`) to let go of the
+# state file before it refuses; `check --dry-run` writes nothing and does not wait.
+STATE_WAIT_SECONDS = 5.0
 
 log = logging.getLogger("costwatch")
 
@@ -258,11 +261,17 @@ def state_is_missing(config: Config, dry_run: bool) -> bool:
 
 @contextmanager
 def _state(config: Config, dry_run: bool) -> Iterator[State | None]:
-    """The state file; a dry run reads an existing one and never creates it."""
+    """The state file; a dry run reads an existing one and never creates it (nor takes the
+    writer lock: it writes nothing); otherwise this process becomes the file's one writer,
+    waiting a little for another one to finish."""
     if state_is_missing(config, dry_run):
         yield None
         return
-    with State.open(config.state.path) as state:
+    if dry_run:
+        opened = State.open(config.state.path, write=False)
+    else:
+        opened = State.open(config.state.path, wait=STATE_WAIT_SECONDS, command="costwatch check")
+    with opened as state:
         yield state
 
 

@@ -1,5 +1,9 @@
 """The daemon: APScheduler runs cycles, delivery follows, signals stop and reload it.
 
+- Start-up, in this order: the configuration, the state file (its writer lock first: a second
+  `run` on the same file exits 2 naming the holder), the metrics port, the scheduler. Nothing
+  is delivered and no cycle runs until all of it succeeded: a taken port exits 2 having sent
+  nothing.
 - One cycle at start-up, then on `schedule.every` (optionally jittered) or `schedule.cron`, in
   `schedule.timezone`; never two at once (`max_instances=1`), missed runs coalesced, a misfire
   grace of half an interval. A failed cycle is logged and counted; the next runs as planned.
@@ -78,19 +82,23 @@ class Daemon:
         self._config = load_config(config_path, env)
         self._mtime = _mtime(config_path)
         self._sender = self._sender_factory(self._config)
-        self._state = State.open(self._config.state.path)
-        self._metrics = Metrics(max_series=self._config.metrics.max_series)
-        self._health = _Health()
-        self._scheduler = BackgroundScheduler(timezone=self._config.schedule.zone)
-        self._server = MetricsServer(
-            self._metrics,
-            host=self._config.metrics.host,
-            port=self._config.metrics.port,
-            healthz=self.healthz,
-            readyz=self.readyz,
-            basic_auth=_basic_auth(self._config),
-            tls=_tls(self._config),
-        )
+        self._state = State.open(self._config.state.path, command="costwatch run")
+        try:
+            self._metrics = Metrics(max_series=self._config.metrics.max_series)
+            self._health = _Health()
+            self._scheduler = BackgroundScheduler(timezone=self._config.schedule.zone)
+            self._server = MetricsServer(
+                self._metrics,
+                host=self._config.metrics.host,
+                port=self._config.metrics.port,
+                healthz=self.healthz,
+                readyz=self.readyz,
+                basic_auth=_basic_auth(self._config),
+                tls=_tls(self._config),
+            )
+        except BaseException:
+            self._state.close()  # and with it the writer lock
+            raise
 
     @property
     def listen(self) -> str:
@@ -104,6 +112,10 @@ class Daemon:
             self._install_signals()
         try:
             self.start()
+        except BaseException:
+            self._abandon()
+            raise
+        try:
             while not self._stop.wait(WATCH_SECONDS):
                 if self._reload.is_set() or _mtime(self._path) != self._mtime:
                     self._reload.clear()
@@ -113,6 +125,8 @@ class Daemon:
         return 0
 
     def start(self) -> None:
+        """Serve metrics, then schedule the cycles and delivery: nothing is sent before the
+        port is bound (and the state's writer lock was taken before, in `__init__`)."""
         self._server.start()
         log.info(
             "costwatch started: metrics on %s:%d, state %s, %s",
@@ -129,6 +143,14 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _abandon(self) -> None:
+        """Start-up failed: close what was opened, deliver nothing (the outbox waits)."""
+        self._stop.set()
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        self._server.stop()
+        self._state.close()
 
     def shutdown(self) -> None:
         """Stop scheduling, let a running cycle finish within the grace, flush, close."""
@@ -415,4 +437,7 @@ def run(config_path: Path, *, env: Mapping[str, str] | None = None) -> int:
         return daemon.run()
     except OSError as error:  # e.g. the metrics port is taken
         log.error("cannot serve metrics on %s: %s", daemon.listen, error.strerror or error)
+        return 2
+    except CostwatchError as error:  # e.g. the state became unreadable during start-up
+        log.error("cannot start: %s", error)
         return 2

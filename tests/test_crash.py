@@ -337,9 +337,11 @@ def test_a_locked_state_file_fails_the_check_with_exit_2_and_the_next_one_plans_
     state = tmp_path / "state.db"
     with State.open(state):
         pass  # a current, empty state file
+    # Another program (a sqlite3 shell, a replication tool: not costwatch, so it holds no writer
+    # lock) holds SQLite's own write lock; the writer lock is free, so check gets that far.
     other = sqlite3.connect(state, isolation_level=None)
     try:
-        other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        other.execute("BEGIN EXCLUSIVE")
         done = run_command(config, env)
         assert done.returncode == 2, done.stderr
         assert "database is locked" in done.stderr
@@ -400,8 +402,9 @@ def test_the_daemon_counts_cycles_failed_on_a_locked_state_and_catches_up_once_r
         stub.add_channel("#c1")
         port = free_port()
         config = daemon_config(tmp_path / "costwatch.yaml", sim, stub, BASE_BUDGETS, port)
+        # Another program (not costwatch: no writer lock) holds SQLite's own write lock.
         other = sqlite3.connect(state, isolation_level=None)
-        other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        other.execute("BEGIN EXCLUSIVE")
         process = subprocess.Popen(
             [sys.executable, "-m", "costwatch", "run", "--config", str(config)],
             env=env,
