@@ -368,6 +368,39 @@ def test_a_second_process_cannot_write_the_file_and_is_told_who_holds_it(path: P
     assert message.endswith(": one process at a time writes a state file"), message
 
 
+def test_whatever_the_lock_file_holds_the_refusal_is_one_line_of_text(path: Path) -> None:
+    """The lock file is data written by another process (or anyone): its content, garbled or
+    hostile, never breaks the refusal, never forges a log line, never hides the file's name."""
+    lock = path.with_name("state.db.lock")
+    with held_elsewhere(path):
+
+        @settings(max_examples=60, deadline=None)
+        @given(
+            st.one_of(
+                st.binary(max_size=600),
+                st.fixed_dictionaries(
+                    {
+                        "command": st.text(max_size=300),
+                        "pid": st.integers(-(2**70), 2**70) | st.text(max_size=5),
+                        "host": st.text(max_size=300),
+                        "since": st.text(max_size=50),
+                    }
+                ).map(lambda record: json.dumps(record).encode()),
+            )
+        )
+        def refused(content: bytes) -> None:
+            lock.write_bytes(content)  # the holder keeps its lock: flock is on the open file
+            with pytest.raises(StateError) as raised:
+                State.open(path)
+            message = str(raised.value)
+            assert message.startswith(f"{path} is in use by "), message
+            assert message.endswith(": one process at a time writes a state file"), message
+            assert message.isprintable(), message
+            assert len(message) < len(str(path)) + 600
+
+        refused()
+
+
 def test_a_writer_waits_up_to_its_wait_says_so_and_then_refuses(
     path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
