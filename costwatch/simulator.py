@@ -3,8 +3,8 @@
 Two listeners, as in production, where the API host and the storage host differ:
 
     api       POST /export/api-keys (also under /api/public, as a dedicated deployment)
-              Bearer key, validates the body exactly as Langdock does (see
-              shared/langdock/NOTES.md), answers 200 with a signed download URL, or a flat
+              Bearer key, validates the body exactly as Langdock does (described in
+              docs/langdock-export-api.yaml), answers 200 with a signed download URL, or a flat
               {"error", "message"} body: 400, 401, 404; 404 for other paths, 405 for other methods.
     download  GET /files/<token>?expires=<unix>&signature=<hmac>: the CSV, like object storage.
               No Langdock key: a request carrying an Authorization header is refused (400), and

@@ -1,14 +1,19 @@
 """The Langdock export client over real loopback HTTP against the built-in simulator.
 
 Retries never wait: `sleep` is a recorder and `monotonic` a fake clock that advances by what was
-slept. Every failure test also proves the API key stays secret (`fail_without_leak`).
+slept. Every failure test also proves the API key stays secret (`fail_without_leak`). Every
+request the client sends to a simulator is checked against the project's OpenAPI description
+of the endpoint (docs/langdock-export-api.yaml) when the simulator stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import json
 import logging
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
@@ -22,6 +27,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from fakes import FakeClock
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from openapi_core import OpenAPI
+from openapi_core.testing import MockRequest
 
 from costwatch.errors import (
     ExportAuthError,
@@ -33,7 +42,7 @@ from costwatch.errors import (
 )
 from costwatch.langdock import ExportPart, ExportResult, LangdockClient, RetryPolicy
 from costwatch.retry import parse_retry_after
-from costwatch.simulator import Simulator
+from costwatch.simulator import EXPORT_PATHS, Simulator
 
 KEY = "ld-SECRET-k3y-4f9c2e7a1b"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -48,9 +57,44 @@ def _log_everything(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, httpx and httpcore included
 
 
+SPEC_PATH = Path(__file__).resolve().parents[1] / "docs" / "langdock-export-api.yaml"
+SPEC_HOST = "https://api.langdock.com"  # the description's server; requests are mapped onto it
+
+
+@functools.cache
+def spec() -> OpenAPI:
+    return OpenAPI.from_file_path(str(SPEC_PATH))
+
+
+def assert_described(server: Simulator) -> None:
+    """Every export request the simulator received validates against the description (a
+    request to a wrong base URL, which a test makes on purpose, is not an export)."""
+    for request in server.requests:
+        if request.host == "api" and request.path in EXPORT_PATHS:
+            spec().validate_request(
+                MockRequest(
+                    SPEC_HOST,
+                    request.method,
+                    request.path,
+                    headers=request.headers,
+                    data=request.body,
+                    content_type=request.headers.get("content-type", ""),
+                )
+            )
+
+
+@contextlib.contextmanager
+def simulator(**options: Any) -> Iterator[Simulator]:
+    """A running simulator at NOW that, once the test is done with it, checks every request
+    it received against the description."""
+    with Simulator(api_key=KEY, clock=lambda: NOW, **options) as server:
+        yield server
+        assert_described(server)
+
+
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(api_key=KEY, clock=lambda: NOW) as server:
+    with simulator() as server:
         yield server
 
 
@@ -234,6 +278,35 @@ def test_an_end_in_another_zone_is_converted_to_the_start_zone(
     assert body["to"] == {"date": "2026-11-19T23:59:59.999Z", "timezone": "Europe/Berlin"}
 
 
+# Zones with DST, half- and quarter-hour offsets and a half-hour DST shift.
+ZONES = ("UTC", "Europe/Berlin", "America/St_Johns", "Asia/Kathmandu", "Australia/Lord_Howe")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    zone=st.sampled_from(ZONES),
+    start_ms=st.integers(0, 300 * 86_400_000),
+    length_ms=st.integers(1, 40 * 86_400_000),
+)
+def test_every_request_for_any_range_in_any_zone_matches_the_description(
+    zone: str, start_ms: int, length_ms: int
+) -> None:
+    local = ZoneInfo(zone)
+    start = (NOW - timedelta(days=330) + timedelta(milliseconds=start_ms)).astimezone(local)
+    end = min(start + timedelta(milliseconds=length_ms), NOW).astimezone(local)
+    with (
+        contextlib.ExitStack() as stack,
+        simulator() as server,
+        httpx.Client(timeout=5.0) as http,
+    ):
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        client = make_client(server, http, FakeClock())
+        if start < end:
+            client.export_api_keys(start, end, workdir)
+            assert export_bodies(server), "the client sent no request"
+        assert_described(server)
+
+
 @pytest.mark.parametrize(
     ("start", "end"),
     [
@@ -400,7 +473,7 @@ def test_an_expired_or_failing_download_is_retried_with_a_fresh_export(
 def test_signed_urls_that_always_expire_exhaust_the_retries_as_download(
     http: httpx.Client, clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with Simulator(api_key=KEY, clock=lambda: NOW, url_ttl_seconds=-1) as expired:
+    with simulator(url_ttl_seconds=-1) as expired:
         client = make_client(expired, http, clock, retry=RetryPolicy(max_attempts=3))
         error = fail_without_leak(client, caplog, tmp_path, ExportUnavailableError)
         assert expired.exports_made() == 3
@@ -462,10 +535,10 @@ def test_a_404_from_a_wrong_base_url_is_an_error_not_zero_usage(
 def test_too_large_splits_at_local_midnights_and_the_parts_add_up_to_one_export(
     http: httpx.Client, clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with Simulator(api_key=KEY, clock=lambda: NOW) as whole_sim:
+    with simulator() as whole_sim:
         whole = make_client(whole_sim, http, clock).export_api_keys(*OCTOBER, tmp_path / "whole")
     (single,) = whole.parts
-    with Simulator(api_key=KEY, clock=lambda: NOW, max_rows=single.record_count - 5) as sim:
+    with simulator(max_rows=single.record_count - 5) as sim:
         split = make_client(sim, http, clock).export_api_keys(*OCTOBER, tmp_path / "split")
 
     assert len(split.parts) > 1
@@ -487,7 +560,7 @@ def test_a_single_day_still_too_large_fails_as_too_large_naming_the_day(
     clock: FakeClock, http: httpx.Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     two_days = (ONE_DAY[0], ONE_DAY[1] + timedelta(days=1))
-    with Simulator(api_key=KEY, clock=lambda: NOW, max_rows=1) as sim:
+    with simulator(max_rows=1) as sim:
         client = make_client(sim, http, clock)
         error = fail_without_leak(client, caplog, tmp_path, ExportRequestError, two_days)
         assert sim.exports_made() == 2  # the two days, then the first day alone
@@ -848,9 +921,9 @@ def test_the_client_repr_and_attributes_never_show_the_key(
 def test_parts_already_downloaded_are_deleted_when_a_later_part_fails(
     clock: FakeClock, http: httpx.Client, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with Simulator(api_key=KEY, clock=lambda: NOW) as whole_sim:
+    with simulator() as whole_sim:
         rows = make_client(whole_sim, http, clock).export_api_keys(*OCTOBER, tmp_path / "whole")
-    with Simulator(api_key=KEY, clock=lambda: NOW, max_rows=rows.parts[0].record_count - 1) as sim:
+    with simulator(max_rows=rows.parts[0].record_count - 1) as sim:
         # The whole month is too large, the first half downloads, the second half's download
         # is refused for good.
         sim.faults.download_content(b"period_start\r\n")
