@@ -41,10 +41,14 @@ LABEL org.opencontainers.image.title="costwatch" \
 # readOnlyRootFilesystem). PYTHONUNBUFFERED: log lines reach `docker logs` as they happen.
 # TMPDIR: SQLite and `costwatch demo` write temporary files there; mount a tmpfs (Compose
 # `tmpfs: /tmp`, Kubernetes an emptyDir) when the root filesystem is read-only.
+# COSTWATCH_METRICS_LISTEN: where /metrics, /healthz and /readyz listen. The default config
+# reads it (`metrics.listen: ${COSTWATCH_METRICS_LISTEN:-...}`) and the HEALTHCHECK below
+# probes it, so `-e COSTWATCH_METRICS_LISTEN=0.0.0.0:9200` moves both together.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    TMPDIR=/tmp
+    TMPDIR=/tmp \
+    COSTWATCH_METRICS_LISTEN=0.0.0.0:9108
 
 # A fixed, unprivileged UID/GID (10001, outside the range distributions hand out), so volume
 # ownership, Kubernetes runAsUser/fsGroup and host bind mounts can name it. The state
@@ -65,15 +69,18 @@ VOLUME ["/var/lib/costwatch"]
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
 USER 10001:10001
 
-# metrics.listen: /metrics, /healthz, /readyz.
+# COSTWATCH_METRICS_LISTEN's port: /metrics, /healthz, /readyz.
 EXPOSE 9108
 
 # Liveness only (/healthz: the process and its scheduler run); /readyz also fails while
-# exports are stale, which is an alert, not a reason to restart. No curl in a slim image:
+# exports are stale, which is an alert, not a reason to restart. The port (and address) come
+# from COSTWATCH_METRICS_LISTEN, as the default config's metrics.listen does; a wildcard
+# address (0.0.0.0, [::]) is probed on loopback. A config of your own that sets metrics.listen
+# to a literal must set COSTWATCH_METRICS_LISTEN to the same value. No curl in a slim image:
 # urlopen raises on refusal or a non-2xx answer, which exits 1. With metrics basic auth or
 # TLS on, override or disable this check.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9108/healthz', timeout=3)"]
+    CMD ["python", "-c", "import os, urllib.request; host, _, port = os.environ['COSTWATCH_METRICS_LISTEN'].rpartition(':'); host = {'0.0.0.0': '127.0.0.1', '[::]': '[::1]'}.get(host, host); urllib.request.urlopen(f'http://{host}:{port}/healthz', timeout=3)"]
 
 # Exec form: costwatch is PID 1 and receives SIGTERM itself (it finishes the running cycle
 # within schedule.shutdown_grace, flushes pending alerts and exits 0); a shell would swallow

@@ -122,13 +122,79 @@ def test_dockerfile_entrypoint_is_exec_form_and_cmd_runs_the_config_the_image_co
     assert ["config/costwatch.yaml", CONFIG_IN_IMAGE] in copies
 
 
-def test_dockerfile_healthcheck_gets_healthz_on_the_metrics_port_without_curl() -> None:
+def healthcheck() -> tuple[str, list[str]]:
+    """The final stage's HEALTHCHECK as (options, exec-form command)."""
     (check,) = final("HEALTHCHECK")
     options, _, command = check.args.partition("CMD ")
-    assert "--interval=" in options
     argv = json.loads(command)
+    assert isinstance(argv, list)
+    return options, [str(item) for item in argv]
+
+
+def image_env() -> dict[str, str]:
+    """The final stage's ENV as {name: value} (`ENV A=1 B=2` form)."""
+    pairs = " ".join(i.args for i in final("ENV")).split()
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_dockerfile_healthcheck_gets_healthz_with_python_from_the_listen_variable() -> None:
+    options, argv = healthcheck()
+    assert "--interval=" in options
     assert argv[:2] == ["python", "-c"], "python, not curl: the slim image has no curl"
-    assert f"http://127.0.0.1:{PORT}{HEALTHZ}" in argv[2]
+    assert "COSTWATCH_METRICS_LISTEN" in argv[2]
+    assert HEALTHZ in argv[2]
+    assert str(PORT) not in argv[2], "the port comes from the environment, not the command"
+
+
+@pytest.mark.parametrize(
+    "listen",
+    ["0.0.0.0:{port}", "127.0.0.1:{port}", "localhost:{port}"],
+)
+def test_the_healthcheck_command_exits_0_against_healthz_at_the_listen_address(
+    listen: str,
+) -> None:
+    probes: list[str] = []
+
+    def ok() -> tuple[bool, str]:
+        probes.append("healthz")
+        return True, "ok"
+
+    _, argv = healthcheck()
+    with MetricsServer(Metrics(), host="127.0.0.1", port=0, healthz=ok, readyz=ok) as server:
+        env = {**os.environ, "COSTWATCH_METRICS_LISTEN": listen.format(port=server.port)}
+        done = subprocess.run(
+            [sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30, check=False
+        )
+    assert done.returncode == 0, done.stderr
+    assert probes == ["healthz"], "this server answered, not whatever listens on the default"
+
+
+def test_the_healthcheck_command_fails_when_healthz_fails_or_nothing_listens() -> None:
+    def failing() -> tuple[bool, str]:
+        return False, "scheduler stopped"
+
+    _, argv = healthcheck()
+    with MetricsServer(
+        Metrics(), host="127.0.0.1", port=0, healthz=failing, readyz=failing
+    ) as server:
+        port = server.port
+        env = {**os.environ, "COSTWATCH_METRICS_LISTEN": f"0.0.0.0:{port}"}
+        unhealthy = subprocess.run(
+            [sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30, check=False
+        )
+    assert unhealthy.returncode != 0
+    assert b"HTTP Error 503" in unhealthy.stderr or b"HTTPError" in unhealthy.stderr
+    gone = subprocess.run(
+        [sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30, check=False
+    )
+    assert gone.returncode != 0
+    assert b"Connection refused" in gone.stderr
+
+
+def test_dockerfile_sets_the_listen_variable_to_the_config_default_and_exposed_port() -> None:
+    listen = image_env()["COSTWATCH_METRICS_LISTEN"]
+    assert listen == MetricsConfig().listen
+    assert [i.args for i in final("EXPOSE")] == [listen.rpartition(":")[2]]
 
 
 def test_dockerfile_exposes_the_port_metrics_listen_defaults_to() -> None:
@@ -381,11 +447,12 @@ def test_kubernetes_references_resolve_between_resources() -> None:
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
 
     (secret,) = yaml.safe_load_all((KUBERNETES / "secret.example.yaml").read_text("utf-8"))
-    for variable in container()["env"]:
+    from_secret = [v for v in container()["env"] if "valueFrom" in v]
+    for variable in from_secret:
         ref = variable["valueFrom"]["secretKeyRef"]
         assert ref["name"] == secret["metadata"]["name"]
         assert ref["key"] in secret["stringData"]
-    assert {v["name"] for v in container()["env"]} == set(SECRETS)
+    assert {v["name"] for v in from_secret} == set(SECRETS), "the secrets, and only they"
 
     labels = pod["metadata"]["labels"]
     deployment_selector = one("Deployment")["spec"]["selector"]["matchLabels"]
@@ -451,8 +518,14 @@ def test_compose_costwatch_mounts_the_config_and_state_paths_the_image_uses() ->
         COMPOSE.parent / "../../Dockerfile"
     )
     volumes = mounts("costwatch")
-    assert (COMPOSE.parent / volumes[CONFIG_IN_IMAGE]).resolve() == CONTAINER_CONFIG
-    assert any(entry.endswith(f"{CONFIG_IN_IMAGE}:ro") for entry in service["volumes"])
+    config_dir = str(PurePosixPath(CONFIG_IN_IMAGE).parent)
+    assert (COMPOSE.parent / volumes[config_dir]).resolve() == CONTAINER_CONFIG.parent, (
+        "the folder, so a file replaced on save shows inside the container"
+    )
+    assert f"{volumes[config_dir]}:{config_dir}:ro" in service["volumes"]
+    command = service["command"]
+    assert command[:2] == ["run", "--config"]
+    assert PurePosixPath(command[2]) == PurePosixPath(config_dir) / CONTAINER_CONFIG.name
     assert volumes[STATE_DIR] in compose()["volumes"], "a named volume"
     assert service["read_only"] is True
     assert "/tmp" in service["tmpfs"]
@@ -506,6 +579,95 @@ def test_compose_env_example_names_the_two_secrets_and_the_grafana_password() ->
     assert {*SECRETS, "GRAFANA_ADMIN_PASSWORD"} <= names
     grafana = compose()["services"]["grafana"]["environment"]
     assert "GRAFANA_ADMIN_PASSWORD" in grafana["GF_SECURITY_ADMIN_PASSWORD"]
+
+
+# --- the variables the container config reads -----------------------------------------------
+
+VARIABLE = re.compile(r"(?<!\$)\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+def strings(node: Any) -> Iterator[str]:
+    """Every string value (and key) in a loaded YAML document: the comments are not in it."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from strings(key)
+            yield from strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings(item)
+
+
+def references(document: Any) -> dict[str, str | None]:
+    """{variable: its `:-` default or None} for every ${VAR} in the document's values."""
+    found: dict[str, str | None] = {}
+    for text in strings(document):
+        for match in VARIABLE.finditer(text):
+            found[match["name"]] = match["default"]
+    return found
+
+
+def config_variables() -> dict[str, str | None]:
+    return references(yaml.safe_load(CONTAINER_CONFIG.read_text(encoding="utf-8")))
+
+
+def env_example_names() -> set[str]:
+    """The names .env.example sets or shows commented out (`NAME=` or `# NAME=`)."""
+    text = (COMPOSE.parent / ".env.example").read_text(encoding="utf-8")
+    return set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", text, re.M))
+
+
+def kubernetes_env() -> dict[str, Manifest]:
+    return {variable["name"]: variable for variable in container()["env"]}
+
+
+def test_the_container_config_reads_the_variables_the_deployments_must_pass() -> None:
+    assert set(config_variables()) >= {
+        *SECRETS,
+        "LANGDOCK_BASE_URL",
+        "COSTWATCH_TIMEZONE",
+        "COSTWATCH_SLACK_CHANNEL",
+        "COSTWATCH_METRICS_LISTEN",
+    }
+
+
+@pytest.mark.parametrize("name", sorted(config_variables()))
+def test_every_variable_the_container_config_reads_is_passed_by_compose_and_kubernetes(
+    name: str,
+) -> None:
+    default = config_variables()[name]
+    compose_value = str(compose()["services"]["costwatch"]["environment"][name])
+    assert name in kubernetes_env(), f"deployment.yaml does not pass {name}"
+    passed = references(compose_value)
+    if name in passed:  # from .env: listed there, with the config's own default
+        assert name in env_example_names(), f".env.example does not list {name}"
+        assert passed[name] == (default if default is not None else ""), name
+    else:  # fixed in docker-compose.yml: the image's value
+        assert compose_value == image_env()[name], name
+    if name in SECRETS:
+        assert "valueFrom" in kubernetes_env()[name]
+    else:
+        assert kubernetes_env()[name]["value"] == default, "the config's own default"
+
+
+def test_every_variable_compose_takes_from_env_is_listed_in_env_example() -> None:
+    assert set(references(compose())) <= env_example_names()
+
+
+def test_the_metrics_address_compose_and_kubernetes_fix_is_the_port_they_publish() -> None:
+    compose_listen = compose()["services"]["costwatch"]["environment"]["COSTWATCH_METRICS_LISTEN"]
+    assert compose_listen.endswith(f":{PORT}")
+    assert f"{PORT}:{PORT}" in " ".join(compose()["services"]["costwatch"]["ports"])
+    kubernetes_listen = kubernetes_env()["COSTWATCH_METRICS_LISTEN"]["value"]
+    assert kubernetes_listen == f"0.0.0.0:{PORT}"
+    assert {p["containerPort"] for p in container()["ports"]} == {PORT}
+
+
+def test_the_container_config_follows_the_listen_variable() -> None:
+    env = {**SECRETS, "COSTWATCH_METRICS_LISTEN": "127.0.0.1:9200"}
+    config = parse_config(CONTAINER_CONFIG.read_text(encoding="utf-8"), env=env)
+    assert (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9200)
 
 
 def test_compose_service_names_are_what_prometheus_and_grafana_address() -> None:
