@@ -3,7 +3,9 @@
 # Two stages: `build` turns the project into a wheel and installs it with its pinned runtime
 # dependencies into /opt/venv; `runtime` copies only that venv onto a clean base, so no build
 # tool, source tree or pip cache ends up in the image. tests/test_deploy_packaging.py runs the
-# same pip commands without a Docker engine and checks what this file promises.
+# same pip commands without a Docker engine and checks what this file promises;
+# tests/test_image.py builds it with buildah (on a Debian-made PYTHON_IMAGE) and runs it with
+# podman. Build with `--format docker` there: the OCI format has no HEALTHCHECK.
 
 # Pinned by version (and the same for both stages: the venv's python symlinks point into it).
 # Bump deliberately, e.g. with Renovate; add @sha256:... to pin the exact image too.
