@@ -70,7 +70,7 @@ def image() -> Iterator[str]:
     name = f"localhost/costwatch-test:{uuid.uuid4().hex[:12]}"
     oci.checked(
         [
-            *("buildah", "bud", "--isolation", "chroot", "--format", "docker", "--force-rm"),
+            *("buildah", "bud", "--isolation", "chroot", "--format", "docker"),
             *("--build-arg", f"PYTHON_IMAGE={base}", "--tag", name),
             *("--file", str(ROOT / "Dockerfile"), str(ROOT)),
         ],
