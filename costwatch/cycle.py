@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ import polars as pl
 
 from costwatch import alerts, budgets, health, periods, report, usage
 from costwatch.config import Config, LangdockConfig
-from costwatch.errors import ExportError, UsageError
+from costwatch.errors import ExportError, ExportPeriodError, UsageError
 from costwatch.langdock import ExportResult, LangdockClient, RetryPolicy
 from costwatch.periods import Period
 from costwatch.report import Pending
@@ -322,16 +322,35 @@ def _usage_for(
     deps: Deps, ranges: Mapping[str, Period], now: datetime
 ) -> tuple[dict[str, usage.Usage], str]:
     if deps.csv is not None:
-        loaded = usage.load_csv(deps.csv)
-        if len(ranges) > 1:
-            log.warning(
-                "--csv: one saved export stands in for %d different period ranges", len(ranges)
-            )
-        return dict.fromkeys(ranges, loaded), f"file {deps.csv}"
+        return dict.fromkeys(ranges, _saved_export(deps.csv, ranges, now)), f"file {deps.csv}"
     if deps.client is None:
         raise ValueError("a cycle needs an export client or a CSV file")
     fetched = {key: fetch_usage(deps.client, period, now) for key, period in ranges.items()}
     return {key: f.usage for key, f in fetched.items()}, _describe(fetched.values())
+
+
+def _saved_export(path: Path, ranges: Mapping[str, Period], now: datetime) -> usage.Usage:
+    """`check --csv`: one saved export for every range in use, refused (as a live export is)
+    when its period_start/period_end lie outside the period to date at `now` of any of them:
+    November's export read on 3 December would forecast December from November's spend."""
+    if len(ranges) > 1:
+        log.warning("--csv: one saved export stands in for %d different period ranges", len(ranges))
+    first = max(period.first_day for period in ranges.values())
+    last = min(_last_day_to_date(period, now) for period in ranges.values())
+    try:
+        return usage.load_csv(path, first_day=first, last_day=max(first, last))
+    except ExportPeriodError as error:
+        names = " and ".join(sorted({period.name for period in ranges.values()}))
+        raise UsageError(
+            f"{error}: that is the {names} to date at {now.isoformat()} (--now); "
+            "give a --now inside the file's period, or a file of the current one"
+        ) from error
+
+
+def _last_day_to_date(period: Period, now: datetime) -> date:
+    """The local date of the last instant of [period start, now)."""
+    end = min(now, period.end).astimezone(UTC) - timedelta(milliseconds=1)
+    return end.astimezone(period.zone).date()
 
 
 def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | UsageError) -> Outcome:

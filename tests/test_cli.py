@@ -404,3 +404,70 @@ def test_test_slack_reports_each_channel_and_the_remedy(
     assert "1 of 2 channel(s) reached" in out
     assert posted == ["#ai-spend"]
     assert TOKEN not in out
+
+
+def saved_export(path: Path, start: str, end: str) -> Path:
+    path.write_text(
+        "period_start,period_end,org_id,api_key_id,api_key_name,model,requests,total_cost_usd\n"
+        f"{start},{end},org,k1,bot,gpt-4o,10,12.5\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "now", "refused"),
+    [
+        ("2026-11-01", "2026-11-30", "2026-12-03T10:00:00+01:00", True),  # November on Dec 3
+        ("2026-11-01", "2026-11-30", "2026-12-01T00:30:00+01:00", True),  # December just begun
+        ("2026-09-01", "2026-09-30", "2026-11-20T13:00:00+01:00", True),  # an old export
+        ("2026-11-01", "2026-11-30", "2026-11-20T13:00:00+01:00", True),  # ends after --now
+        ("2026-11-01", "2026-11-20", "2026-11-20T13:00:00+01:00", False),  # the month to date
+        ("2026-11-01", "2026-11-30", "2026-11-30T23:00:00+01:00", False),  # the whole month
+    ],
+)
+def test_check_csv_for_another_period_than_now_exits_2_naming_both_periods(
+    config: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    start: str,
+    end: str,
+    now: str,
+    refused: bool,
+) -> None:
+    export = saved_export(tmp_path / "export.csv", start, end)
+    code = main(["check", "--config", str(config), "--csv", str(export), "--now", now])
+    captured = capsys.readouterr()
+    if not refused:
+        assert code == 0, captured.err
+        return
+    assert code == 2
+    assert captured.out == ""  # nothing that could read as "within budget"
+    assert f"export covers {start}..{end}" in captured.err
+    month = now[:8] + "01"
+    assert f"but {month}..{now[:10]} was requested" in captured.err
+    assert "month to date" in captured.err
+
+
+def export_health(path: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT * FROM export_health").fetchall()
+    db.close()
+    return rows
+
+
+def test_check_csv_never_touches_export_health(
+    config: Path, sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim.faults.fail_export(401, times=2)
+    for _ in range(2):
+        assert main(["check", "--config", str(config), "--now", NOW.isoformat()]) == 2
+    before = export_health(tmp_path / "state.db")
+    assert before[0][1] == 2  # two failed exports in a row
+    good = saved_export(tmp_path / "good.csv", "2026-11-01", "2026-11-20")
+    bad = saved_export(tmp_path / "bad.csv", "2026-10-01", "2026-10-31")
+    for export, code in ((good, 0), (bad, 2), (tmp_path / "missing.csv", 2)):
+        args = ["check", "--config", str(config), "--csv", str(export), "--now", NOW.isoformat()]
+        assert main(args) == code
+        assert export_health(tmp_path / "state.db") == before
+    capsys.readouterr()
