@@ -88,6 +88,7 @@ class Alert:
     repeat: bool = False
     previous_used: float | None = None  # use at the previous alert for this subject, if any
     silenced_by: str | None = None  # the silence's reason, when suppressed
+    silenced_until: datetime | None = None  # and when that silence ends
     # Context for people, filled in by the cycle from the usage behind the subject:
     spend_usd: float | None = None  # the subject's spend in the period, all models
     requests: float | None = None  # the subject's requests in the period, all models
@@ -101,8 +102,9 @@ class Alert:
 def alert_payload(alert: Alert) -> dict[str, Any]:
     """The JSON-ready form an alert is stored in the outbox as."""
     values = dataclasses.asdict(alert)
-    if alert.overrun_at is not None:
-        values["overrun_at"] = alert.overrun_at.isoformat()
+    for name in ("overrun_at", "silenced_until"):
+        if values[name] is not None:
+            values[name] = values[name].isoformat()
     return values
 
 
@@ -110,8 +112,9 @@ def alert_from_payload(payload: Mapping[str, Any]) -> Alert:
     """The Alert an outbox row was made from (fields it does not know are ignored)."""
     names = {f.name for f in dataclasses.fields(Alert)}
     values = {k: v for k, v in payload.items() if k in names}
-    if values.get("overrun_at"):
-        values["overrun_at"] = datetime.fromisoformat(values["overrun_at"])
+    for name in ("overrun_at", "silenced_until"):
+        if values.get(name):
+            values[name] = datetime.fromisoformat(values[name])
     values["mention"] = tuple(values.get("mention") or ())
     values["top_models"] = tuple((str(m), float(c)) for m, c in values.get("top_models") or ())
     return Alert(**values)
@@ -188,7 +191,7 @@ def plan(
             continue
         silence = active_silence(silences, finding, now)
         if silence is not None:
-            silenced.append(replace(due, silenced_by=silence.reason))
+            silenced.append(replace(due, silenced_by=silence.reason, silenced_until=silence.until))
             continue
         alerts.append(due)
         for entry in _record(due, finding, actual_entry, now):

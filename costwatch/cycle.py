@@ -75,6 +75,7 @@ class Outcome:
     plan: alerts.Plan | None = None
     operational: health.Operational | None = None
     outbox_ids: tuple[int, ...] = ()
+    unevaluated: tuple[budgets.Unevaluated, ...] = ()  # limits the export cannot evaluate
     error: ExportError | UsageError | None = None
 
     @property
@@ -150,9 +151,15 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
     except (ExportError, UsageError) as error:
         return _failed(deps, now, default_period, error)
 
-    findings, selected = budgets.evaluate_with_selections(
-        rules, {key: u.frame for key, u in usages.items()}, now
-    )
+    frames = {key: u.frame for key, u in usages.items()}
+    findings, selected = budgets.evaluate_with_selections(rules, frames, now)
+    unevaluated = tuple(budgets.unevaluated(rules, frames, findings, selected))
+    if unevaluated:
+        log.warning(
+            "%d budget limit(s) not evaluated: %s",
+            len(unevaluated),
+            "; ".join(item.describe() for item in unevaluated),
+        )
     period_keys = [r.period.key() for r in rules]
 
     def planned(ledger: Mapping[alerts.LedgerKey, alerts.LedgerEntry]) -> Outcome:
@@ -166,6 +173,7 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
             source=source,
             findings=findings,
             plan=_with_context(plan, rules, usages, selected),
+            unevaluated=unevaluated,
         )
 
     if deps.state is None or deps.dry_run:

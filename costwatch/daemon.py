@@ -217,7 +217,12 @@ class Daemon:
         assert outcome.usage is not None
         self._metrics.export_succeeded(now, seconds)
         self._metrics.publish(
-            Snapshot(at=now, usage=outcome.usage.frame, findings=outcome.findings)
+            Snapshot(
+                at=now,
+                usage=outcome.usage.frame,
+                findings=outcome.findings,
+                unevaluated=outcome.unevaluated,
+            )
         )
         self._metrics.cycle_finished("ok", seconds)
         self._metrics.alerts_pending(self._state.pending_count())
@@ -242,9 +247,8 @@ class Daemon:
             self._state, self._sender, config.slack, now, sleep=self._wait, monotonic=time.monotonic
         )
         self._metrics.alerts_sent(report.sent)
-        for code, count in report.permanent_errors.items():
-            for _ in range(count):
-                self._metrics.slack_error(code)
+        for code, count in {**report.permanent_errors, **report.transient_errors}.items():
+            self._metrics.slack_error(code, count)
         self._metrics.alerts_pending(report.pending)
         if report.sent or report.failed:
             log.info(

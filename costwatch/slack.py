@@ -177,6 +177,7 @@ class DeliveryReport:
     rerouted: int = 0  # rows delivered to the default channel instead of their own
     digests: int = 0
     permanent_errors: dict[str, int] = field(default_factory=dict)  # code -> posts refused
+    transient_errors: dict[str, int] = field(default_factory=dict)  # code -> posts failed
     pending: int = 0  # unsent rows in the outbox after this round
 
 
@@ -301,6 +302,8 @@ class _Round:
         if error.permanent:
             self._count(error, "its alerts stay in the outbox")
         else:
+            errors = self.report.transient_errors
+            errors[error.code] = errors.get(error.code, 0) + 1
             log.warning("Slack delivery to %s failed: %s", _where(error.channel), error)
         self._fail(send, error)
 

@@ -38,7 +38,7 @@ from costwatch.metrics import (
     Snapshot,
     render_snapshot,
 )
-from costwatch.slackerrors import PERMANENT_ERRORS
+from costwatch.slackerrors import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from costwatch.usage import SCHEMA, TOKEN_COLUMNS
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -462,7 +462,7 @@ def test_free_form_error_labels_are_bounded(metrics: Metrics) -> None:
         metrics.export_failed(f"odd_{i}", 1.0)
     text = metrics.exposition().decode()
     slack_errors = by_labels(text, "costwatch_slack_errors_total", "error")
-    assert len(slack_errors) == len(PERMANENT_ERRORS) + 33
+    assert len(slack_errors) == len(PERMANENT_ERRORS) + len(TRANSIENT_ERRORS) + 33
     assert slack_errors[("other",)] == 68.0
     reasons = by_labels(text, "costwatch_export_failures_total", "reason")
     assert len(reasons) == len(EXPORT_FAILURE_REASONS) + 33

@@ -1,0 +1,135 @@
+"""Slack delivery at the end of `costwatch check`, so that a cron job can replace the daemon.
+
+`check` delivers what its cycle planned and every row that was already waiting, in one round of
+`slack.deliver` with the configured sender, exactly as a daemon's round does (pacing, digests,
+re-routing, never marking a row sent before Slack accepted it). What does not go out stays in
+the outbox with its attempts and error, and the next `check` (or daemon) sends it.
+
+The whole delivery has a deadline (`--delivery-timeout`), because a cron job must never hang:
+
+- no post starts after the deadline, and a pacing wait that would end after it ends the round;
+- each post's HTTP timeout is at most the time the delivery has;
+- a post still in flight at the deadline (slack_sdk waiting out a `Retry-After`, say) is
+  abandoned: delivery runs in a worker thread and `check` stops waiting for it. If Slack
+  accepted that post, the row is sent again next time: the at-least-once window of
+  docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from costwatch import slack
+from costwatch.config import SlackConfig
+from costwatch.report import DeliverySummary
+from costwatch.slackrender import Rendered
+from costwatch.state import State
+
+__all__ = ["POST_TIMEOUT", "deliver"]
+
+log = logging.getLogger(__name__)
+
+POST_TIMEOUT = 10.0  # seconds per HTTP request to Slack, as the daemon's sender
+_ABANDON_AFTER = 1.0  # seconds past the deadline before an in-flight post is left behind
+
+SenderFactory = Callable[[SlackConfig, float], slack.Sender]
+
+
+class _DeadlineReached(Exception):
+    """Raised inside the round when the delivery's time is up."""
+
+
+def _sender(config: SlackConfig, timeout: float) -> slack.Sender:
+    return slack.sender_from_config(config, timeout=timeout)
+
+
+@dataclass
+class _Bounded:
+    """A sender that starts no post after the deadline and counts what Slack accepted."""
+
+    sender: slack.Sender
+    deadline: float
+    monotonic: Callable[[], float]
+    accepted: int = 0
+
+    def post(self, channel: str | None, message: Rendered) -> None:
+        if self.monotonic() >= self.deadline:
+            raise _DeadlineReached
+        self.sender.post(channel, message)
+        self.accepted += 1
+
+
+@dataclass
+class _Outcome:
+    report: slack.DeliveryReport | None = None
+    stopped: bool = False  # the deadline ended the round
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def deliver(
+    state: State,
+    config: SlackConfig,
+    now: datetime,
+    *,
+    timeout: timedelta,
+    sender_factory: SenderFactory = _sender,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DeliverySummary:
+    """One delivery round of the outbox rows due at `now` (all new ones, and failed ones whose
+    `slack.retry_every` has passed), finished or abandoned within `timeout`."""
+    seconds = timeout.total_seconds()
+    deadline = monotonic() + seconds
+    before = state.pending_count()
+    sender = _Bounded(sender_factory(config, min(POST_TIMEOUT, seconds)), deadline, monotonic)
+
+    def paced(wait: float) -> None:
+        if monotonic() + wait >= deadline:
+            raise _DeadlineReached
+        sleep(wait)
+
+    outcome = _Outcome()
+
+    def round_() -> None:
+        try:
+            outcome.report = slack.deliver(
+                state, sender, config, now, sleep=paced, monotonic=monotonic
+            )
+        except _DeadlineReached:
+            outcome.stopped = True
+        except BaseException as error:  # handed to the caller's thread
+            outcome.error = error
+        finally:
+            outcome.done.set()
+
+    worker = threading.Thread(target=round_, name="costwatch-check-delivery", daemon=True)
+    worker.start()
+    finished = outcome.done.wait(max(0.0, deadline - monotonic()) + _ABANDON_AFTER)
+    if outcome.error is not None:
+        raise outcome.error
+    report = outcome.report
+    if finished and report is not None:
+        return DeliverySummary(
+            attempted=True,
+            sent=report.sent,
+            messages=report.messages,
+            failed=report.failed,
+            pending=report.pending,
+            errors={**report.permanent_errors, **report.transient_errors},
+        )
+    # Stopped at the deadline, or abandoned while a post was in flight.
+    pending = state.pending_count()
+    return DeliverySummary(
+        attempted=True,
+        sent=max(0, before - pending),
+        messages=sender.accepted,
+        pending=pending,
+        timed_out=True,
+        note=f"stopped by the delivery timeout ({seconds:g}s)",
+    )
