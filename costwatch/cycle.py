@@ -116,7 +116,7 @@ def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetche
     """Export [period start, now) in the period's zone and load it (404 parts = zero usage)."""
     end = min(now, period.end).astimezone(period.zone)
     if end <= period.start:
-        log.info("period %s has not started yet; nothing to export", period.key())
+        log.debug("period %s has not started yet; nothing to export", period.key())
         return Fetched(usage=usage.load([]), export=None)
     with tempfile.TemporaryDirectory(prefix="costwatch-export-") as workdir:
         result = client.export_api_keys(period.start, end, Path(workdir))
@@ -126,7 +126,7 @@ def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetche
             if part.path is not None
         ]
         loaded = usage.load(files)
-    log.info(
+    log.debug(
         "exported %s to %s: %d part(s), %d row(s), %d API call(s)",
         period.start.isoformat(),
         end.isoformat(),

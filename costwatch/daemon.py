@@ -5,8 +5,9 @@
   is delivered and no cycle runs until all of it succeeded: a taken port exits 2 having sent
   nothing.
 - One cycle at start-up, then on `schedule.every` (optionally jittered) or `schedule.cron`, in
-  `schedule.timezone`; never two at once (`max_instances=1`), missed runs coalesced, a misfire
-  grace of half an interval. A failed cycle is logged and counted; the next runs as planned.
+  `schedule.timezone`; never two at once (a tick during a cycle is skipped), missed runs
+  coalesced, a misfire grace of half an interval. A failed cycle is logged and counted; the next
+  runs as planned.
 - Slack delivery runs after each cycle and every `slack.retry_every` while rows are pending.
 - SIGTERM / SIGINT: stop scheduling, let a running cycle finish within `schedule.shutdown_grace`,
   flush the outbox once, close the HTTP server, exit 0. Waits inside a cycle (retry back-off,
@@ -187,16 +188,20 @@ class Daemon:
         self.run_delivery()
 
     def run_delivery(self) -> None:
-        """Deliver due outbox rows; never raises."""
+        """Deliver due outbox rows; never raises. While another delivery runs it returns at
+        once: that one, or the next (after a cycle, or every `slack.retry_every`), sends them."""
         if self._sender is None or self._stop.is_set():
             return
-        with self._deliver_lock:
-            try:
-                self._deliver(self._clock())
-            except Stopping:
-                pass
-            except Exception:
-                log.exception("delivery failed")
+        if not self._deliver_lock.acquire(blocking=False):
+            return
+        try:
+            self._deliver(self._clock())
+        except Stopping:
+            pass
+        except Exception:
+            log.exception("delivery failed")
+        finally:
+            self._deliver_lock.release()
 
     def _cycle(self, now: datetime) -> None:
         config = self._config
@@ -250,8 +255,8 @@ class Daemon:
         for code, count in {**report.permanent_errors, **report.transient_errors}.items():
             self._metrics.slack_error(code, count)
         self._metrics.alerts_pending(report.pending)
-        if report.sent or report.failed:
-            log.info(
+        if report.sent or report.failed:  # failures were logged as they happened
+            log.debug(
                 "delivered %d alert(s) in %d message(s); %d failed, %d pending",
                 report.sent,
                 report.messages,
@@ -285,7 +290,10 @@ class Daemon:
         schedule = self._config.schedule
         options: dict[str, Any] = {
             "id": CYCLE_JOB,
-            "max_instances": 1,
+            # One instance delivering after its cycle, one in the next cycle, and a tick that
+            # run_cycle skips with its own message: APScheduler never has to log "maximum
+            # number of running instances reached".
+            "max_instances": 3,
             "coalesce": True,
             "misfire_grace_time": max(1, int(interval(schedule).total_seconds() / 2)),
             "replace_existing": True,
@@ -303,7 +311,7 @@ class Daemon:
             self.run_delivery,
             IntervalTrigger(seconds=max(1, self._config.slack.retry_every.total_seconds())),
             id=DELIVERY_JOB,
-            max_instances=1,
+            max_instances=2,  # as the cycle job's: run_delivery returns at once while one runs
             coalesce=True,
             replace_existing=True,
         )

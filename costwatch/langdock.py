@@ -227,7 +227,7 @@ class LangdockClient:
                 if part.path is not None:
                     part.path.unlink(missing_ok=True)
             raise
-        log.info(
+        log.debug(
             "exported %s (%s): %d part(s), %d record(s), %d byte(s), %d API call(s)",
             whole.describe(),
             whole.zone.key,
@@ -250,7 +250,7 @@ class LangdockClient:
                 f"large and cannot be split further: {outcome.message}",
                 reason="too_large",
             )
-        log.info(
+        log.debug(
             "export of %s too large; splitting into %s and %s",
             rng.describe(),
             halves[0].describe(),
@@ -278,7 +278,7 @@ class LangdockClient:
         if isinstance(outcome, _TooLarge):
             return outcome
         if isinstance(outcome, _NoData):
-            log.info("no usage in %s (404 No data found)", rng.describe())
+            log.debug("no usage in %s (404 No data found)", rng.describe())
             return _part(rng, None, 0)
         self._check_download_url(outcome.download_url)
         path, size = self._download(outcome.download_url, rng, workdir)

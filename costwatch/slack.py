@@ -119,14 +119,20 @@ def _translated(channel: str | None) -> Iterator[None]:
 
 
 class _Redact(logging.Filter):
-    """slack_sdk logs the request URL when it retries: a webhook URL is a secret."""
+    """slack_sdk logs the request URL when it retries: a webhook URL is a secret.
+
+    Its records are demoted to DEBUG: each failure it logs (a retry, a 503's "Failed to decode
+    Slack API response", a dropped connection) is reported by delivery once, as a WARNING with
+    the status or an ERROR with the remedy, so at INFO a Slack 503 is one line.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         clean = _SECRETS.sub("[secret]", text)
         if clean != text:
             record.msg, record.args = clean, ()
-        return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return _sdk_log.isEnabledFor(logging.DEBUG)
 
 
 _sdk_log = logging.getLogger("costwatch.slack.sdk")

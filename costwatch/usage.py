@@ -262,7 +262,7 @@ def _layout(file: ExportFile, header: tuple[str, ...]) -> _Layout:
             f"{file.path}: no model column: looked for "
             f"{', '.join(MODEL_COLUMN_CANDIDATES)} (the header has: {listed})"
         )
-    log.info("%s: using '%s' as the model column", file.path, model)
+    log.debug("%s: using '%s' as the model column", file.path, model)
     wants_period = file.first_day is not None or file.last_day is not None
     return _Layout(
         path=file.path,

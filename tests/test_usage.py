@@ -315,7 +315,7 @@ def test_model_column_is_detected_and_logged(
     path = write(
         tmp_path, f"api_key_id,api_key_name,{model_column},requests,total_cost_usd\nk1,n,gpt,1,2\n"
     )
-    with caplog.at_level(logging.INFO, logger="costwatch.usage"):
+    with caplog.at_level(logging.DEBUG, logger="costwatch.usage"):
         usage = load_csv(path)
     assert usage.model_column == model_column
     assert records(usage, "model") == [("gpt",)]
