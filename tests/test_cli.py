@@ -701,3 +701,22 @@ def test_a_check_whose_export_fails_still_delivers_the_exports_failing_notice(
     assert "fail" in notice.text.lower()
     err = capsys.readouterr().err
     assert "Slack: 1 row delivered in 1 message; nothing waiting" in err
+
+
+def test_test_slack_through_a_webhook_names_the_webhooks_channel_not_an_empty_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SlackStub() as stub:
+        monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+        monkeypatch.setenv("SLACK_WEBHOOK_URL", stub.webhook_url)
+        config = write_config(
+            tmp_path,
+            "https://api.langdock.com",
+            extra="slack:\n  webhook_url: ${SLACK_WEBHOOK_URL}\n",
+        )
+        assert main(["test-slack", "--config", str(config)]) == 0
+        (post,) = stub.posts()
+    assert "ok      the webhook's channel" in capsys.readouterr().out
+    assert "costwatch can post to the webhook's channel." in post.text
+    assert "post to ." not in post.text
+    assert post.body["text"] == "costwatch test message for the webhook's channel"
