@@ -1,8 +1,9 @@
 """The `costwatch` command: validate, check, demo.
 
 Exit codes of `check` (interface): 0 all within budget, 1 some threshold crossed, 2 the
-configuration, the export or its data could not be used (nothing was evaluated). Slack delivery
-does not change them: what did not go out is listed and stays in the outbox.
+configuration, the export or its data could not be used, or no configured limit can be compared
+with the export (nothing was evaluated). Slack delivery does not change them: what did not go
+out is listed and stays in the outbox.
 
 `check` is one whole cycle, delivery included, so a cron job can replace the daemon: it plans
 into the outbox, then delivers what it planned and what was waiting (`checkdelivery`, bounded
@@ -268,12 +269,12 @@ def run_check(
     csv: Path | None,
     output: str,
     dry_run: bool = False,
-    deliver: bool = False,
+    deliver: bool | None = None,
     delivery_timeout: timedelta = DELIVERY_TIMEOUT,
     all_keys: bool = False,
 ) -> int:
     """One cycle for `check` and `demo`: export (or read `csv`), evaluate, plan, record,
-    deliver (with `deliver`, unless a dry run), print."""
+    deliver (`deliver` True; False: queue only, and say so; None: neither), print."""
     zone = config.schedule.zone
     if now is None:
         now = datetime.now(UTC)
@@ -284,7 +285,7 @@ def run_check(
         with _state(config, dry_run) as state, _client(config, csv) as client:
             deps = cycle.Deps(config=config, client=client, csv=csv, state=state, dry_run=dry_run)
             outcome = cycle.run_once(deps, now)
-            if state is not None and not dry_run:
+            if state is not None and not dry_run and deliver is not None:
                 delivery = _deliver(config, state, now, deliver, delivery_timeout)
             pending = [cycle.describe_pending(item) for item in state.pending()] if state else []
     except StateError as error:

@@ -288,6 +288,7 @@ def test_demo_runs_one_cycle_against_the_simulator(capsys: pytest.CaptureFixture
     captured = capsys.readouterr()
     assert "to date in Europe/Berlin" in captured.out
     assert "TOTAL (12 keys)" in captured.out
+    assert "Slack:" not in captured.out  # one cycle, printed: the demo delivers nothing
     assert "simulated Langdock workspace" in captured.err
 
 
