@@ -7,8 +7,8 @@ out is listed and stays in the outbox.
 
 `check` is one whole cycle, delivery included, so a cron job can replace the daemon: it plans
 into the outbox, then delivers what it planned and what was waiting (`checkdelivery`, bounded
-by `--delivery-timeout`). `--queue-only` plans without delivering (a daemon on the same state
-delivers); `--dry-run` plans and writes and sends nothing.
+by `--delivery-timeout`). `--queue-only` plans into the outbox and leaves delivery to the next
+`run` or `check`; `--dry-run` plans and writes and sends nothing.
 """
 
 from __future__ import annotations
@@ -103,8 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--queue-only",
         action="store_true",
-        help="plan alerts into the outbox but do not deliver them (a daemon on the same state"
-        " does)",
+        help="plan alerts into the outbox, deliver nothing (the next run or check does)",
     )
     check.add_argument(
         "--delivery-timeout",
@@ -274,7 +273,8 @@ def run_check(
     all_keys: bool = False,
 ) -> int:
     """One cycle for `check` and `demo`: export (or read `csv`), evaluate, plan, record,
-    deliver (`deliver` True; False: queue only, and say so; None: neither), print."""
+    deliver (`deliver` True; False: queue only, and say so; None, `demo --once`: neither),
+    print."""
     zone = config.schedule.zone
     if now is None:
         now = datetime.now(UTC)
@@ -331,15 +331,15 @@ def _deliver(
     config: Config, state: State, now: datetime, deliver: bool, timeout: timedelta
 ) -> report.DeliverySummary:
     """Deliver the outbox after the cycle, or say why not."""
-    pending = state.pending_count()
     if not deliver:
-        return report.DeliverySummary(attempted=False, pending=pending, note="--queue-only")
-    if config.slack is None:
+        note = "--queue-only"
+    elif config.slack is None:
         note = "no slack section: alerts stay in the outbox"
-        return report.DeliverySummary(attempted=False, pending=pending, note=note)
-    from costwatch import checkdelivery  # noqa: PLC0415 (slack_sdk loads only to deliver)
+    else:
+        from costwatch import checkdelivery  # noqa: PLC0415 (slack_sdk loads only to deliver)
 
-    return checkdelivery.deliver(state, config.slack, now, timeout=timeout)
+        return checkdelivery.deliver(state, config.slack, now, timeout=timeout)
+    return report.DeliverySummary(attempted=False, pending=state.pending_count(), note=note)
 
 
 def state_is_missing(config: Config, dry_run: bool) -> bool:

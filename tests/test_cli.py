@@ -141,7 +141,7 @@ def test_check_json_findings_alerts_silences_and_pending_rows_carry_what_scripts
         + "  - {budget: quiet, until: '2026-12-01T00:00:00+00:00', reason: migration}\n"
     )
     args = ["check", "--config", str(tight), "--now", NOW.isoformat(), "--format", "json"]
-    assert main([*args, "--queue-only"]) == 1
+    assert main(args) == 1  # no slack section: planned, and waiting in the outbox
     document = json.loads(capsys.readouterr().out)
     finding = next(f for f in document["findings"] if f["level"] is not None)
     assert set(finding) >= DESIGN_FINDING_FIELDS | {"period", "projected", "overrun_at"}
@@ -646,6 +646,9 @@ def test_queue_only_plans_into_the_outbox_and_posts_nothing(
     assert stub.requests == []
     assert "Slack: nothing delivered (--queue-only)" in out
     assert f"Waiting in the outbox for delivery: {len(rows)}" in out
+    assert main(check(slack_config)) == 1  # the next check delivers them
+    assert len(stub.posts()) == len(rows)
+    capsys.readouterr()
 
 
 def test_a_dry_run_posts_nothing(
