@@ -41,6 +41,7 @@ from costwatch.errors import (
     ExportUnavailableError,
 )
 from costwatch.periods import local_midnight
+from costwatch.quote import quote
 from costwatch.retry import Retrier, RetriesExhausted, Retryable, RetryPolicy, retry_after_seconds
 
 __all__ = ["ExportPart", "ExportResult", "LangdockClient", "RetryPolicy"]
@@ -247,7 +248,7 @@ class LangdockClient:
         if halves is None:
             raise ExportRequestError(
                 f"Langdock export of the single day {rng.describe()} ({rng.zone.key}) is too "
-                f"large and cannot be split further: {outcome.message}",
+                f"large and cannot be split further: {quote(outcome.message)}",
                 reason="too_large",
             )
         log.info(
@@ -395,7 +396,7 @@ def _interpret(response: httpx.Response, key: _Secret) -> _Ready | _NoData | _To
         reason = "rate_limited" if status == 429 else "server_error"
         waited = "" if retry_after is None else f", Retry-After {retry_after:g}s"
         raise Retryable(reason, f"HTTP {status}{waited}", retry_after)
-    detail = message or error or "(no message)"
+    detail = quote(message or error) if message or error else "(no message)"
     if 400 <= status < 500:
         hint = " (check base_url)" if status == 404 else ""
         raise ExportRequestError(f"Langdock rejected the export request ({status}){hint}: {detail}")
@@ -403,7 +404,10 @@ def _interpret(response: httpx.Response, key: _Secret) -> _Ready | _NoData | _To
 
 
 def _error_fields(response: httpx.Response, key: _Secret) -> tuple[str, str]:
-    """The flat error body's `error` and `message`, masked; the raw text when not JSON."""
+    """The flat error body's `error` and `message`, masked; the raw text when not JSON.
+
+    Outside text: whoever puts either into a message quotes it (`costwatch.quote`).
+    """
     try:
         body = response.json()
     except ValueError:
@@ -415,6 +419,13 @@ def _error_fields(response: httpx.Response, key: _Secret) -> tuple[str, str]:
         key.scrub(error) if isinstance(error, str) else "",
         key.scrub(message) if isinstance(message, str) else "",
     )
+
+
+def _literal(value: object) -> str:
+    """A JSON value from the server, shown briefly: `True`, `None`, or quoted and capped."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    return quote(json.dumps(value), 60)
 
 
 def _parse_success(response: httpx.Response, key: _Secret) -> _Ready:
@@ -430,8 +441,8 @@ def _parse_success(response: httpx.Response, key: _Secret) -> _Ready:
     if body.get("success") is not True:
         _, message = _error_fields(response, key)
         raise ExportProtocolError(
-            f"Langdock's export answer has success={body.get('success')!r}"
-            + (f": {message}" if message else "")
+            f"Langdock's export answer has success={_literal(body.get('success'))}"
+            + (f": {quote(message)}" if message else "")
         )
     data = body.get("data")
     if not isinstance(data, dict):

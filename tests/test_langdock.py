@@ -569,7 +569,7 @@ def test_another_4xx_is_a_request_error(
 @pytest.mark.parametrize(
     ("body", "complaint"),
     [
-        ({"success": False, "message": "export failed"}, "success=False: export failed"),
+        ({"success": False, "message": "export failed"}, "success=False: 'export failed'"),
         ({"success": True}, "'data'"),
         ({"data": {"downloadUrl": "https://s/x", "recordCount": 1}}, "success=None"),
         ({"success": True, "data": {"recordCount": 3}}, "data.downloadUrl"),
