@@ -16,14 +16,20 @@ first `limit` characters are ever looked at: a 200 MB line costs what 200 charac
 
 `quote_items(items, limit)` quotes a list (a CSV header) the same way, within one budget for
 the whole list, and says how many items were left out.
+
+`Refusal(template, *values)` is a ValueError that names the values it refuses without ever
+formatting them itself: `str()` shows each as `<value>`, and only `render(show)` puts them in,
+through `show` (default `quote`). The configuration's error translation renders a value that
+came from the environment as the text written in the file (`'${NAME}'`) and never renders a
+value of a secret field, so no validator can echo a secret, however it transforms it.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-__all__ = ["LIMIT", "quote", "quote_items"]
+__all__ = ["LIMIT", "Refusal", "quote", "quote_items"]
 
 LIMIT = 200  # characters of a literal kept in a message
 _ESCAPED_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
@@ -82,3 +88,21 @@ def _escape(char: str) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+class Refusal(ValueError):
+    """A refused value, named in a message that its reader formats (see the module docstring).
+
+    `template` has one `{}` per value; the constant text in it is costwatch's own.
+    """
+
+    def __init__(self, template: str, *values: str) -> None:
+        super().__init__(template)  # args hold the template only, never a value
+        self.template = template
+        self.values = values
+
+    def render(self, show: Callable[[str], str] = quote) -> str:
+        return self.template.format(*(show(value) for value in self.values))
+
+    def __str__(self) -> str:
+        return self.render(lambda _value: "<value>")
