@@ -87,9 +87,14 @@ def _check_glob(pattern: str) -> str:
 
 
 def check_url(url: str) -> str:
+    """An http(s) URL without a user or password: HTTP clients log URLs, never a secret."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http or https URL")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "must not contain a user or password (user:password@): a key goes in its own field"
+        )
     return url
 
 

@@ -201,6 +201,8 @@ class LangdockClient:
     ) -> None:
         if not api_key or api_key != api_key.strip():
             raise ValueError("api_key must be non-empty and without surrounding whitespace")
+        if httpx.URL(base_url).userinfo:  # the URL is logged; the key goes in api_key
+            raise ValueError("base_url must not contain a user or password")
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._export_url = self._base_url + EXPORT_PATH

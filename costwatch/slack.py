@@ -17,14 +17,16 @@
   remedy in plain words, and counted in the report. With a token, a channel error re-routes the
   message to the default channel with a line saying where it should have gone.
 - **Secrets**: the token and the webhook URL (it holds the credential) appear in no log record,
-  error message or report; slack_sdk's own log records pass through a redacting filter.
+  error message or report. slack_sdk formats request URLs and headers into its own log records
+  (f-strings, at DEBUG and INFO), so it is handed a logger that emits nothing at any level:
+  nothing is redacted afterwards because nothing with a secret is ever formatted for output.
+  What costwatch reports about delivery it logs itself.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,7 +66,6 @@ log = logging.getLogger(__name__)
 
 MAX_RETRIES = 2  # per post, all of slack_sdk's handlers together (they share one counter)
 RETRY_INTERVAL = 1.0  # seconds between retries after a connection error or a 500/503
-_SECRETS = re.compile(r"xox[a-z]-[\w-]+|/services/[^\s'\"]+")  # in slack_sdk's logs
 
 
 class Sender(Protocol):
@@ -118,19 +119,20 @@ def _translated(channel: str | None) -> Iterator[None]:
 # -- building a sender --------------------------------------------------------------------------
 
 
-class _Redact(logging.Filter):
-    """slack_sdk logs the request URL when it retries: a webhook URL is a secret."""
+def _silent_logger() -> logging.Logger:
+    """The logger slack_sdk gets: outside the logging tree, disabled, above every level.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        clean = _SECRETS.sub("[secret]", text)
-        if clean != text:
-            record.msg, record.args = clean, ()
-        return True
+    slack_sdk puts the webhook URL (any path, not only /services/) and request headers into
+    its messages; a level above CRITICAL makes `isEnabledFor` false for all of them, and no
+    handler, root or `lastResort`, is ever reached, whatever `--log-level` says.
+    """
+    silent = logging.Logger("costwatch.slack.sdk", level=logging.CRITICAL + 1)
+    silent.propagate = False
+    silent.disabled = True
+    return silent
 
 
-_sdk_log = logging.getLogger("costwatch.slack.sdk")
-_sdk_log.addFilter(_Redact())
+_sdk_log = _silent_logger()
 
 
 def _retry_handlers(interval: float = RETRY_INTERVAL) -> list[RetryHandler]:

@@ -1575,3 +1575,23 @@ def test_a_key_name_with_control_characters_is_quoted_escaped() -> None:
     assert "\x1b" not in message
     assert "\n" not in message
     assert "unknown key 'tim\\x1b[31meout\\nERROR forged'" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "line"),
+    [
+        ("langdock", "  base_url: https://admin:pa55-W0rd@langdock.example.com/api/public"),
+        ("langdock", "  base_url: https://ld-k3y-only@langdock.example.com"),
+        ("slack", "  token: x\n  channel: '#a'\n  api_url: https://u:pa55-W0rd@slack.example"),
+    ],
+    ids=["user-and-password", "user-only", "slack-api-url"],
+)
+def test_a_url_with_a_user_or_password_is_refused_without_echoing_it(
+    section: str, line: str
+) -> None:
+    header = "" if section == "langdock" else "langdock:\n  api_key: x\n"
+    text = f"{header}{section}:\n{line}\n" + ("  api_key: x\n" if section == "langdock" else "")
+    [found] = problems(text, env={})
+    assert "must not contain a user or password" in found
+    assert "pa55" not in found
+    assert "k3y" not in found

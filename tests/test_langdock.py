@@ -900,3 +900,11 @@ def test_an_api_key_with_surrounding_whitespace_is_refused_without_echoing_it(
     with pytest.raises(ValueError, match="api_key") as info:
         LangdockClient(http, base_url="https://api.langdock.com", api_key=f" {KEY}\n")
     assert KEY not in str(info.value)
+
+
+def test_a_base_url_with_a_user_or_password_is_refused_without_echoing_it(
+    http: httpx.Client,
+) -> None:
+    with pytest.raises(ValueError, match="user or password") as info:
+        LangdockClient(http, base_url=f"https://admin:{KEY}@api.langdock.com", api_key=KEY)
+    assert KEY not in str(info.value)

@@ -562,8 +562,22 @@ def test_the_token_and_the_webhook_url_never_leak(
         sender(webhook_config(stub)).post(None, Rendered(text="hello"))
     seen += [str(caught.value), "".join(traceback.format_exception(caught.value))]
     seen.append(caplog.text)
-    assert "[secret]" in caplog.text  # slack_sdk did log a URL, and it was redacted
+    assert "Slack delivery to" in caplog.text  # costwatch logged the failures itself
     for text in seen:
         assert TOKEN not in text
         assert WEBHOOK_SECRET not in text
         assert "w3bh00k" not in text
+
+
+def test_a_webhook_url_outside_services_never_reaches_a_log_even_at_debug(
+    stub: SlackStub, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret_path = "/hooks/proxy-7Hx9-s3cr3t-path"  # a Slack-compatible proxy's own layout
+    config = webhook_config(stub, url=stub.base_url + secret_path)
+    with State.open(tmp_path / "state.db") as state:
+        enqueue(state, make_alert("a"))
+        stub.drop_next(2)  # slack_sdk retries, and would log the URL it retries
+        report = run(state, config, clock)
+    assert report.failed == 1
+    assert caplog.records  # logging at DEBUG was on, and costwatch said what happened
+    assert "7Hx9-s3cr3t" not in caplog.text
