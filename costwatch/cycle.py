@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ def langdock_client(
 def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetched:
     """Export [period start, now) in the period's zone and load it (404 parts = zero usage)."""
     end = min(now, period.end).astimezone(period.zone)
-    if end <= period.start:
+    if end.astimezone(UTC) <= period.start.astimezone(UTC):  # in one zone, < ignores the fold
         log.info("period %s has not started yet; nothing to export", period.key())
         return Fetched(usage=usage.load([]), export=None)
     with tempfile.TemporaryDirectory(prefix="costwatch-export-") as workdir:

@@ -11,6 +11,12 @@ for the half-open range [start, end) and downloads the CSV into `workdir`:
       429, 5xx, timeouts, connection errors, broken or expired downloads
            -> retried (a fresh export each time) under a RetryPolicy, then ExportUnavailableError
 
+Wall-clock times are ambiguous while a DST fall-back repeats an hour (and at a midnight in
+zones that fall back at midnight), and the API reads wall-clock time: a part whose `from` or
+`to` falls in a repeated hour is asked for in UTC instead, the exact same instants with no
+second reading, and its days (for the CSV's period check) are then UTC days. Every other part
+is asked for in its own zone, as documented.
+
 The key lives in a `_Secret` that masks itself in `repr`/`str`/f-strings; the download URL is
 signed, so only its host is ever logged. Checking the CSV's period against the range is the
 loader's job (`costwatch.usage`), using each part's `first_day`/`last_day`.
@@ -55,6 +61,7 @@ _AUTH_MESSAGE = (
 )
 _TOO_LARGE = "Export too large"
 _NO_DATA = "No data found"
+_UTC_ZONE = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True)
@@ -117,12 +124,20 @@ class _Range:
         return (self.end.astimezone(UTC) - _ONE_MS).astimezone(self.zone)
 
     @property
+    def request_zone(self) -> ZoneInfo:
+        """The range's zone, or UTC when a bound's wall-clock time there occurs twice."""
+        if _ambiguous(self.start) or _ambiguous(self.last_instant):
+            return _UTC_ZONE
+        return self.zone
+
+    @property
     def first_day(self) -> date:
-        return self.start.date()
+        """The first day as the request names it (and the CSV's period_start says)."""
+        return self.start.astimezone(self.request_zone).date()
 
     @property
     def last_day(self) -> date:
-        return self.last_instant.date()
+        return self.last_instant.astimezone(self.request_zone).date()
 
     def describe(self) -> str:
         if self.first_day == self.last_day:
@@ -130,10 +145,10 @@ class _Range:
         return f"{self.first_day.isoformat()}..{self.last_day.isoformat()}"
 
     def request_body(self) -> dict[str, Any]:
-        zone = self.zone.key
+        zone = self.request_zone
         return {
-            "from": {"date": _wall_clock(self.start), "timezone": zone},
-            "to": {"date": _wall_clock(self.last_instant), "timezone": zone},
+            "from": {"date": _wall_clock(self.start.astimezone(zone)), "timezone": zone.key},
+            "to": {"date": _wall_clock(self.last_instant.astimezone(zone)), "timezone": zone.key},
             "group_by": "model",
         }
 
@@ -154,6 +169,19 @@ class _Range:
             return None
         cut = min(inside, key=lambda c: abs((c.astimezone(UTC) - middle).total_seconds()))
         return _Range(self.start, cut), _Range(cut, self.end)
+
+
+def _ambiguous(moment: datetime) -> bool:
+    """Whether `moment`'s local wall-clock time occurs twice in its zone (a DST fall-back).
+
+    A real instant's wall time always exists, so two offsets for it mean two occurrences.
+    """
+    wall = moment.replace(tzinfo=None)
+    zone = moment.tzinfo
+    return (
+        wall.replace(tzinfo=zone, fold=0).utcoffset()
+        != wall.replace(tzinfo=zone, fold=1).utcoffset()
+    )
 
 
 def _wall_clock(moment: datetime) -> str:
@@ -290,6 +318,12 @@ class LangdockClient:
 
     def _post(self, rng: _Range) -> httpx.Response:
         body = rng.request_body()
+        if rng.request_zone != rng.zone:
+            log.info(
+                "%s: a bound's local time occurs twice in %s (DST ends); asking in UTC",
+                rng.describe(),
+                rng.zone.key,
+            )
         log.debug("POST %s %s", self._export_url, json.dumps(body))
         try:
             return self._http.post(
