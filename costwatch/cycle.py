@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import polars as pl
 
 from costwatch import alerts, budgets, health, periods, report, usage
 from costwatch.config import Config, LangdockConfig
+from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.errors import ExportError, UsageError
 from costwatch.langdock import ExportResult, LangdockClient, RetryPolicy
 from costwatch.periods import Period
@@ -89,11 +89,15 @@ class Outcome:
 
 @contextmanager
 def langdock_client(
-    config: LangdockConfig, *, sleep: Callable[[float], None] = time.sleep
+    config: LangdockConfig,
+    *,
+    deadline: Deadline = UNBOUNDED,
+    sleep: Callable[[float], None] | None = None,
 ) -> Iterator[LangdockClient]:
     """An export client built from the configuration, its HTTP connections closed on exit.
 
-    `sleep` waits between retries; the daemon passes one that ends early on shutdown.
+    The daemon passes a `deadline` whose stop signal aborts requests and retry sleeps on
+    shutdown; `sleep` (default: the deadline's wait) is for benchmarks that must not wait.
     """
     timeout = httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0))
     with httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}) as http:
@@ -107,6 +111,8 @@ def langdock_client(
                 max_attempts=config.max_attempts,
                 max_elapsed_seconds=config.retry_max_elapsed_seconds,
             ),
+            request_timeout=config.timeout_seconds,
+            deadline=deadline,
             sleep=sleep,
         )
 

@@ -17,6 +17,13 @@ zones that fall back at midnight), and the API reads wall-clock time: a part who
 second reading, and its days (for the CSV's period check) are then UTC days. Every other part
 is asked for in its own zone, as documented.
 
+Deadlines: each request has one end to end, not only between bytes (`costwatch.httpdeadline`):
+the POST must finish within the request timeout, and the POST and its download within what is
+left of the range's retry budget, so a peer that never answers or trickles a byte a second
+costs one attempt, not the cycle. A stop (`deadline.stop`, set on shutdown) aborts the request
+in flight and ends a retry sleep at once: `Stopping` propagates, never an ExportError, and the
+files already downloaded are deleted.
+
 The key lives in a `_Secret` that masks itself in `repr`/`str`/f-strings; the download URL is
 signed, so only its host is ever logged. Checking the CSV's period against the range is the
 loader's job (`costwatch.usage`), using each part's `first_day`/`last_day`.
@@ -39,6 +46,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.errors import (
     ExportAuthError,
     ExportDownloadError,
@@ -46,9 +54,17 @@ from costwatch.errors import (
     ExportRequestError,
     ExportUnavailableError,
 )
+from costwatch.httpdeadline import DeadlineExceeded, bounded
 from costwatch.periods import local_midnight
 from costwatch.quote import quote
-from costwatch.retry import Retrier, RetriesExhausted, Retryable, RetryPolicy, retry_after_seconds
+from costwatch.retry import (
+    Retrier,
+    RetriesExhausted,
+    Retryable,
+    RetryBudget,
+    RetryPolicy,
+    retry_after_seconds,
+)
 
 __all__ = ["ExportPart", "ExportResult", "LangdockClient", "RetryPolicy"]
 
@@ -223,10 +239,15 @@ class LangdockClient:
         allow_insecure_download: bool = False,
         max_download_bytes: int = 512 * 1024 * 1024,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so sharing it is safe
-        sleep: Callable[[float], None] = time.sleep,
+        request_timeout: float | None = None,
+        deadline: Deadline = UNBOUNDED,
+        sleep: Callable[[float], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
+        """`request_timeout`: the longest one export POST may take end to end (default: the
+        client's read timeout). `deadline.stop` aborts requests and retry sleeps on shutdown;
+        `sleep` defaults to `deadline.wait`."""
         if not api_key or api_key != api_key.strip():
             raise ValueError("api_key must be non-empty and without surrounding whitespace")
         if httpx.URL(base_url).userinfo:  # the URL is logged; the key goes in api_key
@@ -237,7 +258,12 @@ class LangdockClient:
         self._key = _Secret(api_key)
         self._allow_insecure_download = allow_insecure_download
         self._max_download_bytes = max_download_bytes
-        self._retrier = Retrier(retry, sleep=sleep, monotonic=monotonic, jitter=jitter)
+        self._request_timeout = request_timeout or http.timeout.read or 120.0
+        self._deadline = deadline
+        self._monotonic = monotonic
+        self._retrier = Retrier(
+            retry, sleep=sleep or deadline.wait, monotonic=monotonic, jitter=jitter
+        )
 
     def __repr__(self) -> str:
         return f"LangdockClient(base_url={self._base_url!r}, api_key=***)"
@@ -295,7 +321,9 @@ class LangdockClient:
     ) -> ExportPart | _TooLarge:
         what = f"export of {rng.describe()}"
         try:
-            return self._retrier.run(lambda: self._attempt(rng, workdir, tally), what=what, log=log)
+            return self._retrier.run(
+                lambda budget: self._attempt(rng, workdir, tally, budget), what=what, log=log
+            )
         except RetriesExhausted as gave_up:
             raise ExportUnavailableError(
                 f"Langdock {what} failed after {gave_up.attempts} attempt(s) over "
@@ -303,20 +331,26 @@ class LangdockClient:
                 reason=gave_up.last.reason,
             ) from gave_up.last.__cause__
 
-    def _attempt(self, rng: _Range, workdir: Path, tally: _Tally) -> ExportPart | _TooLarge:
+    def _attempt(
+        self, rng: _Range, workdir: Path, tally: _Tally, budget: RetryBudget
+    ) -> ExportPart | _TooLarge:
+        self._deadline.check()  # no new request once the daemon stops
         tally.api_calls += 1
-        outcome = _interpret(self._post(rng), self._key)
+        seconds = min(self._request_timeout, budget.remaining())
+        outcome = _interpret(self._post(rng, seconds), self._key)
         if isinstance(outcome, _TooLarge):
             return outcome
         if isinstance(outcome, _NoData):
             log.info("no usage in %s (404 No data found)", rng.describe())
             return _part(rng, None, 0)
         self._check_download_url(outcome.download_url)
-        path, size = self._download(outcome.download_url, rng, workdir)
+        self._deadline.check()
+        path, size = self._download(outcome.download_url, rng, workdir, budget.remaining())
         tally.bytes_downloaded += size
         return _part(rng, path, outcome.record_count)
 
-    def _post(self, rng: _Range) -> httpx.Response:
+    def _post(self, rng: _Range, seconds: float) -> httpx.Response:
+        """The export POST, within `seconds` end to end (a stop aborts it)."""
         body = rng.request_body()
         if rng.request_zone != rng.zone:
             log.info(
@@ -325,12 +359,20 @@ class LangdockClient:
                 rng.zone.key,
             )
         log.debug("POST %s %s", self._export_url, json.dumps(body))
+        headers = {"Authorization": "Bearer " + self._key.reveal(), "Connection": "close"}
         try:
-            return self._http.post(
-                self._export_url,
-                json=body,
-                headers={"Authorization": "Bearer " + self._key.reveal()},
-            )
+            with bounded(seconds, self._deadline.stop) as exchange:
+                return self._http.post(
+                    self._export_url,
+                    json=body,
+                    headers=headers,
+                    timeout=exchange.timeout(self._http.timeout),
+                    extensions=exchange.extensions,
+                )
+        except DeadlineExceeded as exc:
+            raise Retryable(
+                "timeout", f"export request took longer than its {exc.seconds:.1f}s deadline"
+            ) from exc
         except httpx.TimeoutException as exc:
             raise Retryable("timeout", f"export request timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
@@ -344,8 +386,11 @@ class LangdockClient:
                 "only https is allowed (set allow_insecure_download for a local simulator)"
             )
 
-    def _download(self, url: httpx.URL, rng: _Range, workdir: Path) -> tuple[Path, int]:
-        """Stream the signed URL into a new file in `workdir`; delete it on any failure."""
+    def _download(
+        self, url: httpx.URL, rng: _Range, workdir: Path, seconds: float
+    ) -> tuple[Path, int]:
+        """Stream the signed URL into a new file in `workdir` within `seconds` end to end;
+        delete it on any failure."""
         log.debug("downloading the export of %s from %s", rng.describe(), url.host)
         fd, name = tempfile.mkstemp(
             dir=workdir, prefix=f"api-keys-{rng.first_day}_{rng.last_day}-", suffix=".csv"
@@ -353,24 +398,39 @@ class LangdockClient:
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as sink:
-                size = self._stream_into(url, sink)
+                size = self._stream_into(url, sink, seconds)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
         return path, size
 
-    def _stream_into(self, url: httpx.URL, sink: BinaryIO) -> int:
-        request = self._http.build_request("GET", url)
-        request.headers.pop("Authorization", None)  # a client default must not reach storage
+    def _stream_into(self, url: httpx.URL, sink: BinaryIO, seconds: float) -> int:
+        try:
+            with bounded(seconds, self._deadline.stop) as exchange:
+                request = self._http.build_request(
+                    "GET",
+                    url,
+                    headers={"Connection": "close"},
+                    timeout=exchange.timeout(self._http.timeout),
+                    extensions=exchange.extensions,
+                )
+                request.headers.pop("Authorization", None)  # a client default must not leak
+                return self._send_into(request, url.host, sink)
+        except DeadlineExceeded as exc:
+            raise Retryable(
+                "download", f"download from {url.host} took longer than the {exc.seconds:.1f}s left"
+            ) from exc
+
+    def _send_into(self, request: httpx.Request, host: str, sink: BinaryIO) -> int:
         try:
             response = self._http.send(request, stream=True, auth=None, follow_redirects=False)
             try:
-                return self._receive(response, url.host, sink)
+                return self._receive(response, host, sink)
             finally:
                 response.close()
         except httpx.TransportError as exc:
             raise Retryable(
-                "download", f"download from {url.host} broke off ({type(exc).__name__})"
+                "download", f"download from {host} broke off ({type(exc).__name__})"
             ) from exc
 
     def _receive(self, response: httpx.Response, host: str, sink: BinaryIO) -> int:
