@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-__all__ = ["UNBOUNDED", "Deadline", "StopSignal", "Stopping"]
+__all__ = ["MIN_TIMEOUT", "UNBOUNDED", "Deadline", "StopSignal", "Stopping"]
+
+MIN_TIMEOUT = 0.01  # seconds: the shortest timeout handed to a socket
 
 
 class Stopping(Exception):
@@ -98,8 +100,12 @@ class Deadline:
         return max(self.at - time.monotonic(), 0.0)
 
     def cap(self, seconds: float) -> float:
-        """`seconds`, or what is left if that is less."""
-        return min(seconds, self.remaining())
+        """A timeout of `seconds`, or less if the deadline comes first; never 0 (a socket
+        would take that for non-blocking). The stop does not shorten it: the stop ends waits,
+        and no request starts after it (`check()`)."""
+        if self.at is not None:
+            seconds = min(seconds, self.at - time.monotonic())
+        return max(seconds, MIN_TIMEOUT)
 
     def check(self) -> None:
         """Raise `Stopping` when the signal is set or the time is up."""

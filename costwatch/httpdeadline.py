@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from costwatch.deadline import Stopping, StopSignal
+from costwatch.deadline import MIN_TIMEOUT, Stopping, StopSignal
 
 __all__ = ["DeadlineExceeded", "Exchange", "bounded"]
 
@@ -119,7 +119,7 @@ def _shut(sock: socket.socket) -> None:
 @contextmanager
 def bounded(seconds: float, stop: StopSignal) -> Iterator[Exchange]:
     """A request that ends within `seconds` or when `stop` is set (see the module docstring)."""
-    exchange = Exchange(max(seconds, 0.0))
+    exchange = Exchange(max(seconds, MIN_TIMEOUT))  # a 0 timeout means non-blocking
     timer = threading.Timer(exchange.seconds + SLACK_SECONDS, exchange.expire)
     timer.daemon = True
     timer.start()
