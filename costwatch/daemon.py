@@ -87,7 +87,6 @@ class Daemon:
         self._cycle_lock = threading.Lock()
         self._deliver_lock = threading.Lock()
         self._deliver_now = threading.Event()  # a cycle asks the delivery thread for a round
-        self._delivery: threading.Thread | None = None
         self._config = load_config(config_path, env)
         self._mtime = _mtime(config_path)
         self._sender = self._sender_factory(self._config)
@@ -148,7 +147,7 @@ class Daemon:
         self._scheduler.start()
         # APScheduler runs on the real clock; `self._clock` is what cycles are told "now" is.
         self._schedule_cycle(first_run=datetime.now(UTC))
-        self._delivery = _spawn("costwatch-delivery", self._delivery_loop)
+        _spawn("costwatch-delivery", self._delivery_loop)
 
     def stop(self) -> None:
         self._stop.set()
