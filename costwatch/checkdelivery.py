@@ -7,7 +7,8 @@ the outbox with its attempts and error, and the next `check` (or daemon) sends i
 
 The whole delivery has a deadline (`--delivery-timeout`), because a cron job must never hang:
 
-- no post starts after the deadline, and a pacing wait that would end after it ends the round;
+- no post starts after the deadline, and a pacing or Retry-After wait that would end after it
+  ends the round (`costwatch.deadline`: the round's `Deadline`);
 - each post's HTTP timeout is at most the time the delivery has;
 - a post still in flight at the deadline (slack_sdk waiting out a `Retry-After`, say) is
   abandoned: delivery runs in a worker thread and `check` stops waiting for it. If Slack
@@ -19,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from costwatch import slack
 from costwatch.config import SlackConfig
+from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.report import DeliverySummary
 from costwatch.slackrender import Rendered
 from costwatch.state import State
@@ -40,34 +41,25 @@ _ABANDON_AFTER = 1.0  # seconds past the deadline before an in-flight post is le
 SenderFactory = Callable[[SlackConfig, float], slack.Sender]
 
 
-class _DeadlineReached(Exception):
-    """Raised inside the round when the delivery's time is up."""
-
-
 def _sender(config: SlackConfig, timeout: float) -> slack.Sender:
     return slack.sender_from_config(config, timeout=timeout)
 
 
 @dataclass
-class _Bounded:
-    """A sender that starts no post after the deadline and counts what Slack accepted."""
+class _Counting:
+    """A sender that counts the posts Slack accepted (for a round abandoned in flight)."""
 
     sender: slack.Sender
-    deadline: float
-    monotonic: Callable[[], float]
     accepted: int = 0
 
-    def post(self, channel: str | None, message: Rendered) -> None:
-        if self.monotonic() >= self.deadline:
-            raise _DeadlineReached
-        self.sender.post(channel, message)
+    def post(self, channel: str | None, message: Rendered, deadline: Deadline = UNBOUNDED) -> None:
+        self.sender.post(channel, message, deadline)
         self.accepted += 1
 
 
 @dataclass
 class _Outcome:
     report: slack.DeliveryReport | None = None
-    stopped: bool = False  # the deadline ended the round
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -79,30 +71,18 @@ def deliver(
     *,
     timeout: timedelta,
     sender_factory: SenderFactory = _sender,
-    monotonic: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> DeliverySummary:
     """One delivery round of the outbox rows due at `now` (all new ones, and failed ones whose
     `slack.retry_every` has passed), finished or abandoned within `timeout`."""
     seconds = timeout.total_seconds()
-    deadline = monotonic() + seconds
+    deadline = Deadline.after(seconds)
     before = state.pending_count()
-    sender = _Bounded(sender_factory(config, min(POST_TIMEOUT, seconds)), deadline, monotonic)
-
-    def paced(wait: float) -> None:
-        if monotonic() + wait >= deadline:
-            raise _DeadlineReached
-        sleep(wait)
-
+    sender = _Counting(sender_factory(config, POST_TIMEOUT))
     outcome = _Outcome()
 
     def round_() -> None:
         try:
-            outcome.report = slack.deliver(
-                state, sender, config, now, sleep=paced, monotonic=monotonic
-            )
-        except _DeadlineReached:
-            outcome.stopped = True
+            outcome.report = slack.deliver(state, sender, config, now, deadline=deadline)
         except BaseException as error:  # handed to the caller's thread
             outcome.error = error
         finally:
@@ -110,10 +90,11 @@ def deliver(
 
     worker = threading.Thread(target=round_, name="costwatch-check-delivery", daemon=True)
     worker.start()
-    finished = outcome.done.wait(max(0.0, deadline - monotonic()) + _ABANDON_AFTER)
+    finished = outcome.done.wait(deadline.remaining() + _ABANDON_AFTER)
     if outcome.error is not None:
         raise outcome.error
     report = outcome.report
+    note = f"stopped by the delivery timeout ({seconds:g}s)"
     if finished and report is not None:
         return DeliverySummary(
             attempted=True,
@@ -122,8 +103,10 @@ def deliver(
             failed=report.failed,
             pending=report.pending,
             errors={**report.permanent_errors, **report.transient_errors},
+            timed_out=report.interrupted,
+            note=note if report.interrupted else None,
         )
-    # Stopped at the deadline, or abandoned while a post was in flight.
+    # Abandoned while a post was in flight.
     pending = state.pending_count()
     return DeliverySummary(
         attempted=True,
@@ -131,5 +114,5 @@ def deliver(
         messages=sender.accepted,
         pending=pending,
         timed_out=True,
-        note=f"stopped by the delivery timeout ({seconds:g}s)",
+        note=note,
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import polars as pl
 
 from costwatch import alerts, budgets, health, periods, report, usage
 from costwatch.config import Config, LangdockConfig
+from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.errors import ExportError, ExportPeriodError, UsageError
 from costwatch.langdock import ExportResult, LangdockClient, RetryPolicy
 from costwatch.periods import Period
@@ -90,11 +90,15 @@ class Outcome:
 
 @contextmanager
 def langdock_client(
-    config: LangdockConfig, *, sleep: Callable[[float], None] = time.sleep
+    config: LangdockConfig,
+    *,
+    deadline: Deadline = UNBOUNDED,
+    sleep: Callable[[float], None] | None = None,
 ) -> Iterator[LangdockClient]:
     """An export client built from the configuration, its HTTP connections closed on exit.
 
-    `sleep` waits between retries; the daemon passes one that ends early on shutdown.
+    The daemon passes a `deadline` whose stop signal aborts requests and retry sleeps on
+    shutdown; `sleep` (default: the deadline's wait) is for benchmarks that must not wait.
     """
     timeout = httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0))
     with httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}) as http:
@@ -108,6 +112,8 @@ def langdock_client(
                 max_attempts=config.max_attempts,
                 max_elapsed_seconds=config.retry_max_elapsed_seconds,
             ),
+            request_timeout=config.timeout_seconds,
+            deadline=deadline,
             sleep=sleep,
         )
 
@@ -115,7 +121,7 @@ def langdock_client(
 def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetched:
     """Export [period start, now) in the period's zone and load it (404 parts = zero usage)."""
     end = min(now, period.end).astimezone(period.zone)
-    if end <= period.start:
+    if end.astimezone(UTC) <= period.start.astimezone(UTC):  # in one zone, < ignores the fold
         log.debug("period %s has not started yet; nothing to export", period.key())
         return Fetched(usage=usage.load([]), export=None)
     with tempfile.TemporaryDirectory(prefix="costwatch-export-") as workdir:

@@ -30,6 +30,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from costwatch import periods, slackrender
+from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.simulator import Simulator, Workspace
 from costwatch.slackrender import Rendered
 
@@ -68,7 +69,7 @@ class TerminalSender:
     out: TextIO = sys.stdout
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def post(self, channel: str | None, message: Rendered) -> None:
+    def post(self, channel: str | None, message: Rendered, deadline: Deadline = UNBOUNDED) -> None:
         text = slackrender.as_terminal_text(message)
         rule = "─" * 72
         with self.lock:
