@@ -139,6 +139,7 @@ def measure(keys: int = 20_000, models: int = 50, runs: int = 3) -> tuple[list[R
     export, one, many = ensure_inputs(keys, models)
     export.read_bytes()  # warm the page cache for everyone
     costwatch = [sys.executable, "-m", "costwatch", "check", "--csv", str(export), "--dry-run"]
+    costwatch += ["--now", "2026-09-30T12:00:00+00:00"]  # inside the export's period (gen_export)
     commands = {
         BASE: [sys.executable, "-c", BASELINE, str(export)],
         PANDAS: [sys.executable, str(HERE / "pandas_check.py"), str(export), str(many)],

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from costwatch import cycle, slack
 from costwatch.config import parse_config
+from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.durations import parse_duration
 from costwatch.simulator import Simulator, Workspace
 from costwatch.slackrender import Rendered
@@ -64,7 +65,7 @@ class CountingSender:
 
     posts: int = 0
 
-    def post(self, channel: str | None, message: Rendered) -> None:
+    def post(self, channel: str | None, message: Rendered, deadline: Deadline = UNBOUNDED) -> None:
         self.posts += 1
 
 

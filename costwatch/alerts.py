@@ -20,6 +20,8 @@ fired, the limit it fired against, the use at that moment and when it was last s
 - **Forecast.** A due forecast fires once per period, unless an actual alert for the same
   subject fires in the same cycle (it carries the forecast and settles it) or 100% already
   fired.
+- **Since the last alert.** An alert carries the subject's use when its previous alert went
+  out, forecast or actual, whichever was sent last (`previous_used`).
 - **Silences.** An active silence suppresses the alert without recording it, so it fires once
   the silence expires if still due. Expired silences are ignored.
 """
@@ -29,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from costwatch import globs
@@ -40,6 +42,7 @@ Kind = Literal["actual", "forecast"]
 LedgerKey = tuple[str, str, str, str, str, str]  # budget, subject, model, metric, kind, period
 
 FORECAST_LEVEL = 100.0
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class Alert:
     repeat: bool = False
     previous_used: float | None = None  # use at the previous alert for this subject, if any
     silenced_by: str | None = None  # the silence's reason, when suppressed
+    silenced_until: datetime | None = None  # and when that silence ends
     # Context for people, filled in by the cycle from the usage behind the subject:
     spend_usd: float | None = None  # the subject's spend in the period, all models
     requests: float | None = None  # the subject's requests in the period, all models
@@ -98,8 +102,9 @@ class Alert:
 def alert_payload(alert: Alert) -> dict[str, Any]:
     """The JSON-ready form an alert is stored in the outbox as."""
     values = dataclasses.asdict(alert)
-    if alert.overrun_at is not None:
-        values["overrun_at"] = alert.overrun_at.isoformat()
+    for name in ("overrun_at", "silenced_until"):
+        if values[name] is not None:
+            values[name] = values[name].isoformat()
     return values
 
 
@@ -107,8 +112,9 @@ def alert_from_payload(payload: Mapping[str, Any]) -> Alert:
     """The Alert an outbox row was made from (fields it does not know are ignored)."""
     names = {f.name for f in dataclasses.fields(Alert)}
     values = {k: v for k, v in payload.items() if k in names}
-    if values.get("overrun_at"):
-        values["overrun_at"] = datetime.fromisoformat(values["overrun_at"])
+    for name in ("overrun_at", "silenced_until"):
+        if values.get(name):
+            values[name] = datetime.fromisoformat(values[name])
     values["mention"] = tuple(values.get("mention") or ())
     values["top_models"] = tuple((str(m), float(c)) for m, c in values.get("top_models") or ())
     return Alert(**values)
@@ -177,14 +183,15 @@ def plan(
         for entry, stored in ((actual_entry, stored_actual), (forecast_entry, stored_forecast)):
             if entry is not None and entry != stored:
                 writes[entry.key] = entry  # a limit change re-armed it
-        due = _actual(finding, rule, actual_entry, now)
+        last_sent = _last_sent(actual_entry, forecast_entry)
+        due = _actual(finding, rule, actual_entry, last_sent, now)
         if due is None and finding.forecast_due:
-            due = _forecast(finding, rule, actual_entry, forecast_entry)
+            due = _forecast(finding, rule, actual_entry, forecast_entry, last_sent)
         if due is None:
             continue
         silence = active_silence(silences, finding, now)
         if silence is not None:
-            silenced.append(replace(due, silenced_by=silence.reason))
+            silenced.append(replace(due, silenced_by=silence.reason, silenced_until=silence.until))
             continue
         alerts.append(due)
         for entry in _record(due, finding, actual_entry, now):
@@ -206,13 +213,26 @@ def _rearm_forecast(entry: LedgerEntry | None, finding: Finding) -> LedgerEntry 
     return replace(entry, level=entry.level if finding.forecast_due else 0.0, limit=finding.limit)
 
 
-def _actual(finding: Finding, rule: Rule, entry: LedgerEntry | None, now: datetime) -> Alert | None:
+def _last_sent(*entries: LedgerEntry | None) -> LedgerEntry | None:
+    """The entry of the subject's most recent alert, actual or forecast ("since the last
+    alert" counts from whichever went out last)."""
+    sent = [entry for entry in entries if entry is not None and entry.sent_at is not None]
+    return max(sent, key=lambda entry: entry.sent_at or _NEVER, default=None)
+
+
+def _actual(
+    finding: Finding,
+    rule: Rule,
+    entry: LedgerEntry | None,
+    last_sent: LedgerEntry | None,
+    now: datetime,
+) -> Alert | None:
     """The actual-threshold alert due for `finding`, given its (re-armed) ledger entry."""
     level = finding.level
     if level is None:
         return None
     if level > (entry.level if entry is not None else 0.0):
-        return _alert(finding, rule, "actual", level, entry)
+        return _alert(finding, rule, "actual", level, last_sent)
     repeat = rule.budget.repeat
     if (
         repeat is not None
@@ -221,7 +241,7 @@ def _actual(finding: Finding, rule: Rule, entry: LedgerEntry | None, now: dateti
         and reaches(finding.used, finding.limit, 100)
         and now - entry.sent_at >= _as_timedelta(repeat)
     ):
-        return replace(_alert(finding, rule, "actual", level, entry), repeat=True)
+        return replace(_alert(finding, rule, "actual", level, last_sent), repeat=True)
     return None
 
 
@@ -230,17 +250,19 @@ def _forecast(
     rule: Rule,
     actual_entry: LedgerEntry | None,
     forecast_entry: LedgerEntry | None,
+    last_sent: LedgerEntry | None,
 ) -> Alert | None:
     if actual_entry is not None and actual_entry.level >= 100:
         return None  # the limit was already announced as reached
     if forecast_entry is not None and forecast_entry.level >= FORECAST_LEVEL:
         return None  # already forecast this period, against this limit
-    return _alert(finding, rule, "forecast", FORECAST_LEVEL, actual_entry)
+    return _alert(finding, rule, "forecast", FORECAST_LEVEL, last_sent)
 
 
 def _alert(
     finding: Finding, rule: Rule, kind: Kind, level: float, previous: LedgerEntry | None
 ) -> Alert:
+    """The alert for `finding`; `previous` is the entry of the subject's last alert sent."""
     threshold = threshold_at(level, rule.thresholds)
     severity = threshold.severity if kind == "actual" else severity_for(80)
     return Alert(

@@ -11,7 +11,8 @@ Rules (the README's "Budgets" section says the same for users):
 - A per-model limit (`models: {glob: limits}`) checks the spend on the models matching the glob,
   summed, within each subject ("gpt-4*" is the GPT-4 family together).
 - `tokens` is prompt plus completion tokens, and is checked only for subjects whose rows carry
-  tokens (a key without token columns gets no tokens finding, never a reassuring 0).
+  tokens (a key without token columns gets no tokens finding, never a reassuring 0);
+  `unevaluated` names the limits that got no finding that way, and why.
 - Level: the highest threshold (percent) that `used` has reached: `used * 100 >= at * limit`,
   where "reached" forgives one part in 10**12 (`TOLERANCE`). Spend is a float sum of decimal CSV
   values, so $1.16 of $1.45 computes as 79.99999999999999 %; the tolerance makes it 80 %, while
@@ -214,6 +215,88 @@ def evaluate_with_selections(
     return findings, selected
 
 
+# Why a configured limit got no finding although the export has rows (a metric label value).
+UNEVALUATED_REASONS: dict[str, str] = {
+    "export_has_no_tokens": "the export reports no tokens (only BYOK workspaces do)",
+    "keys_report_no_tokens": "none of the keys it selects reports tokens in the export",
+}
+
+
+@dataclass(frozen=True)
+class Unevaluated:
+    """A configured limit the export cannot be compared with: reported, never read as "within
+    budget" (a tokens-only budget on an export without token columns used to give "0
+    evaluated, 0 findings" and exit 0)."""
+
+    budget: str
+    metric: Metric
+    model: str | None  # None: the budget's own limit; else the per-model glob
+    reason: str  # a key of UNEVALUATED_REASONS
+
+    def describe(self) -> str:
+        on = f" on {self.model}" if self.model else ""
+        return (
+            f"budget {self.budget!r}: its {self.metric} limit{on} is not evaluated: "
+            f"{UNEVALUATED_REASONS[self.reason]}"
+        )
+
+
+def unevaluated(
+    resolved: Sequence[Rule],
+    usage_by_range: Mapping[str, pl.DataFrame],
+    findings: pl.DataFrame | None = None,
+    selected: Mapping[str, pl.DataFrame] | None = None,
+) -> list[Unevaluated]:
+    """The limits of `resolved` that the usage cannot evaluate, in configuration order.
+
+    Tokens are the one metric an export may lack: a range with rows but no token counts
+    cannot evaluate any `tokens` limit. With `findings` and `selected` (from
+    `evaluate_with_selections`), a budget's own tokens limit is also reported when it selects
+    keys and none of them reports tokens. A range without rows (an empty period) evaluates
+    nothing and is no reason: zero usage is zero tokens.
+    """
+    reports_tokens: dict[str, bool] = {}
+    out: list[Unevaluated] = []
+    for rule in resolved:
+        key = export_key(rule.period)
+        frame = usage_by_range[key]
+        if not frame.height:
+            continue
+        if key not in reports_tokens:
+            reports_tokens[key] = bool(frame.select(_row_tokens(frame).is_not_null().any()).item())
+        limits = [(None, rule.budget.limits), *rule.budget.models.items()]
+        for model, limit in limits:
+            if limit.tokens is None:
+                continue
+            if not reports_tokens[key]:
+                out.append(Unevaluated(rule.name, "tokens", model, "export_has_no_tokens"))
+            elif model is None and _selects_keys_without_tokens(rule, findings, selected, key):
+                out.append(Unevaluated(rule.name, "tokens", None, "keys_report_no_tokens"))
+    return out
+
+
+def _selects_keys_without_tokens(
+    rule: Rule,
+    findings: pl.DataFrame | None,
+    selected: Mapping[str, pl.DataFrame] | None,
+    key: str,
+) -> bool:
+    if findings is None or selected is None or key not in selected:
+        return False
+    table = selected[key]
+    if rule.name not in table.columns or not table.get_column(rule.name).any():
+        return False
+    own = (pl.col("budget") == rule.name) & (pl.col("metric") == "tokens")
+    return findings.filter(own & pl.col("model").is_null()).is_empty()
+
+
+def _row_tokens(usage: pl.DataFrame) -> pl.Expr:
+    """A row's tokens as `evaluate` counts them: prompt plus completion (null: not reported)."""
+    if "tokens" in usage.columns:
+        return pl.col("tokens")
+    return pl.col("sum_prompt_tokens") + pl.col("sum_completion_tokens")
+
+
 def _mask(index: int) -> str:
     return f"_selected_{index}"
 
@@ -238,11 +321,7 @@ class _KeyTables:
         self._patterns = {
             pattern: f"_glob_{i}" for i, pattern in enumerate(dict.fromkeys(patterns))
         }
-        tokens = (
-            pl.col("tokens")
-            if "tokens" in usage.columns
-            else pl.col("sum_prompt_tokens") + pl.col("sum_completion_tokens")
-        )
+        tokens = _row_tokens(usage)
         values = {
             "cost_usd": pl.col(USAGE_COLUMN["cost_usd"]),
             "requests": pl.col(USAGE_COLUMN["requests"]),

@@ -1,7 +1,14 @@
 """The `costwatch` command: validate, check, demo.
 
 Exit codes of `check` (interface): 0 all within budget, 1 some threshold crossed, 2 the
-configuration, the export or its data could not be used (nothing was evaluated).
+configuration, the export or its data could not be used, or no configured limit can be compared
+with the export (nothing was evaluated). Slack delivery does not change them: what did not go
+out is listed and stays in the outbox.
+
+`check` is one whole cycle, delivery included, so a cron job can replace the daemon: it plans
+into the outbox, then delivers what it planned and what was waiting (`checkdelivery`, bounded
+by `--delivery-timeout`). `--queue-only` plans into the outbox and leaves delivery to the next
+`run` or `check`; `--dry-run` plans and writes and sends nothing.
 """
 
 from __future__ import annotations
@@ -12,12 +19,13 @@ import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from costwatch import __version__, cycle, report, usage
+from costwatch import __version__, budgets, cycle, report, usage
 from costwatch.config import Config, load_config
 from costwatch.configsummary import summarize
+from costwatch.durations import parse_duration
 from costwatch.errors import ConfigError, CostwatchError, ExportError, StateError, UsageError
 from costwatch.langdock import LangdockClient
 from costwatch.state import State
@@ -28,6 +36,8 @@ EXIT_ERROR = 2
 # How long `check` waits for another process (a running `costwatch run`) to let go of the
 # state file before it refuses; `check --dry-run` writes nothing and does not wait.
 STATE_WAIT_SECONDS = 5.0
+TOP = report.TOP_KEYS
+DELIVERY_TIMEOUT = timedelta(seconds=60)  # check's default bound on Slack delivery
 
 log = logging.getLogger("costwatch")
 
@@ -90,6 +100,22 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--dry-run", action="store_true", help="send nothing and leave the state untouched"
     )
+    check.add_argument(
+        "--queue-only",
+        action="store_true",
+        help="plan alerts into the outbox, deliver nothing (the next run or check does)",
+    )
+    check.add_argument(
+        "--delivery-timeout",
+        type=_parse_timeout,
+        default=DELIVERY_TIMEOUT,
+        metavar="DURATION",
+        help="the most Slack delivery may take, e.g. 60s (default) or 2m; what is left waits"
+        " in the outbox",
+    )
+    check.add_argument(
+        "--all", action="store_true", help=f"list every key and alert (default: the top {TOP})"
+    )
     check.add_argument("--format", choices=["table", "json"], default="table")
     check.add_argument(
         "--now",
@@ -138,6 +164,13 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
     # APScheduler logs every job run at INFO.
     for noisy in ("httpx", "httpcore", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _parse_timeout(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 def _parse_now(text: str) -> datetime:
@@ -192,7 +225,9 @@ def _validate(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_ERROR
+    now = datetime.now(UTC)
     known: list[tuple[str, str]] | None = None
+    unevaluated: list[budgets.Unevaluated] = []
     if args.csv is not None:
         try:
             loaded = usage.load_csv(args.csv)
@@ -201,8 +236,12 @@ def _validate(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         keys = usage.per_key(loaded).select("api_key_id", "api_key_name")
         known = [(key_id, name or "") for key_id, name in keys.iter_rows()]
+        rules = budgets.rules(config, now)
+        frames = dict.fromkeys(budgets.export_ranges(rules), loaded.frame)
+        findings, selected = budgets.evaluate_with_selections(rules, frames, now)
+        unevaluated = budgets.unevaluated(rules, frames, findings, selected)
     print(f"{args.config}: OK")
-    print(summarize(config, known))
+    print(summarize(config, known, now=now, unevaluated=unevaluated))
     return EXIT_OK
 
 
@@ -210,22 +249,44 @@ def _check(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_ERROR
-    return run_check(config, now=args.now, csv=args.csv, output=args.format, dry_run=args.dry_run)
+    return run_check(
+        config,
+        now=args.now,
+        csv=args.csv,
+        output=args.format,
+        dry_run=args.dry_run,
+        deliver=not args.queue_only,
+        delivery_timeout=args.delivery_timeout,
+        all_keys=args.all,
+    )
 
 
 def run_check(
-    config: Config, *, now: datetime | None, csv: Path | None, output: str, dry_run: bool = False
+    config: Config,
+    *,
+    now: datetime | None,
+    csv: Path | None,
+    output: str,
+    dry_run: bool = False,
+    deliver: bool | None = None,
+    delivery_timeout: timedelta = DELIVERY_TIMEOUT,
+    all_keys: bool = False,
 ) -> int:
-    """One cycle for `check` and `demo`: export (or read `csv`), evaluate, plan, record, print."""
+    """One cycle for `check` and `demo`: export (or read `csv`), evaluate, plan, record,
+    deliver (`deliver` True; False: queue only, and say so; None, `demo --once`: neither),
+    print."""
     zone = config.schedule.zone
     if now is None:
         now = datetime.now(UTC)
     elif now.tzinfo is None:
         now = now.replace(tzinfo=zone)
+    delivery: report.DeliverySummary | None = None
     try:
         with _state(config, dry_run) as state, _client(config, csv) as client:
             deps = cycle.Deps(config=config, client=client, csv=csv, state=state, dry_run=dry_run)
             outcome = cycle.run_once(deps, now)
+            if state is not None and not dry_run and deliver is not None:
+                delivery = _deliver(config, state, now, deliver, delivery_timeout)
             pending = [cycle.describe_pending(item) for item in state.pending()] if state else []
     except StateError as error:
         print(f"costwatch: {error}", file=sys.stderr)
@@ -234,7 +295,7 @@ def run_check(
         print(f"costwatch: {error.filename or csv}: {error.strerror}", file=sys.stderr)
         return EXIT_ERROR
     if outcome.error is not None:
-        _print_failure(outcome.error)
+        _print_failure(outcome.error, delivery)
         return EXIT_ERROR
     assert outcome.usage is not None
     plan = outcome.plan
@@ -249,10 +310,36 @@ def run_check(
         silenced=plan.silenced if plan else (),
         pending=pending,
         dry_run=dry_run or state_is_missing(config, dry_run),
+        unevaluated=outcome.unevaluated,
+        delivery=delivery,
+        default_channel=config.slack.channel if config.slack else None,
+        all_keys=all_keys,
     )
     text = report.render_json(result) if output == "json" else report.render_table(result)
     sys.stdout.write(text)
+    if outcome.unevaluated and not outcome.findings.height:
+        print(
+            "costwatch: nothing was evaluated: no configured limit can be compared with this"
+            " export; budgets are not known to be within limits.",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return EXIT_CROSSED if outcome.crossed else EXIT_OK
+
+
+def _deliver(
+    config: Config, state: State, now: datetime, deliver: bool, timeout: timedelta
+) -> report.DeliverySummary:
+    """Deliver the outbox after the cycle, or say why not."""
+    if not deliver:
+        note = "--queue-only"
+    elif config.slack is None:
+        note = "no slack section: alerts stay in the outbox"
+    else:
+        from costwatch import checkdelivery  # noqa: PLC0415 (slack_sdk loads only to deliver)
+
+        return checkdelivery.deliver(state, config.slack, now, timeout=timeout)
+    return report.DeliverySummary(attempted=False, pending=state.pending_count(), note=note)
 
 
 def state_is_missing(config: Config, dry_run: bool) -> bool:
@@ -284,7 +371,7 @@ def _client(config: Config, csv: Path | None) -> Iterator[LangdockClient | None]
         yield client
 
 
-def _print_failure(error: CostwatchError) -> None:
+def _print_failure(error: CostwatchError, delivery: report.DeliverySummary | None) -> None:
     if isinstance(error, ExportError):
         print(f"costwatch: the Langdock export failed ({error.reason}): {error}", file=sys.stderr)
     else:
@@ -293,6 +380,8 @@ def _print_failure(error: CostwatchError) -> None:
         "costwatch: nothing was evaluated; budgets are not known to be within limits.",
         file=sys.stderr,
     )
+    if delivery is not None and (delivery.sent or delivery.pending):
+        print(f"costwatch: {report.delivery_line(delivery)}", file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -468,7 +468,7 @@ def parse_config(
         else:
             if not raw.problems:
                 return config
-    problems = sorted(raw.redacted(raw.problems), key=lambda problem: problem.line or 0)
+    problems = sorted(raw.problems, key=lambda problem: problem.line or 0)
     raise ConfigError(source, problems)
 
 
@@ -482,5 +482,6 @@ def _check_budget_names(raw: RawConfig) -> None:
         loc: Loc = ("budgets", index, "name")
         if name.strip() in first:
             where = f"budgets[{first[name.strip()][1]}], line {raw.line(first[name.strip()])}"
-            raw.add(loc, f"duplicate budget name '{name}' (also {where})", broken=False)
+            shown = raw.shown(loc)(name)
+            raw.add(loc, f"duplicate budget name {shown} (also {where})", broken=False)
         first.setdefault(name.strip(), loc)

@@ -7,8 +7,11 @@ in string values from `env`, and collects what pyyaml would not say or would sil
 syntax errors, duplicate keys, unknown tags, missing variables. `translate(...)` then turns each
 pydantic error into a `ConfigProblem` with a dotted path, the line, and a short plain message.
 
-No message built here contains a value from the file or from the environment; only key names,
-tags and globs/zone names that validators name on purpose.
+Echoes are built, never searched for afterwards. A validator that names what it refused raises
+a `Refusal` (`costwatch.quote`), and `translate` alone renders its values: quoted (escaped,
+capped) as a rule; as the text written in the file (`'${NAME}'`) when the value came from the
+environment, whatever the validator did to it (a cron field is lower-cased); and not at all in
+a secret field. Key names and tags, the only other outside text in a message, are quoted.
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import difflib
 import json
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from costwatch.errors import ConfigProblem
+from costwatch.quote import Refusal, quote
 
 __all__ = ["CUSTOM_ERROR", "Loc", "RawConfig", "at", "format_path", "read_yaml", "translate"]
 
@@ -52,7 +56,7 @@ class RawConfig:
     lines: dict[Loc, int] = field(default_factory=dict)
     problems: list[ConfigProblem] = field(default_factory=list)
     broken: set[Loc] = field(default_factory=set)  # unreadable values: later errors there drop
-    substituted: dict[str, str] = field(default_factory=dict)  # env value -> "${NAME}"
+    from_env: dict[Loc, str] = field(default_factory=dict)  # a value with ${VAR}: as written
 
     def line(self, loc: Loc) -> int | None:
         """The line of `loc`, or of its nearest parent that has one."""
@@ -61,20 +65,14 @@ class RawConfig:
                 return self.lines[loc[:end]]
         return None
 
-    def redacted(self, problems: list[ConfigProblem]) -> list[ConfigProblem]:
-        """`problems` with every value taken from the environment shown as its ${NAME}.
-
-        A validator may quote what it refused ("bad time zone 'x'"); when that came from a
-        variable, it could be a secret put in the wrong place.
-        """
-        values = sorted((v for v in self.substituted if len(v) >= 3), key=len, reverse=True)
-        result = []
-        for problem in problems:
-            message = problem.message
-            for value in values:
-                message = message.replace(value, self.substituted[value])
-            result.append(ConfigProblem(problem.path, message, problem.line))
-        return result
+    def shown(self, loc: Loc) -> Callable[[str], str]:
+        """How a message may show a value refused at `loc`: quoted, or as written in the file
+        when it came from the environment (it could be a secret put in the wrong place)."""
+        for end in range(len(loc), 0, -1):
+            written = self.from_env.get(loc[:end])
+            if written is not None:
+                return lambda _value: quote(written)
+        return quote
 
     def add(self, loc: Loc, message: str, *, line: int | None = None, broken: bool = True) -> None:
         where = line if line is not None else self.line(loc)
@@ -188,7 +186,7 @@ class _Walker:
 
     def mapping(self, node: yaml.MappingNode, loc: Loc) -> dict[str, object] | None:
         if node.tag != f"{_YAML}map":
-            self.raw.add(loc, f"unsupported tag '{_short(node.tag)}'")
+            self.raw.add(loc, f"unsupported tag {quote(_short(node.tag))}")
             return None
         result = self.merged(node, loc)
         first_lines: dict[str, int] = {}
@@ -201,7 +199,7 @@ class _Walker:
                 continue
             key = str(key_node.value)  # as written: `on:` is the key "on", not True
             if key in first_lines:
-                message = f"duplicate key '{key}' (first at line {first_lines[key]})"
+                message = f"duplicate key {quote(key)} (first at line {first_lines[key]})"
                 self.raw.add((*loc, key), message, line=line, broken=False)
             first_lines[key] = line
             self.raw.lines[(*loc, key)] = line
@@ -227,7 +225,7 @@ class _Walker:
 
     def sequence(self, node: yaml.SequenceNode, loc: Loc) -> list[object] | None:
         if node.tag != f"{_YAML}seq":
-            self.raw.add(loc, f"unsupported tag '{_short(node.tag)}'")
+            self.raw.add(loc, f"unsupported tag {quote(_short(node.tag))}")
             return None
         items = []
         for index, item in enumerate(node.value):
@@ -243,13 +241,17 @@ class _Walker:
             try:
                 value = self.constructor.construct_object(node)
             except (yaml.YAMLError, ValueError, LookupError, TypeError, ArithmeticError):
-                self.raw.add(loc, f"is not a valid value for tag '{_short(node.tag)}'")
+                self.raw.add(loc, f"is not a valid value for tag {quote(_short(node.tag))}")
                 return None
         if isinstance(value, str) and "$" in value:
+            used: dict[str, str] = {}
             try:
-                return interpolate(value, self.env, self.raw.substituted)
+                return interpolate(value, self.env, used)
             except ValueError as error:
                 self.raw.add(loc, str(error))
+            finally:
+                if used:
+                    self.raw.from_env[loc] = value
         return value
 
 
@@ -331,7 +333,8 @@ def translate(error: ErrorDetails, raw: RawConfig, root: type[BaseModel]) -> Con
         loc = (*loc, *ctx["at"])
     if any(loc[:end] in raw.broken for end in range(len(loc) + 1)):
         return None
-    return ConfigProblem(format_path(loc), _message(error, loc, root), raw.line(loc))
+    show = _hidden if _is_secret(root, loc) else raw.shown(loc)
+    return ConfigProblem(format_path(loc), _message(error, loc, root, show), raw.line(loc))
 
 
 def _clean_loc(loc: Loc, data: object) -> Loc:
@@ -347,12 +350,19 @@ def _clean_loc(loc: Loc, data: object) -> Loc:
     return tuple(kept)
 
 
-def _message(error: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
+def _hidden(_value: str) -> str:
+    return "(not shown: a secret)"
+
+
+def _message(
+    error: ErrorDetails, loc: Loc, root: type[BaseModel], show: Callable[[str], str]
+) -> str:
     kind, ctx = error["type"], error.get("ctx", {})
     if kind == CUSTOM_ERROR:
         return str(ctx["message"])
     if kind == "value_error":
-        return str(ctx["error"])
+        refused = ctx["error"]
+        return refused.render(show) if isinstance(refused, Refusal) else str(refused)
     if kind == "extra_forbidden":
         return _unknown_key(str(loc[-1]) if loc else "", _fields_at(root, loc[:-1]))
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -369,8 +379,26 @@ def _message(error: ErrorDetails, loc: Loc, root: type[BaseModel]) -> str:
 def _unknown_key(key: str, fields: list[str]) -> str:
     close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
     if close:
-        return f"unknown key '{key}' (did you mean '{close[0]}'?)"
-    return f"unknown key '{key}' (known keys: {', '.join(fields)})"
+        return f"unknown key {quote(key)} (did you mean '{close[0]}'?)"
+    return f"unknown key {quote(key)} (known keys: {', '.join(fields)})"
+
+
+def _is_secret(model: type[BaseModel], loc: Loc) -> bool:
+    """Whether `loc` names a secret field (a `SecretStr`) of the configuration's schema."""
+    info = None
+    for part in loc:
+        info = model.model_fields.get(part) if isinstance(part, str) else info
+        if isinstance(part, str) and info is None:
+            return False
+        if info is not None:
+            model = next(_models_in(info.annotation), model)
+    return info is not None and _holds(info.annotation, SecretStr)
+
+
+def _holds(annotation: object, kind: type) -> bool:
+    if annotation is kind:
+        return True
+    return any(_holds(arg, kind) for arg in typing.get_args(annotation))
 
 
 def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:

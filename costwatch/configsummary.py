@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
+from costwatch.budgets import Unevaluated
 from costwatch.config import (
     Budget,
     Config,
@@ -16,10 +18,18 @@ from costwatch.config import (
 from costwatch.durations import format_duration
 
 
-def summarize(config: Config, known_keys: Sequence[tuple[str, str]] | None = None) -> str:
+def summarize(
+    config: Config,
+    known_keys: Sequence[tuple[str, str]] | None = None,
+    *,
+    now: datetime | None = None,
+    unevaluated: Sequence[Unevaluated] = (),
+) -> str:
     """The one-screen description of a valid configuration; never shows a secret.
 
     With `known_keys` ((api_key_id, api_key_name) pairs) each budget says how many it matches.
+    Warnings end it: with `now`, silences that have expired (they are ignored); the limits of
+    `unevaluated` (what a saved export cannot evaluate, e.g. tokens without token columns).
     """
     langdock, schedule, slack = config.langdock, config.schedule, config.slack
     source = f"read from {langdock.api_key_file}" if langdock.api_key_file else "given inline"
@@ -52,7 +62,20 @@ def summarize(config: Config, known_keys: Sequence[tuple[str, str]] | None = Non
             f"{k} {v}" for k, v in (("budget", silence.budget), ("keys", silence.keys)) if v
         )
         lines.append(f"silence   {what} until {silence.until.isoformat()}: {silence.reason}")
+    lines += [f"warning   {warning}" for warning in _warnings(config, now, unevaluated)]
     return "\n".join(lines)
+
+
+def _warnings(
+    config: Config, now: datetime | None, unevaluated: Sequence[Unevaluated]
+) -> list[str]:
+    warnings = [
+        f"silences[{index}] ended {silence.until.isoformat()} and is ignored:"
+        f" remove it ({silence.reason})"
+        for index, silence in enumerate(config.silences)
+        if now is not None and silence.until <= now
+    ]
+    return warnings + [item.describe() for item in unevaluated]
 
 
 def _describe_slack(slack: SlackConfig | None) -> str:

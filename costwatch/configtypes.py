@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import re
+import stat
 import zoneinfo
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +30,7 @@ from pydantic import (
 
 from costwatch import globs
 from costwatch.durations import normalize_cron, parse_duration
+from costwatch.quote import Refusal
 
 SECRET_FILE_MAX_BYTES = 64 * 1024
 _T = TypeVar("_T")
@@ -64,8 +67,10 @@ def _check_zone(name: str) -> str:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         close = difflib.get_close_matches(name, _zone_names(), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ValueError(f"bad time zone '{name}'{hint}") from None
+        hint = f" (did you mean '{close[0]}'?)" if close else ""  # a zone name, not the value
+        raise Refusal(
+            "bad time zone {}" + hint.replace("{", "{{").replace("}", "}}"), name
+        ) from None
     return name
 
 
@@ -77,14 +82,19 @@ def _zone_names() -> list[str]:
 def _check_glob(pattern: str) -> str:
     problem = globs.problem(pattern)
     if problem is not None:
-        raise ValueError(problem)
+        raise Refusal("bad glob {}: " + problem.replace("{", "{{").replace("}", "}}"), pattern)
     return pattern
 
 
 def check_url(url: str) -> str:
+    """An http(s) URL without a user or password: HTTP clients log URLs, never a secret."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http or https URL")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "must not contain a user or password (user:password@): a key goes in its own field"
+        )
     return url
 
 
@@ -161,13 +171,13 @@ class Model(BaseModel):
 class _Invalid:
     """Put in place of a field's input by a `before` validator: the field then reports it."""
 
-    def __init__(self, message: str) -> None:
-        self.message = message
+    def __init__(self, error: ValueError) -> None:
+        self.error = error
 
 
 def _raise_invalid(value: object) -> object:
     if isinstance(value, _Invalid):
-        raise ValueError(value.message)
+        raise value.error
     return value
 
 
@@ -185,25 +195,67 @@ def read_secret_files(data: object, info: ValidationInfo, *names: str) -> object
         if data.get(file_key) is None:
             continue
         if data.get(name) is not None:
-            data[file_key] = _Invalid(f"give {name} or {file_key}, not both")
+            data[file_key] = _Invalid(ValueError(f"give {name} or {file_key}, not both"))
         elif isinstance(data[file_key], str):
             path = resolve_path(Path(data[file_key]), info)
             try:
                 data[name], data[file_key] = _read_secret(path), path
-            except ValueError as error:
-                data[file_key] = _Invalid(str(error))
+            except Refusal as error:
+                data[file_key] = _Invalid(error)
     return data
 
 
+def _check_regular(path: Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+        raise Refusal(f"{{}} is {kind}, not a regular file with the secret", str(path))
+
+
+def _read_at_most(fd: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size > 0 and (chunk := os.read(fd, size)):
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
 def _read_secret(path: Path) -> str:
-    """The stripped content; the ValueError says what is wrong, never what is in the file."""
+    """The stripped content of a regular file of at most SECRET_FILE_MAX_BYTES.
+
+    Opened without blocking (a FIFO would wait for a writer for ever, and a reload with it),
+    then checked on the descriptor itself: anything but a regular file is refused before a
+    byte is read. The Refusal names the path (rendered by the config's error translation),
+    never what is in the file.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
     try:
-        with path.open("rb") as file:
-            content = file.read(SECRET_FILE_MAX_BYTES).decode("utf-8").strip()
+        _check_regular(path, os.stat(path).st_mode)  # a socket cannot even be opened
+        fd = os.open(path, flags)
     except OSError as error:
-        raise ValueError(f"cannot read {path}: {error.strerror or 'error'}") from None
-    except (UnicodeDecodeError, ValueError):
-        raise ValueError(f"cannot read {path}: not a UTF-8 text file") from None
+        raise Refusal(f"cannot read {{}}: {error.strerror or 'error'}", str(path)) from None
+    try:
+        _check_regular(path, os.fstat(fd).st_mode)  # what was opened, whatever changed since
+        data = _read_at_most(fd, SECRET_FILE_MAX_BYTES + 1)
+    except OSError as error:
+        raise Refusal(f"cannot read {{}}: {error.strerror or 'error'}", str(path)) from None
+    finally:
+        os.close(fd)
+    if len(data) > SECRET_FILE_MAX_BYTES:
+        limit = SECRET_FILE_MAX_BYTES // 1024
+        raise Refusal(f"{{}} is larger than {limit} KiB: not a file holding one secret", str(path))
+    try:
+        content = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise Refusal("cannot read {}: not a UTF-8 text file", str(path)) from None
     if not content:
-        raise ValueError(f"{path} is empty")
+        raise Refusal("{} is empty", str(path))
     return content

@@ -14,11 +14,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ import polars as pl
 
 from costwatch import alerts, budgets, health, periods, report, usage
 from costwatch.config import Config, LangdockConfig
-from costwatch.errors import ExportError, UsageError
+from costwatch.deadline import UNBOUNDED, Deadline
+from costwatch.errors import ExportError, ExportPeriodError, UsageError
 from costwatch.langdock import ExportResult, LangdockClient, RetryPolicy
 from costwatch.periods import Period
 from costwatch.report import Pending
@@ -75,6 +75,7 @@ class Outcome:
     plan: alerts.Plan | None = None
     operational: health.Operational | None = None
     outbox_ids: tuple[int, ...] = ()
+    unevaluated: tuple[budgets.Unevaluated, ...] = ()  # limits the export cannot evaluate
     error: ExportError | UsageError | None = None
 
     @property
@@ -89,11 +90,15 @@ class Outcome:
 
 @contextmanager
 def langdock_client(
-    config: LangdockConfig, *, sleep: Callable[[float], None] = time.sleep
+    config: LangdockConfig,
+    *,
+    deadline: Deadline = UNBOUNDED,
+    sleep: Callable[[float], None] | None = None,
 ) -> Iterator[LangdockClient]:
     """An export client built from the configuration, its HTTP connections closed on exit.
 
-    `sleep` waits between retries; the daemon passes one that ends early on shutdown.
+    The daemon passes a `deadline` whose stop signal aborts requests and retry sleeps on
+    shutdown; `sleep` (default: the deadline's wait) is for benchmarks that must not wait.
     """
     timeout = httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0))
     with httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}) as http:
@@ -107,6 +112,8 @@ def langdock_client(
                 max_attempts=config.max_attempts,
                 max_elapsed_seconds=config.retry_max_elapsed_seconds,
             ),
+            request_timeout=config.timeout_seconds,
+            deadline=deadline,
             sleep=sleep,
         )
 
@@ -114,8 +121,8 @@ def langdock_client(
 def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetched:
     """Export [period start, now) in the period's zone and load it (404 parts = zero usage)."""
     end = min(now, period.end).astimezone(period.zone)
-    if end <= period.start:
-        log.info("period %s has not started yet; nothing to export", period.key())
+    if end.astimezone(UTC) <= period.start.astimezone(UTC):  # in one zone, < ignores the fold
+        log.debug("period %s has not started yet; nothing to export", period.key())
         return Fetched(usage=usage.load([]), export=None)
     with tempfile.TemporaryDirectory(prefix="costwatch-export-") as workdir:
         result = client.export_api_keys(period.start, end, Path(workdir))
@@ -125,7 +132,7 @@ def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetche
             if part.path is not None
         ]
         loaded = usage.load(files)
-    log.info(
+    log.debug(
         "exported %s to %s: %d part(s), %d row(s), %d API call(s)",
         period.start.isoformat(),
         end.isoformat(),
@@ -150,9 +157,15 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
     except (ExportError, UsageError) as error:
         return _failed(deps, now, default_period, error)
 
-    findings, selected = budgets.evaluate_with_selections(
-        rules, {key: u.frame for key, u in usages.items()}, now
-    )
+    frames = {key: u.frame for key, u in usages.items()}
+    findings, selected = budgets.evaluate_with_selections(rules, frames, now)
+    unevaluated = tuple(budgets.unevaluated(rules, frames, findings, selected))
+    if unevaluated:
+        log.warning(
+            "%d budget limit(s) not evaluated: %s",
+            len(unevaluated),
+            "; ".join(item.describe() for item in unevaluated),
+        )
     period_keys = [r.period.key() for r in rules]
 
     def planned(ledger: Mapping[alerts.LedgerKey, alerts.LedgerEntry]) -> Outcome:
@@ -166,6 +179,7 @@ def run_once(deps: Deps, now: datetime) -> Outcome:
             source=source,
             findings=findings,
             plan=_with_context(plan, rules, usages, selected),
+            unevaluated=unevaluated,
         )
 
     if deps.state is None or deps.dry_run:
@@ -322,16 +336,35 @@ def _usage_for(
     deps: Deps, ranges: Mapping[str, Period], now: datetime
 ) -> tuple[dict[str, usage.Usage], str]:
     if deps.csv is not None:
-        loaded = usage.load_csv(deps.csv)
-        if len(ranges) > 1:
-            log.warning(
-                "--csv: one saved export stands in for %d different period ranges", len(ranges)
-            )
-        return dict.fromkeys(ranges, loaded), f"file {deps.csv}"
+        return dict.fromkeys(ranges, _saved_export(deps.csv, ranges, now)), f"file {deps.csv}"
     if deps.client is None:
         raise ValueError("a cycle needs an export client or a CSV file")
     fetched = {key: fetch_usage(deps.client, period, now) for key, period in ranges.items()}
     return {key: f.usage for key, f in fetched.items()}, _describe(fetched.values())
+
+
+def _saved_export(path: Path, ranges: Mapping[str, Period], now: datetime) -> usage.Usage:
+    """`check --csv`: one saved export for every range in use, refused (as a live export is)
+    when its period_start/period_end lie outside the period to date at `now` of any of them:
+    November's export read on 3 December would forecast December from November's spend."""
+    if len(ranges) > 1:
+        log.warning("--csv: one saved export stands in for %d different period ranges", len(ranges))
+    first = max(period.first_day for period in ranges.values())
+    last = min(_last_day_to_date(period, now) for period in ranges.values())
+    try:
+        return usage.load_csv(path, first_day=first, last_day=max(first, last))
+    except ExportPeriodError as error:
+        names = " and ".join(sorted({period.name for period in ranges.values()}))
+        raise UsageError(
+            f"{error}: that is the {names} to date at {now.isoformat()} (--now); "
+            "give a --now inside the file's period, or a file of the current one"
+        ) from error
+
+
+def _last_day_to_date(period: Period, now: datetime) -> date:
+    """The local date of the last instant of [period start, now)."""
+    end = min(now, period.end).astimezone(UTC) - timedelta(milliseconds=1)
+    return end.astimezone(period.zone).date()
 
 
 def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | UsageError) -> Outcome:

@@ -5,12 +5,20 @@
   is delivered and no cycle runs until all of it succeeded: a taken port exits 2 having sent
   nothing.
 - One cycle at start-up, then on `schedule.every` (optionally jittered) or `schedule.cron`, in
-  `schedule.timezone`; never two at once (`max_instances=1`), missed runs coalesced, a misfire
-  grace of half an interval. A failed cycle is logged and counted; the next runs as planned.
-- Slack delivery runs after each cycle and every `slack.retry_every` while rows are pending.
-- SIGTERM / SIGINT: stop scheduling, let a running cycle finish within `schedule.shutdown_grace`,
-  flush the outbox once, close the HTTP server, exit 0. Waits inside a cycle (retry back-off,
-  Slack pacing) end early on shutdown, so the grace is rarely needed in full.
+  `schedule.timezone`; never two at once (a second is skipped, logged), missed runs coalesced,
+  a misfire grace of half an interval. A failed cycle is logged and counted; the next runs as
+  planned. Each cycle runs in a thread of its own (a daemon thread: see shutdown).
+- Slack delivery runs in its own thread, after each cycle and every `slack.retry_every`: a
+  round that waits (pacing, Slack's Retry-After) never holds a cycle up.
+- SIGTERM / SIGINT set the stop signal (`costwatch.deadline`): scheduling stops, and every wait
+  ends at once: the Langdock request in flight is aborted (its socket shut down), retry sleeps,
+  Slack pacing and Retry-After waits raise `Stopping`. The cycle it cuts short is logged at INFO
+  as interrupted, nothing of it recorded, not counted as failed. Then, within
+  `schedule.shutdown_grace` in all: wait for the cycle and delivery to end, flush the outbox
+  once with the time left (a post never outlasts it), close the HTTP server and the state,
+  exit 0. What cannot be cut short (a connect or DNS lookup, a Slack post already in flight,
+  both bounded by their timeouts) and is still running at the end of the grace is left behind,
+  logged: the state is written in whole transactions, so it stays consistent.
 - SIGHUP, or a change of the configuration file (its mtime, checked every few seconds):
   reload. A valid file takes effect at the next cycle; an invalid one is logged with its errors
   and the old one stays in force. `state.path` and `metrics.*` need a restart (logged).
@@ -38,6 +46,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from costwatch import cycle, slack
 from costwatch.config import Config, ScheduleConfig, load_config
+from costwatch.deadline import Deadline, Stopping, StopSignal
 from costwatch.errors import ConfigError, CostwatchError, StateError
 from costwatch.metrics import Metrics, MetricsServer, Snapshot
 from costwatch.state import State
@@ -45,12 +54,11 @@ from costwatch.state import State
 log = logging.getLogger("costwatch.daemon")
 
 CYCLE_JOB = "cycle"
-DELIVERY_JOB = "deliver"
 WATCH_SECONDS = 2.0  # how often the config file's mtime is looked at
+CLOSING_SECONDS = 0.75  # kept from the grace for closing the HTTP server and the state
+FLUSH_SLACK_SECONDS = 0.25  # past the flush's deadline, for a post that ends right at it
 
-
-class Stopping(Exception):
-    """Raised inside a wait when the daemon is shutting down."""
+__all__ = ["Daemon", "Stopping", "interval", "run", "trigger"]
 
 
 @dataclass
@@ -74,11 +82,11 @@ class Daemon:
         self._env = env
         self._clock = clock
         self._sender_factory = sender_factory or _slack_sender
-        self._stop = threading.Event()
+        self._stop = StopSignal()
         self._reload = threading.Event()
         self._cycle_lock = threading.Lock()
         self._deliver_lock = threading.Lock()
-        self._flushing = False
+        self._deliver_now = threading.Event()  # a cycle asks the delivery thread for a round
         self._config = load_config(config_path, env)
         self._mtime = _mtime(config_path)
         self._sender = self._sender_factory(self._config)
@@ -139,7 +147,7 @@ class Daemon:
         self._scheduler.start()
         # APScheduler runs on the real clock; `self._clock` is what cycles are told "now" is.
         self._schedule_cycle(first_run=datetime.now(UTC))
-        self._schedule_delivery()
+        _spawn("costwatch-delivery", self._delivery_loop)
 
     def stop(self) -> None:
         self._stop.set()
@@ -153,29 +161,49 @@ class Daemon:
         self._state.close()
 
     def shutdown(self) -> None:
-        """Stop scheduling, let a running cycle finish within the grace, flush, close."""
+        """Stop scheduling and every wait; within the grace, let the cycle and delivery end,
+        flush the outbox with the time left, close. Never waits past the grace."""
+        grace = self._config.schedule.shutdown_grace.total_seconds()
+        left = Deadline.after(grace - CLOSING_SECONDS)  # time only: the stop is already set
         self._stop.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        grace = self._config.schedule.shutdown_grace.total_seconds()
-        if self._cycle_lock.acquire(timeout=grace):
-            self._cycle_lock.release()
-        else:
-            log.warning("a cycle is still running after %.0f s; exiting without it", grace)
-        self._flush()
+        guarded = (("a cycle", self._cycle_lock), ("Slack delivery", self._deliver_lock))
+        busy = [what for what, lock in guarded if not _free_within(lock, left)]
+        if not busy and not self._flush(left):
+            busy.append("the final Slack delivery")
         self._server.stop()
-        self._state.close()
+        if busy:
+            log.warning(
+                "%s still running after the %.0f s grace; exiting without it (the state is "
+                "written in whole transactions: nothing half-written)",
+                " and ".join(busy),
+                grace,
+            )
+        else:
+            self._state.close()
         log.info("costwatch stopped")
 
     # -- jobs -----------------------------------------------------------------------------------
 
     def run_cycle(self) -> None:
-        """One cycle, then delivery. Called by the scheduler; never raises."""
+        """One cycle, then a delivery round is asked for. Never raises; a shutdown cuts it
+        short (`Stopping`), which is logged at INFO and not counted as a failed cycle."""
+        if self._stop.is_set():
+            return
         if not self._cycle_lock.acquire(blocking=False):
             log.warning("a cycle is still running; skipping this one")
             return
+        started = time.monotonic()
         try:
+            if self._stop.is_set():  # stopped meanwhile: shutdown may be closing the state
+                return
             self._cycle(self._clock())
+        except Stopping:
+            log.info(
+                "cycle interrupted by shutdown after %.1fs; nothing of it was recorded",
+                time.monotonic() - started,
+            )
         except StateError as error:  # locked, full disk: nothing of this cycle was recorded
             log.error("cycle failed: %s; the next cycle tries again", error)
             self._metrics.cycle_finished("error", 0.0)
@@ -184,24 +212,41 @@ class Daemon:
             self._metrics.cycle_finished("error", 0.0)
         finally:
             self._cycle_lock.release()
-        self.run_delivery()
+        self._deliver_now.set()
 
     def run_delivery(self) -> None:
-        """Deliver due outbox rows; never raises."""
+        """One round of delivering due outbox rows; never raises."""
         if self._sender is None or self._stop.is_set():
             return
         with self._deliver_lock:
+            if self._stop.is_set():  # stopped meanwhile: the final flush has the outbox
+                return
             try:
-                self._deliver(self._clock())
-            except Stopping:
-                pass
+                self._deliver(self._clock(), Deadline(stop=self._stop))
             except Exception:
                 log.exception("delivery failed")
+
+    def _start_cycle(self) -> None:
+        """The scheduler's job: the cycle in a daemon thread of its own. APScheduler joins its
+        pool's threads at exit, so a cycle stuck in what no stop can cut short (a connect)
+        would otherwise hold the process past the grace."""
+        _spawn("costwatch-cycle", self.run_cycle)
+
+    def _delivery_loop(self) -> None:
+        """After each cycle and every `slack.retry_every`, a delivery round, until stopped."""
+        with self._stop.on_stop(self._deliver_now.set):
+            while not self._stop.is_set():
+                slack_config = self._config.slack
+                every = slack_config.retry_every.total_seconds() if slack_config else 60.0
+                self._deliver_now.wait(max(1.0, every))
+                self._deliver_now.clear()
+                self.run_delivery()
 
     def _cycle(self, now: datetime) -> None:
         config = self._config
         started = time.monotonic()
-        with cycle.langdock_client(config.langdock, sleep=self._wait) as client:
+        deadline = Deadline(stop=self._stop)
+        with cycle.langdock_client(config.langdock, deadline=deadline) as client:
             deps = cycle.Deps(config=config, client=client, state=self._state)
             outcome = cycle.run_once(deps, now)
         seconds = time.monotonic() - started
@@ -217,7 +262,12 @@ class Daemon:
         assert outcome.usage is not None
         self._metrics.export_succeeded(now, seconds)
         self._metrics.publish(
-            Snapshot(at=now, usage=outcome.usage.frame, findings=outcome.findings)
+            Snapshot(
+                at=now,
+                usage=outcome.usage.frame,
+                findings=outcome.findings,
+                unevaluated=outcome.unevaluated,
+            )
         )
         self._metrics.cycle_finished("ok", seconds)
         self._metrics.alerts_pending(self._state.pending_count())
@@ -232,48 +282,48 @@ class Daemon:
             planned,
         )
 
-    def _deliver(self, now: datetime) -> None:
+    def _deliver(self, now: datetime, deadline: Deadline) -> None:
         config = self._config
-        assert config.slack is not None
-        assert self._sender is not None
-        if not self._state.pending(now, limit=1):
+        sender = self._sender
+        if config.slack is None or sender is None or not self._state.pending(now, limit=1):
             return
         report = slack.deliver(
-            self._state, self._sender, config.slack, now, sleep=self._wait, monotonic=time.monotonic
+            self._state,
+            sender,
+            config.slack,
+            now,
+            deadline=deadline,
+            sleep=deadline.wait,
+            monotonic=time.monotonic,
         )
         self._metrics.alerts_sent(report.sent)
-        for code, count in report.permanent_errors.items():
-            for _ in range(count):
-                self._metrics.slack_error(code)
+        for code, count in {**report.permanent_errors, **report.transient_errors}.items():
+            self._metrics.slack_error(code, count)
         self._metrics.alerts_pending(report.pending)
-        if report.sent or report.failed:
-            log.info(
-                "delivered %d alert(s) in %d message(s); %d failed, %d pending",
+        if report.sent or report.failed or report.interrupted:  # failures were logged already
+            log.debug(
+                "delivered %d alert(s) in %d message(s); %d failed, %d pending%s",
                 report.sent,
                 report.messages,
                 report.failed,
                 report.pending,
+                "; the rest waits (interrupted by shutdown)" if report.interrupted else "",
             )
 
-    def _flush(self) -> None:
-        """Deliver what is pending once more on the way out."""
-        self._flushing = True
-        try:
-            if self._sender is not None:
-                with self._deliver_lock:
-                    self._deliver(self._clock())
-        except Exception:
-            log.exception("final delivery failed; the rows stay in the outbox")
-        finally:
-            self._flushing = False
+    def _flush(self, deadline: Deadline) -> bool:
+        """Deliver what is pending once more on the way out, within `deadline`. In a daemon
+        thread, so a post that outlasts its timeout is left behind; False if it was."""
 
-    def _wait(self, seconds: float) -> None:
-        """A sleep that ends early, by raising, when the daemon stops (not while flushing)."""
-        if self._flushing:
-            time.sleep(min(seconds, 1.0))
-            return
-        if self._stop.wait(seconds):
-            raise Stopping
+        def flush() -> None:
+            try:
+                with self._deliver_lock:
+                    self._deliver(self._clock(), deadline)
+            except Exception:
+                log.exception("final delivery failed; the rows stay in the outbox")
+
+        thread = _spawn("costwatch-flush", flush)
+        thread.join(deadline.remaining() + FLUSH_SLACK_SECONDS)
+        return not thread.is_alive()
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -281,6 +331,9 @@ class Daemon:
         schedule = self._config.schedule
         options: dict[str, Any] = {
             "id": CYCLE_JOB,
+            # The job only starts the cycle's thread and returns at once, so APScheduler never
+            # has to log "maximum number of running instances reached"; a tick during a cycle
+            # is skipped by run_cycle with its own message.
             "max_instances": 1,
             "coalesce": True,
             "misfire_grace_time": max(1, int(interval(schedule).total_seconds() / 2)),
@@ -288,21 +341,7 @@ class Daemon:
         }
         if first_run is not None:
             options["next_run_time"] = first_run
-        self._scheduler.add_job(self.run_cycle, trigger(schedule), **options)
-
-    def _schedule_delivery(self) -> None:
-        if self._config.slack is None:
-            if self._scheduler.get_job(DELIVERY_JOB) is not None:
-                self._scheduler.remove_job(DELIVERY_JOB)
-            return
-        self._scheduler.add_job(
-            self.run_delivery,
-            IntervalTrigger(seconds=max(1, self._config.slack.retry_every.total_seconds())),
-            id=DELIVERY_JOB,
-            max_instances=1,
-            coalesce=True,
-            replace_existing=True,
-        )
+        self._scheduler.add_job(self._start_cycle, trigger(schedule), **options)
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -321,7 +360,6 @@ class Daemon:
                 log.warning("%s changed: it takes effect after a restart", section)
         if old.schedule != new.schedule:
             self._schedule_cycle()
-        self._schedule_delivery()
         log.info(
             "configuration reloaded: %d budget(s); it applies from the next cycle", len(new.budgets)
         )
@@ -359,6 +397,21 @@ class Daemon:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reload)
+
+
+def _spawn(name: str, target: Callable[[], None]) -> threading.Thread:
+    """A daemon thread: the process may exit while it is stuck (see shutdown)."""
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def _free_within(lock: threading.Lock, deadline: Deadline) -> bool:
+    """Whether `lock` is free (nobody runs what it guards) before `deadline`."""
+    if not lock.acquire(timeout=deadline.remaining()):
+        return False
+    lock.release()
+    return True
 
 
 def trigger(schedule: ScheduleConfig) -> BaseTrigger:

@@ -2,7 +2,9 @@
 
 Nothing is needed but this package: the simulator serves the Langdock export API on a free
 loopback port, the state lives in a temporary folder, metrics are on 127.0.0.1:9108 (or a
-free port when that is taken) and Slack messages are printed as text instead of sent.
+free port when something listens there; a port an earlier run left in TIME_WAIT is free, as
+for the real server) and Slack messages are printed as text instead of sent. Log lines wait
+while a message is printed, so none lands inside a Slack box on the terminal.
 
 Simulated time runs fast: one real second is two simulated hours, starting on the 2nd of the
 current month, and a cycle runs every 10 real seconds (20 simulated hours). The demo budgets in
@@ -19,7 +21,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +30,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from costwatch import periods, slackrender
+from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.simulator import Simulator, Workspace
 from costwatch.slackrender import Rendered
 
@@ -59,16 +63,47 @@ class FastClock:
 
 @dataclass
 class TerminalSender:
-    """A Slack sender that prints each message as readable text."""
+    """A Slack sender that prints each message as readable text, in one write under `lock`
+    (which `logs_between_messages` makes log records wait for)."""
 
     out: TextIO = sys.stdout
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def post(self, channel: str | None, message: Rendered) -> None:
+    def post(self, channel: str | None, message: Rendered, deadline: Deadline = UNBOUNDED) -> None:
         text = slackrender.as_terminal_text(message)
         rule = "─" * 72
-        with self._lock:
-            print(f"\n{rule}\nSlack {channel or ''}\n{text}\n{rule}", file=self.out, flush=True)
+        with self.lock:
+            self.out.write(f"\n{rule}\nSlack {channel or ''}\n{text}\n{rule}\n")
+            self.out.flush()
+
+
+class _HeldHandler(logging.Handler):
+    """A handler that emits through `inner` only while it holds the terminal's print lock."""
+
+    def __init__(self, inner: logging.Handler, lock: threading.Lock) -> None:
+        super().__init__(inner.level)
+        self.inner = inner
+        self._print_lock = lock
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        with self._print_lock:
+            return bool(self.inner.handle(record))
+
+    def emit(self, record: logging.LogRecord) -> None:  # handle() does the work
+        self.inner.emit(record)
+
+
+@contextmanager
+def logs_between_messages(lock: threading.Lock) -> Iterator[None]:
+    """While inside, the root logger's handlers wait for `lock`: no log line is written while a
+    message box is (stdout and stderr share the terminal)."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    root.handlers[:] = [_HeldHandler(handler, lock) for handler in handlers]
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
 
 
 def _real_now() -> datetime:
@@ -82,8 +117,12 @@ def demo_start(now: datetime) -> datetime:
 
 
 def free_port(host: str, preferred: int) -> int:
-    """`preferred` when nothing listens there, else a free port chosen by the system."""
+    """`preferred` when nothing listens there, else a free port chosen by the system.
+
+    The probe binds as the metrics server does (SO_REUSEADDR): connections an earlier run
+    left in TIME_WAIT do not keep the server off the port, so they do not move the demo."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, preferred))
         except OSError:
@@ -128,4 +167,5 @@ def run(*, out: TextIO = sys.stdout, once: Callable[..., int] | None = None) -> 
             file=out,
             flush=True,
         )
-        return daemon.run()
+        with logs_between_messages(sender.lock):
+            return daemon.run()

@@ -1,7 +1,8 @@
 """Time specifications in the configuration: durations ("15m", "1h30m") and crontab lines.
 
-Both parsers raise `ValueError` with a short plain message that never repeats more than the
-offending piece of the value; `costwatch.config` turns that into a `ConfigProblem` with a path.
+Both parsers raise `ValueError` with a short plain message; one that names the offending piece
+of the value is a `Refusal`, which never formats the piece itself: `costwatch.config` renders
+it (quoted, or as the `${NAME}` it came from) in a `ConfigProblem` with a path.
 
     >>> parse_duration("1h30m")
     datetime.timedelta(seconds=5400)
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+
+from costwatch.quote import Refusal
 
 __all__ = ["format_duration", "normalize_cron", "parse_duration"]
 
@@ -105,7 +108,7 @@ def _field_values(text: str, spec: tuple[str, int, int, tuple[str, ...]]) -> set
     for item in text.lower().split(","):
         match = _ITEM.fullmatch(item)
         if match is None:
-            raise ValueError(f"{name} field '{text}' is not a crontab field")
+            raise Refusal(f"{name} field {{}} is not a crontab field", text)
         if match["range"] == "*":
             start, stop = low, high
         else:
@@ -114,7 +117,7 @@ def _field_values(text: str, spec: tuple[str, int, int, tuple[str, ...]]) -> set
             stop = _field_number(last, spec) if last else start
         step = int(match["step"] or 1)
         if step == 0 or stop < start:
-            raise ValueError(f"{name} field '{text}' has an empty range or a zero step")
+            raise Refusal(f"{name} field {{}} has an empty range or a zero step", text)
         if match["step"] and match["range"] != "*" and "-" not in match["range"]:
             stop = high  # "5/15" means from 5 to the end, every 15
         values.update(range(start, stop + 1, step))
@@ -126,5 +129,5 @@ def _field_number(text: str, spec: tuple[str, int, int, tuple[str, ...]]) -> int
     if text in names:
         return low + names.index(text)
     if not text.isdigit() or not low <= int(text) <= high:
-        raise ValueError(f"{name} field value '{text}' is not in {low}-{high}")
+        raise Refusal(f"{name} field value {{}} is not in {low}-{high}", text)
     return int(text)

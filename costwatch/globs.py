@@ -21,12 +21,12 @@ def matches(pattern: str, text: str) -> bool:
 
 
 def problem(pattern: str) -> str | None:
-    """Why `pattern` is not a usable glob, or None when it is."""
+    """Why `pattern` is not a usable glob, or None when it is (never quoting the pattern)."""
     if not pattern:
         return "an empty pattern matches nothing"
     depth = _unclosed_class(pattern)
     if depth is not None:
-        return f"bad glob {pattern!r}: '[' at position {depth + 1} is never closed"
+        return f"'[' at position {depth + 1} is never closed"
     return None
 
 

@@ -1,4 +1,4 @@
-"""The HTTP endpoint: `/metrics`, `/healthz` and `/readyz` on one stdlib `ThreadingHTTPServer`.
+"""The HTTP endpoint: `/metrics`, `/healthz` and `/readyz`, with bounded threads and deadlines.
 
 - `GET /metrics` serves `Metrics.exposition_parts()` as `text/plain; version=0.0.4`: stored
   bytes plus the small live registry, so a scrape does no work proportional to the keys.
@@ -6,31 +6,43 @@
   `(False, reason)` 503 with the reason (a probe that raises counts as not ok). 404 elsewhere.
 - Optional basic auth covers every path (401 with `WWW-Authenticate` when missing or wrong;
   compared with `hmac.compare_digest`). The password is never logged; request lines go to
-  this module's logger at DEBUG and never carry headers.
-- Optional TLS: the handshake runs in the connection's own thread, never in the accept loop,
-  so a slow or plain-text client cannot stall other scrapes.
-- The address family follows the host, so `::` listens on IPv6 (and IPv4 where the system
-  maps it). Handler threads are daemon threads with a socket timeout; `stop()` shuts the loop
-  down, closes the listening socket and joins the serving thread.
+  this module's logger at DEBUG, quoted (`costwatch.quote`), and never carry headers.
+- Optional TLS. The address family follows the host, so `::` listens on IPv6 (and IPv4 where
+  the system maps it).
+
+Bounds: one thread (the loop) accepts connections and reads each request head without
+blocking, TLS handshake included; only a connection that has sent a whole head goes to one of
+`workers` threads, which answers it and closes it (one request per connection). So idle,
+half-open and slow ("slowloris") connections cost no thread: each has `timeout` seconds from
+accept to its whole head (a deadline for the whole, not per recv), at most `max_pending` are
+held (the oldest is closed for a new one), a head over 16 KiB is refused with 431, and at most
+`4 * workers` complete requests wait for a worker (503 beyond). An answer is sent within
+`timeout` seconds too. `stop()` closes every connection, the loop and the workers.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
+import io
 import logging
+import queue
+import selectors
 import socket
-import socketserver
 import ssl
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from costwatch.quote import quote
 
 if TYPE_CHECKING:
     from costwatch.metrics import Metrics
@@ -40,7 +52,15 @@ log = logging.getLogger(__name__)
 Probe = Callable[[], tuple[bool, str]]
 CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 CONTENT_TYPE_TEXT = "text/plain; charset=utf-8"
-_TIMEOUT_SECONDS = 30.0  # per connection: TLS handshake, request, response
+TIMEOUT_SECONDS = 10.0  # per connection: TLS handshake and request head; then the answer
+WORKERS = 4  # threads answering complete requests
+MAX_PENDING = 128  # connections still sending their head
+MAX_HEAD_BYTES = 16 * 1024
+_TICK = 0.5  # seconds: how often the loop looks at deadlines and for stop()
+_REFUSED = {
+    431: b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n",
+    503: b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+}
 
 
 @dataclass(frozen=True)
@@ -53,8 +73,17 @@ class _App:
     credentials: bytes | None  # b"user:password" when basic auth is on
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much the server takes on at once, and how long a connection may take."""
+
+    timeout: float = TIMEOUT_SECONDS
+    workers: int = WORKERS
+    max_pending: int = MAX_PENDING
+
+
 class MetricsServer:
-    """`/metrics` and the probes on `host:port`, served from a background thread."""
+    """`/metrics` and the probes on `host:port`, served from background threads."""
 
     def __init__(
         self,
@@ -66,6 +95,7 @@ class MetricsServer:
         readyz: Probe,
         basic_auth: tuple[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
+        limits: Limits = Limits(),  # frozen, so sharing it is safe
     ) -> None:
         credentials = None
         if basic_auth is not None:
@@ -74,8 +104,8 @@ class MetricsServer:
         self.host = host
         self.port = port  # the actual port once started (port=0 picks a free one)
         self._tls = tls
+        self._limits = limits
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def scheme(self) -> str:
@@ -85,24 +115,16 @@ class MetricsServer:
         if self._server is not None:
             raise RuntimeError("the metrics server is already running")
         context = _tls_context(*self._tls) if self._tls is not None else None
-        server = _Server((self.host, self.port), self._app, context)
-        self.port = int(server.server_address[1])
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="costwatch-metrics", daemon=True
-        )
-        self._thread.start()
+        server = _Server((self.host, self.port), self._app, context, self._limits)
+        self.port = server.port
+        self._server = server.start()
         log.info("metrics on %s://%s:%d/metrics", self.scheme, _bracketed(self.host), self.port)
         return self
 
     def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.shutdown()
-        server.server_close()
-        thread.join()
-        self._server = self._thread = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
 
     def __enter__(self) -> MetricsServer:
         return self.start()
@@ -116,38 +138,257 @@ class MetricsServer:
         self.stop()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+@dataclass(eq=False)
+class _Connection:
+    """An accepted connection, until its request head is complete."""
 
-    def __init__(self, address: tuple[str, int], app: _App, tls: ssl.SSLContext | None) -> None:
-        self.address_family = _family(address[0], address[1])
-        self.app = app
-        self.tls = tls
-        super().__init__(address, _Handler)
+    sock: socket.socket
+    address: Any
+    deadline: float  # time.monotonic() by which the head (and later the answer) must be done
+    handshaking: bool = False
+    head: bytes = b""
+    events: int = selectors.EVENT_READ
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind would resolve the host's FQDN (a DNS lookup) for nothing.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name = str(self.server_address[0])
-        self.server_port = int(self.server_address[1])
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        request.settimeout(_TIMEOUT_SECONDS)
-        if self.tls is None:
-            super().finish_request(request, client_address)
-            return
-        with self.tls.wrap_socket(request, server_side=True) as secure:
-            super().finish_request(secure, client_address)
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # Clients that hang up, time out or fail the TLS handshake: not the server's problem.
-        log.debug("metrics request from %s failed", client_address, exc_info=True)
+@dataclass(eq=False)
+class _Server:
+    """The listening socket, the loop reading request heads, and the workers answering them."""
+
+    address: tuple[str, int]
+    app: _App
+    tls: ssl.SSLContext | None
+    limits: Limits
+    port: int = 0
+    _listener: socket.socket = field(init=False)
+    _selector: selectors.BaseSelector = field(init=False, default_factory=selectors.DefaultSelector)
+    _pending: dict[socket.socket, _Connection] = field(init=False, default_factory=dict)
+    _answering: set[_Connection] = field(init=False, default_factory=set)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _queue: queue.Queue[_Connection] = field(init=False)
+    _stopping: threading.Event = field(init=False, default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        host, port = self.address
+        self._listener = socket.socket(_family(host, port), socket.SOCK_STREAM)
+        try:
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind((host, port))
+            self._listener.listen(self.limits.max_pending)
+            self._listener.setblocking(False)
+        except OSError:
+            self._listener.close()
+            raise
+        self.port = int(self._listener.getsockname()[1])
+        self._queue = queue.Queue(maxsize=4 * self.limits.workers)
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._selector.register(self._listener, selectors.EVENT_READ)
+        self._selector.register(self._wake_reader, selectors.EVENT_READ)
+
+    def start(self) -> _Server:
+        self._spawn(self._loop, "costwatch-metrics")
+        for number in range(self.limits.workers):
+            self._spawn(self._work, f"costwatch-metrics-{number + 1}")
+        return self
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Close the listener and every connection; the threads end within a tick."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"x")
+        with self._lock:
+            answering = list(self._answering)
+        for connection in answering:  # a blocked send ends at once
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join(timeout=5 * _TICK)
+        self._wake_writer.close()
+
+    # -- the loop: accept, handshake, read heads -----------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                for key, _events in self._selector.select(self._wait()):
+                    if key.fileobj is self._listener:
+                        self._accept()
+                    elif key.fileobj is self._wake_reader:
+                        continue
+                    else:
+                        self._advance(key.data)
+                self._expire(time.monotonic())
+        finally:
+            for connection in list(self._pending.values()):
+                self._drop(connection)
+            self._selector.close()
+            self._listener.close()
+            self._wake_reader.close()
+
+    def _wait(self) -> float:
+        oldest = next(iter(self._pending.values()), None)
+        if oldest is None:
+            return _TICK
+        return max(0.0, min(_TICK, oldest.deadline - time.monotonic()))
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, address = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # out of descriptors, say: the pending ones time out
+                log.debug("cannot accept a metrics connection: %s", error.strerror or error)
+                return
+            if len(self._pending) >= self.limits.max_pending:
+                self._drop(next(iter(self._pending.values())))  # the oldest gives way
+            self._register(sock, address)
+
+    def _register(self, sock: socket.socket, address: Any) -> None:
+        sock.setblocking(False)
+        connection = _Connection(sock, address, time.monotonic() + self.limits.timeout)
+        if self.tls is not None:
+            try:
+                connection.sock = self.tls.wrap_socket(
+                    sock, server_side=True, do_handshake_on_connect=False
+                )
+            except (OSError, ssl.SSLError):
+                connection.close()
+                return
+            connection.handshaking = True
+        self._pending[connection.sock] = connection
+        self._selector.register(connection.sock, connection.events, connection)
+
+    def _advance(self, connection: _Connection) -> None:
+        """Take what the connection has sent, without waiting; hand it on when whole."""
+        try:
+            if connection.handshaking:
+                assert isinstance(connection.sock, ssl.SSLSocket)
+                connection.sock.do_handshake()
+                connection.handshaking = False
+            while True:
+                chunk = connection.sock.recv(MAX_HEAD_BYTES + 1 - len(connection.head))
+                if not chunk:
+                    self._drop(connection)
+                    return
+                connection.head += chunk
+                if b"\r\n\r\n" in connection.head or b"\n\n" in connection.head:
+                    self._hand_on(connection)
+                    return
+                if len(connection.head) > MAX_HEAD_BYTES:
+                    self._refuse(connection, 431)
+                    return
+        except ssl.SSLWantWriteError:
+            self._want(connection, selectors.EVENT_WRITE)
+        except (ssl.SSLWantReadError, BlockingIOError, InterruptedError):
+            self._want(connection, selectors.EVENT_READ)
+        except (OSError, ssl.SSLError, ValueError):  # reset, a bad handshake, plain text on TLS
+            log.debug("metrics connection from %s failed", connection.address, exc_info=True)
+            self._drop(connection)
+
+    def _want(self, connection: _Connection, events: int) -> None:
+        if connection.events != events:
+            connection.events = events
+            self._selector.modify(connection.sock, events, connection)
+
+    def _expire(self, now: float) -> None:
+        while self._pending:
+            oldest = next(iter(self._pending.values()))
+            if oldest.deadline > now:
+                return
+            log.debug("metrics connection from %s timed out", oldest.address)
+            self._drop(oldest)
+
+    def _forget(self, connection: _Connection) -> None:
+        if self._pending.pop(connection.sock, None) is not None:
+            self._selector.unregister(connection.sock)
+
+    def _drop(self, connection: _Connection) -> None:
+        self._forget(connection)
+        connection.close()
+
+    def _refuse(self, connection: _Connection, status: int) -> None:
+        self._forget(connection)
+        with contextlib.suppress(OSError, ssl.SSLError, ValueError):
+            connection.sock.send(_REFUSED[status])  # a few bytes: the socket buffer takes them
+        connection.close()
+
+    def _hand_on(self, connection: _Connection) -> None:
+        self._forget(connection)
+        try:
+            self._queue.put_nowait(connection)
+        except queue.Full:
+            self._refuse(connection, 503)
+
+    # -- the workers: answer one request each --------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection = self._queue.get(timeout=_TICK)
+            except queue.Empty:
+                continue
+            with self._lock:
+                self._answering.add(connection)
+            try:
+                connection.sock.setblocking(True)
+                # BaseRequestHandler only stores its request and server: these are ours.
+                _Handler(connection, connection.address, self)  # type: ignore[arg-type]
+            except Exception:  # a client that hangs up or times out: not the server's problem
+                log.debug("metrics request from %s failed", connection.address, exc_info=True)
+            finally:
+                with self._lock:
+                    self._answering.discard(connection)
+                connection.close()
+
+
+class _DeadlineWriter:
+    """The answer's bytes, sent by the connection's deadline (the whole answer, not per send)."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+
+    def write(self, data: bytes) -> int:
+        remaining = self._connection.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the answer was not taken in time")
+        self._connection.sock.settimeout(remaining)
+        self._connection.sock.sendall(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    """One request, read from the head the loop collected; the answer goes out by deadline."""
+
+    request: _Connection
+    server: _Server  # type: ignore[assignment]
     server_version = "costwatch"
     sys_version = ""
+
+    def setup(self) -> None:
+        connection = self.request
+        connection.deadline = time.monotonic() + self.server.limits.timeout
+        self.connection = connection.sock
+        self.rfile = io.BytesIO(connection.head)
+        self.wfile = _DeadlineWriter(connection)  # type: ignore[assignment]
+
+    def handle(self) -> None:
+        self.handle_one_request()
+
+    def finish(self) -> None:
+        pass
 
     def do_GET(self) -> None:
         app = self.server.app
@@ -194,7 +435,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(part)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+        # The request line is outside text: quoted, so it cannot forge a log line.
+        log.debug("%s %s", self.address_string(), quote(format % args))
 
 
 _CHALLENGE = 'Basic realm="costwatch", charset="UTF-8"'

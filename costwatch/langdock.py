@@ -11,6 +11,19 @@ for the half-open range [start, end) and downloads the CSV into `workdir`:
       429, 5xx, timeouts, connection errors, broken or expired downloads
            -> retried (a fresh export each time) under a RetryPolicy, then ExportUnavailableError
 
+Wall-clock times are ambiguous while a DST fall-back repeats an hour (and at a midnight in
+zones that fall back at midnight), and the API reads wall-clock time: a part whose `from` or
+`to` falls in a repeated hour is asked for in UTC instead, the exact same instants with no
+second reading, and its days (for the CSV's period check) are then UTC days. Every other part
+is asked for in its own zone, as documented.
+
+Deadlines: each request has one end to end, not only between bytes (`costwatch.httpdeadline`):
+the POST must finish within the request timeout, and the POST and its download within what is
+left of the range's retry budget, so a peer that never answers or trickles a byte a second
+costs one attempt, not the cycle. A stop (`deadline.stop`, set on shutdown) aborts the request
+in flight and ends a retry sleep at once: `Stopping` propagates, never an ExportError, and the
+files already downloaded are deleted.
+
 The key lives in a `_Secret` that masks itself in `repr`/`str`/f-strings; the download URL is
 signed, so only its host is ever logged. Checking the CSV's period against the range is the
 loader's job (`costwatch.usage`), using each part's `first_day`/`last_day`.
@@ -33,6 +46,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.errors import (
     ExportAuthError,
     ExportDownloadError,
@@ -40,8 +54,17 @@ from costwatch.errors import (
     ExportRequestError,
     ExportUnavailableError,
 )
+from costwatch.httpdeadline import DeadlineExceeded, bounded
 from costwatch.periods import local_midnight
-from costwatch.retry import Retrier, RetriesExhausted, Retryable, RetryPolicy, retry_after_seconds
+from costwatch.quote import quote
+from costwatch.retry import (
+    Retrier,
+    RetriesExhausted,
+    Retryable,
+    RetryBudget,
+    RetryPolicy,
+    retry_after_seconds,
+)
 
 __all__ = ["ExportPart", "ExportResult", "LangdockClient", "RetryPolicy"]
 
@@ -54,6 +77,7 @@ _AUTH_MESSAGE = (
 )
 _TOO_LARGE = "Export too large"
 _NO_DATA = "No data found"
+_UTC_ZONE = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True)
@@ -116,12 +140,20 @@ class _Range:
         return (self.end.astimezone(UTC) - _ONE_MS).astimezone(self.zone)
 
     @property
+    def request_zone(self) -> ZoneInfo:
+        """The range's zone, or UTC when a bound's wall-clock time there occurs twice."""
+        if _ambiguous(self.start) or _ambiguous(self.last_instant):
+            return _UTC_ZONE
+        return self.zone
+
+    @property
     def first_day(self) -> date:
-        return self.start.date()
+        """The first day as the request names it (and the CSV's period_start says)."""
+        return self.start.astimezone(self.request_zone).date()
 
     @property
     def last_day(self) -> date:
-        return self.last_instant.date()
+        return self.last_instant.astimezone(self.request_zone).date()
 
     def describe(self) -> str:
         if self.first_day == self.last_day:
@@ -129,10 +161,10 @@ class _Range:
         return f"{self.first_day.isoformat()}..{self.last_day.isoformat()}"
 
     def request_body(self) -> dict[str, Any]:
-        zone = self.zone.key
+        zone = self.request_zone
         return {
-            "from": {"date": _wall_clock(self.start), "timezone": zone},
-            "to": {"date": _wall_clock(self.last_instant), "timezone": zone},
+            "from": {"date": _wall_clock(self.start.astimezone(zone)), "timezone": zone.key},
+            "to": {"date": _wall_clock(self.last_instant.astimezone(zone)), "timezone": zone.key},
             "group_by": "model",
         }
 
@@ -153,6 +185,19 @@ class _Range:
             return None
         cut = min(inside, key=lambda c: abs((c.astimezone(UTC) - middle).total_seconds()))
         return _Range(self.start, cut), _Range(cut, self.end)
+
+
+def _ambiguous(moment: datetime) -> bool:
+    """Whether `moment`'s local wall-clock time occurs twice in its zone (a DST fall-back).
+
+    A real instant's wall time always exists, so two offsets for it mean two occurrences.
+    """
+    wall = moment.replace(tzinfo=None)
+    zone = moment.tzinfo
+    return (
+        wall.replace(tzinfo=zone, fold=0).utcoffset()
+        != wall.replace(tzinfo=zone, fold=1).utcoffset()
+    )
 
 
 def _wall_clock(moment: datetime) -> str:
@@ -194,19 +239,31 @@ class LangdockClient:
         allow_insecure_download: bool = False,
         max_download_bytes: int = 512 * 1024 * 1024,
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so sharing it is safe
-        sleep: Callable[[float], None] = time.sleep,
+        request_timeout: float | None = None,
+        deadline: Deadline = UNBOUNDED,
+        sleep: Callable[[float], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
+        """`request_timeout`: the longest one export POST may take end to end (default: the
+        client's read timeout). `deadline.stop` aborts requests and retry sleeps on shutdown;
+        `sleep` defaults to `deadline.wait`."""
         if not api_key or api_key != api_key.strip():
             raise ValueError("api_key must be non-empty and without surrounding whitespace")
+        if httpx.URL(base_url).userinfo:  # the URL is logged; the key goes in api_key
+            raise ValueError("base_url must not contain a user or password")
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._export_url = self._base_url + EXPORT_PATH
         self._key = _Secret(api_key)
         self._allow_insecure_download = allow_insecure_download
         self._max_download_bytes = max_download_bytes
-        self._retrier = Retrier(retry, sleep=sleep, monotonic=monotonic, jitter=jitter)
+        self._request_timeout = request_timeout or http.timeout.read or 120.0
+        self._deadline = deadline
+        self._monotonic = monotonic
+        self._retrier = Retrier(
+            retry, sleep=sleep or deadline.wait, monotonic=monotonic, jitter=jitter
+        )
 
     def __repr__(self) -> str:
         return f"LangdockClient(base_url={self._base_url!r}, api_key=***)"
@@ -227,7 +284,7 @@ class LangdockClient:
                 if part.path is not None:
                     part.path.unlink(missing_ok=True)
             raise
-        log.info(
+        log.debug(
             "exported %s (%s): %d part(s), %d record(s), %d byte(s), %d API call(s)",
             whole.describe(),
             whole.zone.key,
@@ -247,10 +304,10 @@ class LangdockClient:
         if halves is None:
             raise ExportRequestError(
                 f"Langdock export of the single day {rng.describe()} ({rng.zone.key}) is too "
-                f"large and cannot be split further: {outcome.message}",
+                f"large and cannot be split further: {quote(outcome.message)}",
                 reason="too_large",
             )
-        log.info(
+        log.debug(
             "export of %s too large; splitting into %s and %s",
             rng.describe(),
             halves[0].describe(),
@@ -264,7 +321,9 @@ class LangdockClient:
     ) -> ExportPart | _TooLarge:
         what = f"export of {rng.describe()}"
         try:
-            return self._retrier.run(lambda: self._attempt(rng, workdir, tally), what=what, log=log)
+            return self._retrier.run(
+                lambda budget: self._attempt(rng, workdir, tally, budget), what=what, log=log
+            )
         except RetriesExhausted as gave_up:
             raise ExportUnavailableError(
                 f"Langdock {what} failed after {gave_up.attempts} attempt(s) over "
@@ -272,28 +331,48 @@ class LangdockClient:
                 reason=gave_up.last.reason,
             ) from gave_up.last.__cause__
 
-    def _attempt(self, rng: _Range, workdir: Path, tally: _Tally) -> ExportPart | _TooLarge:
+    def _attempt(
+        self, rng: _Range, workdir: Path, tally: _Tally, budget: RetryBudget
+    ) -> ExportPart | _TooLarge:
+        self._deadline.check()  # no new request once the daemon stops
         tally.api_calls += 1
-        outcome = _interpret(self._post(rng), self._key)
+        seconds = min(self._request_timeout, budget.remaining())
+        outcome = _interpret(self._post(rng, seconds), self._key)
         if isinstance(outcome, _TooLarge):
             return outcome
         if isinstance(outcome, _NoData):
-            log.info("no usage in %s (404 No data found)", rng.describe())
+            log.debug("no usage in %s (404 No data found)", rng.describe())
             return _part(rng, None, 0)
         self._check_download_url(outcome.download_url)
-        path, size = self._download(outcome.download_url, rng, workdir)
+        self._deadline.check()
+        path, size = self._download(outcome.download_url, rng, workdir, budget.remaining())
         tally.bytes_downloaded += size
         return _part(rng, path, outcome.record_count)
 
-    def _post(self, rng: _Range) -> httpx.Response:
+    def _post(self, rng: _Range, seconds: float) -> httpx.Response:
+        """The export POST, within `seconds` end to end (a stop aborts it)."""
         body = rng.request_body()
-        log.debug("POST %s %s", self._export_url, json.dumps(body))
-        try:
-            return self._http.post(
-                self._export_url,
-                json=body,
-                headers={"Authorization": "Bearer " + self._key.reveal()},
+        if rng.request_zone != rng.zone:
+            log.info(
+                "%s: a bound's local time occurs twice in %s (DST ends); asking in UTC",
+                rng.describe(),
+                rng.zone.key,
             )
+        log.debug("POST %s %s", self._export_url, json.dumps(body))
+        headers = {"Authorization": "Bearer " + self._key.reveal(), "Connection": "close"}
+        try:
+            with bounded(seconds, self._deadline.stop) as exchange:
+                return self._http.post(
+                    self._export_url,
+                    json=body,
+                    headers=headers,
+                    timeout=exchange.timeout(self._http.timeout),
+                    extensions=exchange.extensions,
+                )
+        except DeadlineExceeded as exc:
+            raise Retryable(
+                "timeout", f"export request took longer than its {exc.seconds:.1f}s deadline"
+            ) from exc
         except httpx.TimeoutException as exc:
             raise Retryable("timeout", f"export request timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
@@ -307,8 +386,11 @@ class LangdockClient:
                 "only https is allowed (set allow_insecure_download for a local simulator)"
             )
 
-    def _download(self, url: httpx.URL, rng: _Range, workdir: Path) -> tuple[Path, int]:
-        """Stream the signed URL into a new file in `workdir`; delete it on any failure."""
+    def _download(
+        self, url: httpx.URL, rng: _Range, workdir: Path, seconds: float
+    ) -> tuple[Path, int]:
+        """Stream the signed URL into a new file in `workdir` within `seconds` end to end;
+        delete it on any failure."""
         log.debug("downloading the export of %s from %s", rng.describe(), url.host)
         fd, name = tempfile.mkstemp(
             dir=workdir, prefix=f"api-keys-{rng.first_day}_{rng.last_day}-", suffix=".csv"
@@ -316,24 +398,39 @@ class LangdockClient:
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as sink:
-                size = self._stream_into(url, sink)
+                size = self._stream_into(url, sink, seconds)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
         return path, size
 
-    def _stream_into(self, url: httpx.URL, sink: BinaryIO) -> int:
-        request = self._http.build_request("GET", url)
-        request.headers.pop("Authorization", None)  # a client default must not reach storage
+    def _stream_into(self, url: httpx.URL, sink: BinaryIO, seconds: float) -> int:
+        try:
+            with bounded(seconds, self._deadline.stop) as exchange:
+                request = self._http.build_request(
+                    "GET",
+                    url,
+                    headers={"Connection": "close"},
+                    timeout=exchange.timeout(self._http.timeout),
+                    extensions=exchange.extensions,
+                )
+                request.headers.pop("Authorization", None)  # a client default must not leak
+                return self._send_into(request, url.host, sink)
+        except DeadlineExceeded as exc:
+            raise Retryable(
+                "download", f"download from {url.host} took longer than the {exc.seconds:.1f}s left"
+            ) from exc
+
+    def _send_into(self, request: httpx.Request, host: str, sink: BinaryIO) -> int:
         try:
             response = self._http.send(request, stream=True, auth=None, follow_redirects=False)
             try:
-                return self._receive(response, url.host, sink)
+                return self._receive(response, host, sink)
             finally:
                 response.close()
         except httpx.TransportError as exc:
             raise Retryable(
-                "download", f"download from {url.host} broke off ({type(exc).__name__})"
+                "download", f"download from {host} broke off ({type(exc).__name__})"
             ) from exc
 
     def _receive(self, response: httpx.Response, host: str, sink: BinaryIO) -> int:
@@ -395,7 +492,7 @@ def _interpret(response: httpx.Response, key: _Secret) -> _Ready | _NoData | _To
         reason = "rate_limited" if status == 429 else "server_error"
         waited = "" if retry_after is None else f", Retry-After {retry_after:g}s"
         raise Retryable(reason, f"HTTP {status}{waited}", retry_after)
-    detail = message or error or "(no message)"
+    detail = quote(message or error) if message or error else "(no message)"
     if 400 <= status < 500:
         hint = " (check base_url)" if status == 404 else ""
         raise ExportRequestError(f"Langdock rejected the export request ({status}){hint}: {detail}")
@@ -403,7 +500,10 @@ def _interpret(response: httpx.Response, key: _Secret) -> _Ready | _NoData | _To
 
 
 def _error_fields(response: httpx.Response, key: _Secret) -> tuple[str, str]:
-    """The flat error body's `error` and `message`, masked; the raw text when not JSON."""
+    """The flat error body's `error` and `message`, masked; the raw text when not JSON.
+
+    Outside text: whoever puts either into a message quotes it (`costwatch.quote`).
+    """
     try:
         body = response.json()
     except ValueError:
@@ -415,6 +515,13 @@ def _error_fields(response: httpx.Response, key: _Secret) -> tuple[str, str]:
         key.scrub(error) if isinstance(error, str) else "",
         key.scrub(message) if isinstance(message, str) else "",
     )
+
+
+def _literal(value: object) -> str:
+    """A JSON value from the server, shown briefly: `True`, `None`, or quoted and capped."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    return quote(json.dumps(value), 60)
 
 
 def _parse_success(response: httpx.Response, key: _Secret) -> _Ready:
@@ -430,8 +537,8 @@ def _parse_success(response: httpx.Response, key: _Secret) -> _Ready:
     if body.get("success") is not True:
         _, message = _error_fields(response, key)
         raise ExportProtocolError(
-            f"Langdock's export answer has success={body.get('success')!r}"
-            + (f": {message}" if message else "")
+            f"Langdock's export answer has success={_literal(body.get('success'))}"
+            + (f": {quote(message)}" if message else "")
         )
     data = body.get("data")
     if not isinstance(data, dict):

@@ -17,6 +17,9 @@
      collide); for a shared budget `subject` is `(shared)` and `api_key_id` is empty. `model` is
      `all` for the budget's own limits, else the model name or glob of a per-model limit (a glob
      literally named "all" would be ambiguous; don't configure one).
+   - `costwatch_budgets_unevaluated{budget,reason}`: how many of a budget's limits the export
+     could not evaluate (a `tokens` limit on an export without token counts); no series while
+     every limit is evaluated.
 
    Label values come from the export and are escaped as the text format asks (backslash, double
    quote, line feed), so no key or model name can add a label or a series.
@@ -52,9 +55,10 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from costwatch import __version__
+from costwatch.budgets import Unevaluated
 from costwatch.errors import EXPORT_FAILURE_REASONS
 from costwatch.httpserver import MetricsServer
-from costwatch.slackerrors import PERMANENT_ERRORS
+from costwatch.slackerrors import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from costwatch.usage import SCHEMA
 
 __all__ = [
@@ -92,6 +96,7 @@ class Snapshot:
     at: datetime
     usage: pl.DataFrame  # Usage.frame of the default period: one row per key x model
     findings: pl.DataFrame  # budgets.evaluate() output (FINDING_SCHEMA)
+    unevaluated: Sequence[Unevaluated] = ()  # limits the export could not evaluate
 
 
 @dataclass(frozen=True)
@@ -129,12 +134,12 @@ class Metrics:
         self._define(self.registry)
         self._build_info.labels(version=version).set(1)
         self._reasons = _BoundedLabels(EXPORT_FAILURE_REASONS)
-        self._slack_errors = _BoundedLabels(PERMANENT_ERRORS)
+        self._slack_errors = _BoundedLabels((*PERMANENT_ERRORS, *TRANSIENT_ERRORS))
         for reason in EXPORT_FAILURE_REASONS:
             self._export_failures.labels(reason=reason)
         for outcome in CYCLE_OUTCOMES:
             self._cycles.labels(outcome=outcome)
-        for code in PERMANENT_ERRORS:  # so increase() sees the first error of each kind
+        for code in (*PERMANENT_ERRORS, *TRANSIENT_ERRORS):  # increase() sees the first error
             self._slack_errors_total.labels(error=code)
 
     def _define(self, registry: CollectorRegistry) -> None:
@@ -174,7 +179,8 @@ class Metrics:
         )
         self._slack_errors_total = Counter(
             "costwatch_slack_errors_total",
-            "Slack deliveries that failed, by Slack's error code.",
+            "Slack posts that failed, by error: Slack's code, or ratelimited, timeout, "
+            "connection, http_<status> for failures retried later.",
             ["error"],
             registry=registry,
         )
@@ -216,8 +222,10 @@ class Metrics:
     def alerts_pending(self, count: int) -> None:
         self._alerts_pending.set(count)
 
-    def slack_error(self, error: str) -> None:
-        self._slack_errors_total.labels(error=self._slack_errors.value(error)).inc()
+    def slack_error(self, error: str, count: int = 1) -> None:
+        """`count` posts Slack did not take with `error`, permanent or transient (5xx,
+        timeouts, connection errors, rate limits slack_sdk's retries did not outlast)."""
+        self._slack_errors_total.labels(error=self._slack_errors.value(error)).inc(count)
 
     def publish(self, snapshot: Snapshot) -> None:
         """Render the snapshot's families once; scrapes serve these bytes until the next one."""
@@ -284,6 +292,11 @@ _KEY_MODEL_FAMILIES = (
         "Tokens per API key and model in the current period, by kind (BYOK keys).",
     ),
 )
+UNEVALUATED = "costwatch_budgets_unevaluated"
+_UNEVALUATED_HELP = (
+    "Limits of a budget the last export could not evaluate, by reason "
+    "(export_has_no_tokens, keys_report_no_tokens): no finding, never read as within budget."
+)
 _BUDGET_FAMILIES = (
     ("costwatch_budget_limit", "limit", "A budget's limit, in the unit of its metric."),
     ("costwatch_budget_used_ratio", "ratio", "Used divided by limit (1 is the whole budget)."),
@@ -305,6 +318,7 @@ def render_snapshot(snapshot: Snapshot | None, max_series: int) -> Rendered:
         *_usage_families(keys, _KEY_FAMILIES, ("api_key_id", "api_key_name")),
         *_usage_families(rows, _KEY_MODEL_FAMILIES, ("api_key_id", "api_key_name", "model")),
         *_budget_families(findings),
+        _unevaluated_family(snapshot.unevaluated if snapshot is not None else ()),
     ]
     return Rendered("".join(parts).encode("utf-8"), truncated)
 
@@ -414,6 +428,23 @@ def _budget_families(findings: pl.DataFrame | None) -> list[str]:
         present = labelled.filter(pl.col(column).is_not_null())
         parts += [_header(name, text), _lines(present, name, _number(pl.col(column)))]
     return parts
+
+
+def _unevaluated_family(unevaluated: Sequence[Unevaluated]) -> str:
+    """Per budget and reason, how many of its limits the export could not evaluate."""
+    counts: dict[tuple[str, str], int] = {}
+    for item in unevaluated:
+        counts[item.budget, item.reason] = counts.get((item.budget, item.reason), 0) + 1
+    lines = [
+        f'{UNEVALUATED}{{budget="{_escaped(budget)}",reason="{_escaped(reason)}"}} {count}\n'
+        for (budget, reason), count in counts.items()
+    ]
+    return _header(UNEVALUATED, _UNEVALUATED_HELP) + "".join(lines)
+
+
+def _escaped(value: str) -> str:
+    """`escape` for one Python string."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _header(name: str, text: str) -> str:

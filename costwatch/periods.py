@@ -47,8 +47,9 @@ class Period:
 
     @property
     def last_day(self) -> date:
-        """The last local date inside the period (the day before `end`)."""
-        return self.end.date() - timedelta(days=1)
+        """The last local date inside the period: the date of its last instant (not the day
+        before `end`, which a zone that skips a day, like Pacific/Apia on 2011-12-30, lacks)."""
+        return (_utc(self.end) - timedelta(microseconds=1)).astimezone(self.zone).date()
 
     @property
     def length(self) -> timedelta:

@@ -5,6 +5,12 @@ one operation under that policy and answers "how long until the next attempt, if
 `Retrier` runs an operation under a fresh budget. An operation asks for another attempt by
 raising `Retryable`; when the budget is spent the `Retrier` raises `RetriesExhausted`. The clock,
 the sleep and the jitter source belong to the caller, so tests run without waiting.
+
+The budget bounds the attempts too, not only the waits between them: each attempt is handed
+the budget, whose `ends_at()` is the deadline for everything the attempt does, so one
+operation never takes longer than `max_elapsed_seconds`. A retry is only worth starting with
+time left, so a wait that would use up the rest of the budget is not made. Anything else an
+attempt or a sleep raises (`Stopping` on shutdown) goes straight through.
 """
 
 from __future__ import annotations
@@ -86,25 +92,29 @@ class RetryBudget:
     def elapsed(self) -> float:
         return max(self._monotonic() - self._started, 0.0)
 
+    def ends_at(self) -> float:
+        """When the budget runs out, on the caller's monotonic clock: no attempt runs past it."""
+        return self._started + self._policy.max_elapsed_seconds
+
+    def remaining(self) -> float:
+        return max(self.ends_at() - self._monotonic(), 0.0)
+
     def next_wait(self, retry_after: float | None = None) -> float | None:
         """Seconds to sleep before the next attempt, or None when the budget is spent.
 
         The wait is full jitter over the backoff ceiling; a server's Retry-After raises it (never
-        retry sooner than asked). It never runs past the remaining time: when the server asks
-        for more than is left, there is no point in waiting and the answer is None.
+        retry sooner than asked). The next attempt needs time of its own: a wait that would
+        reach the end of the budget (a server asking for that long, or a backoff that long) is
+        not worth making, and the answer is None.
         """
         if self.attempts >= self._policy.max_attempts:
             return None
-        remaining = self._policy.max_elapsed_seconds - self.elapsed()
-        if remaining <= 0:
-            return None
+        remaining = self.remaining()
         share = min(max(self._jitter(), 0.0), 1.0)
         wait = share * self._policy.backoff_ceiling(self.attempts)
         if retry_after is not None:
-            if retry_after > remaining:
-                return None
             wait = max(wait, retry_after)
-        return min(wait, remaining)
+        return wait if wait < remaining else None
 
 
 class RetriesExhausted(Exception):
@@ -133,8 +143,9 @@ class Retrier:
         self._monotonic = monotonic
         self._jitter = jitter
 
-    def run(self, operation: Callable[[], T], *, what: str, log: logging.Logger) -> T:
-        """`operation()`, again after each `Retryable` until it succeeds or the budget is spent.
+    def run(self, operation: Callable[[RetryBudget], T], *, what: str, log: logging.Logger) -> T:
+        """`operation(budget)`, again after each `Retryable` until it succeeds or the budget is
+        spent; the operation keeps within `budget.ends_at()`.
 
         Each retry is logged at WARNING on `log` with `what`, the failure and the wait.
         """
@@ -142,7 +153,7 @@ class Retrier:
         while True:
             budget.begin_attempt()
             try:
-                return operation()
+                return operation(budget)
             except Retryable as failure:
                 wait = budget.next_wait(failure.retry_after)
                 if wait is None:

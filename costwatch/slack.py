@@ -1,9 +1,17 @@
 """Delivery of the outbox to Slack through `slack_sdk`: a bot token or an incoming webhook.
 
-- **Retries inside one post** are slack_sdk's own handlers, bounded: rate limits (429, waiting
-  `Retry-After`), connection errors (refused, reset, dropped) and 500/503. A read timeout is not
-  retried in the same post (it costs `timeout` each time, and Slack may have posted already);
-  the row waits for the next round like any other transient failure.
+- **Retries inside one post** are slack_sdk's handlers, bounded: rate limits (429),
+  connection errors (refused, reset, dropped) and 500/503. A read timeout is not retried in the
+  same post (it costs `timeout` each time, and Slack may have posted already); the row waits
+  for the next round like any other transient failure.
+- **Retry-After** is read robustly (seconds, fractions, an HTTP-date; negative means now;
+  missing or unreadable means 1 s) and waited out only up to `RETRY_AFTER_CAP` and the time the
+  round has left: asked to wait longer, the post gives up at once and the rows wait for a later
+  round, like any rate limit.
+- **Deadlines**: every wait of a round (pacing, Retry-After, the pause before a retry) goes
+  through the round's `Deadline` and ends when the daemon stops; no post starts after that, a
+  post's timeout never outlasts it, and the round ends with `interrupted` set and the rows it
+  did not reach still due. The daemon's last round on shutdown gets what is left of the grace.
 - **Pacing**: at most one post per `min_interval_seconds` per channel (Slack's one message a
   second a channel); channels are served in turn, so one busy channel does not hold up the rest.
 - **Digests**: more than `digest_after` alert rows for one channel in one round become one
@@ -17,14 +25,17 @@
   remedy in plain words, and counted in the report. With a token, a channel error re-routes the
   message to the default channel with a line saying where it should have gone.
 - **Secrets**: the token and the webhook URL (it holds the credential) appear in no log record,
-  error message or report; slack_sdk's own log records pass through a redacting filter.
+  error message or report. slack_sdk formats request URLs and headers into its own log records
+  (f-strings, at DEBUG and INFO), so it is handed a logger that emits nothing at any level:
+  nothing is redacted afterwards because nothing with a secret is ever formatted for output.
+  What costwatch reports about delivery it logs itself.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import re
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,15 +53,21 @@ from slack_sdk.http_retry import (
     RetryHandler,
 )
 from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.webhook import WebhookClient
 
 from costwatch import slackblocks
 from costwatch.config import SlackConfig
+from costwatch.deadline import UNBOUNDED, Deadline, Stopping
+from costwatch.retry import parse_retry_after
 from costwatch.slackerrors import DeliveryError, api_error, transport_error, webhook_error
 from costwatch.slackrender import Rendered, render, render_digest, render_test
 from costwatch.state import OutboxItem, State
 
 __all__ = [
+    "RETRY_AFTER_CAP",
     "ChannelCheck",
     "DeliveryError",
     "DeliveryReport",
@@ -64,36 +81,61 @@ log = logging.getLogger(__name__)
 
 MAX_RETRIES = 2  # per post, all of slack_sdk's handlers together (they share one counter)
 RETRY_INTERVAL = 1.0  # seconds between retries after a connection error or a 500/503
-_SECRETS = re.compile(r"xox[a-z]-[\w-]+|/services/[^\s'\"]+")  # in slack_sdk's logs
+RETRY_AFTER_CAP = 30.0  # seconds: asked to wait longer, a post leaves its rows for later
 
 
 class Sender(Protocol):
-    def post(self, channel: str | None, message: Rendered) -> None:
-        """Post one message; raises DeliveryError when Slack does not take it."""
+    def post(self, channel: str | None, message: Rendered, deadline: Deadline = UNBOUNDED) -> None:
+        """Post one message within `deadline`; raises DeliveryError when Slack does not take
+        it, `Stopping` when the deadline ends a wait inside the post."""
+
+
+@dataclass(frozen=True)
+class _Transport:
+    """What every post's client is built from: a client per post, so that its timeout and its
+    retry waits belong to that post's deadline."""
+
+    timeout: float  # seconds per HTTP request, before the deadline caps it
+    retry_interval: float
+
+    def options(self, deadline: Deadline) -> dict[str, Any]:
+        seconds = cast(int, deadline.cap(self.timeout))  # urllib takes float seconds
+        handlers = _retry_handlers(deadline, self.retry_interval)
+        return {"timeout": seconds, "retry_handlers": handlers, "logger": _sdk_log}
 
 
 class _WebApiSender:
     """chat.postMessage with a bot token."""
 
-    def __init__(self, client: WebClient) -> None:
-        self._client = client
+    def __init__(self, config: SlackConfig, transport: _Transport) -> None:
+        self._config = config
+        self._transport = transport
 
-    def post(self, channel: str | None, message: Rendered) -> None:
+    def post(self, channel: str | None, message: Rendered, deadline: Deadline = UNBOUNDED) -> None:
         if channel is None:
             raise DeliveryError("no_channel", "set slack.channel", scope="message", channel=None)
+        client = WebClient(
+            token=self._config.secret_token(),
+            base_url=self._config.api_url,
+            **self._transport.options(deadline),
+        )
         with _translated(channel):
-            self._client.chat_postMessage(channel=channel, **_fields(message))
+            client.chat_postMessage(channel=channel, **_fields(message))
 
 
 class _WebhookSender:
     """An incoming webhook: one channel, chosen when the webhook was created."""
 
-    def __init__(self, client: WebhookClient) -> None:
-        self._client = client
+    def __init__(self, config: SlackConfig, transport: _Transport) -> None:
+        self._config = config
+        self._transport = transport
 
-    def post(self, channel: str | None, message: Rendered) -> None:
+    def post(self, channel: str | None, message: Rendered, deadline: Deadline = UNBOUNDED) -> None:
+        url = self._config.secret_webhook_url()
+        assert url is not None  # SlackConfig has one mode or the other
+        client = WebhookClient(url, **self._transport.options(deadline))
         with _translated(channel):
-            response = self._client.send(**_fields(message))
+            response = client.send(**_fields(message))
         if response.status_code != 200:
             raise webhook_error(response.status_code, str(response.body), channel)
 
@@ -118,52 +160,142 @@ def _translated(channel: str | None) -> Iterator[None]:
 # -- building a sender --------------------------------------------------------------------------
 
 
-class _Redact(logging.Filter):
-    """slack_sdk logs the request URL when it retries: a webhook URL is a secret."""
+def _silent_logger() -> logging.Logger:
+    """The logger slack_sdk gets: outside the logging tree, disabled, above every level.
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        clean = _SECRETS.sub("[secret]", text)
-        if clean != text:
-            record.msg, record.args = clean, ()
-        return True
-
-
-_sdk_log = logging.getLogger("costwatch.slack.sdk")
-_sdk_log.addFilter(_Redact())
+    slack_sdk puts the webhook URL (any path, not only /services/) and request headers into
+    its messages; a level above CRITICAL makes `isEnabledFor` false for all of them, and no
+    handler, root or `lastResort`, is ever reached, whatever `--log-level` says.
+    """
+    silent = logging.Logger("costwatch.slack.sdk", level=logging.CRITICAL + 1)
+    silent.propagate = False
+    silent.disabled = True
+    return silent
 
 
-def _retry_handlers(interval: float = RETRY_INTERVAL) -> list[RetryHandler]:
-    """slack_sdk's built-in handlers, bounded; a 429 waits what its Retry-After says."""
-    wait = FixedValueRetryIntervalCalculator(interval)
+_sdk_log = _silent_logger()
+
+
+def retry_after_wait(value: str | None, *, remaining: float = math.inf) -> float | None:
+    """Seconds to wait before retrying a rate-limited post, or None: not within this post.
+
+    Any header value is read, none raises: seconds (fractions too) or an HTTP-date; negative
+    means now; missing or unreadable, 1 s (as slack_sdk). Longer than `RETRY_AFTER_CAP` or than
+    the `remaining` time: None, and the rows wait for a later round.
+    """
+    seconds = parse_retry_after(value)
+    wait = 1.0 if seconds is None else seconds
+    return wait if wait <= min(RETRY_AFTER_CAP, remaining) else None
+
+
+def _header(response: HttpResponse, name: str) -> str | None:
+    for key, values in response.headers.items():
+        if key.lower() == name and values:
+            return str(values[0])
+    return None
+
+
+class _RateLimitHandler(RateLimitErrorRetryHandler):
+    """A 429 retried after its Retry-After (read by `retry_after_wait`), waited out through the
+    post's deadline; a longer Retry-After is not retried in this post."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        super().__init__(max_retry_count=MAX_RETRIES)
+        self._deadline = deadline
+
+    def _wait(self, response: HttpResponse | None) -> float | None:
+        if response is None or response.status_code != 429:
+            return None
+        return retry_after_wait(
+            _header(response, "retry-after"), remaining=self._deadline.remaining()
+        )
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        return self._wait(response) is not None
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        state.next_attempt_requested = True
+        self._deadline.wait(self._wait(response) or 0.0)
+        state.increment_current_attempt()
+
+
+class _ConnectionErrorHandler(ConnectionErrorRetryHandler):
+    """slack_sdk's, with the pause before a retry waited out through the post's deadline."""
+
+    def __init__(self, deadline: Deadline, interval: float) -> None:
+        wait = FixedValueRetryIntervalCalculator(interval)
+        super().__init__(max_retry_count=MAX_RETRIES, interval_calculator=wait)
+        self._deadline = deadline
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        _pause(self, self._deadline, state)
+
+
+class _ServerErrorHandler(ServerErrorRetryHandler):
+    """slack_sdk's (500, 503), with the pause waited out through the post's deadline."""
+
+    def __init__(self, deadline: Deadline, interval: float) -> None:
+        wait = FixedValueRetryIntervalCalculator(interval)
+        super().__init__(max_retry_count=MAX_RETRIES, interval_calculator=wait)
+        self._deadline = deadline
+
+    def prepare_for_next_attempt(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        _pause(self, self._deadline, state)
+
+
+def _pause(handler: RetryHandler, deadline: Deadline, state: RetryState) -> None:
+    """RetryHandler.prepare_for_next_attempt, but a wait the deadline can end."""
+    state.next_attempt_requested = True
+    deadline.wait(handler.interval_calculator.calculate_sleep_duration(state.current_attempt))
+    state.increment_current_attempt()
+
+
+def _retry_handlers(deadline: Deadline, interval: float = RETRY_INTERVAL) -> list[RetryHandler]:
+    """slack_sdk's retries, bounded in number (`MAX_RETRIES` in all) and in time (`deadline`)."""
     return [
-        RateLimitErrorRetryHandler(max_retry_count=MAX_RETRIES),
-        ConnectionErrorRetryHandler(max_retry_count=MAX_RETRIES, interval_calculator=wait),
-        ServerErrorRetryHandler(max_retry_count=MAX_RETRIES, interval_calculator=wait),
+        _RateLimitHandler(deadline),
+        _ConnectionErrorHandler(deadline, interval),
+        _ServerErrorHandler(deadline, interval),
     ]
 
 
 def sender_from_config(
     config: SlackConfig, *, timeout: float = 10.0, retry_interval: float = RETRY_INTERVAL
 ) -> Sender:
-    """The sender for `config.mode`; `timeout` in seconds per HTTP request."""
-    seconds = cast(int, timeout)  # urllib takes float seconds; slack_sdk annotates int
-    handlers = _retry_handlers(retry_interval)
-    token = config.secret_token()
-    if token is not None:
-        client = WebClient(
-            token=token,
-            base_url=config.api_url,
-            timeout=seconds,
-            retry_handlers=handlers,
-            logger=_sdk_log,
-        )
-        return _WebApiSender(client)
-    url = config.secret_webhook_url()
-    assert url is not None  # SlackConfig has one mode or the other
-    return _WebhookSender(
-        WebhookClient(url, timeout=seconds, retry_handlers=handlers, logger=_sdk_log)
-    )
+    """The sender for `config.mode`; `timeout` in seconds per HTTP request (capped by each
+    post's deadline)."""
+    transport = _Transport(timeout, retry_interval)
+    if config.secret_token() is not None:
+        return _WebApiSender(config, transport)
+    return _WebhookSender(config, transport)
 
 
 # -- delivering the outbox ----------------------------------------------------------------------
@@ -177,7 +309,9 @@ class DeliveryReport:
     rerouted: int = 0  # rows delivered to the default channel instead of their own
     digests: int = 0
     permanent_errors: dict[str, int] = field(default_factory=dict)  # code -> posts refused
+    transient_errors: dict[str, int] = field(default_factory=dict)  # code -> posts failed
     pending: int = 0  # unsent rows in the outbox after this round
+    interrupted: bool = False  # the deadline ended the round; the rows not reached stay due
 
 
 @dataclass(frozen=True)
@@ -196,16 +330,22 @@ def deliver(
     config: SlackConfig,
     now: datetime,
     *,
-    sleep: Callable[[float], None] = time.sleep,
+    deadline: Deadline = UNBOUNDED,
+    sleep: Callable[[float], None] | None = None,
     monotonic: Callable[[], float] = time.monotonic,
     reported: set[tuple[str, str]] | None = None,
 ) -> DeliveryReport:
-    """Send the outbox rows due at `now`; see the module docstring. `reported` remembers which
-    (error, channel) were already logged; by default, for the life of the process."""
+    """Send the outbox rows due at `now` within `deadline`; see the module docstring. `sleep`
+    paces posts (default: `deadline.wait`). `reported` remembers which (error, channel) were
+    already logged; by default, for the life of the process."""
     once = _REPORTED if reported is None else reported
-    round_ = _Round(state, sender, config, now, sleep, monotonic, once)
+    round_ = _Round(state, sender, config, now, sleep or deadline.wait, monotonic, once, deadline)
     for send in _plan(state.pending(now), config):
-        round_.send(send)
+        try:
+            round_.send(send)
+        except Stopping:  # the rows of this send and the rest were not tried: still due
+            round_.report.interrupted = True
+            break
     round_.report.pending = state.pending_count()
     return round_.report
 
@@ -240,6 +380,7 @@ class _Round:
     sleep: Callable[[float], None]
     monotonic: Callable[[], float]
     reported: set[tuple[str, str]]
+    deadline: Deadline = UNBOUNDED
     report: DeliveryReport = field(default_factory=DeliveryReport)
     last_post: dict[str | None, float] = field(default_factory=dict)
     rerouted: dict[str | None, DeliveryError] = field(default_factory=dict)  # why, by channel
@@ -277,8 +418,9 @@ class _Round:
             wait = last + self.config.min_interval_seconds - self.monotonic()
             if wait > 0:
                 self.sleep(wait)
+        self.deadline.check()  # no post starts once the daemon stops
         try:
-            self.sender.post(channel, message)
+            self.sender.post(channel, message, self.deadline)
         finally:
             self.last_post[channel] = self.monotonic()
 
@@ -301,6 +443,8 @@ class _Round:
         if error.permanent:
             self._count(error, "its alerts stay in the outbox")
         else:
+            errors = self.report.transient_errors
+            errors[error.code] = errors.get(error.code, 0) + 1
             log.warning("Slack delivery to %s failed: %s", _where(error.channel), error)
         self._fail(send, error)
 

@@ -58,6 +58,15 @@ _WEBHOOK_STATUS = {404: "no_service", 403: "invalid_token", 410: "channel_is_arc
 PERMANENT_ERRORS: tuple[str, ...] = tuple(
     sorted(code for code, entry in {**_API_ERRORS, **_WEBHOOK_ERRORS}.items() if entry is not _BUG)
 )
+# The failures retried later, for metrics to create at zero up front (http_<status> is any).
+TRANSIENT_ERRORS: tuple[str, ...] = (
+    "connection",
+    "http_500",
+    "http_502",
+    "http_503",
+    "ratelimited",
+    "timeout",
+)
 _CODE = re.compile(r"[a-z_]{1,64}")  # a Slack error code, never anything the server echoed
 
 

@@ -96,9 +96,9 @@ def render_digest(items: Sequence[OutboxItem], *, now: datetime) -> Rendered:
     return Rendered(text=text, blocks=blocks)
 
 
-def render_test(channel: str, *, now: datetime) -> Rendered:
-    """What `costwatch test-slack` sends."""
-    where = sb.plain(channel, 80)
+def render_test(channel: str | None, *, now: datetime) -> Rendered:
+    """What `costwatch test-slack` sends; `channel` empty or None: an incoming webhook's own."""
+    where = sb.plain(channel, 80) if channel else "the webhook's channel"
     when = f"{fmt.stamp(now)} {now.tzname() or ''}".strip()
     body = (
         f"costwatch can post to {where}. Budget alerts for this channel will arrive here "
@@ -109,7 +109,8 @@ def render_test(channel: str, *, now: datetime) -> Rendered:
         sb.section(sb.plain_text(body)),
         sb.context([sb.plain_text(f"Sent by costwatch test-slack at {when}.")]),
     ]
-    return Rendered(text=f"costwatch test message for {sb.mrkdwn(channel, 80)}", blocks=blocks)
+    target = sb.mrkdwn(channel, 80) if channel else "the webhook's channel"
+    return Rendered(text=f"costwatch test message for {target}", blocks=blocks)
 
 
 # --- one alert -------------------------------------------------------------------------------

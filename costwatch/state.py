@@ -34,7 +34,7 @@ from costwatch import periods
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
-from costwatch.statefile import MIGRATIONS, SCHEMA_VERSION, connect, rollback
+from costwatch.statefile import MIGRATIONS, SCHEMA_VERSION, connect, connect_read_only, rollback
 from costwatch.statelock import WriterLock
 
 __all__ = [
@@ -106,13 +106,16 @@ class State:
         To write (the default), this process first becomes the file's one writer: it takes the
         writer lock, waiting up to `wait` seconds for another process to let go, and otherwise
         fails with `StateError` naming the holder; `command` is how a refused process will name
-        this one. `write=False` takes no lock, and every write through it fails.
+        this one. `write=False` takes no lock and opens an existing file read-only
+        (`statefile.connect_read_only`: no migration, no WAL switch, no chmod), so every write
+        through it fails and the file stays byte for byte as it was.
         `busy_timeout` is how many seconds a write waits for SQLite's own lock (another
         program's transaction on the file) before it fails with `StateError`.
         """
         writer = WriterLock.acquire(path, wait=wait, command=command) if write else None
         try:
-            return cls(connect(path, busy_timeout), path, writer)
+            opened = connect(path, busy_timeout) if write else connect_read_only(path, busy_timeout)
+            return cls(opened, path, writer)
         except BaseException:
             if writer is not None:
                 writer.release(discard=True)

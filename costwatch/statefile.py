@@ -8,6 +8,10 @@
   the tables), or written by a newer costwatch: each is a `StateError` saying what to do, and the
   file is left as it was. Never a silent fresh start: that would re-send the period's alerts.
 - Then WAL and `synchronous=FULL`, and the missing migrations in one transaction.
+- `connect_read_only` is for dry runs: the same checks, then nothing else. SQLite opens the
+  file `mode=ro` (and `immutable=1` when no `-wal`/`-shm` is beside it, so that none is made):
+  no WAL switch, no chmod, no migration, so an older costwatch can still use the file. An
+  older schema is read as it is, when it has every table this costwatch reads.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _UNCLAIMED_TABLES = frozenset(
     {"schema_version", "ledger", "outbox", "history", "export_health", "sqlite_sequence"}
 )
+_READ_TABLES = frozenset({"ledger", "outbox", "history", "export_health"})  # what State reads
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _FRESH_START = "move it away to start afresh, knowing that this period's alerts will be sent again"
 
@@ -85,6 +90,43 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def connect_read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A connection that cannot write to the state file at `path`, which must exist.
+
+    The file's bytes, mode and folder stay exactly as they are; any write on the connection
+    fails (SQLite refuses it), so a dry run writes nothing by construction.
+    """
+    _check_header(path)
+    live = any(companion.exists() for companion in _companions(path))
+    uri = path.absolute().as_uri() + ("?mode=ro" if live else "?mode=ro&immutable=1")
+    try:
+        connection = sqlite3.connect(
+            uri, uri=True, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        )
+    except sqlite3.Error as error:
+        raise StateError(f"{path}: cannot open the state file: {error}") from None
+    try:
+        version = _inspect(connection, path)
+        if version < SCHEMA_VERSION:
+            _check_readable(connection, path)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _check_readable(connection: sqlite3.Connection, path: Path) -> None:
+    """An older schema: readable as it is only if it has every table this costwatch reads."""
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    missing = sorted(_READ_TABLES - tables)
+    if missing:
+        raise StateError(
+            f"{path}: written by an older costwatch and missing {', '.join(missing)}; a dry run"
+            " does not migrate it: run `costwatch check` once without --dry-run (it migrates"
+            " the file, after which an older costwatch cannot use it)"
+        )
 
 
 def rollback(db: sqlite3.Connection) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import polars as pl
 
 from costwatch.errors import ExportPeriodError, UsageError
+from costwatch.quote import quote, quote_items
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ def _read_header(path: Path) -> tuple[str, ...]:
 
 
 def _layout(file: ExportFile, header: tuple[str, ...]) -> _Layout:
-    listed = ", ".join(header)
+    listed = quote_items(header)  # outside text: escaped and capped
     missing = [column for column in REQUIRED_COLUMNS if column not in header]
     if missing:
         names = ", ".join(f"'{column}'" for column in missing)
@@ -262,7 +263,7 @@ def _layout(file: ExportFile, header: tuple[str, ...]) -> _Layout:
             f"{file.path}: no model column: looked for "
             f"{', '.join(MODEL_COLUMN_CANDIDATES)} (the header has: {listed})"
         )
-    log.info("%s: using '%s' as the model column", file.path, model)
+    log.debug("%s: using '%s' as the model column", file.path, model)
     wants_period = file.first_day is not None or file.last_day is not None
     return _Layout(
         path=file.path,
@@ -498,12 +499,11 @@ def _convert(strings: pl.DataFrame, layout: _Layout) -> pl.DataFrame:
 
 
 def _show(value: str | None, limit: int = 40) -> str:
-    text = "" if value is None else value
-    return repr(text if len(text) <= limit else text[:limit] + "...")
+    return quote("" if value is None else value, limit)
 
 
 def _unreadable(path: Path, exc: pl.exceptions.PolarsError) -> UsageError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "utf-8" in reason.lower() or "utf8" in reason.lower():
-        reason = "not valid UTF-8 text"
-    return UsageError(f"{path}: not a readable CSV export: {reason}")
+        return UsageError(f"{path}: not a readable CSV export: not valid UTF-8 text")
+    return UsageError(f"{path}: not a readable CSV export: {quote(reason)}")  # it may echo data

@@ -4,13 +4,20 @@ a daemon configuration pointing at the simulator and the Slack stand-in."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 from slackstub import SlackStub
 
-from costwatch.simulator import Simulator
+
+class Peer(Protocol):
+    """Where the daemon exports from: the simulator, or a peer that misbehaves."""
+
+    @property
+    def base_url(self) -> str: ...
 
 
 def free_port() -> int:
@@ -31,9 +38,44 @@ def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
     raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
+T = TypeVar("T")
+
+
+class Background(Generic[T]):
+    """`call()` in a daemon thread: a call that never returns fails the test, not hangs it."""
+
+    def __init__(self, call: Callable[[], T]) -> None:
+        self._call = call
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._call()
+        except BaseException as error:  # handed to result()
+            self._error = error
+
+    def result(self, seconds: float, what: str) -> T:
+        """What the call returned (or raise what it raised); fail naming `what` if it has not
+        returned within `seconds`."""
+        self._thread.join(seconds)
+        if self._thread.is_alive():
+            raise AssertionError(f"{what} still running after {seconds}s")
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+def returns_within(seconds: float, what: str, call: Callable[[], T]) -> T:
+    """`call()`'s result, failing naming `what` if it takes longer than `seconds`."""
+    return Background(call).result(seconds, what)
+
+
 def write_daemon_config(
     path: Path,
-    sim: Simulator,
+    sim: Peer,
     stub: SlackStub,
     port: int,
     budgets: str,
@@ -41,6 +83,8 @@ def write_daemon_config(
     every: str = "1s",
     shutdown_grace: str = "10s",
     timeout: float = 5,
+    retry_max_elapsed: float = 1,
+    max_attempts: int = 2,
     channel: str = "#ai-spend",
     min_interval: float = 0,
     langdock: str = "",
@@ -48,9 +92,10 @@ def write_daemon_config(
     metrics: str = "",
     defaults: str = "",
 ) -> Path:
-    """A costwatch config for a daemon on loopback: the simulator, the Slack stand-in, a fast
-    schedule and short retries. `budgets` is the YAML list's items; the other strings are extra
-    lines (indented two spaces) for their sections. The state sits beside the file."""
+    """A costwatch config for a daemon on loopback: the simulator (or another peer), the Slack
+    stand-in, a fast schedule and short retries. `budgets` is the YAML list's items; the other
+    strings are extra lines (indented two spaces) for their sections. The state sits beside
+    the file."""
     path.write_text(
         f"""\
 langdock:
@@ -58,8 +103,8 @@ langdock:
   api_key: ${{LANGDOCK_API_KEY}}
   allow_insecure_download: true
   timeout_seconds: {timeout}
-  retry_max_elapsed_seconds: 1
-  max_attempts: 2
+  retry_max_elapsed_seconds: {retry_max_elapsed}
+  max_attempts: {max_attempts}
 {langdock}schedule:
   every: {every}
   timezone: Europe/Berlin

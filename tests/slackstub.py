@@ -81,9 +81,9 @@ class _Reply:
 class SlackStub:
     """The stand-in; `start()`/`stop()` or a `with` block."""
 
-    def __init__(self, *, token: str = TOKEN, retry_after: int = 1) -> None:
+    def __init__(self, *, token: str = TOKEN, retry_after: int | str = 1) -> None:
         self.token = token
-        self.retry_after = retry_after  # seconds, on every 429
+        self.retry_after = retry_after  # seconds, on every 429 (a str is sent as it is)
         self.webhook_error: str | None = None  # "invalid_token", "channel_is_archived", ...
         self.channels: dict[str, Channel] = {}
         self._faults: deque[_Fault] = deque()

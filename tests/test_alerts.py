@@ -399,6 +399,28 @@ def test_an_actual_alert_without_a_due_forecast_leaves_the_forecast_armed() -> N
     assert fired(sim.cycle(cfg, spend(70), datetime(2026, 11, 18, tzinfo=UTC))) == FORECAST
 
 
+@pytest.mark.parametrize(
+    ("thresholds", "steps", "previous"),
+    [
+        # (day of November, spend): the forecast at $60, then 80 % at $85: +$25 since it.
+        ("[80, 100]", [(16, 60.0), (18, 85.0)], [None, 60.0]),
+        # 50 % at $50, the forecast at $70, 80 % at $85: each counts from the one before.
+        ("[50, 80, 100]", [(17, 50.0), (18, 70.0), (19, 85.0)], [None, 50.0, 70.0]),
+        # 80 % at $85 (carrying the forecast), then 100 % at $100: from the 80 % alert.
+        ("[50, 80, 100]", [(10, 85.0), (11, 100.0)], [None, 85.0]),
+    ],
+)
+def test_since_the_last_alert_counts_from_the_latest_alert_of_either_kind(
+    thresholds: str, steps: list[tuple[int, float]], previous: list[float | None]
+) -> None:
+    sim, cfg = Sim(), per_key(f"thresholds: {thresholds}, forecast: {{min_spend_usd: 0}}")
+    seen = []
+    for day, used in steps:
+        (alert,) = sim.cycle(cfg, spend(used), datetime(2026, 11, day, tzinfo=UTC)).alerts
+        seen.append(alert.previous_used)
+    assert seen == previous
+
+
 def test_no_forecast_is_sent_once_100_percent_fired() -> None:
     rule = budgets.rules(per_key(), MID_NOVEMBER)[0]
     finding = Finding(

@@ -291,6 +291,54 @@ def test_an_export_without_token_columns_gets_no_tokens_findings() -> None:
     assert {f.metric for f in found} == {"cost_usd"}
 
 
+GAMMA: Row = ("k3", "gamma", "mistral-large", 3, 1.0, None, None)  # reports no tokens
+
+
+@pytest.mark.parametrize(
+    ("budget", "rows", "expected"),
+    [
+        # The case: a tokens-only budget on an export without token columns.
+        ('{name: b, keys: "*", limits: {tokens: 10}}', "no tokens",
+         [("tokens", None, "export_has_no_tokens")]),
+        ('{name: b, keys: "*", limits: {cost_usd: 100, tokens: 10}}', "no tokens",
+         [("tokens", None, "export_has_no_tokens")]),
+        ('{name: b, scope: shared, keys: "*", limits: {tokens: 10}}', "no tokens",
+         [("tokens", None, "export_has_no_tokens")]),
+        ('{name: b, keys: "*", limits: {cost_usd: 9}, models: {"gpt-*": {tokens: 10}}}',
+         "no tokens", [("tokens", "gpt-*", "export_has_no_tokens")]),
+        # Tokens reported, but not by the keys this budget selects.
+        ('{name: b, keys: gamma, limits: {tokens: 10}}', "team", [("tokens", None,
+         "keys_report_no_tokens")]),
+        ('{name: b, scope: shared, keys: gamma, limits: {tokens: 10}}', "team",
+         [("tokens", None, "keys_report_no_tokens")]),
+        # Evaluated, or nothing to evaluate: nothing to report.
+        ('{name: b, keys: "*", limits: {tokens: 10}}', "team", []),
+        ('{name: b, keys: "gamma", limits: {cost_usd: 10}}', "team", []),
+        ('{name: b, keys: nobody, limits: {tokens: 10}}', "team", []),
+        ('{name: b, keys: "*", limits: {tokens: 10}}', "empty", []),
+        ('{name: b, keys: gamma, limits: {cost_usd: 9}, models: {"mistral-*": {tokens: 1}}}',
+         "team", []),
+    ],
+)  # fmt: skip
+def test_limits_the_export_cannot_evaluate_are_reported_with_the_reason(
+    budget: str, rows: str, expected: list[tuple[str, str | None, str]]
+) -> None:
+    cfg = config(f"budgets: [{budget}]")
+    frame = {
+        "no tokens": spend({"a": 5.0, "b": 6.0}),
+        "team": usage([*TEAM, GAMMA]),
+        "empty": usage([]),
+    }[rows]
+    resolved = budgets.rules(cfg, MID_NOVEMBER)
+    frames = dict.fromkeys(budgets.export_ranges(resolved), frame)
+    found, selected = budgets.evaluate_with_selections(resolved, frames, MID_NOVEMBER)
+    missing = budgets.unevaluated(resolved, frames, found, selected)
+    assert [(u.metric, u.model, u.reason) for u in missing] == expected
+    assert all(u.budget == "b" and "'b'" in u.describe() for u in missing)
+    if expected:  # never read as "within budget": no finding stands in for the limit
+        assert found.filter(pl.col("metric") == "tokens").is_empty()
+
+
 def test_a_shared_pool_with_no_usage_is_a_finding_at_zero() -> None:
     cfg = config('budgets: [{name: pool, scope: shared, keys: "*", limits: {cost_usd: 10}}]')
     finding = one(evaluate(cfg, usage([])), "pool")

@@ -7,8 +7,9 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -109,35 +110,53 @@ def test_check_json_is_one_object_with_period_findings_alerts_and_keys(
     }
     # One budget, $200 per key: a finding per key for cost, with the DESIGN.md fields.
     assert len(document["findings"]) == 8
-    assert set(document["findings"][0]) == {
-        "budget",
-        "scope",
-        "api_key_id",
-        "api_key_name",
-        "model",
-        "metric",
-        "used",
-        "limit",
-        "ratio",
-        "level",
-        "forecast_ratio",
-    }
+    assert set(document["findings"][0]) >= DESIGN_FINDING_FIELDS
     assert {f["metric"] for f in document["findings"]} == {"cost_usd"}
     for alert in document["alerts"]:
-        assert set(alert) == {
-            "budget",
-            "api_key_id",
-            "api_key_name",
-            "model",
-            "metric",
-            "threshold",
-            "kind",
-            "severity",
-        }
+        assert set(alert) >= DESIGN_ALERT_FIELDS
     assert len(document["keys"]) == 8
     first = document["keys"][0]
     assert set(first) >= {"api_key_id", "api_key_name", "requests", "total_cost_usd", "top_models"}
     assert 1 <= len(first["top_models"]) <= 3
+
+
+# The fields `check --format json` had first: they may be added to, never removed or renamed.
+DESIGN_FINDING_FIELDS = {
+    "budget", "scope", "api_key_id", "api_key_name", "model", "metric", "used", "limit",
+    "ratio", "level", "forecast_ratio",
+}  # fmt: skip
+DESIGN_ALERT_FIELDS = {
+    "budget", "api_key_id", "api_key_name", "model", "metric", "threshold", "kind", "severity",
+}  # fmt: skip
+
+
+def test_check_json_findings_alerts_silences_and_pending_rows_carry_what_scripts_need(
+    tight: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tight.write_text(
+        tight.read_text()
+        + "    channel: '#team'\n"
+        + "  - {name: quiet, keys: '*', limits: {cost_usd: 50}}\n"
+        + "silences:\n"
+        + "  - {budget: quiet, until: '2026-12-01T00:00:00+00:00', reason: migration}\n"
+    )
+    args = ["check", "--config", str(tight), "--now", NOW.isoformat(), "--format", "json"]
+    assert main(args) == 1  # no slack section: planned, and waiting in the outbox
+    document = json.loads(capsys.readouterr().out)
+    finding = next(f for f in document["findings"] if f["level"] is not None)
+    assert set(finding) >= DESIGN_FINDING_FIELDS | {"period", "projected", "overrun_at"}
+    assert finding["period"] == "month:2026-11-01@Europe/Berlin"
+    assert finding["projected"] == pytest.approx(finding["used"] * 30 / (19 + 13 / 24))
+    alert = document["alerts"][0]
+    assert set(alert) >= DESIGN_ALERT_FIELDS | {"channel", "used", "limit"}
+    assert (alert["channel"], alert["limit"]) == ("#team", 50.0)
+    assert alert["used"] >= 25.0
+    (silenced, *_) = document["silenced"]
+    assert (silenced["reason"], silenced["until"]) == ("migration", "2026-12-01T00:00:00+00:00")
+    assert len(document["pending"]) == len(document["alerts"])  # queued, not delivered
+    assert {(p["attempts"], p["last_error"]) for p in document["pending"]} == {(0, None)}
+    assert document["delivery"]["attempted"] is False
+    assert document["totals"]["keys"] == len(document["keys"]) == 8
 
 
 def test_naive_now_is_read_in_the_schedule_time_zone(
@@ -269,6 +288,7 @@ def test_demo_runs_one_cycle_against_the_simulator(capsys: pytest.CaptureFixture
     captured = capsys.readouterr()
     assert "to date in Europe/Berlin" in captured.out
     assert "TOTAL (12 keys)" in captured.out
+    assert "Slack:" not in captured.out  # one cycle, printed: the demo delivers nothing
     assert "simulated Langdock workspace" in captured.err
 
 
@@ -359,7 +379,7 @@ def test_three_failed_exports_queue_one_failing_alert_and_a_success_one_recovere
     assert "Langdock exports failing since" in out  # listed while it waits for delivery
 
 
-def test_silenced_alerts_are_shown_and_not_queued(
+def test_silenced_alerts_are_shown_with_their_end_and_not_queued(
     tight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tight
@@ -372,7 +392,7 @@ def test_silenced_alerts_are_shown_and_not_queued(
     out = capsys.readouterr().out
     assert "Alerts planned in this run: 0" in out
     assert "Silenced: " in out
-    assert "(silence: load test until December)" in out
+    assert "(silenced until 2026-12-01T00:00:00+00:00: load test until December)" in out
     with sqlite3.connect(tmp_path / "state.db") as db:
         assert db.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
     db.close()
@@ -404,3 +424,303 @@ def test_test_slack_reports_each_channel_and_the_remedy(
     assert "1 of 2 channel(s) reached" in out
     assert posted == ["#ai-spend"]
     assert TOKEN not in out
+
+
+def saved_export(path: Path, start: str, end: str) -> Path:
+    path.write_text(
+        "period_start,period_end,org_id,api_key_id,api_key_name,model,requests,total_cost_usd\n"
+        f"{start},{end},org,k1,bot,gpt-4o,10,12.5\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "now", "refused"),
+    [
+        ("2026-11-01", "2026-11-30", "2026-12-03T10:00:00+01:00", True),  # November on Dec 3
+        ("2026-11-01", "2026-11-30", "2026-12-01T00:30:00+01:00", True),  # December just begun
+        ("2026-09-01", "2026-09-30", "2026-11-20T13:00:00+01:00", True),  # an old export
+        ("2026-11-01", "2026-11-30", "2026-11-20T13:00:00+01:00", True),  # ends after --now
+        ("2026-11-01", "2026-11-20", "2026-11-20T13:00:00+01:00", False),  # the month to date
+        ("2026-11-01", "2026-11-30", "2026-11-30T23:00:00+01:00", False),  # the whole month
+    ],
+)
+def test_check_csv_for_another_period_than_now_exits_2_naming_both_periods(  # noqa: PLR0917
+    config: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    start: str,
+    end: str,
+    now: str,
+    refused: bool,
+) -> None:
+    export = saved_export(tmp_path / "export.csv", start, end)
+    code = main(["check", "--config", str(config), "--csv", str(export), "--now", now])
+    captured = capsys.readouterr()
+    if not refused:
+        assert code == 0, captured.err
+        return
+    assert code == 2
+    assert captured.out == ""  # nothing that could read as "within budget"
+    assert f"export covers {start}..{end}" in captured.err
+    month = now[:8] + "01"
+    assert f"but {month}..{now[:10]} was requested" in captured.err
+    assert "month to date" in captured.err
+
+
+def export_health(path: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT * FROM export_health").fetchall()
+    db.close()
+    return rows
+
+
+def test_check_csv_never_touches_export_health(
+    config: Path, sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim.faults.fail_export(401, times=2)
+    for _ in range(2):
+        assert main(["check", "--config", str(config), "--now", NOW.isoformat()]) == 2
+    before = export_health(tmp_path / "state.db")
+    assert before[0][1] == 2  # two failed exports in a row
+    good = saved_export(tmp_path / "good.csv", "2026-11-01", "2026-11-20")
+    bad = saved_export(tmp_path / "bad.csv", "2026-10-01", "2026-10-31")
+    for export, code in ((good, 0), (bad, 2), (tmp_path / "missing.csv", 2)):
+        args = ["check", "--config", str(config), "--csv", str(export), "--now", NOW.isoformat()]
+        assert main(args) == code
+        assert export_health(tmp_path / "state.db") == before
+    capsys.readouterr()
+
+
+TOKENS_ONLY = "  - {name: tokens-cap, keys: '*', limits: {tokens: 1000000}}\n"
+
+
+def test_a_tokens_budget_on_an_export_without_tokens_is_reported_never_within_budget(
+    tmp_path: Path,
+    sim: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+    config = tmp_path / "tokens.yaml"
+    text = write_config(tmp_path, sim.base_url).read_text()
+    config.write_text(text.split("budgets:")[0] + "budgets:\n" + TOKENS_ONLY)
+    # Only a tokens limit, and the (non-BYOK) export has no tokens: nothing was evaluated.
+    assert main(["check", "--config", str(config), "--now", NOW.isoformat()]) == 2
+    captured = capsys.readouterr()
+    assert "Budgets: 0 evaluated" in captured.out
+    assert "Not evaluated: 1 limit" in captured.out
+    message = "budget 'tokens-cap': its tokens limit is not evaluated: the export reports no tokens"
+    assert message in captured.out
+    assert message in captured.err  # the cycle's WARNING
+    assert "nothing was evaluated" in captured.err
+    # Beside a budget that is evaluated, it is still reported; the exit code is that budget's.
+    config.write_text(text + TOKENS_ONLY)
+    args = ["check", "--config", str(config), "--now", NOW.isoformat(), "--format", "json"]
+    assert main(args) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["unevaluated"] == [
+        {
+            "budget": "tokens-cap",
+            "metric": "tokens",
+            "model": None,
+            "reason": "export_has_no_tokens",
+            "message": message + " (only BYOK workspaces do)",
+        }
+    ]
+    # validate --csv says so before anything runs.
+    export = saved_export(tmp_path / "export.csv", "2026-11-01", "2026-11-20")
+    assert main(["validate", "--config", str(config), "--csv", str(export)]) == 0
+    assert f"warning   {message}" in capsys.readouterr().out
+
+
+def test_validate_warns_about_an_expired_silence(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config.write_text(
+        config.read_text()
+        + "silences:\n"
+        + "  - {budget: every-key, until: '2020-01-01T00:00:00+00:00', reason: old backfill}\n"
+        + "  - {budget: every-key, until: '2999-01-01T00:00:00+00:00', reason: far future}\n"
+    )
+    assert main(["validate", "--config", str(config)]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warn")]
+    assert warnings == [
+        "warning   silences[0] ended 2020-01-01T00:00:00+00:00 and is ignored: remove it"
+        " (old backfill)"
+    ]
+
+
+# --- check delivers, so a cron job can replace the daemon ---------------------------------------
+
+
+@pytest.fixture
+def stub() -> Iterator[SlackStub]:
+    with SlackStub(retry_after=0) as server:
+        server.add_channel("#ai-spend")
+        yield server
+
+
+@pytest.fixture
+def slack_config(
+    tmp_path: Path, sim: Simulator, stub: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """$50 per key (the busiest simulated keys have crossed it), alerts to the stand-in."""
+    monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    slack = (
+        "slack:\n  token: ${SLACK_BOT_TOKEN}\n"
+        f'  channel: "#ai-spend"\n  api_url: {stub.api_url}\n  min_interval_seconds: 0\n'
+    )
+    return write_config(tmp_path, sim.base_url, limit=50, extra=slack)
+
+
+def outbox(path: Path) -> list[tuple[object, ...]]:
+    """(id, sent, attempts, last_error) of every outbox row."""
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT id, sent_at IS NOT NULL, attempts, last_error FROM outbox ORDER BY id"
+        ).fetchall()
+    db.close()
+    return rows
+
+
+def check(config: Path, *extra: str, now: datetime = NOW) -> list[str]:
+    return ["check", "--config", str(config), "--now", now.isoformat(), *extra]
+
+
+def test_a_check_posts_each_alert_it_plans_once_and_a_second_check_posts_nothing_new(
+    slack_config: Path, stub: SlackStub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(check(slack_config, "--format", "json")) == 1
+    document = json.loads(capsys.readouterr().out)
+    planned = len(document["alerts"])
+    assert planned >= 1
+    assert len(stub.posts("#ai-spend")) == planned
+    assert document["pending"] == []
+    assert document["delivery"] == {
+        "attempted": True, "sent": planned, "messages": planned, "failed": 0, "pending": 0,
+        "errors": {}, "timed_out": False, "note": None,
+    }  # fmt: skip
+    assert all(sent for _, sent, _, _ in outbox(tmp_path / "state.db"))
+    later = NOW + timedelta(minutes=15)
+    assert main(check(slack_config, now=later)) == 1  # still over: the exit code says so
+    out = capsys.readouterr().out
+    assert "Alerts planned in this run: 0" in out
+    assert "Slack: 0 rows delivered in 0 messages; nothing waiting" in out
+    assert len(stub.posts()) == planned
+
+
+def test_rows_a_failing_slack_left_in_the_outbox_go_out_with_the_next_check(
+    slack_config: Path, stub: SlackStub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stub.fail_next(503, times=100)
+    assert main(check(slack_config)) == 1  # Slack's trouble does not change the exit code
+    out = capsys.readouterr().out
+    rows = outbox(tmp_path / "state.db")
+    assert rows
+    assert {(sent, attempts, error) for _, sent, attempts, error in rows} == {
+        (0, 1, "http_503: Slack is failing; trying again later")
+    }
+    assert f"Waiting in the outbox for delivery: {len(rows)}" in out
+    assert "(1 attempt, last error: http_503" in out
+    assert "still waiting in the outbox (the next run retries them)" in out
+    stub._faults.clear()  # Slack is back
+    later = NOW + timedelta(minutes=15)  # past slack.retry_every
+    assert main(check(slack_config, "--format", "json", now=later)) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert (document["alerts"], document["pending"]) == ([], [])
+    assert document["delivery"]["sent"] == len(rows)
+    assert len(stub.posts()) == len(rows)
+    assert all(sent for _, sent, _, _ in outbox(tmp_path / "state.db"))
+
+
+def test_queue_only_plans_into_the_outbox_and_posts_nothing(
+    slack_config: Path, stub: SlackStub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(check(slack_config, "--queue-only")) == 1
+    out = capsys.readouterr().out
+    rows = outbox(tmp_path / "state.db")
+    assert rows
+    assert stub.requests == []
+    assert "Slack: nothing delivered (--queue-only)" in out
+    assert f"Waiting in the outbox for delivery: {len(rows)}" in out
+    assert main(check(slack_config)) == 1  # the next check delivers them
+    assert len(stub.posts()) == len(rows)
+    capsys.readouterr()
+
+
+def test_a_dry_run_posts_nothing(
+    slack_config: Path, stub: SlackStub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(check(slack_config)) == 1
+    capsys.readouterr()
+    tighter = slack_config.read_text().replace("cost_usd: 50", "cost_usd: 20")
+    slack_config.write_text(tighter)
+    posts = len(stub.requests)
+    assert main(check(slack_config, "--dry-run")) == 1
+    assert "Alerts that would be sent (dry run):" in capsys.readouterr().out
+    assert len(stub.requests) == posts
+
+
+@pytest.mark.parametrize("fault", ["no answer", "Retry-After: 60"])
+def test_a_stuck_slack_cannot_hold_check_past_its_delivery_timeout(
+    slack_config: Path,
+    stub: SlackStub,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    fault: str,
+) -> None:
+    # $20 per key: several alerts for one channel.
+    slack_config.write_text(slack_config.read_text().replace("cost_usd: 50", "cost_usd: 20"))
+    if fault == "no answer":
+        stub.delay_next(60, times=100)  # each post times out at the time delivery has left
+    else:
+        stub.retry_after = 60  # longer than the delivery has left: not waited out at all
+        stub.fail_next(429, times=100)
+    started = time.monotonic()
+    code = main(check(slack_config, "--delivery-timeout", "2s"))
+    took = time.monotonic() - started
+    out = capsys.readouterr().out
+    assert code == 1
+    assert took < 2 + 10  # the timeout plus the cycle itself, far below the 60 s Slack takes
+    if fault == "no answer":  # the post timed out within the 2 s; the channel rests
+        assert "failed (timeout x1)" in out
+    else:  # a Retry-After past the time left is not slept: the rows wait for the next run
+        assert "failed (ratelimited x1)" in out
+    rows = outbox(tmp_path / "state.db")
+    assert len(rows) > 1
+    assert not any(sent for _, sent, _, _ in rows)  # nothing marked sent that Slack did not take
+    assert f"{len(rows)} still waiting in the outbox" in out
+
+
+def test_a_check_whose_export_fails_still_delivers_the_exports_failing_notice(
+    slack_config: Path, sim: Simulator, stub: SlackStub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim.faults.fail_export(401, times=3)
+    for _ in range(3):
+        assert main(check(slack_config)) == 2  # the exit code is the export's
+    (notice,) = stub.posts("#ai-spend")
+    assert "fail" in notice.text.lower()
+    err = capsys.readouterr().err
+    assert "Slack: 1 row delivered in 1 message; nothing waiting" in err
+
+
+def test_test_slack_through_a_webhook_names_the_webhooks_channel_not_an_empty_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SlackStub() as stub:
+        monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+        monkeypatch.setenv("SLACK_WEBHOOK_URL", stub.webhook_url)
+        config = write_config(
+            tmp_path,
+            "https://api.langdock.com",
+            extra="slack:\n  webhook_url: ${SLACK_WEBHOOK_URL}\n",
+        )
+        assert main(["test-slack", "--config", str(config)]) == 0
+        (post,) = stub.posts()
+    assert "ok      the webhook's channel" in capsys.readouterr().out
+    assert "costwatch can post to the webhook's channel." in post.text
+    assert "post to ." not in post.text
+    assert post.body["text"] == "costwatch test message for the webhook's channel"

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import subprocess
+import sys
+import threading
 import typing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +33,7 @@ from costwatch.config import (
     severity_for,
 )
 from costwatch.configsummary import summarize
+from costwatch.configtypes import SECRET_FILE_MAX_BYTES
 from costwatch.durations import format_duration, normalize_cron, parse_duration
 from costwatch.errors import ConfigError
 
@@ -640,7 +645,7 @@ INVALID = [
     pytest.param(
         "langdock:\n  api_key_file: /nonexistent/costwatch/key\n",
         [
-            "langdock.api_key_file (line 2): cannot read /nonexistent/costwatch/key: No such "
+            "langdock.api_key_file (line 2): cannot read '/nonexistent/costwatch/key': No such "
             "file or directory",
         ],
         id="api-key-file-missing",
@@ -897,7 +902,7 @@ def test_slack_token_and_webhook_files_are_read(tmp_path: Path) -> None:
     [
         (b"", "is empty"),
         (b" \n\t\n", "is empty"),
-        (b"sk-\xff\xfeSECRET", "cannot read {path}: not a UTF-8 text file"),
+        (b"sk-\xff\xfeSECRET", "cannot read '{path}': not a UTF-8 text file"),
     ],
     ids=["empty", "whitespace-only", "not-utf8"],
 )
@@ -908,7 +913,7 @@ def test_an_unusable_secret_file_names_the_key_and_path_not_the_content(
     secret_file.write_bytes(content)
     expected = message.format(path=secret_file)
     if message == "is empty":
-        expected = f"{secret_file} is empty"
+        expected = f"'{secret_file}' is empty"
     text = f"langdock:\n  api_key_file: {secret_file}\n"
     assert problems(text, env={}) == [f"langdock.api_key_file (line 2): {expected}"]
 
@@ -916,7 +921,8 @@ def test_an_unusable_secret_file_names_the_key_and_path_not_the_content(
 def test_a_secret_file_that_is_a_folder_is_a_problem(tmp_path: Path) -> None:
     text = f"langdock:\n  api_key_file: {tmp_path}\n"
     assert problems(text, env={}) == [
-        f"langdock.api_key_file (line 2): cannot read {tmp_path}: Is a directory"
+        f"langdock.api_key_file (line 2): '{tmp_path}' is a folder, not a regular file with the "
+        "secret"
     ]
 
 
@@ -1409,3 +1415,183 @@ def test_slack_mentions_accept_users_groups_and_specials() -> None:
     mentions = "['<@U0123ABCD>', '<!subteam^S0123ABCD|@oncall>', '<!here>', '<!channel>']"
     config = parse(MINIMAL + f"    mention: {mentions}\n")
     assert len(config.budgets[0].mention) == 4
+
+
+# --- secret files: regular files of sane size, never a wait --------------------------------
+
+
+def _problems_within(text: str, seconds: float = 10.0) -> list[str]:
+    """`problems(text)`, failing (not hanging) if loading takes longer than `seconds`."""
+    found: list[list[str]] = []
+    worker = threading.Thread(target=lambda: found.append(problems(text, env={})), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert found, f"loading did not finish within {seconds}s (it waits on the file)"
+    return found[0]
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+def _socket(path: Path) -> Path:
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.close()  # the socket file stays
+    return path
+
+
+def _big(path: Path) -> Path:
+    path.write_bytes(b"k" * (SECRET_FILE_MAX_BYTES + 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "complaint"),
+    [
+        (_fifo, "is a FIFO (named pipe), not a regular file with the secret"),
+        (_socket, "is a socket, not a regular file with the secret"),
+        (lambda _path: Path("/dev/null"), "is a character device, not a regular file"),
+        (lambda path: path.parent, "is a folder, not a regular file with the secret"),
+        (_big, "is larger than 64 KiB: not a file holding one secret"),
+    ],
+    ids=["fifo", "socket", "device", "folder", "too-large"],
+)
+def test_a_secret_file_that_is_not_a_small_regular_file_is_refused_at_once_by_path(
+    tmp_path: Path, make: typing.Callable[[Path], Path], complaint: str
+) -> None:
+    target = make(tmp_path / "key")
+    [found] = _problems_within(f"langdock:\n  api_key_file: {target}\n")
+    assert found.startswith(f"langdock.api_key_file (line 2): '{target}' {complaint}")
+
+
+def test_a_secret_file_of_exactly_the_limit_behind_a_symlink_is_read(tmp_path: Path) -> None:
+    real = tmp_path / "..data" / "key"
+    real.parent.mkdir()
+    real.write_bytes(b"k" * SECRET_FILE_MAX_BYTES)
+    (tmp_path / "key").symlink_to(real)  # how Kubernetes mounts a secret
+    config = parse("langdock:\n  api_key_file: key\n", base_dir=tmp_path)
+    assert config.langdock.secret_api_key() == "k" * SECRET_FILE_MAX_BYTES
+
+
+def test_validate_with_a_secret_file_that_is_a_fifo_exits_2_at_once(tmp_path: Path) -> None:
+    fifo = _fifo(tmp_path / "token")
+    config = tmp_path / "costwatch.yaml"
+    config.write_text(
+        f"langdock:\n  api_key: x\nslack:\n  token_file: {fifo}\n  channel: '#a'\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "costwatch", "validate", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"slack.token_file (line 4): '{fifo}' is a FIFO (named pipe)" in done.stderr
+
+
+# --- echoes: a value from the environment or a secret field is never formatted -------------
+
+# Every place a string from ${VAR} can land, as a YAML line under its section. The values
+# that validators refuse there are quoted back, or shown as the ${VAR} they came from.
+ECHO_SITES = [
+    ("schedule", "  cron: '{v}'"),
+    ("schedule", "  cron: '*/5 {v} * * *'"),
+    ("schedule", "  cron: '* * * * {v}'"),
+    ("schedule", "  timezone: '{v}'"),
+    ("schedule", "  every: '{v}'"),
+    ("schedule", "  jitter: '{v}'"),
+    ("langdock", "  base_url: '{v}'"),
+    ("langdock", "  timeout_seconds: '{v}'"),
+    ("langdock", "  api_key_file: '{v}'"),
+    ("slack", "  token_file: '{v}'\n  channel: '#a'"),
+    ("slack", "  token: x\n  channel: '{v}'"),
+    ("slack", "  webhook_url: '{v}'"),
+    ("slack", "  token: x\n  channel: '#a'\n  api_url: '{v}'"),
+    ("metrics", "  listen: '{v}'"),
+    ("metrics", "  basic_auth_user: '{v}'\n  basic_auth_password: x"),
+    (
+        "budgets",
+        "  - {{name: '{v}', keys: a, limits: {{cost_usd: 1}}}}\n"
+        "  - {{name: '{v}', keys: b, limits: {{cost_usd: 1}}}}",
+    ),
+    ("budgets", "  - {{name: a, keys: 'x[{v}', limits: {{cost_usd: 1}}}}"),
+    ("budgets", "  - {{name: a, keys: a, exclude: ['{v}['], limits: {{cost_usd: 1}}}}"),
+    ("budgets", "  - {{name: a, keys: a, limits: {{cost_usd: '{v}'}}}}"),
+    ("budgets", "  - {{name: a, keys: a, period: '{v}', limits: {{cost_usd: 1}}}}"),
+    ("budgets", "  - {{name: a, keys: a, timezone: '{v}', limits: {{cost_usd: 1}}}}"),
+    ("budgets", "  - {{name: a, keys: a, mention: ['{v}'], limits: {{cost_usd: 1}}}}"),
+    ("budgets", "  - {{name: a, keys: a, repeat: '{v}', limits: {{cost_usd: 1}}}}"),
+    ("budgets", "  - {{name: a, keys: a, thresholds: ['{v}'], limits: {{cost_usd: 1}}}}"),
+    ("silences", "  - {{budget: a, until: '{v}', reason: r}}"),
+    ("defaults", "  period: '{v}'"),
+]
+SECRETS = st.text(
+    alphabet=st.sampled_from(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_[]*/,"
+    ),
+    min_size=12,
+    max_size=40,
+).filter(lambda text: sum(char.isalnum() for char in text) >= 10)
+
+
+def _echoes(secret: str, message: str) -> bool:
+    """Whether `message` holds 8 characters of `secret` in a row, in any letter case."""
+    lowered, text = secret.lower(), message.lower()
+    return any(lowered[i : i + 8] in text for i in range(len(lowered) - 7))
+
+
+@settings(max_examples=150, deadline=None)
+@given(site=st.sampled_from(ECHO_SITES), secret=SECRETS)
+def test_a_secret_from_the_environment_is_never_echoed_by_any_validator(
+    site: tuple[str, str], secret: str
+) -> None:
+    section, line = site
+    header = "" if section == "langdock" else "langdock:\n  api_key: x\n"
+    text = f"{header}{section}:\n{line.format(v='${WRONG}')}\n"
+    try:
+        parse_config(text, env={"WRONG": secret})
+    except ConfigError as error:
+        message = str(error)
+    else:
+        return  # a value that happens to be valid there
+    assert not _echoes(secret, message), message
+    assert "${WRONG}" in message or "WRONG" not in text or "must" in message or "is " in message
+
+
+def test_a_cron_field_from_the_environment_is_shown_as_written_not_lower_cased() -> None:
+    text = "langdock:\n  api_key: x\nschedule:\n  cron: '*/5 ${WRONG} * * *'\n"
+    assert problems(text, env={"WRONG": "XOXB-Secret-Token"}) == [
+        "schedule.cron (line 4): hour field '*/5 ${WRONG} * * *' is not a crontab field"
+    ]
+
+
+def test_a_key_name_with_control_characters_is_quoted_escaped() -> None:
+    text = 'langdock:\n  api_key: x\n  "tim\\e[31meout\\nERROR forged": 1\n'
+    [message] = problems(text, env={})
+    assert "\x1b" not in message
+    assert "\n" not in message
+    assert "unknown key 'tim\\x1b[31meout\\nERROR forged'" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "line"),
+    [
+        ("langdock", "  base_url: https://admin:pa55-W0rd@langdock.example.com/api/public"),
+        ("langdock", "  base_url: https://ld-k3y-only@langdock.example.com"),
+        ("slack", "  token: x\n  channel: '#a'\n  api_url: https://u:pa55-W0rd@slack.example"),
+    ],
+    ids=["user-and-password", "user-only", "slack-api-url"],
+)
+def test_a_url_with_a_user_or_password_is_refused_without_echoing_it(
+    section: str, line: str
+) -> None:
+    header = "" if section == "langdock" else "langdock:\n  api_key: x\n"
+    text = f"{header}{section}:\n{line}\n" + ("  api_key: x\n" if section == "langdock" else "")
+    [found] = problems(text, env={})
+    assert "must not contain a user or password" in found
+    assert "pa55" not in found
+    assert "k3y" not in found

@@ -12,17 +12,18 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from loopback import free_port, wait_for, write_daemon_config
+from loopback import free_port, returns_within, wait_for, write_daemon_config
 from slackstub import TOKEN, SlackStub
 
 from costwatch.config import parse_config
 from costwatch.daemon import Daemon, interval, trigger
 from costwatch.simulator import Simulator, Workspace
+from costwatch.state import Message, State
 
 SECRET = "sk-lang-DAEMON-SECRET-0042"
 
@@ -214,3 +215,35 @@ def test_saving_the_config_file_reloads_it_without_a_signal(
         daemon.stop()
         runner.join(timeout=30)
     assert "configuration reloaded: 2 budget(s)" in caplog.text
+
+
+def test_the_final_flush_gets_only_what_is_left_of_the_grace_and_keeps_the_rows(
+    tmp_path: Path, sim: Simulator, stub: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
+    config = write_daemon_config(
+        tmp_path / "c.yaml", sim, stub, free_port(), EVERY_KEY, shutdown_grace="3s"
+    )
+    with State.open(tmp_path / "state.db") as state:  # a notice for each of two channels
+        notices = [
+            Message(kind="exports_recovered", channel=channel, payload={"failures": 3})
+            for channel in ("#ai-spend", "#team")
+        ]
+        state.commit(now=datetime.now(UTC), messages=notices)
+    daemon = Daemon(config)  # not started: the final flush is the first delivery
+    stub.delay_next(60, times=100)  # Slack takes each post and answers none in time
+
+    started = time.monotonic()
+    returns_within(3 + 1, "the shutdown", daemon.shutdown)
+    seconds = time.monotonic() - started
+
+    assert seconds < 3 + 1
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT attempts, last_error, sent_at FROM outbox ORDER BY id").fetchall()
+    db.close()
+    assert [sent_at for _, _, sent_at in rows] == [None, None]  # nothing marked sent or lost
+    (first_attempts, first_error, _), (second_attempts, _, _) = rows
+    assert first_attempts == 1  # posted, and given up at the grace, not at its 10 s timeout
+    assert str(first_error).startswith("timeout")
+    assert second_attempts == 0  # no time left to start the other channel's post

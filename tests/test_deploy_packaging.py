@@ -493,6 +493,70 @@ def test_metrics_server_answers_the_paths_the_probes_and_scrapes_use() -> None:
         missing.value.close()
 
 
+def cronjob() -> Manifest:
+    (loaded,) = yaml.safe_load_all((KUBERNETES / "cronjob.yaml").read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_kubernetes_cronjob_runs_check_one_at_a_time_with_the_deployments_pod() -> None:
+    job = cronjob()
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "CronJob")
+    spec = job["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid", "two checks would deliver the same rows"
+    assert "cronjob.yaml" not in kustomization()["resources"], "the daemon or the cron job"
+    job_spec = spec["jobTemplate"]["spec"]
+    assert job_spec["backoffLimit"] == 0
+    pod = job_spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    daemon = one("Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == daemon["securityContext"]
+    assert pod["volumes"] == daemon["volumes"]
+    (cron,) = pod["containers"]
+    for same in ("env", "volumeMounts", "securityContext", "resources"):
+        assert cron[same] == container()[same], same
+    assert cron["args"][:3] == ["check", "--config", CONFIG_IN_IMAGE]
+    config = parse_config(CONTAINER_CONFIG.read_text(encoding="utf-8"), env=SECRETS)
+    delivery = float(cron["args"][cron["args"].index("--delivery-timeout") + 1].rstrip("s"))
+    export = config.langdock.retry_max_elapsed_seconds + config.langdock.timeout_seconds
+    assert export + delivery < job_spec["activeDeadlineSeconds"] <= 15 * 60
+
+
+@pytest.mark.parametrize(
+    ("budget", "exit_code", "job_exit"),
+    [
+        ("{cost_usd: 100000}", 0, 0),  # within budget
+        ("{cost_usd: 1}", 1, 0),  # a threshold crossed: the alert is the job's work, not a failure
+        ("{cost_usd: -1}", 2, 2),  # an invalid configuration fails the Job
+    ],
+)
+def test_kubernetes_cronjob_fails_the_job_only_when_check_exits_2(
+    tmp_path: Path, budget: str, exit_code: int, job_exit: int
+) -> None:
+    (cron,) = cronjob()["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"langdock: {{api_key: unused}}\nstate: {{path: {tmp_path / 'state.db'}}}\n"
+        f"budgets: [{{name: b, keys: '*', limits: {budget}}}]\n",
+        encoding="utf-8",
+    )
+    example = ROOT / "config" / "examples" / "export-2026-11.csv"
+    check = ["check", "--config", str(config), "--csv", str(example), "--now", "2026-11-20T12:00Z"]
+    costwatch = [sys.executable, "-m", "costwatch"]
+    direct = subprocess.run([*costwatch, *check], capture_output=True, timeout=60, check=False)
+    assert direct.returncode == exit_code, direct.stderr
+    # The manifest's command, with `costwatch` on PATH being this checkout's.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "costwatch").write_text(f'#!/bin/sh\nexec {sys.executable} -m costwatch "$@"\n')
+    (bin_dir / "costwatch").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    run = subprocess.run(
+        [*cron["command"], *check], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert run.returncode == job_exit, run.stderr
+
+
 # --- Compose ---------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ import logging
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from email.utils import formatdate
@@ -29,9 +29,12 @@ import pytest
 from fakes import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loopback import Background, returns_within, wait_for
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest
+from stuckpeer import Mode, StuckPeer
 
+from costwatch.deadline import Deadline, Stopping, StopSignal
 from costwatch.errors import (
     ExportAuthError,
     ExportDownloadError,
@@ -553,7 +556,7 @@ def test_too_large_splits_at_local_midnights_and_the_parts_add_up_to_one_export(
     assert totals(split.parts) == totals(whole.parts)
     splits = [r for r in caplog.records if "splitting" in r.getMessage()]
     assert splits
-    assert all(r.levelno == logging.INFO for r in splits)
+    assert all(r.levelno == logging.DEBUG for r in splits)  # the cycle's INFO line is the one
 
 
 def test_a_single_day_still_too_large_fails_as_too_large_naming_the_day(
@@ -642,7 +645,7 @@ def test_another_4xx_is_a_request_error(
 @pytest.mark.parametrize(
     ("body", "complaint"),
     [
-        ({"success": False, "message": "export failed"}, "success=False: export failed"),
+        ({"success": False, "message": "export failed"}, "success=False: 'export failed'"),
         ({"success": True}, "'data'"),
         ({"data": {"downloadUrl": "https://s/x", "recordCount": 1}}, "success=None"),
         ({"success": True, "data": {"recordCount": 3}}, "data.downloadUrl"),
@@ -836,7 +839,7 @@ def test_the_reason_given_up_with_is_whatever_failed_last(
     assert error.reason == "rate_limited"
 
 
-def test_the_elapsed_budget_bounds_the_total_wait(
+def test_the_elapsed_budget_bounds_the_total_wait_and_leaves_each_retry_time_to_run(
     sim: Simulator,
     http: httpx.Client,
     clock: FakeClock,
@@ -849,8 +852,9 @@ def test_the_elapsed_budget_bounds_the_total_wait(
 
     error = fail_without_leak(client, caplog, tmp_path, ExportUnavailableError)
 
-    assert clock.sleeps == [4.0, 6.0]  # the second wait is cut to what is left of 10 s
-    assert "3 attempt(s) over 10.0s" in str(error)
+    # The second wait (8 s) would reach the end of the 10 s: no attempt would have time left.
+    assert clock.sleeps == [4.0]
+    assert "2 attempt(s) over 4.0s" in str(error)
 
 
 def test_an_export_timeout_is_retried(
@@ -934,6 +938,138 @@ def test_parts_already_downloaded_are_deleted_when_a_later_part_fails(
     assert list((tmp_path / "split").iterdir()) == []
 
 
+# --- deadlines and the stop --------------------------------------------------------------------
+
+
+def stuck_client(
+    peer: StuckPeer, http: httpx.Client, clock: FakeClock, **options: Any
+) -> LangdockClient:
+    options.setdefault("sleep", clock.sleep)
+    options.setdefault("monotonic", clock.monotonic)
+    return LangdockClient(
+        http,
+        base_url=peer.base_url,
+        api_key=KEY,
+        allow_insecure_download=True,
+        jitter=lambda: 0.5,
+        **options,
+    )
+
+
+def raised(call: Callable[[], object]) -> BaseException:
+    """What `call()` raised; fails when it returned."""
+    try:
+        call()
+    except BaseException as error:
+        return error
+    raise AssertionError("expected an exception")
+
+
+def export_raising(client: LangdockClient, workdir: Path) -> Callable[[], BaseException]:
+    return lambda: raised(lambda: client.export_api_keys(*OCTOBER, workdir))
+
+
+def test_an_answer_trickled_a_byte_at_a_time_is_cut_off_at_the_request_deadline(
+    clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each byte comes well within the 5 s read timeout: only a deadline ends this request.
+    with StuckPeer("trickle", interval=0.1) as peer, httpx.Client(timeout=5.0) as http:
+        client = stuck_client(
+            peer, http, clock, request_timeout=1.0, retry=RetryPolicy(max_attempts=2)
+        )
+        error = returns_within(20, "the export", export_raising(client, tmp_path))
+        connections = peer.connections
+
+    assert isinstance(error, ExportUnavailableError)
+    assert error.reason == "timeout"
+    assert "longer than its 1.0s deadline" in str(error)
+    assert connections == 2  # each attempt cut off at its deadline, then a fresh one
+    assert_secret_kept(error, client, caplog.text)
+
+
+def test_a_download_trickled_a_byte_at_a_time_ends_within_the_retry_budget_and_is_deleted(
+    clock: FakeClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    retry = RetryPolicy(max_attempts=3, max_elapsed_seconds=1.5)
+    with StuckPeer("trickle_download", interval=0.1) as peer, httpx.Client(timeout=5.0) as http:
+        client = stuck_client(peer, http, clock, retry=retry)
+        error = returns_within(20, "the export", export_raising(client, tmp_path))
+
+    assert isinstance(error, ExportUnavailableError)
+    assert error.reason == "download"
+    assert "took longer than the 1.5s left" in caplog.text  # the first attempt: all of it
+    assert "took longer than the 1.0s left" in str(error)  # the second: what the wait left
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_one_range_never_takes_much_longer_than_its_retry_budget_whatever_the_timeout(
+    tmp_path: Path,
+) -> None:
+    retry = RetryPolicy(max_attempts=6, initial_backoff_seconds=0.01, max_elapsed_seconds=1.0)
+    with StuckPeer("silent") as peer, httpx.Client(timeout=60.0) as http:
+        client = LangdockClient(
+            http, base_url=peer.base_url, api_key=KEY, request_timeout=60.0, retry=retry
+        )
+        started = time.monotonic()
+        error = returns_within(20, "the export", export_raising(client, tmp_path))
+        seconds = time.monotonic() - started
+
+    assert isinstance(error, ExportUnavailableError)
+    assert error.reason == "timeout"
+    assert seconds < 10  # a generous bound on behaviour: 60 s timeouts, a 1 s budget
+
+
+@pytest.mark.parametrize("mode", ["silent", "trickle", "trickle_download"])
+def test_a_stop_aborts_the_request_in_flight_with_stopping_never_an_export_error(
+    mode: Mode, clock: FakeClock, tmp_path: Path
+) -> None:
+    stop = StopSignal()
+    with StuckPeer(mode, interval=0.1) as peer, httpx.Client(timeout=60.0) as http:
+        retry = RetryPolicy(max_elapsed_seconds=300)
+        client = stuck_client(peer, http, clock, deadline=Deadline(stop=stop), retry=retry)
+        export = Background(export_raising(client, tmp_path))
+        wanted = 2 if mode == "trickle_download" else 1  # the export, then its download
+        wait_for(lambda: peer.connections >= wanted, 10, "the request in flight")
+        time.sleep(0.3)
+
+        stop.set()
+        error = export.result(5, "the export after the stop")
+
+    assert isinstance(error, Stopping)
+    assert list(tmp_path.iterdir()) == []  # a download begun is deleted
+
+
+def test_a_stop_ends_a_retry_sleep_at_once(
+    sim: Simulator, http: httpx.Client, tmp_path: Path
+) -> None:
+    sim.faults.fail_export(503, times=10, retry_after="60")
+    stop = StopSignal()
+    client = LangdockClient(  # the real wait: `deadline.wait`
+        http, base_url=sim.base_url, api_key=KEY, deadline=Deadline(stop=stop)
+    )
+    export = Background(export_raising(client, tmp_path))
+    wait_for(lambda: len(sim.requests) >= 1, 10, "the first attempt")
+    time.sleep(0.3)
+
+    stop.set()
+    error = export.result(5, "the export after the stop")
+
+    assert isinstance(error, Stopping)
+    assert len(sim.requests) == 1
+
+
+def test_no_export_request_starts_once_stopped(
+    sim: Simulator, http: httpx.Client, clock: FakeClock, tmp_path: Path
+) -> None:
+    stop = StopSignal()
+    stop.set()
+    client = make_client(sim, http, clock, deadline=Deadline(stop=stop))
+
+    with pytest.raises(Stopping):
+        client.export_api_keys(*OCTOBER, tmp_path)
+    assert sim.requests == []
+
+
 # --- the retry policy on its own -----------------------------------------------------------------
 
 
@@ -972,4 +1108,12 @@ def test_an_api_key_with_surrounding_whitespace_is_refused_without_echoing_it(
 ) -> None:
     with pytest.raises(ValueError, match="api_key") as info:
         LangdockClient(http, base_url="https://api.langdock.com", api_key=f" {KEY}\n")
+    assert KEY not in str(info.value)
+
+
+def test_a_base_url_with_a_user_or_password_is_refused_without_echoing_it(
+    http: httpx.Client,
+) -> None:
+    with pytest.raises(ValueError, match="user or password") as info:
+        LangdockClient(http, base_url=f"https://admin:{KEY}@api.langdock.com", api_key=KEY)
     assert KEY not in str(info.value)

@@ -7,12 +7,14 @@ parsing it back (`text_string_to_metric_families`), and once by `promtool check 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +31,7 @@ from promtool import check_metrics
 
 from costwatch.budgets import FINDING_SCHEMA
 from costwatch.errors import EXPORT_FAILURE_REASONS
+from costwatch.httpserver import WORKERS, Limits
 from costwatch.metrics import (
     CYCLE_OUTCOMES,
     OTHER_MODEL,
@@ -38,7 +41,7 @@ from costwatch.metrics import (
     Snapshot,
     render_snapshot,
 )
-from costwatch.slackerrors import PERMANENT_ERRORS
+from costwatch.slackerrors import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from costwatch.usage import SCHEMA, TOKEN_COLUMNS
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -462,7 +465,7 @@ def test_free_form_error_labels_are_bounded(metrics: Metrics) -> None:
         metrics.export_failed(f"odd_{i}", 1.0)
     text = metrics.exposition().decode()
     slack_errors = by_labels(text, "costwatch_slack_errors_total", "error")
-    assert len(slack_errors) == len(PERMANENT_ERRORS) + 33
+    assert len(slack_errors) == len(PERMANENT_ERRORS) + len(TRANSIENT_ERRORS) + 33
     assert slack_errors[("other",)] == 68.0
     reasons = by_labels(text, "costwatch_export_failures_total", "reason")
     assert len(reasons) == len(EXPORT_FAILURE_REASONS) + 33
@@ -715,3 +718,137 @@ def exercise_live_metrics(metrics: Metrics) -> None:
     ]
     for call in calls:
         call()
+
+
+# --- bounds: idle, slow and half-open connections cost no thread and time out ----------------
+
+QUICK = Limits(timeout=1.0, workers=2, max_pending=64)
+
+
+def _connect(server: MetricsServer, count: int) -> list[socket.socket]:
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sockets.append(sock)
+    return sockets
+
+
+def _closed_by_server(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes `sock` within `seconds` (EOF or reset), sending nothing else."""
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_300_idle_connections_hold_no_thread_and_a_scrape_still_succeeds(
+    metrics: Metrics,
+) -> None:
+    metrics.publish(populated())
+    before = threading.active_count()
+    with MetricsServer(
+        metrics, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe
+    ) as server:
+        started = threading.active_count()
+        idle = _connect(server, 300)
+        try:
+            text = scrape(server)
+            assert by_labels(text, "costwatch_key_requests", "api_key_id")[("k2",)] == 7
+            assert threading.active_count() == started  # the loop and the workers, no more
+            assert started - before == 1 + WORKERS
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_an_idle_a_slow_and_a_half_open_tls_connection_are_closed_at_the_deadline(
+    metrics: Metrics, tmp_path: Path
+) -> None:
+    cert, key = openssl_certificate(tmp_path)
+    verify = ssl.create_default_context(cafile=cert)
+    with MetricsServer(
+        metrics,
+        host="127.0.0.1",
+        port=0,
+        healthz=ok_probe,
+        readyz=ok_probe,
+        tls=(cert, key),
+        limits=QUICK,
+    ) as server:
+        idle, slow, half_open = _connect(server, 3)
+        half_open.sendall(b"\x16\x03\x01\x00\xc8\x01")  # the start of a ClientHello, no more
+        deadline = threading.Event()
+
+        def send_slowly() -> None:  # a byte every 0.1 s: never a whole handshake, always "active"
+            with contextlib.suppress(OSError):  # until the server closes the connection
+                while not deadline.wait(0.1):
+                    slow.send(b"\x16")
+
+        trickle = threading.Thread(target=send_slowly)
+        trickle.start()
+        try:
+            assert scrape(server, verify=verify)  # served while the three hang on
+            for sock in (idle, half_open, slow):
+                assert _closed_by_server(sock, QUICK.timeout + 5)
+        finally:
+            deadline.set()
+            trickle.join(timeout=10)
+            for sock in (idle, slow, half_open):
+                sock.close()
+
+
+def test_a_request_that_trickles_in_byte_by_byte_is_closed_at_the_deadline(
+    metrics: Metrics,
+) -> None:
+    with MetricsServer(
+        metrics, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe, limits=QUICK
+    ) as server:
+        [sock] = _connect(server, 1)
+        with sock:
+            try:
+                for char in b"GET /metrics HTTP/1.0\r\nX-Slow: " + b"x" * 40:
+                    sock.send(bytes([char]))
+                    time.sleep(0.05)  # 3 s in all: well past the 1 s deadline for the head
+            except OSError:  # the server closed it while it was still sending
+                return
+            assert _closed_by_server(sock, QUICK.timeout + 5)
+
+
+def test_more_pending_connections_than_the_bound_close_the_oldest(metrics: Metrics) -> None:
+    with MetricsServer(
+        metrics, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe, limits=QUICK
+    ) as server:
+        sockets = _connect(server, QUICK.max_pending + 10)
+        try:
+            assert _closed_by_server(sockets[0], 5)
+            assert not _closed_by_server(sockets[-1], 0.2)
+            with httpx.Client() as http:
+                assert http.get(url(server, "/healthz"), timeout=10).status_code == 200
+        finally:
+            for sock in sockets:
+                sock.close()
+
+
+def test_a_request_head_over_16_kib_is_refused_with_431(served: MetricsServer) -> None:
+    with httpx.Client() as http:
+        response = http.get(url(served), headers={"X-Padding": "x" * 20_000}, timeout=10)
+    assert response.status_code == 431
+
+
+def test_a_hostile_request_line_is_logged_quoted_on_one_line(
+    served: MetricsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="costwatch.httpserver")
+    [sock] = _connect(served, 1)
+    with sock:
+        sock.sendall(b"GET /x\x1b[31m\rERROR forged HTTP/1.0\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.0 ")
+    logged = [r.getMessage() for r in caplog.records if r.name == "costwatch.httpserver"]
+    assert logged, "the request was logged"
+    for message in logged:
+        assert "\x1b" not in message
+        assert "\r" not in message
+        assert "\n" not in message

@@ -233,7 +233,7 @@ def test_a_run_whose_metrics_port_is_taken_exits_2_having_posted_nothing(
     tmp_path: Path, sim: Simulator, stub: SlackStub
 ) -> None:
     config_file = config(tmp_path / "costwatch.yaml", sim, stub)
-    queued = check(config_file)  # plans the alerts into the outbox; check delivers nothing
+    queued = check(config_file, "--queue-only")  # plans the alerts into the outbox, no more
     code, err = queued.finish(60)
     assert code == 1, err
     assert unsent(tmp_path / "state.db") == BUDGETS  # the outbox has rows to deliver
@@ -307,7 +307,7 @@ def test_check_waits_for_a_holder_that_lets_go_within_the_wait_and_then_runs(
     assert holder.stdout is not None
     try:
         assert holder.stdout.readline() == "held\n"
-        checking = check(config_file)
+        checking = check(config_file, "--queue-only")
         line = checking.wait_for_line("waiting", 30)
         assert "in use by a test holding the lock (pid " in line
         holder.stdin.write("go\n")

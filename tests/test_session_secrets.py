@@ -1,11 +1,11 @@
 """A whole daemon session with known secrets, scanned for them everywhere they could leak.
 
-`costwatch --log-format json run` runs as a process against the simulator (with export and
-download faults, so the error and retry paths run) and the Slack stand-in (with errors), with a
-known Langdock key, Slack bot token and metrics basic-auth password. Afterwards every log line
-(tracebacks included), every `/metrics` scrape (and a refused one), every request the Slack
-stand-in and the simulator's download host received, and the state file are searched for the
-three secrets: none may appear. The Langdock key may appear only in the Authorization header the
+`costwatch --log-format json --log-level debug run` runs as a process against the simulator (with
+export and download faults, so the error and retry paths run) and the Slack stand-in (with errors),
+with a known Langdock key, Slack bot token and metrics basic-auth password. Afterwards every log
+line (tracebacks included), every `/metrics` scrape (and a refused one), every request the Slack
+stand-in and the simulator's download host received, and the state file are searched for the three
+secrets: none may appear. The Langdock key may appear only in the Authorization header the
 simulator's API host received, the Slack token only in the one the stand-in received.
 
 Key and model names as markup: Slack mentions are proved inert in test_slackrender.py
@@ -101,6 +101,8 @@ def test_no_secret_appears_in_logs_metrics_slack_requests_downloads_or_state(
                 "costwatch",
                 "--log-format",
                 "json",
+                "--log-level",
+                "debug",  # every debug line too: slack_sdk's, httpx's and costwatch's own
                 "run",
                 "--config",
                 str(config),

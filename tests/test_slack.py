@@ -16,7 +16,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,13 @@ import pytest
 from fakes import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from loopback import Background, returns_within, wait_for
 from slackstub import TOKEN, WEBHOOK_SECRET, SlackStub
 
 from costwatch import slack
 from costwatch.alerts import Alert
 from costwatch.config import SlackConfig
+from costwatch.deadline import UNBOUNDED, Deadline, StopSignal
 from costwatch.health import Operational
 from costwatch.slack import DeliveryError, DeliveryReport, Sender, sender_from_config
 from costwatch.slackrender import Rendered
@@ -49,9 +51,9 @@ class Recorder:
         self.clock = clock
         self.posts: list[tuple[float, str | None]] = []
 
-    def post(self, channel: str | None, message: Rendered) -> None:
+    def post(self, channel: str | None, message: Rendered, deadline: Deadline = UNBOUNDED) -> None:
         self.posts.append((self.clock.now, channel))
-        self.sender.post(channel, message)
+        self.sender.post(channel, message, deadline)
 
 
 @pytest.fixture(autouse=True)
@@ -562,8 +564,158 @@ def test_the_token_and_the_webhook_url_never_leak(
         sender(webhook_config(stub)).post(None, Rendered(text="hello"))
     seen += [str(caught.value), "".join(traceback.format_exception(caught.value))]
     seen.append(caplog.text)
-    assert "[secret]" in caplog.text  # slack_sdk did log a URL, and it was redacted
+    assert "Slack delivery to" in caplog.text  # costwatch logged the failures itself
     for text in seen:
         assert TOKEN not in text
         assert WEBHOOK_SECRET not in text
         assert "w3bh00k" not in text
+
+
+def test_a_webhook_url_outside_services_never_reaches_a_log_even_at_debug(
+    stub: SlackStub, tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret_path = "/hooks/proxy-7Hx9-s3cr3t-path"  # a Slack-compatible proxy's own layout
+    config = webhook_config(stub, url=stub.base_url + secret_path)
+    with State.open(tmp_path / "state.db") as state:
+        enqueue(state, make_alert("a"))
+        stub.drop_next(2)  # slack_sdk retries, and would log the URL it retries
+        report = run(state, config, clock)
+    assert report.failed == 1
+    assert caplog.records  # logging at DEBUG was on, and costwatch said what happened
+    assert "7Hx9-s3cr3t" not in caplog.text
+
+
+# -- Retry-After, deadlines and the stop --------------------------------------------------------
+
+
+@given(
+    st.one_of(
+        st.none(),
+        st.text(max_size=40),
+        st.floats(allow_nan=True).map(str),
+        st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    ),
+    st.floats(min_value=0, allow_infinity=True),
+)
+def test_any_retry_after_reads_as_a_wait_within_the_cap_and_the_time_left_or_as_none(
+    value: str | None, remaining: float
+) -> None:
+    wait = slack.retry_after_wait(value, remaining=remaining)
+    assert wait is None or 0.0 <= wait <= min(slack.RETRY_AFTER_CAP, remaining)
+
+
+def deliver_within(
+    state: State, config: SlackConfig, deadline: Deadline, **options: Any
+) -> Callable[[], DeliveryReport]:
+    """A delivery round at NOW within `deadline`, to run (in a thread)."""
+    options = {"timeout": 5.0, "retry_interval": 0.01, **options}
+    via = sender_from_config(config, **options)
+    return lambda: slack.deliver(state, via, config, NOW, deadline=deadline, reported=set())
+
+
+RETRY_AFTERS = [  # (Retry-After as Slack sent it, retried within the same post)
+    ("0.2", True),
+    ("-5", True),  # negative: now
+    ("abc", True),  # unreadable: 1 s
+    ("", True),
+    ("nan", True),
+    ("1e400", True),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", True),  # a date past: now
+    ("31", False),  # over the 30 s cap: the row waits for a later round
+    ("3600", False),
+]
+
+
+@pytest.mark.parametrize("mode", ["token", "webhook"])
+@pytest.mark.parametrize(("value", "retried"), RETRY_AFTERS)
+def test_a_retry_after_of_any_form_never_breaks_delivery_and_a_long_one_is_not_waited(
+    value: str, retried: bool, mode: str, stub: SlackStub, state: State
+) -> None:
+    config = token_config(stub) if mode == "token" else webhook_config(stub)
+    stub.retry_after = value
+    stub.fail_next(429)
+    enqueue(state, make_alert("support"))
+
+    report = returns_within(20, "delivery", deliver_within(state, config, UNBOUNDED))
+
+    statuses = [request.status for request in stub.requests]
+    assert statuses == ([429, 200] if retried else [429])
+    assert (report.sent, report.failed) == ((1, 0) if retried else (0, 1))
+
+
+def test_a_stop_ends_a_retry_after_wait_and_leaves_the_rows_due(
+    stub: SlackStub, state: State
+) -> None:
+    stub.retry_after = 25  # under the cap: waited, but through the round's deadline
+    stub.fail_next(429)
+    (row,) = enqueue(state, make_alert("support"))
+    stop = StopSignal()
+    config = token_config(stub)
+    delivery = Background(deliver_within(state, config, Deadline(stop=stop)))
+    wait_for(lambda: len(stub.requests) == 1, 10, "the 429")
+
+    stop.set()
+    report = delivery.result(5, "delivery after the stop")
+
+    assert report.interrupted
+    assert (report.sent, report.failed, report.pending) == (0, 0, 1)
+    (item,) = state.pending(NOW)  # due as it was: not even counted as an attempt
+    assert (item.id, item.attempts) == (row, 0)
+
+
+def test_a_stop_ends_the_pause_before_retrying_a_dropped_connection(
+    stub: SlackStub, state: State
+) -> None:
+    stub.drop_next(3)
+    enqueue(state, make_alert("support"))
+    stop = StopSignal()
+    config = token_config(stub)
+    deliver = deliver_within(state, config, Deadline(stop=stop), retry_interval=20)
+    delivery = Background(deliver)
+    wait_for(lambda: len(stub.requests) == 1, 10, "the dropped post")
+
+    stop.set()
+    report = delivery.result(5, "delivery after the stop")
+
+    assert report.interrupted
+    assert state.pending_count() == 1
+
+
+def test_a_retry_after_longer_than_the_round_has_left_is_not_waited(
+    stub: SlackStub, state: State
+) -> None:
+    stub.retry_after = 10  # under the cap, but the round has 3 s
+    stub.fail_next(429)
+    enqueue(state, make_alert("support"))
+    config = token_config(stub)
+
+    report = returns_within(5, "delivery", deliver_within(state, config, Deadline.after(3)))
+
+    assert [request.status for request in stub.requests] == [429]
+    assert (report.sent, report.failed, report.interrupted) == (0, 1, False)
+
+
+def test_a_post_never_outlasts_the_round_deadline(stub: SlackStub, state: State) -> None:
+    stub.delay_next(30)
+    enqueue(state, make_alert("support"))
+    config = token_config(stub)
+    deliver = deliver_within(state, config, Deadline.after(1), timeout=60)
+
+    report = returns_within(10, "delivery", deliver)
+
+    assert (report.sent, report.failed) == (0, 1)
+    (item,) = state.pending()
+    assert item.last_error is not None
+    assert item.last_error.startswith("timeout")
+
+
+def test_no_post_starts_once_the_daemon_stops(stub: SlackStub, state: State) -> None:
+    enqueue(state, make_alert("support"), make_alert("finance", "#finance"))
+    stop = StopSignal()
+    stop.set()
+
+    report = deliver_within(state, token_config(stub), Deadline(stop=stop))()
+
+    assert report.interrupted
+    assert stub.requests == []
+    assert [item.attempts for item in state.pending(NOW)] == [0, 0]

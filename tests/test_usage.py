@@ -257,7 +257,7 @@ REFUSED: list[tuple[str, str, str, str | None, int | None]] = [
         "a missing required column",
         "period_start,api_key_id,api_key_name,model,total_cost_usd\n2026-09-01,k1,n,m,1\n",
         "missing required column 'requests' (the header has: "
-        "period_start, api_key_id, api_key_name, model, total_cost_usd)",
+        "'period_start', 'api_key_id', 'api_key_name', 'model', 'total_cost_usd')",
         "requests",
         None,
     ),
@@ -265,7 +265,7 @@ REFUSED: list[tuple[str, str, str, str | None, int | None]] = [
         "no model column",
         "api_key_id,api_key_name,requests,total_cost_usd\nk1,n,1,1\n",
         "no model column: looked for model, model_name, raw_model, name "
-        "(the header has: api_key_id, api_key_name, requests, total_cost_usd)",
+        "(the header has: 'api_key_id', 'api_key_name', 'requests', 'total_cost_usd')",
         None,
         None,
     ),
@@ -315,7 +315,7 @@ def test_model_column_is_detected_and_logged(
     path = write(
         tmp_path, f"api_key_id,api_key_name,{model_column},requests,total_cost_usd\nk1,n,gpt,1,2\n"
     )
-    with caplog.at_level(logging.INFO, logger="costwatch.usage"):
+    with caplog.at_level(logging.DEBUG, logger="costwatch.usage"):
         usage = load_csv(path)
     assert usage.model_column == model_column
     assert records(usage, "model") == [("gpt",)]
