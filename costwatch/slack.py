@@ -24,11 +24,18 @@
   the channel, a dead webhook) are logged once per error and channel per process with the
   remedy in plain words, and counted in the report. With a token, a channel error re-routes the
   message to the default channel with a line saying where it should have gone.
+- **Accepted means Slack said so**: a webhook's HTTP 200 with the body `ok`, or a Web API
+  HTTP 200 whose JSON object has `ok: true`. Anything else (an empty body, a proxy's HTML page,
+  a redirect, JSON of another shape) is a `DeliveryError` and the rows stay; no answer can
+  crash the round (`slackhttp.py` turns what slack_sdk would choke on into errors).
 - **Secrets**: the token and the webhook URL (it holds the credential) appear in no log record,
   error message or report. slack_sdk formats request URLs and headers into its own log records
   (f-strings, at DEBUG and INFO), so it is handed a logger that emits nothing at any level:
   nothing is redacted afterwards because nothing with a secret is ever formatted for output.
-  What costwatch reports about delivery it logs itself.
+  What costwatch reports about delivery it logs itself. No redirect is followed, so neither
+  reaches a host other than the configured one.
+- **Rows that cannot be rendered** are refused one by one before the round is planned, so one
+  of them never holds up a digest; rows damaged in storage never get here (`State.pending`).
 """
 
 from __future__ import annotations
@@ -44,7 +51,6 @@ from datetime import datetime
 from http.client import HTTPException
 from typing import Any, Protocol, cast
 
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry import (
     ConnectionErrorRetryHandler,
@@ -56,13 +62,20 @@ from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
-from slack_sdk.webhook import WebhookClient
 
 from costwatch import slackblocks
 from costwatch.config import SlackConfig
 from costwatch.deadline import UNBOUNDED, Deadline, Stopping
 from costwatch.retry import parse_retry_after
-from costwatch.slackerrors import DeliveryError, api_error, transport_error, webhook_error
+from costwatch.slackerrors import (
+    DeliveryError,
+    api_error,
+    redirected,
+    transport_error,
+    unexpected_answer,
+    webhook_error,
+)
+from costwatch.slackhttp import GuardedWebClient, GuardedWebhookClient, Redirected, UnexpectedAnswer
 from costwatch.slackrender import Rendered, render, render_digest, render_test
 from costwatch.state import OutboxItem, State
 
@@ -105,7 +118,7 @@ class _Transport:
 
 
 class _WebApiSender:
-    """chat.postMessage with a bot token."""
+    """chat.postMessage with a bot token; accepted only on HTTP 200 with `ok: true`."""
 
     def __init__(self, config: SlackConfig, transport: _Transport) -> None:
         self._config = config
@@ -114,17 +127,21 @@ class _WebApiSender:
     def post(self, channel: str | None, message: Rendered, deadline: Deadline = UNBOUNDED) -> None:
         if channel is None:
             raise DeliveryError("no_channel", "set slack.channel", scope="message", channel=None)
-        client = WebClient(
+        client = GuardedWebClient(
             token=self._config.secret_token(),
             base_url=self._config.api_url,
             **self._transport.options(deadline),
         )
         with _translated(channel):
-            client.chat_postMessage(channel=channel, **_fields(message))
+            response = client.chat_postMessage(channel=channel, **_fields(message))
+        data = response.data  # slack_sdk takes any truthy `ok` (1, "yes") for success
+        if response.status_code != 200 or not isinstance(data, dict) or data.get("ok") is not True:
+            raise unexpected_answer(response.status_code, "no ok: true", channel)
 
 
 class _WebhookSender:
-    """An incoming webhook: one channel, chosen when the webhook was created."""
+    """An incoming webhook: one channel, chosen when the webhook was created. Accepted only on
+    HTTP 200 with the body `ok` (around it, whitespace at most)."""
 
     def __init__(self, config: SlackConfig, transport: _Transport) -> None:
         self._config = config
@@ -133,11 +150,12 @@ class _WebhookSender:
     def post(self, channel: str | None, message: Rendered, deadline: Deadline = UNBOUNDED) -> None:
         url = self._config.secret_webhook_url()
         assert url is not None  # SlackConfig has one mode or the other
-        client = WebhookClient(url, **self._transport.options(deadline))
+        client = GuardedWebhookClient(url, **self._transport.options(deadline))
         with _translated(channel):
             response = client.send(**_fields(message))
-        if response.status_code != 200:
-            raise webhook_error(response.status_code, str(response.body), channel)
+        body = str(response.body)
+        if response.status_code != 200 or body.strip(" \t\r\n") != "ok":
+            raise webhook_error(response.status_code, body, channel)
 
 
 def _fields(message: Rendered) -> dict[str, Any]:
@@ -153,6 +171,10 @@ def _translated(channel: str | None) -> Iterator[None]:
         yield
     except SlackApiError as error:
         raise api_error(error, channel) from None
+    except Redirected as error:
+        raise redirected(error.status, channel) from None
+    except UnexpectedAnswer as error:
+        raise unexpected_answer(error.status, error.shape, channel) from None
     except (OSError, HTTPException, SlackClientError) as error:
         raise transport_error(error, channel) from None
 
@@ -340,7 +362,8 @@ def deliver(
     already logged; by default, for the life of the process."""
     once = _REPORTED if reported is None else reported
     round_ = _Round(state, sender, config, now, sleep or deadline.wait, monotonic, once, deadline)
-    for send in _plan(state.pending(now), config):
+    renderable = [item for item in state.pending(now) if round_.renders(item)]
+    for send in _plan(renderable, config):
         try:
             round_.send(send)
         except Stopping:  # the rows of this send and the rest were not tried: still due
@@ -354,8 +377,7 @@ def _plan(items: Sequence[OutboxItem], config: SlackConfig) -> list[_Send]:
     """Per channel: a digest for many alerts, else one message a row; channels take turns."""
     groups: dict[str | None, list[OutboxItem]] = {}
     for item in items:
-        channel = (item.channel or config.channel) if config.mode == "token" else None
-        groups.setdefault(channel, []).append(item)
+        groups.setdefault(_channel(item, config), []).append(item)
     queues = []
     for channel, rows in groups.items():
         alerts = [row for row in rows if row.kind == "alert"]
@@ -367,6 +389,11 @@ def _plan(items: Sequence[OutboxItem], config: SlackConfig) -> list[_Send]:
         queues.append(sorted(sends, key=lambda send: send.items[0].id))
     turns = itertools.zip_longest(*queues)
     return [send for turn in turns for send in turn if send is not None]
+
+
+def _channel(item: OutboxItem, config: SlackConfig) -> str | None:
+    """Where a row belongs (None: the webhook's own channel)."""
+    return (item.channel or config.channel) if config.mode == "token" else None
 
 
 @dataclass
@@ -387,6 +414,16 @@ class _Round:
     blocked: dict[str | None, DeliveryError] = field(default_factory=dict)  # not this round
     stopped: DeliveryError | None = None  # nothing more this round
 
+    def renders(self, item: OutboxItem) -> bool:
+        """Whether the row renders on its own; if not, it is refused now, alone, so that it
+        holds up no digest and no other row."""
+        try:
+            render(item, now=self.now)
+        except Exception:
+            self._unrenderable(_Send(_channel(item, self.config), (item,), False))
+            return False
+        return True
+
     def send(self, send: _Send) -> None:
         target = self.config.channel if send.channel in self.rerouted else send.channel
         skip = self.stopped or self.blocked.get(target)
@@ -396,8 +433,7 @@ class _Round:
         try:
             message = _render(send, self.now)
         except Exception:
-            log.exception("cannot render outbox row %s; it stays in the outbox", send.items[0].id)
-            self._refused(_render_failed(send.channel), send)
+            self._unrenderable(send)
             return
         if target != send.channel:
             message = _with_note(message, send.channel, self.rerouted[send.channel])
@@ -411,6 +447,10 @@ class _Round:
         self.report.sent += len(send.items)
         self.report.digests += int(send.digest)
         self.report.rerouted += len(send.items) if target != send.channel else 0
+
+    def _unrenderable(self, send: _Send) -> None:
+        log.exception("cannot render outbox row %s; it stays in the outbox", send.items[0].id)
+        self._refused(_render_failed(send.channel), send)
 
     def _post(self, channel: str | None, message: Rendered) -> None:
         last = self.last_post.get(channel)

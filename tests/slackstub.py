@@ -10,9 +10,11 @@ webhooks, on one loopback port, answering as Slack does.
   (unknown path), 403 `invalid_token`, 410 `channel_is_archived`, 400 `invalid_payload`, as set
   by `webhook_error`.
 - Faults, each for the next N requests, in the order set: an HTTP status (429 carries
-  `Retry-After`), a delay before answering, a dropped connection (reset, no answer).
-- Every request is recorded (path, headers, parsed body, status) for the tests to inspect; the
-  stand-in logs nothing (a webhook path is a secret).
+  `Retry-After`), a delay before answering, a dropped connection (reset, no answer), or an
+  exact answer (any status, body and headers: a proxy's login page, a redirect elsewhere).
+- Any other method than POST gets 405, unless an exact answer is set (a redirect's target).
+- Every request is recorded (method, path, headers, parsed body, status) for the tests to
+  inspect; the stand-in logs nothing (a webhook path is a secret).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ WEBHOOK_SECRET = "T0STUB/B0STUB/w3bh00kS3cr3tPart"
 
 @dataclass(frozen=True)
 class Request:
+    method: str
     path: str
     headers: dict[str, str]  # lower-case names
     body: dict[str, Any]  # JSON or form fields, parsed
@@ -60,14 +63,6 @@ class Channel:
     member: bool = True
 
 
-@dataclass(frozen=True)
-class _Fault:
-    status: int = 0  # 0: no answer of its own
-    delay: float = 0.0
-    drop: bool = False
-    error: str = ""
-
-
 @dataclass
 class _Reply:
     status: int
@@ -76,6 +71,15 @@ class _Reply:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
     accepted: bool = False  # a message posted
+
+
+@dataclass(frozen=True)
+class _Fault:
+    status: int = 0  # 0: no answer of its own
+    delay: float = 0.0
+    drop: bool = False
+    error: str = ""
+    reply: _Reply | None = None  # exactly this answer
 
 
 class SlackStub:
@@ -111,6 +115,23 @@ class SlackStub:
     def drop_next(self, times: int = 1) -> None:
         """The next `times` requests get their connection reset instead of an answer."""
         self._push(_Fault(drop=True), times)
+
+    def answer_next(
+        self,
+        status: int,
+        body: bytes = b"",
+        *,
+        content_type: str = "text/html; charset=utf-8",
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+    ) -> None:
+        """The next `times` requests, whatever their method, get exactly this answer."""
+        reply = _Reply(status, body, content_type, dict(headers or {}))
+        self._push(_Fault(reply=reply), times)
+
+    def redirect_next(self, status: int, location: str, times: int = 1) -> None:
+        """The next `times` requests are sent on to `location` (301, 302, 303, 307, 308)."""
+        self.answer_next(status, b"Moved", headers={"Location": location}, times=times)
 
     def _push(self, fault: _Fault, times: int) -> None:
         with self._lock:
@@ -178,13 +199,17 @@ class SlackStub:
 
     # -- answering ----------------------------------------------------------------------------
 
-    def handle(self, path: str, headers: dict[str, str], raw: bytes) -> _Reply:
+    def handle(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> _Reply:
         body = _parse(raw, headers.get("content-type", ""))
         with self._lock:
             fault = self._faults.popleft() if self._faults else _Fault()
         if fault.delay:
             self._stopping.wait(fault.delay)
-        if fault.drop:
+        if fault.reply is not None:
+            reply = fault.reply
+        elif method != "POST":
+            reply = _Reply(405, b"method_not_allowed", "text/plain")
+        elif fault.drop:
             reply = _Reply(0, b"", drop=True)
         elif fault.status:
             reply = self._fault_reply(path, fault)
@@ -193,7 +218,9 @@ class SlackStub:
         else:
             reply = self._webhook(path, body)
         with self._lock:
-            self._requests.append(Request(path, headers, body, reply.status, reply.accepted))
+            self._requests.append(
+                Request(method, path, headers, body, reply.status, reply.accepted)
+            )
         return reply
 
     def _fault_reply(self, path: str, fault: _Fault) -> _Reply:
@@ -301,9 +328,18 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_POST(self) -> None:
+        self._answer()
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_PUT(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
         headers = {name.lower(): value for name, value in self.headers.items()}
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        reply = self.server.stub.handle(self.path, headers, raw)
+        reply = self.server.stub.handle(self.command, self.path, headers, raw)
         self.close_connection = True
         if reply.drop:
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
