@@ -93,6 +93,7 @@ class Daemon:
         self._state = State.open(self._config.state.path, command="costwatch run")
         try:
             self._metrics = Metrics(max_series=self._config.metrics.max_series)
+            self._state.on_damaged = self._metrics.state_damaged
             self._health = _Health()
             self._scheduler = BackgroundScheduler(timezone=self._config.schedule.zone)
             self._server = MetricsServer(

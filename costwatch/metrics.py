@@ -59,6 +59,7 @@ from costwatch.budgets import Unevaluated
 from costwatch.errors import EXPORT_FAILURE_REASONS
 from costwatch.httpserver import MetricsServer
 from costwatch.slackerrors import PERMANENT_ERRORS, TRANSIENT_ERRORS
+from costwatch.staterows import TABLES
 from costwatch.usage import SCHEMA
 
 __all__ = [
@@ -141,6 +142,8 @@ class Metrics:
             self._cycles.labels(outcome=outcome)
         for code in (*PERMANENT_ERRORS, *TRANSIENT_ERRORS):  # increase() sees the first error
             self._slack_errors_total.labels(error=code)
+        for table in TABLES:
+            self._damaged_rows.labels(table=table)
 
     def _define(self, registry: CollectorRegistry) -> None:
         self._last_success = Gauge(
@@ -182,6 +185,13 @@ class Metrics:
             "Slack posts that failed, by error: Slack's code, or ratelimited, timeout, "
             "connection, http_<status> for failures retried later.",
             ["error"],
+            registry=registry,
+        )
+        self._damaged_rows = Counter(
+            "costwatch_state_damaged_rows_total",
+            "Damaged rows found in the state file (each once per process), by table; outbox"
+            " rows are set aside, ledger rows read so that nothing is sent twice.",
+            ["table"],
             registry=registry,
         )
         self._build_info = Gauge(
@@ -226,6 +236,11 @@ class Metrics:
         """`count` posts Slack did not take with `error`, permanent or transient (5xx,
         timeouts, connection errors, rate limits slack_sdk's retries did not outlast)."""
         self._slack_errors_total.labels(error=self._slack_errors.value(error)).inc(count)
+
+    def state_damaged(self, table: str) -> None:
+        if table not in TABLES:
+            raise ValueError(f"unknown state table {table!r}: one of {TABLES}")
+        self._damaged_rows.labels(table=table).inc()
 
     def publish(self, snapshot: Snapshot) -> None:
         """Render the snapshot's families once; scrapes serve these bytes until the next one."""

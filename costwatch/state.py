@@ -15,6 +15,9 @@
   outbox rows sent. After a crash, nothing fires twice (the ledger says it fired) and nothing is
   lost (the outbox row waits); the one window for a duplicate is between Slack accepting a
   message and `mark_sent`.
+- A damaged outbox or ledger row (bad JSON, a bad time, a value of the wrong type) stops
+  neither delivery nor planning: outbox rows are set aside, ledger rows read the safe way, each
+  logged once and counted (`staterows.py`; `on_damaged`). Reading never writes.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from costwatch import periods
+from costwatch import periods, staterows
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
@@ -90,6 +93,16 @@ class State:
         self._writer = writer
         self._writable = writer is not None
         self.path = path
+        self._damage = staterows.Damage(path)
+
+    @property
+    def on_damaged(self) -> Callable[[str], None] | None:
+        """Called with the table ("outbox", "ledger") of each damaged row, once per row."""
+        return self._damage.on_damaged
+
+    @on_damaged.setter
+    def on_damaged(self, count: Callable[[str], None] | None) -> None:
+        self._damage.on_damaged = count
 
     @classmethod
     def open(
@@ -140,7 +153,7 @@ class State:
 
         To plan against them and commit the plan, read them through `transaction()` instead.
         """
-        return _read_ledger(self._query, periods)
+        return _read_ledger(self._query, periods, self._damage)
 
     def export_health(self) -> ExportHealth:
         return _read_health(self._query)
@@ -152,7 +165,7 @@ class State:
         true when the plan is committed. Rolled back whole on any error; other threads' calls
         on this State wait until it ends."""
         with self._transaction() as db:
-            transaction = Transaction(db)
+            transaction = Transaction(db, self._damage)
             try:
                 yield transaction
             finally:
@@ -185,20 +198,21 @@ class State:
         if now is not None:
             sql += " AND (next_attempt_at IS NULL OR next_attempt_at <= ?)"
             params.append(_iso(now))
-        sql += " ORDER BY id LIMIT ?"
-        params.append(limit)
-        return [
-            OutboxItem(
-                id=r[0],
-                created_at=_required_time(r[1]),
-                channel=r[2],
-                kind=r[3],
-                payload=json.loads(r[4]),
-                attempts=r[5],
-                last_error=r[6],
-            )
-            for r in self._query(sql, params)
-        ]
+        sql += " AND id > ? ORDER BY id LIMIT ?"
+        items: list[OutboxItem] = []
+        after = 0  # the last id read: damaged rows are skipped, and more read in their place
+        while len(items) < limit:
+            wanted = limit - len(items)
+            rows = self._query(sql, [*params, after, wanted])
+            for row in rows:
+                after = row[0]
+                try:
+                    items.append(_outbox_item(row))
+                except staterows.Damaged as error:
+                    self._damage.report("outbox", row[0], f"row {row[0]}", str(error))
+            if len(rows) < wanted:
+                break
+        return items
 
     def pending_count(self) -> int:
         return int(self._query("SELECT count(*) FROM outbox WHERE sent_at IS NULL")[0][0])
@@ -256,13 +270,14 @@ class State:
 class Transaction:
     """What a cycle reads and writes inside `State.transaction()`; usable only within it."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, damage: staterows.Damage) -> None:
         self._db = db
+        self._damage = damage
         self.ended = False
 
     def ledger(self, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:
         """Ledger entries of the given periods, as they stand in this transaction."""
-        return _read_ledger(self._query, periods)
+        return _read_ledger(self._query, periods, self._damage)
 
     def export_health(self) -> ExportHealth:
         return _read_health(self._query)
@@ -330,7 +345,10 @@ class Transaction:
         return self._db
 
 
-def _read_ledger(query: _Query, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:
+def _read_ledger(
+    query: _Query, periods: Iterable[str], damage: staterows.Damage
+) -> dict[LedgerKey, LedgerEntry]:
+    """The ledger of `periods`; damaged rows read the safe way (`staterows.ledger_entries`)."""
     rows: list[tuple[Any, ...]] = []
     for period in sorted(set(periods)):  # a cycle has one to three periods
         rows += query(
@@ -338,22 +356,21 @@ def _read_ledger(query: _Query, periods: Iterable[str]) -> dict[LedgerKey, Ledge
             " sent_at FROM ledger WHERE period = ?",
             (period,),
         )
-    entries = (
-        LedgerEntry(
-            budget=r[0],
-            subject=r[1],
-            model=r[2],
-            metric=r[3],
-            kind=r[4],
-            period=r[5],
-            level=r[6],
-            limit=r[7],
-            used=r[8],
-            sent_at=_time(r[9]),
-        )
-        for r in rows
-    )
-    return {entry.key: entry for entry in entries}
+    entries: dict[LedgerKey, LedgerEntry] = {}
+    damaged: set[LedgerKey] = set()
+    for row in rows:
+        read, problems = staterows.ledger_entries(row)
+        if problems:
+            damage.report("ledger", _ledger_id(row), _ledger_what(row), "; ".join(problems))
+        for entry in read:
+            if entry.key in entries and (problems or entry.key not in damaged):
+                continue  # of two rows for one key (a damaged one, its rewrite), the sound one
+            entries[entry.key] = entry
+            if problems:
+                damaged.add(entry.key)
+            else:
+                damaged.discard(entry.key)
+    return entries
 
 
 def _read_health(query: _Query) -> ExportHealth:
@@ -436,5 +453,27 @@ def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
-def _required_time(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+def _outbox_item(r: Sequence[Any]) -> OutboxItem:
+    """An outbox row (id, created_at, channel, kind, payload, attempts, last_error); raises
+    `staterows.Damaged` for a row that does not hold one."""
+    return OutboxItem(
+        id=r[0],
+        created_at=staterows.aware_time(r[1], "created_at"),
+        channel=staterows.optional_text(r[2], "channel"),
+        kind=staterows.text(r[3], "kind"),
+        payload=staterows.json_object(r[4], "payload"),
+        attempts=staterows.integer(r[5], "attempts"),
+        last_error=staterows.optional_text(r[6], "last_error"),
+    )
+
+
+def _ledger_id(row: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(row[:6])
+
+
+def _ledger_what(row: Sequence[Any]) -> str:
+    """Which row, without its content beyond the budget and the kind (repr: escaped)."""
+    budget, kind = row[0], row[4]
+    if isinstance(budget, str) and isinstance(kind, str):
+        return f"row of budget {budget[:80]!r} ({kind[:20]!r})"
+    return "row"
