@@ -457,6 +457,24 @@ SLACK_FAULTS = [
         'log `no_service`; `costwatch_slack_errors_total{error="no_service"}`',
         webhook=True,
     ),
+    SlackFault(
+        "webhook 200 that is not `ok` (a proxy's login page)",
+        "not delivered: one such answer ends the round; rows stay",
+        "log `unexpected_answer ... (HTTP 200, an HTML page) is not Slack's` once; "
+        '`costwatch_slack_errors_total{error="unexpected_answer"}`',
+        webhook=True,
+    ),
+    SlackFault(
+        "Web API 200 that is not a JSON object with `ok: true`",
+        "not delivered, no crash: one such answer ends the round; rows stay",
+        'log `unexpected_answer` once; `costwatch_slack_errors_total{error="unexpected_answer"}`',
+    ),
+    SlackFault(
+        "redirect to another host",
+        "never followed: the token and the webhook URL reach no other host; rows stay",
+        "log `redirected ... check slack.api_url or slack.webhook_url` once; "
+        '`costwatch_slack_errors_total{error="redirected"}`',
+    ),
 ]
 
 
@@ -480,6 +498,13 @@ def _break(case: SlackFault, stub: SlackStub) -> Any:
         return token_config(stub, token="xoxb-0000-revoked", retry_every="1m")
     elif case.name == "webhook 404":
         return webhook_config(stub, url=stub.base_url + "/services/T0/B0/removed")
+    elif case.name.startswith("webhook 200"):
+        stub.answer_next(200, b"<html><form action=/login>Sign in</form></html>")
+        return webhook_config(stub, retry_every="1m")
+    elif case.name.startswith("Web API 200"):
+        stub.answer_next(200, b"<html><form action=/login>Sign in</form></html>")
+    elif case.name.startswith("redirect"):
+        stub.redirect_next(302, "http://127.0.0.1:9/elsewhere")
     return token_config(stub, retry_every="1m")
 
 

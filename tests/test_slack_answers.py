@@ -34,6 +34,7 @@ from test_slack import (
 from costwatch import slack
 from costwatch.config import SlackConfig
 from costwatch.slack import DeliveryError, DeliveryReport
+from costwatch.slackhttp import MAX_BODY
 from costwatch.slackrender import Rendered
 from costwatch.state import OutboxItem, State
 
@@ -194,6 +195,17 @@ def test_a_webhook_200_that_is_not_ok_keeps_the_row_and_is_counted_with_a_clear_
 def test_webhook_ok_with_surrounding_whitespace_is_accepted(captured: Captured) -> None:
     report, _, _ = answered("webhook", 200, b"ok\r\n", None, captured)
     assert (report.sent, report.pending) == (1, 0)
+
+
+@pytest.mark.parametrize("mode", ["token", "webhook"])
+def test_an_answer_over_1_mib_is_unexpected_answer_whatever_it_starts_with(
+    mode: str, captured: Captured
+) -> None:
+    start = b'{"ok": true, "pad": "' if mode == "token" else b"ok"
+    body = start + b" " * MAX_BODY + (b'"}' if mode == "token" else b"")
+    report, pending, _ = answered(mode, 200, body, "utf-8", captured)
+    assert_kept(report, pending)
+    assert report.permanent_errors == {"unexpected_answer": 1}
 
 
 # -- Web API answers -------------------------------------------------------------------------
