@@ -19,6 +19,8 @@ import pytest
 from fakes import FakeClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from slack_sdk.web.base_client import BaseClient
+from slack_sdk.webhook import WebhookClient
 from slackstub import TOKEN, WEBHOOK_SECRET, SlackStub
 from test_slack import (
     DEFAULT,
@@ -314,3 +316,25 @@ def test_test_channels_names_a_redirect_and_an_html_answer(elsewhere: SlackStub)
     ]
     assert all("slack.api_url" in (c.remedy or "") for c in checks)
     assert elsewhere.requests == []
+
+
+@pytest.mark.parametrize(
+    ("base", "method"),
+    [
+        (BaseClient, "_perform_urllib_http_request_internal"),  # WebClient's base
+        (WebhookClient, "_perform_http_request_internal"),
+    ],
+)
+def test_a_slack_sdk_without_the_method_that_opens_requests_is_refused_not_trusted(
+    base: type, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stands in for a slack_sdk upgrade that renamed it: our override would go unused and
+    redirects would be followed again, so no client is made."""
+    monkeypatch.delattr(base, method)
+    config = SlackConfig.model_validate(
+        {"token": TOKEN, "channel": DEFAULT}
+        if base is BaseClient
+        else {"webhook_url": f"https://hooks.slack.com/services/{WEBHOOK_SECRET}"}
+    )
+    with pytest.raises(RuntimeError, match="redirect"):
+        sender(config)
