@@ -84,7 +84,8 @@ def integer(value: Any, column: str) -> int:
 
 
 def number(value: Any, column: str) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+    """A REAL column: SQLite keeps text or a BLOB given to it as such (and NaN as NULL)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     raise Damaged(f"{column} is not a number")
 

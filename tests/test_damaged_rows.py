@@ -202,7 +202,6 @@ LEDGER_DAMAGE = {
     "sent_at a BLOB": "sent_at = x'00ff'",
     "level text": "level = 'high'",
     "level a BLOB": "level = x'00'",
-    "level infinite": "level = 9e999",
     "limit text": "limit_value = 'unknown'",
     "used text": "used = 'lots'",
     "level and limit text": "level = 'x', limit_value = 'y'",
