@@ -160,7 +160,7 @@ def assert_kept(report: DeliveryReport, pending: list[OutboxItem]) -> None:
 
 
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(status=STATUSES, body=BODIES, charset=CHARSETS)
 def test_a_webhook_row_is_sent_only_on_http_200_ok_and_no_answer_crashes_the_round(
@@ -214,7 +214,7 @@ def test_an_answer_over_1_mib_is_unexpected_answer_whatever_it_starts_with(
 
 
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(status=STATUSES, body=BODIES)
 def test_a_web_api_row_is_sent_only_on_http_200_ok_true_and_no_answer_crashes_the_round(
