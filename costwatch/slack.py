@@ -75,7 +75,13 @@ from costwatch.slackerrors import (
     unexpected_answer,
     webhook_error,
 )
-from costwatch.slackhttp import GuardedWebClient, GuardedWebhookClient, Redirected, UnexpectedAnswer
+from costwatch.slackhttp import (
+    GuardedWebClient,
+    GuardedWebhookClient,
+    Redirected,
+    UnexpectedAnswer,
+    require_supported,
+)
 from costwatch.slackrender import Rendered, render, render_digest, render_test
 from costwatch.state import OutboxItem, State
 
@@ -314,6 +320,7 @@ def sender_from_config(
 ) -> Sender:
     """The sender for `config.mode`; `timeout` in seconds per HTTP request (capped by each
     post's deadline)."""
+    require_supported()  # before any post: redirects must never be followed
     transport = _Transport(timeout, retry_interval)
     if config.secret_token() is not None:
         return _WebApiSender(config, transport)

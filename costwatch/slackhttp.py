@@ -19,8 +19,9 @@ guard that sees each answer before urllib's error processing does:
 
 `GuardedWebClient` and `GuardedWebhookClient` replace one method each, the one that opens the
 request (`_perform_urllib_http_request_internal` and `_perform_http_request_internal`, private
-slack_sdk API since its retry handlers, 3.9). A client refuses to be made if slack_sdk no longer
-has that method, rather than silently following redirects again.
+slack_sdk API since its retry handlers, 3.9). `require_supported` (called when a sender is made)
+and each client refuse to go on if slack_sdk no longer has that method, rather than silently
+following redirects again.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "GuardedWebhookClient",
     "Redirected",
     "UnexpectedAnswer",
+    "require_supported",
 ]
 
 MAX_BODY = 1 << 20  # bytes; chat.postMessage echoes the message, which stays far below this
@@ -141,6 +143,12 @@ def _opener(*, api: bool, proxy: str | None, ssl: Any) -> OpenerDirector:
     ):
         opener.add_handler(handler)
     return opener
+
+
+def require_supported() -> None:
+    """Raise unless slack_sdk still opens its requests where these clients take over."""
+    _require(WebClient, "_perform_urllib_http_request_internal")
+    _require(WebhookClient, "_perform_http_request_internal")
 
 
 def _require(cls: type, method: str) -> None:
