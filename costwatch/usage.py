@@ -27,6 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
+from costwatch.csvshape import CsvShape, measure
 from costwatch.errors import ExportPeriodError, UsageError
 from costwatch.quote import quote, quote_items
 
@@ -50,6 +51,10 @@ SCHEMA: dict[str, pl.DataType] = {
 MODEL_COLUMN_CANDIDATES = ("model", "model_name", "raw_model", "name")
 REQUIRED_COLUMNS = ("api_key_id", "api_key_name", "requests", "total_cost_usd")
 PERIOD_COLUMNS = ("period_start", "period_end")
+# Names the loader reads or may read: one of them twice in a header is refused.
+KNOWN_COLUMNS = frozenset(
+    (*REQUIRED_COLUMNS, *MODEL_COLUMN_CANDIDATES, *TOKEN_COLUMNS, *PERIOD_COLUMNS, "org_id")
+)
 
 _INTEGER_COLUMNS = frozenset(("requests", *TOKEN_COLUMNS))
 _SUMMED_COLUMNS = ("requests", "total_cost_usd", *TOKEN_COLUMNS)
@@ -72,6 +77,7 @@ class ExportFile:
     path: Path
     first_day: date | None = None  # None: unknown, skip the period check
     last_day: date | None = None
+    shape: CsvShape | None = None  # measured as the file was written; None: measured here
 
 
 @dataclass(frozen=True)
@@ -220,7 +226,13 @@ def _read_part(file: ExportFile) -> _Part:
     if not header:
         return _Part(_empty_frame())
     layout = _layout(file, header)
+    shape = _shape(file)
+    _check_shape(file.path, shape, len(header))
     rows = _read_rows(layout)
+    if rows.height != shape.rows:
+        raise UsageError(
+            f"{file.path}: polars read {rows.height} rows where the file has {shape.rows} records"
+        )
     stats = _stats(rows, layout)
     if stats.bad_values:
         _raise_first_bad_cell(layout, None)
@@ -236,15 +248,55 @@ def _read_part(file: ExportFile) -> _Part:
 
 
 def _read_header(path: Path) -> tuple[str, ...]:
+    """The column names polars reads; a known name given twice is refused."""
     try:
         if path.stat().st_size == 0:
             return ()
         scan = pl.scan_csv(path, infer_schema=False, raise_if_empty=False)
-        return tuple(scan.collect_schema().names())
+        names = tuple(scan.collect_schema().names())
+        if not names:
+            return ()
+        first = pl.scan_csv(
+            path, has_header=False, infer_schema=False, n_rows=1, truncate_ragged_lines=True
+        ).collect()
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the export: {exc.strerror}") from exc
     except pl.exceptions.PolarsError as exc:
         raise _unreadable(path, exc) from exc
+    written = [name or "" for name in first.row(0)] if first.height else list(names)
+    repeated = (name for i, name in enumerate(written) if name in written[:i])
+    twice = next((name for name in repeated if name in KNOWN_COLUMNS), None)
+    if twice is not None:
+        raise UsageError(
+            f"{path}: the header names column '{twice}' twice: which one holds the data is unknown",
+            column=twice,
+        )
+    return names
+
+
+def _shape(file: ExportFile) -> CsvShape:
+    if file.shape is not None:
+        return file.shape
+    try:
+        return measure(file.path)
+    except OSError as exc:
+        raise UsageError(f"{file.path}: cannot read the export: {exc.strerror}") from exc
+
+
+def _check_shape(path: Path, shape: CsvShape, columns: int) -> None:
+    """Every record has the header's number of fields, and the file ends outside quotes."""
+    if shape.ends_in_quote:
+        raise UsageError(f"{path}: the file ends inside a quoted value (cut short?)")
+    if shape.fields != columns:
+        raise UsageError(f"{path}: the header has {shape.fields} fields but {columns} names")
+    ragged = shape.first_ragged
+    if ragged is not None:
+        row, fields = ragged
+        hint = "a value with an unquoted comma?" if fields > columns else "the row is cut short?"
+        raise UsageError(
+            f"{path}: row {row} has {fields} fields where the header has {columns} ({hint})",
+            row=row,
+        )
 
 
 def _layout(file: ExportFile, header: tuple[str, ...]) -> _Layout:

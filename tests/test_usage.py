@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv as stdcsv
+import io
 import logging
 import math
 from collections.abc import Callable
@@ -247,11 +249,11 @@ REFUSED: list[tuple[str, str, str, str | None, int | None]] = [
         2,
     ),
     (
-        "an unquoted comma in a name shifts the row",
-        csv(f"{SEPTEMBER},k1,Sales, EMEA,gpt,1,1"),
-        "column 'requests', row 1: 'gpt' is not a number",
-        "requests",
-        1,
+        "an unquoted comma in a name is a field too many",
+        csv(f"{SEPTEMBER},k1,n,m,1,1", f"{SEPTEMBER},k1,Sales, EMEA,gpt,1,1"),
+        "row 2 has 9 fields where the header has 8 (a value with an unquoted comma?)",
+        None,
+        2,
     ),
     (
         "a missing required column",
@@ -303,6 +305,122 @@ def test_unparseable_csv_is_a_usage_error(tmp_path: Path, content: str | bytes) 
 def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot read the export"):
         load_csv(tmp_path / "absent.csv")
+
+
+# --- ragged rows and duplicated header names ---------------------------------------------------
+
+RAGGED: list[tuple[str, str, int, int, str]] = [
+    (
+        "an unquoted thousands separator in the cost",
+        csv(f"{SEPTEMBER},k1,n,m,1,1", f"{SEPTEMBER},k2,n,m,3,12,345.67"),
+        2,
+        9,
+        "a value with an unquoted comma?",
+    ),
+    (
+        "a row cut short before its cost",
+        csv(f"{SEPTEMBER},k1,n,m,1,1", f"{SEPTEMBER},k2,n,m,3", f"{SEPTEMBER},k3,n,m,1,1"),
+        2,
+        7,
+        "the row is cut short?",
+    ),
+    (
+        "the last row cut short without a line end",
+        csv(f"{SEPTEMBER},k1,n,m,1,1", f"{SEPTEMBER},k2,n,m,3").rstrip("\n"),
+        2,
+        7,
+        "the row is cut short?",
+    ),
+    (
+        "a BYOK row missing its last token cell",
+        csv(f"{SEPTEMBER},k1,n,m,1,1,5,5,0,0,1", f"{SEPTEMBER},k2,n,m,1,1,5,5,0,0", header=BYOK),
+        2,
+        12,
+        "the row is cut short?",
+    ),
+    (
+        "a trailing comma",
+        csv(f"{SEPTEMBER},k1,n,m,1,1,"),
+        1,
+        9,
+        "a value with an unquoted comma?",
+    ),
+    (
+        "an empty line among the rows",
+        csv(f"{SEPTEMBER},k1,n,m,1,1", "", f"{SEPTEMBER},k2,n,m,1,1"),
+        2,
+        1,
+        "the row is cut short?",
+    ),
+    (
+        "rows are counted as records, not lines",
+        csv(f'{SEPTEMBER},k1,"two\nlines, quoted",m,1,1', f"{SEPTEMBER},k2,n,m,1,1,1"),
+        2,
+        9,
+        "a value with an unquoted comma?",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "row", "fields", "hint"),
+    [pytest.param(*case[1:], id=case[0]) for case in RAGGED],
+)
+def test_a_row_with_more_or_fewer_fields_than_the_header_is_refused_by_its_number(
+    tmp_path: Path, content: str, row: int, fields: int, hint: str
+) -> None:
+    path = write(tmp_path, content)
+    header = len(content.split("\n", 1)[0].split(","))
+    with pytest.raises(UsageError) as caught:
+        load_csv(path, first_day=date(2026, 9, 1), last_day=date(2026, 9, 30))
+    assert str(caught.value) == (
+        f"{path}: row {row} has {fields} fields where the header has {header} ({hint})"
+    )
+    assert (caught.value.column, caught.value.row) == (None, row)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data(), fields=st.sampled_from([-2, -1, 1, 2]), value=st.sampled_from(["", "7"]))
+def test_a_field_more_or_less_in_any_row_at_any_place_is_refused_naming_that_row(
+    tmp_path: Path, data: st.DataObject, fields: int, value: str
+) -> None:
+    rows = list(stdcsv.reader(io.StringIO(VALID, newline="")))
+    row = data.draw(st.integers(1, len(rows) - 1), label="row")
+    cells = rows[row]
+    at = data.draw(st.integers(0, len(cells) - 1), label="at")
+    if fields > 0:
+        cells[at:at] = [value] * fields
+    else:
+        del cells[at : at - fields]
+    out = io.StringIO()
+    stdcsv.writer(out, lineterminator="\n").writerows(rows)
+    path = write(tmp_path, out.getvalue(), "ragged.csv")
+    with pytest.raises(UsageError) as caught:
+        load_csv(path, first_day=date(2026, 9, 1), last_day=date(2026, 9, 30))
+    assert caught.value.row == row
+    assert "fields where the header has" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "column",
+    ["total_cost_usd", "requests", "api_key_id", "model", "sum_prompt_tokens", "period_end"],
+)
+def test_a_duplicated_header_name_is_refused_naming_the_column(tmp_path: Path, column: str) -> None:
+    header = BYOK + "," + column
+    path = write(tmp_path, csv(f"{SEPTEMBER},k1,n,m,1,1,5,5,0,0,1,3", header=header))
+    with pytest.raises(UsageError) as caught:
+        load_csv(path)
+    assert str(caught.value) == (
+        f"{path}: the header names column '{column}' twice: which one holds the data is unknown"
+    )
+    assert caught.value.column == column
+
+
+def test_a_duplicated_column_that_is_not_read_is_tolerated(tmp_path: Path) -> None:
+    path = write(tmp_path, csv(f"x,y,{SEPTEMBER},k1,n,m,1,1", header="region,region," + BASIC))
+    assert records(load_csv(path), "api_key_id", "total_cost_usd") == [("k1", 1.0)]
 
 
 # --- the model column ------------------------------------------------------------------------
