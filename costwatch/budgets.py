@@ -291,10 +291,11 @@ def _selects_keys_without_tokens(
 
 
 def _row_tokens(usage: pl.DataFrame) -> pl.Expr:
-    """A row's tokens as `evaluate` counts them: prompt plus completion (null: not reported)."""
+    """A row's tokens as `evaluate` counts them: prompt plus completion (null: not reported),
+    as a float, so that no sum of them wraps around."""
     if "tokens" in usage.columns:
-        return pl.col("tokens")
-    return pl.col("sum_prompt_tokens") + pl.col("sum_completion_tokens")
+        return _as_float("tokens")
+    return _as_float("sum_prompt_tokens") + _as_float("sum_completion_tokens")
 
 
 def _mask(index: int) -> str:
@@ -321,10 +322,13 @@ class _KeyTables:
         self._patterns = {
             pattern: f"_glob_{i}" for i, pattern in enumerate(dict.fromkeys(patterns))
         }
+        # Counts are summed as floats: a 64-bit integer sum wraps around (two rows of 2**62
+        # requests once summed to a negative count), a float sum cannot. The loader keeps an
+        # export's counts under 2**53, where these sums are exact.
         tokens = _row_tokens(usage)
         values = {
             "cost_usd": pl.col(USAGE_COLUMN["cost_usd"]),
-            "requests": pl.col(USAGE_COLUMN["requests"]),
+            "requests": _as_float(USAGE_COLUMN["requests"]),
             "tokens": tokens,
         }
         aggs = [pl.col("api_key_name").last(), *_sums(values, "")]
@@ -367,6 +371,10 @@ class _KeyTables:
         columns = ["api_key_name", *METRICS, "_token_rows"]
         sums = self._sums.select("api_key_id", *(pl.col(f"{prefix}{c}").alias(c) for c in columns))
         return pl.concat([sums, self.masks.drop("api_key_id")], how="horizontal")
+
+
+def _as_float(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.Float64)
 
 
 def _sums(values: Mapping[str, pl.Expr], prefix: str) -> list[pl.Expr]:

@@ -250,7 +250,10 @@ def _with_context(
             frame = usages[budgets.export_key(rule.period)].frame
             rows = budgets.subject_rows(rule, rules, frame, None)
             pools[rule.name] = _pool_context(
-                rows.group_by("model").agg(pl.col("total_cost_usd", "requests").sum()), ""
+                rows.group_by("model").agg(
+                    pl.col("total_cost_usd").sum(), pl.col("requests").cast(pl.Float64).sum()
+                ),
+                "",
             )
         return pools[rule.name]
 
@@ -306,7 +309,11 @@ def _pools_context(
             for column in columns.values()
             for expr in (
                 pl.col("total_cost_usd").filter(pl.col(column)).sum().alias(f"{column}_cost"),
-                pl.col("requests").filter(pl.col(column)).sum().alias(f"{column}_requests"),
+                pl.col("requests")
+                .cast(pl.Float64)  # a float sum cannot wrap around
+                .filter(pl.col(column))
+                .sum()
+                .alias(f"{column}_requests"),
                 pl.col(column).any().alias(f"{column}_rows"),
             )
         )

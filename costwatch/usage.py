@@ -6,22 +6,28 @@
 How one part is read (no per-row Python, the file is never read into a Python string):
 
 1. The header, through polars without type inference: find the model column
-   (`MODEL_COLUMN_CANDIDATES`, first found wins), the required and the optional columns.
-2. Fast path: one lazy `scan_csv` of only those columns, parsed straight into their final types,
-   then one `select` of cheap aggregates (minimums, null counts, finiteness, period bounds).
-3. Only when step 2 fails or finds a bad value: the diagnostic path reads the same columns as
+   (`MODEL_COLUMN_CANDIDATES`, first found wins), the required and the optional columns; a
+   known column named twice is refused (polars would rename one and read the other).
+2. The shape (`costwatch.csvshape`): every record must have the header's number of fields and
+   the file must not end inside quotes. polars' projected scan checks neither.
+3. Fast path: one lazy `scan_csv` of only those columns, parsed straight into their final types,
+   then one `select` of cheap aggregates (minimums, null counts, finiteness, period bounds) and
+   the exact (Int128) totals of the count columns.
+4. Only when step 3 fails or finds a bad value: the diagnostic path reads the same columns as
    strings with their row numbers and raises `UsageError` naming the column and the first bad
    row. Values the strict parser refused but that are fine (`3.0` requests) are converted there.
 
 Any parse problem is an exception; no frame is ever built from data that failed to parse.
+Counts (requests, tokens) that add up past `MAX_COUNT`, in a part or across parts, are refused:
+below it every later sum of them (per key, per pool, prompt + completion) is exact.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -65,9 +71,14 @@ _TYPES: dict[str, pl.DataType] = {
 }
 _COLUMNS = tuple(SCHEMA)
 _ROW = "__row__"
+_TOKENS = "__tokens__"  # prompt + completion, in `_totals`
 _RUN = "__run__"
 _PERIOD_SLACK = timedelta(days=1)
 _INT64_LIMIT = 2.0**63
+# The most requests or tokens an export may add up to, per column and for prompt + completion
+# together: up to here every sum of its counts is exact as an Int64 and as a Float64. No real
+# export comes near it (9,007,199,254,740,992); a bigger one is refused, never wrapped around.
+MAX_COUNT = 2**53
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,8 @@ class Usage:
 def load(files: Sequence[ExportFile]) -> Usage:
     """Load the parts of one export and sum them; no parts (the API's 404) is zero usage."""
     parts = [_read_part(file) for file in files]
+    if len(parts) > 1:
+        _check_totals("the export's parts together", _add_totals(p.totals for p in parts))
     empty_cells = sum(part.empty_cells for part in parts)
     if empty_cells:
         log.warning("%d empty requests/total_cost_usd cells read as 0", empty_cells)
@@ -201,6 +214,7 @@ class _Part:
     empty_cells: int = 0
     has_tokens: bool = False
     model_column: str | None = None
+    totals: Mapping[str, int] = field(default_factory=dict)  # `_totals` of the rows
 
 
 @dataclass(frozen=True)
@@ -236,6 +250,8 @@ def _read_part(file: ExportFile) -> _Part:
     stats = _stats(rows, layout)
     if stats.bad_values:
         _raise_first_bad_cell(layout, None)
+    totals = _totals(rows)
+    _check_totals(str(file.path), totals)
     if layout.periods:
         _check_period(file, rows, stats)
     return _Part(
@@ -244,6 +260,7 @@ def _read_part(file: ExportFile) -> _Part:
         empty_cells=stats.empty_cells,
         has_tokens=bool(layout.tokens),
         model_column=layout.model_column if rows.height else None,
+        totals=totals,
     )
 
 
@@ -381,6 +398,35 @@ def _stats(rows: pl.DataFrame, layout: _Layout) -> _Stats:
         exprs += [start.min().alias("first"), end.max().alias("last")]
         exprs += [(start > end).sum().alias("inverted")]
     return _Stats(**rows.select(exprs).row(0, named=True))
+
+
+def _totals(rows: pl.DataFrame) -> dict[str, int]:
+    """Each count column's exact sum (in Int128: no wrap), and prompt + completion's."""
+    counts = [c for c in ("requests", *TOKEN_COLUMNS) if c in rows.columns]
+    sums = rows.select(pl.col(c).cast(pl.Int128).sum() for c in counts).row(0, named=True)
+    totals = {column: int(total or 0) for column, total in sums.items()}
+    totals[_TOKENS] = totals.get("sum_prompt_tokens", 0) + totals.get("sum_completion_tokens", 0)
+    return totals
+
+
+def _add_totals(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    summed: dict[str, int] = {}
+    for totals in parts:
+        for column, total in totals.items():
+            summed[column] = summed.get(column, 0) + total
+    return summed
+
+
+def _check_totals(where: str, totals: Mapping[str, int]) -> None:
+    """Refuse counts that add up past MAX_COUNT (negative cells were refused before)."""
+    for column, total in totals.items():
+        if total > MAX_COUNT:
+            what = "prompt and completion tokens" if column == _TOKENS else f"column '{column}'"
+            raise UsageError(
+                f"{where}: {what} adds up to {total:,}, past the {MAX_COUNT:,} that costwatch "
+                "adds up exactly (no real export comes near it)",
+                column=None if column == _TOKENS else column,
+            )
 
 
 def _check_period(file: ExportFile, rows: pl.DataFrame, stats: _Stats) -> None:
