@@ -334,11 +334,18 @@ def _layout(file: ExportFile, header: tuple[str, ...]) -> _Layout:
         )
     log.debug("%s: using '%s' as the model column", file.path, model)
     wants_period = file.first_day is not None or file.last_day is not None
+    no_period = [column for column in PERIOD_COLUMNS if column not in header]
+    if wants_period and no_period:
+        raise UsageError(
+            f"{file.path}: missing column '{no_period[0]}': the export cannot be checked "
+            f"against the range asked for (the header has: {listed})",
+            column=no_period[0],
+        )
     return _Layout(
         path=file.path,
         model_column=model,
         tokens=tuple(column for column in TOKEN_COLUMNS if column in header),
-        periods=wants_period and all(column in header for column in PERIOD_COLUMNS),
+        periods=wants_period,
     )
 
 
@@ -369,6 +376,9 @@ class _Stats:
     empty_cells: int  # empty requests/total_cost_usd cells
     first: date | None = None  # earliest period_start
     last: date | None = None  # latest period_end
+    latest_start: date | None = None  # latest period_start
+    earliest_end: date | None = None  # earliest period_end
+    empty_periods: int = 0  # empty period_start/period_end cells
     inverted: int = 0  # rows whose period_start is after their period_end
     distinct_pairs: int = 0  # distinct hashes of (api_key_id, model); < rows: maybe repeated
 
@@ -396,6 +406,8 @@ def _stats(rows: pl.DataFrame, layout: _Layout) -> _Stats:
     if layout.periods:
         start, end = pl.col("period_start"), pl.col("period_end")
         exprs += [start.min().alias("first"), end.max().alias("last")]
+        exprs += [start.max().alias("latest_start"), end.min().alias("earliest_end")]
+        exprs += [(start.null_count() + end.null_count()).alias("empty_periods")]
         exprs += [(start > end).sum().alias("inverted")]
     return _Stats(**rows.select(exprs).row(0, named=True))
 
@@ -430,19 +442,44 @@ def _check_totals(where: str, totals: Mapping[str, int]) -> None:
 
 
 def _check_period(file: ExportFile, rows: pl.DataFrame, stats: _Stats) -> None:
+    """Every row's period is the range asked for, give or take a day at either end.
+
+    The export's period_start/period_end are the report's dates, the same on every row
+    whatever days had usage; a day of slack either way allows for dates written in UTC for a
+    range asked for in another zone. A row for more (another period) or for less (a part of
+    the range missing) than the range is refused.
+    """
+    numbered = rows.with_row_index(_ROW, offset=1)
+    start, end = pl.col("period_start"), pl.col("period_end")
+    if stats.empty_periods:
+        row, *cells = (
+            numbered.filter(start.is_null() | end.is_null()).select(_ROW, start, end).row(0)
+        )
+        column = PERIOD_COLUMNS[0] if cells[0] is None else PERIOD_COLUMNS[1]
+        raise UsageError(
+            f"{file.path}: column '{column}', row {row}: is empty", column=column, row=row
+        )
     if stats.inverted:
-        bad = rows.with_row_index(_ROW, offset=1).filter(
-            pl.col("period_start") > pl.col("period_end")
-        )
-        row, start, end = bad.select(_ROW, *PERIOD_COLUMNS).row(0)
+        bad = numbered.filter(start > end)
+        row, first_day, last_day = bad.select(_ROW, *PERIOD_COLUMNS).row(0)
         raise ExportPeriodError(
-            f"{file.path}: row {row}: period_start {start} is after period_end {end}"
+            f"{file.path}: row {row}: period_start {first_day} is after period_end {last_day}"
         )
+    wanted = f"{file.first_day or '?'}..{file.last_day or '?'}"
     first, last = stats.first, stats.last
     if _before(first, file.first_day) or _before(file.last_day, last):
-        wanted = f"{file.first_day or '?'}..{file.last_day or '?'}"
         raise ExportPeriodError(
             f"{file.path}: export covers {first}..{last} but {wanted} was requested"
+        )
+    if _before(file.first_day, stats.latest_start) or _before(stats.earliest_end, file.last_day):
+        short = pl.lit(value=False)
+        if file.first_day is not None:
+            short = short | (start > file.first_day + _PERIOD_SLACK)
+        if file.last_day is not None:
+            short = short | (end < file.last_day - _PERIOD_SLACK)
+        row, first_day, last_day = numbered.filter(short).select(_ROW, start, end).row(0)
+        raise ExportPeriodError(
+            f"{file.path}: row {row} covers {first_day}..{last_day} but {wanted} was requested"
         )
 
 

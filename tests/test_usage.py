@@ -6,8 +6,9 @@ import csv as stdcsv
 import io
 import logging
 import math
+import tempfile
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -529,8 +530,9 @@ def test_empty_part_beside_a_full_one_adds_nothing(tmp_path: Path) -> None:
 
 PERIODS = [
     ("2026-09-01", "2026-09-30", date(2026, 9, 1), date(2026, 9, 30)),  # exactly
-    ("2026-09-03", "2026-09-10", date(2026, 9, 1), date(2026, 9, 30)),  # inside
     ("2026-08-31", "2026-10-01", date(2026, 9, 1), date(2026, 9, 30)),  # one day of UTC slack
+    ("2026-09-02", "2026-09-29", date(2026, 9, 1), date(2026, 9, 30)),  # the same, inward
+    ("2026-11-20", "2026-11-20", date(2026, 11, 20), date(2026, 11, 20)),  # the open day
     ("2026-09-01", "2026-09-30", None, None),  # bounds unknown: no check
 ]
 
@@ -562,6 +564,94 @@ def test_period_beyond_one_day_of_slack_is_refused(tmp_path: Path, start: str, e
     path = write(tmp_path, csv(f"{start},{end},o,k1,n,m,1,1"))
     with pytest.raises(ExportPeriodError, match="was requested"):
         load_csv(path, first_day=date(2026, 9, 1), last_day=date(2026, 9, 30))
+
+
+PARTIAL: list[tuple[str, list[str], str]] = [
+    (
+        "a CSV for the first half of the range",
+        ["2026-09-01,2026-09-15,o,k1,n,m,1,1"],
+        "row 1 covers 2026-09-01..2026-09-15 but 2026-09-01..2026-09-30 was requested",
+    ),
+    (
+        "a CSV for the second half of the range",
+        ["2026-09-16,2026-09-30,o,k1,n,m,1,1"],
+        "row 1 covers 2026-09-16..2026-09-30 but 2026-09-01..2026-09-30 was requested",
+    ),
+    (
+        "one row for less than the range among rows for all of it",
+        [
+            f"{SEPTEMBER},k1,n,m,1,1",
+            "2026-09-01,2026-09-20,o,k2,n,m,1,1",
+            f"{SEPTEMBER},k3,n,m,1,1",
+        ],
+        "row 2 covers 2026-09-01..2026-09-20 but 2026-09-01..2026-09-30 was requested",
+    ),
+    (
+        "two days short at the end",
+        ["2026-09-01,2026-09-28,o,k1,n,m,1,1"],
+        "row 1 covers 2026-09-01..2026-09-28 but 2026-09-01..2026-09-30 was requested",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"), [pytest.param(*case[1:], id=case[0]) for case in PARTIAL]
+)
+def test_a_period_covering_less_than_the_range_asked_for_is_refused(
+    tmp_path: Path, rows: list[str], message: str
+) -> None:
+    path = write(tmp_path, csv(*rows))
+    with pytest.raises(ExportPeriodError) as caught:
+        load_csv(path, first_day=date(2026, 9, 1), last_day=date(2026, 9, 30))
+    assert str(caught.value) == f"{path}: {message}"
+    assert caught.value.reason == "period_mismatch"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    start=st.integers(-4, 4),
+    end=st.integers(-4, 4),
+    first=st.dates(date(2026, 1, 1), date(2026, 12, 31)),
+    days=st.integers(0, 40),
+)
+def test_a_period_is_accepted_exactly_when_it_is_within_a_day_of_the_range(
+    start: int, end: int, first: date, days: int
+) -> None:
+    """Within one day of the requested bounds, either way (UTC dates of a local range), or
+    refused; never a part of the range read as all of it."""
+    last = first + timedelta(days=days)
+    period = (first + timedelta(days=start), last + timedelta(days=end))
+    if period[0] > period[1]:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        path = write(Path(folder), csv(f"{period[0]},{period[1]},o,k1,n,m,1,1"))
+        if abs(start) <= 1 and abs(end) <= 1:
+            assert load_csv(path, first_day=first, last_day=last).rows_read == 1
+        else:
+            with pytest.raises(ExportPeriodError):
+                load_csv(path, first_day=first, last_day=last)
+
+
+def test_an_empty_period_cell_is_refused_when_the_range_is_known(tmp_path: Path) -> None:
+    path = write(tmp_path, csv(f"{SEPTEMBER},k1,n,m,1,1", ",2026-09-30,o,k2,n,m,1,1"))
+    with pytest.raises(UsageError) as caught:
+        load_csv(path, first_day=date(2026, 9, 1), last_day=date(2026, 9, 30))
+    assert str(caught.value) == f"{path}: column 'period_start', row 2: is empty"
+    assert (caught.value.column, caught.value.row) == ("period_start", 2)
+
+
+def test_an_export_without_period_columns_is_refused_when_the_range_is_known(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "api_key_id,api_key_name,model,requests,total_cost_usd\nk1,n,m,1,1\n")
+    with pytest.raises(UsageError) as caught:
+        load_csv(path, first_day=date(2026, 9, 1), last_day=date(2026, 9, 30))
+    assert str(caught.value) == (
+        f"{path}: missing column 'period_start': the export cannot be checked against the "
+        "range asked for (the header has: api_key_id, api_key_name, model, requests, "
+        "total_cost_usd)"
+    )
+    assert load_csv(path).rows_read == 1  # a saved file with no range to check is read
 
 
 def test_period_start_after_end_is_refused_with_its_row(tmp_path: Path) -> None:
