@@ -127,7 +127,13 @@ def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetche
     with tempfile.TemporaryDirectory(prefix="costwatch-export-") as workdir:
         result = client.export_api_keys(period.start, end, Path(workdir))
         files = [
-            usage.ExportFile(part.path, first_day=part.first_day, last_day=part.last_day)
+            usage.ExportFile(
+                part.path,
+                first_day=part.first_day,
+                last_day=part.last_day,
+                record_count=part.record_count,
+                shape=part.shape,
+            )
             for part in result.parts
             if part.path is not None
         ]

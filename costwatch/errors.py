@@ -6,13 +6,21 @@
     ├── StateError                  the state file is damaged, locked, unwritable or too new
     └── ExportError                 the Langdock export failed; `reason` is a metric label
         ├── ExportAuthError         401: key wrong or missing the USAGE_EXPORT_API scope
-        ├── ExportRequestError      another 400: the request itself is wrong (not retried);
-        │                           reason "too_large" when even a one-day range is too large
-        ├── ExportProtocolError     `success: false`, a body of another shape, a bad URL
+        ├── ExportRequestError      another 400, or a request that cannot be sent (a host name
+        │                           that is not one, a key that is not header text): not
+        │                           retried; reason "too_large" when even one day is too large
+        ├── ExportProtocolError     `success: false`, a body of another shape, a bad URL, more
+        │                           rows than the answer's recordCount
         ├── ExportPeriodError       the CSV's period_start/period_end contradict the range
         ├── ExportDownloadError     the signed download failed, broke off or was too big
-        └── ExportUnavailableError  429, 5xx, timeouts, connection errors after all retries
+        ├── ExportIncompleteError   the file holds fewer rows than the answer's recordCount
+        ├── ExportInternalError     an unexpected exception in the cycle (a bug); logged once
+        │                           with its traceback
+        └── ExportUnavailableError  429, 5xx, timeouts, connection errors, cut-off downloads,
+                                    after all retries
 
+Every failure of a cycle is one of these, so it is counted under its `reason`
+(`EXPORT_FAILURE_REASONS`, derived from the classes) and `costwatch check` exits 2.
 Messages never contain a secret: the Langdock key and Slack tokens stay out of every `str()`
 and `repr()` of these errors.
 """
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 class CostwatchError(Exception):
@@ -59,6 +68,8 @@ class ConfigError(CostwatchError):
 class UsageError(CostwatchError):
     """An export's CSV is malformed: names the column and the first bad row where known."""
 
+    reason: ClassVar[str] = "usage"
+
     def __init__(self, message: str, *, column: str | None = None, row: int | None = None) -> None:
         self.column = column
         self.row = row
@@ -71,9 +82,11 @@ class StateError(CostwatchError):
 
 
 class ExportError(CostwatchError):
-    """The export failed. `reason` is a short, stable label for metrics."""
+    """The export failed. `reason` is a short, stable label for metrics; a class that can carry
+    other labels than its own lists them in `other_reasons`."""
 
     reason: str = "error"
+    other_reasons: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         if reason is not None:
@@ -87,6 +100,7 @@ class ExportAuthError(ExportError):
 
 class ExportRequestError(ExportError):
     reason = "bad_request"
+    other_reasons = ("too_large",)
 
 
 class ExportProtocolError(ExportError):
@@ -101,26 +115,40 @@ class ExportDownloadError(ExportError):
     reason = "download"
 
 
+class ExportIncompleteError(ExportError):
+    """The downloaded file holds fewer rows than the export answer's recordCount."""
+
+    reason = "incomplete"
+
+
+class ExportInternalError(ExportError):
+    """An unexpected exception while exporting, loading or evaluating: a bug in costwatch or in
+    a library it uses. The cycle fails like any other failed export; the traceback is logged."""
+
+    reason = "internal"
+
+
 class ExportUnavailableError(ExportError):
-    """Retries ran out. `reason` says what kept failing: rate_limited, server_error, timeout,
-    connection, download."""
+    """Retries ran out. `reason` says what kept failing."""
 
     reason = "unavailable"
+    other_reasons = (
+        "rate_limited",
+        "server_error",
+        "timeout",
+        "connection",
+        "download",
+        "incomplete",
+    )
 
 
-# Every value ExportError.reason can take, so metrics can create the label children up front.
-EXPORT_FAILURE_REASONS: tuple[str, ...] = (
-    "unauthorized",
-    "bad_request",
-    "too_large",
-    "protocol",
-    "period_mismatch",
-    "download",
-    "rate_limited",
-    "server_error",
-    "timeout",
-    "connection",
-    "unavailable",
-    "usage",
-    "error",
+def _reasons(cls: type[ExportError]) -> list[str]:
+    own = [cls.reason, *cls.other_reasons]
+    return own + [r for sub in cls.__subclasses__() for r in _reasons(sub)]
+
+
+# Every value a failed cycle's reason can take, so metrics can create the label children up
+# front: each ExportError class's, then UsageError's, then the base class's fallback last.
+EXPORT_FAILURE_REASONS: tuple[str, ...] = tuple(
+    dict.fromkeys([*_reasons(ExportError)[1:], UsageError.reason, ExportError.reason])
 )

@@ -8,8 +8,11 @@ for the half-open range [start, end) and downloads the CSV into `workdir`:
       404  "No data found" -> a part without a file: zero usage, not an error
       400  "Export too large" -> split at the local midnight nearest the middle, export both
       401  -> ExportAuthError; other 4xx -> ExportRequestError (never retried)
-      429, 5xx, timeouts, connection errors, broken or expired downloads
+      429, 5xx, timeouts, connection errors, broken or expired downloads, and downloads that
+    hold fewer rows than the answer's recordCount (or end mid-row or inside quotes: cut off,
+    with or without a Content-Length to tell)
            -> retried (a fresh export each time) under a RetryPolicy, then ExportUnavailableError
+    more rows than recordCount -> ExportProtocolError (not retried)
 
 Wall-clock times are ambiguous while a DST fall-back repeats an hour (and at a midnight in
 zones that fall back at midnight), and the API reads wall-clock time: a part whose `from` or
@@ -46,6 +49,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from costwatch.csvshape import CsvShape, measure
 from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.errors import (
     ExportAuthError,
@@ -90,6 +94,7 @@ class ExportPart:
     first_day: date  # local date of start
     last_day: date  # local date of the inclusive end
     record_count: int  # as the API reported (0 for a 404)
+    shape: CsvShape | None = None  # the file's records and fields, as checked; None for a 404
 
 
 @dataclass(frozen=True)
@@ -345,9 +350,9 @@ class LangdockClient:
             return _part(rng, None, 0)
         self._check_download_url(outcome.download_url)
         self._deadline.check()
-        path, size = self._download(outcome.download_url, rng, workdir, budget.remaining())
+        path, size, shape = self._download(outcome, rng, workdir, budget.remaining())
         tally.bytes_downloaded += size
-        return _part(rng, path, outcome.record_count)
+        return _part(rng, path, outcome.record_count, shape)
 
     def _post(self, rng: _Range, seconds: float) -> httpx.Response:
         """The export POST, within `seconds` end to end (a stop aborts it)."""
@@ -387,10 +392,11 @@ class LangdockClient:
             )
 
     def _download(
-        self, url: httpx.URL, rng: _Range, workdir: Path, seconds: float
-    ) -> tuple[Path, int]:
-        """Stream the signed URL into a new file in `workdir` within `seconds` end to end;
-        delete it on any failure."""
+        self, ready: _Ready, rng: _Range, workdir: Path, seconds: float
+    ) -> tuple[Path, int, CsvShape]:
+        """Stream the signed URL into a new file in `workdir` within `seconds` end to end, and
+        check it holds what the answer announced; delete it on any failure."""
+        url = ready.download_url
         log.debug("downloading the export of %s from %s", rng.describe(), url.host)
         fd, name = tempfile.mkstemp(
             dir=workdir, prefix=f"api-keys-{rng.first_day}_{rng.last_day}-", suffix=".csv"
@@ -399,10 +405,12 @@ class LangdockClient:
         try:
             with os.fdopen(fd, "wb") as sink:
                 size = self._stream_into(url, sink, seconds)
+            shape = _measured(path)
+            _check_complete(shape, ready.record_count, f"download from {url.host}")
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        return path, size
+        return path, size, shape
 
     def _stream_into(self, url: httpx.URL, sink: BinaryIO, seconds: float) -> int:
         try:
@@ -471,8 +479,43 @@ def _checked_range(start: datetime, end: datetime) -> _Range:
     return _Range(start.astimezone(zone), end.astimezone(zone))
 
 
-def _part(rng: _Range, path: Path | None, record_count: int) -> ExportPart:
-    return ExportPart(path, rng.start, rng.end, rng.first_day, rng.last_day, record_count)
+def _part(
+    rng: _Range, path: Path | None, record_count: int, shape: CsvShape | None = None
+) -> ExportPart:
+    return ExportPart(path, rng.start, rng.end, rng.first_day, rng.last_day, record_count, shape)
+
+
+def _measured(path: Path) -> CsvShape:
+    try:
+        return measure(path)
+    except OSError as exc:
+        raise ExportDownloadError(
+            f"cannot read the downloaded export back: {exc.strerror or type(exc).__name__}"
+        ) from exc
+
+
+def _check_complete(shape: CsvShape, announced: int, what: str) -> None:
+    """The file holds the rows the answer announced (`recordCount`), and ends where a record
+    does. A file cut off (a broken body without a Content-Length to tell, or one the storage
+    host served short) is worth a fresh export; one with more rows than announced is not."""
+    if shape.ends_in_quote:
+        raise Retryable("incomplete", f"{what} ends inside a quoted value (cut off?)")
+    if shape.cut_short:
+        raise Retryable("incomplete", f"{what} ends in the middle of a row (cut off?)")
+    if shape.rows < announced:
+        raise Retryable(
+            "incomplete", f"{what} holds {shape.rows} of the {announced} rows the export announced"
+        )
+    if shape.rows > announced:
+        raise ExportProtocolError(
+            f"{what} holds {shape.rows} rows, more than the {announced} the export announced"
+        )
+    if announced == 0:
+        log.warning(
+            "%s: the export answered 200 with recordCount 0 (Langdock answers 404 when there is "
+            "no usage); read as no usage",
+            what,
+        )
 
 
 def _interpret(response: httpx.Response, key: _Secret) -> _Ready | _NoData | _TooLarge:
@@ -506,7 +549,7 @@ def _error_fields(response: httpx.Response, key: _Secret) -> tuple[str, str]:
     """
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return "", key.scrub(response.text[:200].strip())
     if not isinstance(body, dict):
         return "", ""
@@ -528,9 +571,9 @@ def _parse_success(response: httpx.Response, key: _Secret) -> _Ready:
     """The documented 200 body, checked; anything else is an ExportProtocolError."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise ExportProtocolError(
-            f"Langdock answered {response.status_code} with a body that is not JSON"
+            f"Langdock answered {response.status_code} with a body that is not JSON it can read"
         ) from None
     if not isinstance(body, dict):
         raise ExportProtocolError("Langdock's export answer is not a JSON object")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -17,7 +18,19 @@ class Reply:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     reset: bool = False  # close the connection without answering
-    truncate: bool = False  # announce the full Content-Length, send half, close
+    truncate: bool = False  # send half the body, then close
+    whole_rows: bool = False  # with truncate: cut back to the last line end in that half
+    announce_length: bool = True  # send Content-Length (of the whole body, even if truncated)
+    rewrite: Callable[[bytes], bytes] | None = None  # a download: serve rewrite(the real file)
+
+    def payload(self) -> bytes:
+        """The bytes actually sent: the body, or for `truncate` a first part of it."""
+        if not self.truncate:
+            return self.body
+        half = len(self.body) // 2
+        if self.whole_rows:
+            return self.body[: self.body.rfind(b"\n", 0, half) + 1]
+        return self.body[:half]
 
 
 def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -60,10 +73,11 @@ class _Fault:
 class Faults:
     """Thread-safe failure knobs; each counts down once per matching request.
 
-    The export answers (`fail_export`, `reset_export`, `export_body`) queue in the order they
-    were set, and so do the download answers; `delay_export` delays whatever answer comes next.
-    Export faults apply to every POST /export/api-keys, before the key is checked; download
-    faults replace the answer to a download whose URL is valid.
+    The export answers (`fail_export`, `reset_export`, `export_body`, `export_bytes`) queue in
+    the order they were set, and so do the download answers; `delay_export` delays whatever
+    answer comes next. Export faults apply to every POST /export/api-keys, before the key is
+    checked; download faults replace the answer to a download whose URL is valid;
+    `announce_records` changes the recordCount of the next real 200 answers.
     """
 
     def __init__(self) -> None:
@@ -71,6 +85,7 @@ class Faults:
         self._export: deque[_Fault] = deque()
         self._delay: deque[_Fault] = deque()
         self._download: deque[_Fault] = deque()
+        self._counts: deque[_Fault] = deque()
 
     def fail_export(
         self,
@@ -98,6 +113,14 @@ class Faults:
         """The next `times` exports answer 200 with `body` as JSON."""
         self._push(self._export, times, json_reply(200, body))
 
+    def export_bytes(self, body: bytes, times: int = 1) -> None:
+        """The next `times` exports answer 200 with exactly these bytes as application/json."""
+        self._push(self._export, times, Reply(200, body))
+
+    def announce_records(self, count: int, times: int = 1) -> None:
+        """The next `times` real 200 answers say recordCount `count`, whatever the file holds."""
+        self._push(self._counts, times, None, float(count))
+
     def fail_download(self, status: int, times: int = 1) -> None:
         """The next `times` valid downloads answer `status` with an object-storage XML body."""
         _check_status(status)
@@ -105,17 +128,27 @@ class Faults:
         reply = storage_error(status, codes.get(status, "InternalError"), "Simulated failure")
         self._push(self._download, times, reply)
 
-    def truncate_download(self, times: int = 1) -> None:
-        """The next `times` valid downloads announce the full length, send half, and close."""
-        self._push(self._download, times, Reply(200, truncate=True))
+    def truncate_download(
+        self, times: int = 1, *, announce_length: bool = True, whole_rows: bool = False
+    ) -> None:
+        """The next `times` valid downloads send half the file and close: after announcing the
+        full Content-Length, or (`announce_length=False`) with none, delimited by the close;
+        `whole_rows` cuts back to the last line end in that half."""
+        reply = Reply(200, truncate=True, whole_rows=whole_rows, announce_length=announce_length)
+        self._push(self._download, times, reply)
 
     def download_content(self, content: bytes, times: int = 1) -> None:
         """The next `times` valid downloads serve `content` instead of the export."""
         self._push(self._download, times, Reply(200, content, "text/csv"))
 
+    def rewrite_download(self, change: Callable[[bytes], bytes], times: int = 1) -> None:
+        """The next `times` valid downloads serve `change(the real file)`: a ragged row, a
+        header naming a column twice, counts too large to add up, another period."""
+        self._push(self._download, times, Reply(200, content_type="text/csv", rewrite=change))
+
     def clear(self) -> None:
         with self._lock:
-            for queue in (self._export, self._delay, self._download):
+            for queue in (self._export, self._delay, self._download, self._counts):
                 queue.clear()
 
     def _push(
@@ -136,6 +169,11 @@ class Faults:
         answer = self._take(self._download)
         return answer.reply if answer else None
 
+    def next_record_count(self) -> int | None:
+        """The recordCount a real 200 answer announces instead of the true one, if any."""
+        answer = self._take(self._counts)
+        return int(answer.seconds) if answer else None
+
     def _take(self, queue: deque[_Fault]) -> _Fault | None:
         with self._lock:
             if not queue:
@@ -155,6 +193,6 @@ def _check_status(status: int) -> None:
 def _guess(body: bytes) -> str:
     try:
         json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return "text/plain"
     return "application/json"

@@ -17,6 +17,7 @@ requests. Every request on both listeners is recorded for tests to inspect.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -235,13 +236,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
+        if reply.announce_length:
+            self.send_header("Content-Length", str(len(reply.body)))
         self.send_header("Connection", "close")
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(reply.body[: len(reply.body) // 2] if reply.truncate else reply.body)
+            self.wfile.write(reply.payload())
 
 
 class Simulator:
@@ -380,11 +382,12 @@ class Simulator:
             export_csv(self.workspace, rows, period, grouped=wanted.by_model), now
         )
         name = f"api-keys-usage-{period[0]}-{period[1]}-{secrets.token_hex(4)}.csv"
+        announced = self.faults.next_record_count()
         data = {
             "filePath": f"api-keys-usage/{self.workspace.org_id()}/{name}",
             "downloadUrl": self.download_base_url + signed,
             "dataType": "api_keys",
-            "recordCount": len(rows),
+            "recordCount": len(rows) if announced is None else announced,
             "dateRange": {"from": wanted.from_text, "to": wanted.to_text},
         }
         return json_reply(200, {"success": True, "data": data})
@@ -402,4 +405,8 @@ class Simulator:
         fault = self.faults.next_download()
         if fault is None:
             return reply
-        return Reply(200, reply.body, "text/csv", truncate=True) if fault.truncate else fault
+        if fault.rewrite is not None:
+            return Reply(200, fault.rewrite(reply.body), "text/csv")
+        if fault.truncate:
+            return dataclasses.replace(fault, body=reply.body, content_type="text/csv")
+        return fault

@@ -34,7 +34,12 @@ from pathlib import Path
 import polars as pl
 
 from costwatch.csvshape import CsvShape, measure
-from costwatch.errors import ExportPeriodError, UsageError
+from costwatch.errors import (
+    ExportIncompleteError,
+    ExportPeriodError,
+    ExportProtocolError,
+    UsageError,
+)
 from costwatch.quote import quote, quote_items
 
 log = logging.getLogger(__name__)
@@ -88,6 +93,7 @@ class ExportFile:
     path: Path
     first_day: date | None = None  # None: unknown, skip the period check
     last_day: date | None = None
+    record_count: int | None = None  # the rows the export answer announced; None: unknown
     shape: CsvShape | None = None  # measured as the file was written; None: measured here
 
 
@@ -238,9 +244,11 @@ class _Layout:
 def _read_part(file: ExportFile) -> _Part:
     header = _read_header(file.path)
     if not header:
+        _check_record_count(file, 0)
         return _Part(_empty_frame())
     layout = _layout(file, header)
     shape = _shape(file)
+    _check_record_count(file, shape.rows)
     _check_shape(file.path, shape, len(header))
     rows = _read_rows(layout)
     if rows.height != shape.rows:
@@ -298,6 +306,17 @@ def _shape(file: ExportFile) -> CsvShape:
         return measure(file.path)
     except OSError as exc:
         raise UsageError(f"{file.path}: cannot read the export: {exc.strerror}") from exc
+
+
+def _check_record_count(file: ExportFile, rows: int) -> None:
+    """The part holds the rows its export answer announced (when known)."""
+    announced = file.record_count
+    if announced is None or rows == announced:
+        return
+    message = f"{file.path}: the file holds {rows} rows but the export announced {announced}"
+    if rows < announced:
+        raise ExportIncompleteError(message + " (recordCount)")
+    raise ExportProtocolError(message + " (recordCount)")
 
 
 def _check_shape(path: Path, shape: CsvShape, columns: int) -> None:

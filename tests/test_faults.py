@@ -15,6 +15,8 @@ rows stay pending through the fault and each alert is posted exactly once after 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -47,10 +49,62 @@ TIMEOUT = 0.3  # seconds, the client's read timeout in these tests
 ALWAYS = 1000  # a fault that outlasts every retry of three cycles
 
 
-def _wrong_period(sim: Simulator) -> bytes:
-    start, end = datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 9, 30, tzinfo=UTC)
-    rows = sim.workspace.usage(start, end)
-    return export_csv(sim.workspace, rows, ("2026-09-01", "2026-09-30"), grouped=True)
+def rewritten(change: Callable[[list[list[str]]], None]) -> Callable[[bytes], bytes]:
+    """A download rewrite: the real CSV's rows (header first) changed in place by `change`;
+    a cell set to `RAW` + text is written as that text, unquoted."""
+
+    def rewrite(body: bytes) -> bytes:
+        rows = list(csv.reader(io.StringIO(body.decode(), newline="")))
+        change(rows)
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\r\n").writerows(rows)
+        text = out.getvalue()
+        for row in rows:
+            for cell in row:
+                if cell.startswith(RAW):
+                    text = text.replace(f'"{cell}"', cell).replace(cell, cell[len(RAW) :])
+        return text.encode()
+
+    return rewrite
+
+
+RAW = "\x00raw:"
+
+
+def _cells(
+    column: str, value: str, rows: tuple[int, ...] = ()
+) -> Callable[[list[list[str]]], None]:
+    """Set `column` to `value` in the given data rows (1-based), or in every one."""
+
+    def change(table: list[list[str]]) -> None:
+        at = table[0].index(column)
+        for number, row in enumerate(table[1:], start=1):
+            if not rows or number in rows:
+                row[at] = value
+
+    return change
+
+
+def _both(
+    first: Callable[[list[list[str]]], None], second: Callable[[list[list[str]]], None]
+) -> Callable[[list[list[str]]], None]:
+    def change(table: list[list[str]]) -> None:
+        first(table)
+        second(table)
+
+    return change
+
+
+def _no_records(sim: Simulator) -> None:
+    sim.faults.announce_records(0, ALWAYS)
+    sim.faults.download_content(b"", ALWAYS)
+
+
+def _rename(column: str, to: str) -> Callable[[list[list[str]]], None]:
+    def change(table: list[list[str]]) -> None:
+        table[0][table[0].index(column)] = to
+
+    return change
 
 
 @dataclass(frozen=True)
@@ -240,8 +294,104 @@ FAULTS = [
         "download is not CSV",
         lambda s: s.faults.download_content(b"<html><body>Login</body></html>", ALWAYS),
         "failed",
+        "incomplete",
+        "it holds none of the rows the answer announced (recordCount): fresh exports, then a "
+        "failed cycle",
+        failed("incomplete"),
+    ),
+    Fault(
+        "download cut short without Content-Length once",
+        lambda s: s.faults.truncate_download(1, announce_length=False),
+        "recovered",
+        None,
+        "rows, last row and quotes checked against the answer's recordCount: a fresh export",
+        OK_SEES,
+    ),
+    Fault(
+        "download cut short without Content-Length for good",
+        lambda s: s.faults.truncate_download(ALWAYS, announce_length=False),
+        "failed",
+        "incomplete",
+        "cut mid-row or inside quotes: fresh exports, then a failed cycle; partial files deleted",
+        failed("incomplete"),
+    ),
+    Fault(
+        "download cut at a row end without Content-Length for good",
+        lambda s: s.faults.truncate_download(ALWAYS, announce_length=False, whole_rows=True),
+        "failed",
+        "incomplete",
+        "fewer rows than the answer's recordCount: fresh exports, then a failed cycle",
+        failed("incomplete"),
+    ),
+    Fault(
+        "0-byte download",
+        lambda s: s.faults.download_content(b"", ALWAYS),
+        "failed",
+        "incomplete",
+        "never read as no usage while recordCount says there are rows: a failed cycle",
+        failed("incomplete"),
+    ),
+    Fault(
+        "download of the header only",
+        lambda s: s.faults.download_content(
+            export_csv(s.workspace, [], ("", ""), grouped=True), ALWAYS
+        ),
+        "failed",
+        "incomplete",
+        "never read as no usage while recordCount says there are rows: a failed cycle",
+        failed("incomplete"),
+    ),
+    Fault(
+        "200 with recordCount 0 and an empty file",
+        _no_records,
+        "zero usage",
+        None,
+        "the answer and the file agree on no rows: zero usage, logged as unusual (no usage is "
+        "a 404)",
+        "WARNING `... recordCount 0 ...; read as no usage`; cycle ok; spend metrics at 0",
+    ),
+    Fault(
+        "more rows than recordCount",
+        lambda s: s.faults.announce_records(1, ALWAYS),
+        "failed",
+        "protocol",
+        "the answer contradicts its file: not retried; failed cycle",
+        failed("protocol"),
+    ),
+    Fault(
+        "a deeply nested JSON answer",
+        lambda s: s.faults.export_bytes(b"[" * 100_000 + b"]" * 100_000, ALWAYS),
+        "failed",
+        "protocol",
+        "not a body of the documented shape (the parser's RecursionError included): failed cycle",
+        failed("protocol"),
+    ),
+    Fault(
+        "a row with an unquoted `12,345.67`",
+        lambda s: s.faults.rewrite_download(
+            rewritten(_cells("total_cost_usd", RAW + "12,345.67", (2,))), ALWAYS
+        ),
+        "failed",
         "usage",
-        "the loader refuses it (names the missing columns); no budget evaluated",
+        "every record's fields are counted: `row 2 has 9 fields where the header has 8`",
+        failed("usage"),
+    ),
+    Fault(
+        "a header naming `total_cost_usd` twice",
+        lambda s: s.faults.rewrite_download(rewritten(_rename("org_id", "total_cost_usd")), ALWAYS),
+        "failed",
+        "usage",
+        "refused naming the column; neither of the two is read",
+        failed("usage"),
+    ),
+    Fault(
+        "requests that add up past 2**53",
+        lambda s: s.faults.rewrite_download(
+            rewritten(_cells("requests", str(2**62), (1, 2))), ALWAYS
+        ),
+        "failed",
+        "usage",
+        "counts added up exactly (Int128) and refused past 2**53, never wrapped to a negative",
         failed("usage"),
     ),
     Fault(
@@ -262,10 +412,23 @@ FAULTS = [
     ),
     Fault(
         "CSV for the wrong period",
-        lambda s: s.faults.download_content(_wrong_period(s), ALWAYS),
+        lambda s: s.faults.rewrite_download(
+            rewritten(
+                _both(_cells("period_start", "2026-09-01"), _cells("period_end", "2026-09-30"))
+            ),
+            ALWAYS,
+        ),
         "failed",
         "period_mismatch",
         "period_start/period_end checked against the range asked for; failed cycle",
+        failed("period_mismatch"),
+    ),
+    Fault(
+        "CSV for a part of the range",
+        lambda s: s.faults.rewrite_download(rewritten(_cells("period_end", "2026-11-10")), ALWAYS),
+        "failed",
+        "period_mismatch",
+        "each row must cover the whole range asked for (a day of slack either way); failed cycle",
         failed("period_mismatch"),
     ),
 ]

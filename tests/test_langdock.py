@@ -375,6 +375,7 @@ def test_the_downloaded_file_holds_exactly_the_bytes_served(
 ) -> None:
     content = 'period_start,period_end\r\n2026-10-01,2026-10-31\r\nZürich,"a, b"\r\n'.encode()
     sim.faults.download_content(content)
+    sim.faults.announce_records(2)
 
     result = make_client(sim, http, clock).export_api_keys(*OCTOBER, tmp_path)
 
@@ -500,6 +501,115 @@ def test_a_missing_download_file_is_a_download_error_not_retried(
 
     assert "404" in str(error)
     assert sim.exports_made() == 1
+
+
+# --- is the file what the answer announced? ---------------------------------------------------
+
+INCOMPLETE: list[tuple[str, Any]] = [
+    (
+        "cut mid-row, no Content-Length",
+        lambda sim: sim.faults.truncate_download(announce_length=False),
+    ),
+    (
+        "cut at a row end, no Content-Length",
+        lambda sim: sim.faults.truncate_download(announce_length=False, whole_rows=True),
+    ),
+    ("a 0-byte body", lambda sim: sim.faults.download_content(b"")),
+    (
+        "the header only",
+        lambda sim: sim.faults.download_content(
+            b"period_start,period_end,org_id,api_key_id,api_key_name,model,requests,"
+            b"total_cost_usd\r\n"
+        ),
+    ),
+    (
+        "fewer rows than recordCount",
+        lambda sim: sim.faults.announce_records(10_000),
+    ),
+]
+
+
+@pytest.mark.parametrize("inject", [c[1] for c in INCOMPLETE], ids=[c[0] for c in INCOMPLETE])
+def test_a_file_with_fewer_rows_than_announced_is_retried_with_a_fresh_export(
+    *,
+    sim: Simulator,
+    http: httpx.Client,
+    clock: FakeClock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    inject: Any,
+) -> None:
+    inject(sim)
+
+    result = make_client(sim, http, clock).export_api_keys(*OCTOBER, tmp_path)
+
+    assert sim.exports_made() == result.api_calls == 2
+    (part,) = result.parts
+    assert part.path is not None
+    assert list(tmp_path.iterdir()) == [part.path]  # the incomplete file is gone
+    assert part.shape is not None
+    assert part.shape.rows == part.record_count > 0
+    assert "attempt 1/6 failed" in caplog.text
+
+
+@pytest.mark.parametrize("inject", [c[1] for c in INCOMPLETE], ids=[c[0] for c in INCOMPLETE])
+def test_a_file_that_stays_incomplete_fails_as_incomplete_after_the_retries(
+    *,
+    sim: Simulator,
+    http: httpx.Client,
+    clock: FakeClock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    inject: Any,
+) -> None:
+    for _ in range(3):
+        inject(sim)
+    client = make_client(sim, http, clock, retry=RetryPolicy(max_attempts=3))
+
+    error = fail_without_leak(client, caplog, tmp_path, ExportUnavailableError)
+
+    assert error.reason == "incomplete"
+    assert sim.exports_made() == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_with_more_rows_than_announced_is_a_protocol_error_not_retried(
+    sim: Simulator,
+    http: httpx.Client,
+    clock: FakeClock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sim.faults.announce_records(1)
+
+    error = fail_without_leak(make_client(sim, http, clock), caplog, tmp_path, ExportProtocolError)
+
+    assert "more than the 1 the export announced" in str(error)
+    assert sim.exports_made() == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"period_start,period_end,org_id,api_key_id\r\n"], ids=["0 bytes", "header"]
+)
+def test_a_200_announcing_no_records_with_an_empty_file_reads_as_no_usage_with_a_warning(
+    *,
+    sim: Simulator,
+    http: httpx.Client,
+    clock: FakeClock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    content: bytes,
+) -> None:
+    sim.faults.announce_records(0)
+    sim.faults.download_content(content)
+
+    result = make_client(sim, http, clock).export_api_keys(*OCTOBER, tmp_path)
+
+    (part,) = result.parts
+    assert part.record_count == 0
+    assert sim.exports_made() == 1
+    assert "recordCount 0" in caplog.text
 
 
 # --- answers that are not a file ---------------------------------------------------------------
@@ -689,18 +799,53 @@ def test_a_200_of_the_wrong_shape_is_a_protocol_error_never_used(
     assert [r.host for r in sim.requests] == ["api"]
 
 
-def test_a_200_that_is_not_json_is_a_protocol_error(
+UNREADABLE = {
+    "HTML": b"<html>maintenance</html>",
+    "nested past the parser's depth": b"[" * 100_000 + b"]" * 100_000,
+    "an object nested past it": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+    "a number past Python's digit limit": b'{"success": true, "data": {"recordCount": '
+    + b"9" * 5000
+    + b"}}",
+    "not UTF-8": b'{"success": true, "data": "\xff\xfe"}',
+}
+
+
+@pytest.mark.parametrize("body", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_a_200_that_is_not_json_it_can_read_is_a_protocol_error(
+    *,
     sim: Simulator,
     http: httpx.Client,
     clock: FakeClock,
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
+    body: bytes,
 ) -> None:
-    sim.faults.fail_export(200, body=b"<html>maintenance</html>")
+    sim.faults.export_bytes(body)
 
     error = fail_without_leak(make_client(sim, http, clock), caplog, tmp_path, ExportProtocolError)
 
     assert "not JSON" in str(error)
+    assert sim.exports_made() == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error"), [(400, ExportRequestError), (409, ExportRequestError)]
+)
+def test_an_error_answer_nested_past_the_parser_is_still_the_error_it_says(
+    *,
+    sim: Simulator,
+    http: httpx.Client,
+    clock: FakeClock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    error: type[ExportError],
+) -> None:
+    sim.faults.fail_export(status, body=b"[" * 100_000)
+
+    failure = fail_without_leak(make_client(sim, http, clock), caplog, tmp_path, error)
+
+    assert f"({status})" in str(failure)
 
 
 # --- retries -----------------------------------------------------------------------------------

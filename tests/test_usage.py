@@ -16,7 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from costwatch.errors import ExportPeriodError, UsageError
+from costwatch.errors import (
+    ExportIncompleteError,
+    ExportPeriodError,
+    ExportProtocolError,
+    UsageError,
+)
 from costwatch.usage import (
     MODEL_COLUMN_CANDIDATES,
     SCHEMA,
@@ -422,6 +427,38 @@ def test_a_duplicated_header_name_is_refused_naming_the_column(tmp_path: Path, c
 def test_a_duplicated_column_that_is_not_read_is_tolerated(tmp_path: Path) -> None:
     path = write(tmp_path, csv(f"x,y,{SEPTEMBER},k1,n,m,1,1", header="region,region," + BASIC))
     assert records(load_csv(path), "api_key_id", "total_cost_usd") == [("k1", 1.0)]
+
+
+# --- rows read against the rows announced (the export answer's recordCount) ------------------
+
+TWO_ROWS = csv(f"{SEPTEMBER},k1,n,m,1,1", f"{SEPTEMBER},k2,n,m,1,1")
+RECORD_COUNTS: list[tuple[str, str, int, type[Exception], str]] = [
+    ("a 0-byte file", "", 3, ExportIncompleteError, "0 rows but the export announced 3"),
+    ("the header only", csv(), 3, ExportIncompleteError, "0 rows but the export announced 3"),
+    ("a row missing", TWO_ROWS, 3, ExportIncompleteError, "2 rows but the export announced 3"),
+    ("a row too many", TWO_ROWS, 1, ExportProtocolError, "2 rows but the export announced 1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "announced", "error", "message"),
+    [pytest.param(*case[1:], id=case[0]) for case in RECORD_COUNTS],
+)
+def test_a_part_whose_rows_are_not_the_rows_announced_is_refused(
+    tmp_path: Path, content: str, announced: int, error: type[Exception], message: str
+) -> None:
+    path = write(tmp_path, content)
+    with pytest.raises(error) as caught:
+        load([ExportFile(path, record_count=announced)])
+    assert str(caught.value) == f"{path}: the file holds {message} (recordCount)"
+
+
+@pytest.mark.parametrize(
+    ("content", "announced"), [("", 0), (csv(), 0), (TWO_ROWS, 2)], ids=["empty", "header", "two"]
+)
+def test_a_part_with_the_rows_announced_loads(tmp_path: Path, content: str, announced: int) -> None:
+    path = write(tmp_path, content)
+    assert load([ExportFile(path, record_count=announced)]).rows_read == announced
 
 
 # --- the model column ------------------------------------------------------------------------
