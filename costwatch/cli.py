@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
     except KeyboardInterrupt:
         return 130
+    except Exception:  # a bug; Python's own exit code 1 would read as "a threshold crossed"
+        log.exception("costwatch failed unexpectedly (a bug); nothing is known to be in budget")
+        return EXIT_ERROR
     return code
 
 

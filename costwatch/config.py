@@ -58,6 +58,7 @@ from costwatch.configtypes import (
     check_listen,
     check_url,
     fraction,
+    header_token_problem,
     non_empty,
     number,
     percent,
@@ -123,6 +124,9 @@ class LangdockConfig(Model):
     def _key_given(self) -> Self:
         if self.api_key is None:
             raise at("api_key", "is required (or api_key_file)")
+        problem = header_token_problem(self.api_key.get_secret_value())
+        if problem is not None:  # it would fail every export, as an exception in the request
+            raise at("api_key_file" if self.api_key_file is not None else "api_key", problem)
         return self
 
     def secret_api_key(self) -> str:

@@ -182,6 +182,26 @@ def _raise_invalid(value: object) -> object:
 
 
 Secret = Annotated[SecretStr, Field(min_length=1), BeforeValidator(_raise_invalid)]
+
+
+def header_token_problem(value: str) -> str | None:
+    """What keeps `value` (a key sent as `Authorization: Bearer <value>`) out of an HTTP header,
+    or None. Never quotes the value."""
+    if value != value.strip():
+        return (
+            "has whitespace at its start or end (a trailing newline, as `kubectl create secret "
+            "--from-file` leaves it?): remove it, or read the key with api_key_file, which "
+            "strips it"
+        )
+    if any(character.isspace() for character in value):
+        return "contains whitespace: an API key has none"
+    if not all("!" <= character <= "~" for character in value):
+        return (
+            "contains a character that is not printable ASCII: it cannot be sent in an HTTP header"
+        )
+    return None
+
+
 SecretPath = Annotated[Path, BeforeValidator(_raise_invalid)]
 
 

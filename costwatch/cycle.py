@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,8 +27,14 @@ import polars as pl
 
 from costwatch import alerts, budgets, health, periods, report, usage
 from costwatch.config import Config, LangdockConfig
-from costwatch.deadline import UNBOUNDED, Deadline
-from costwatch.errors import ExportError, ExportPeriodError, UsageError
+from costwatch.deadline import UNBOUNDED, Deadline, Stopping
+from costwatch.errors import (
+    ExportError,
+    ExportInternalError,
+    ExportPeriodError,
+    StateError,
+    UsageError,
+)
 from costwatch.langdock import ExportResult, LangdockClient, RetryPolicy
 from costwatch.periods import Period
 from costwatch.report import Pending
@@ -150,19 +157,31 @@ def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetche
 
 
 def run_once(deps: Deps, now: datetime) -> Outcome:
-    """One cycle at `now`: export, evaluate, plan, record. Never raises for a bad export."""
+    """One cycle at `now`: export, evaluate, plan, record.
+
+    Never raises for a bad export, nor for any other exception of the export, the load, the
+    evaluation or the plan: that is a failed cycle of reason "internal" (a bug), logged once
+    with its traceback and counted like any failed export. Raised: StateError (nothing could be
+    recorded) and Stopping (a shutdown cut the cycle short).
+    """
+    default_period = periods.current(deps.config.defaults.period, deps.config.schedule.zone, now)
+    try:
+        return _run_once(deps, now, default_period)
+    except (ExportError, UsageError) as error:
+        return _failed(deps, now, default_period, error)
+    except (StateError, Stopping):
+        raise
+    except Exception as exc:  # every failure of a cycle is a typed one
+        return _failed(deps, now, default_period, _internal(exc))
+
+
+def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
     config = deps.config
-    default_period = periods.current(config.defaults.period, config.schedule.zone, now)
     rules = budgets.rules(config, now)
     ranges = budgets.export_ranges(rules)
     default_key = budgets.export_key(default_period)
     ranges.setdefault(default_key, default_period)
-
-    try:
-        usages, source = _usage_for(deps, ranges, now)
-    except (ExportError, UsageError) as error:
-        return _failed(deps, now, default_period, error)
-
+    usages, source = _usage_for(deps, ranges, now)
     frames = {key: u.frame for key, u in usages.items()}
     findings, selected = budgets.evaluate_with_selections(rules, frames, now)
     unevaluated = tuple(budgets.unevaluated(rules, frames, findings, selected))
@@ -378,6 +397,18 @@ def _last_day_to_date(period: Period, now: datetime) -> date:
     """The local date of the last instant of [period start, now)."""
     end = min(now, period.end).astimezone(UTC) - timedelta(milliseconds=1)
     return end.astimezone(period.zone).date()
+
+
+def _internal(exc: Exception) -> ExportInternalError:
+    """An unexpected exception as a failed cycle; its traceback is logged here, once. The
+    message names the exception's type and where it was raised, never its text (which might
+    quote what was being sent)."""
+    log.error("the cycle failed unexpectedly; this is a bug", exc_info=exc)
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return ExportInternalError(
+        f"unexpected {type(exc).__name__}{where} (a bug: the traceback is in the log)"
+    )
 
 
 def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | UsageError) -> Outcome:

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -253,8 +254,11 @@ class LangdockClient:
         """`request_timeout`: the longest one export POST may take end to end (default: the
         client's read timeout). `deadline.stop` aborts requests and retry sleeps on shutdown;
         `sleep` defaults to `deadline.wait`."""
-        if not api_key or api_key != api_key.strip():
-            raise ValueError("api_key must be non-empty and without surrounding whitespace")
+        if not api_key or not all("!" <= character <= "~" for character in api_key):
+            raise ValueError(
+                "api_key must be non-empty printable ASCII without whitespace: it is sent in an "
+                "HTTP header"
+            )
         if httpx.URL(base_url).userinfo:  # the URL is logged; the key goes in api_key
             raise ValueError("base_url must not contain a user or password")
         self._http = http
@@ -342,7 +346,13 @@ class LangdockClient:
         self._deadline.check()  # no new request once the daemon stops
         tally.api_calls += 1
         seconds = min(self._request_timeout, budget.remaining())
-        outcome = _interpret(self._post(rng, seconds), self._key)
+        try:
+            response = self._post(rng, seconds)
+        except _UNSENDABLE as exc:
+            raise ExportRequestError(
+                f"cannot send the export request to {_host(self._export_url)}: {_why(exc)}"
+            ) from None
+        outcome = _interpret(response, self._key)
         if isinstance(outcome, _TooLarge):
             return outcome
         if isinstance(outcome, _NoData):
@@ -350,7 +360,12 @@ class LangdockClient:
             return _part(rng, None, 0)
         self._check_download_url(outcome.download_url)
         self._deadline.check()
-        path, size, shape = self._download(outcome, rng, workdir, budget.remaining())
+        try:
+            path, size, shape = self._download(outcome, rng, workdir, budget.remaining())
+        except _UNSENDABLE as exc:
+            raise ExportProtocolError(
+                f"cannot download the export from {_host(str(outcome.download_url))}: {_why(exc)}"
+            ) from None
         tally.bytes_downloaded += size
         return _part(rng, path, outcome.record_count, shape)
 
@@ -466,6 +481,25 @@ class LangdockClient:
                 "download", f"download from {host} broke off after {received} of {expected} bytes"
             )
         return written
+
+
+# A request that cannot even be sent: a host name that is not one (idna: a label empty or over
+# 63 characters), text an HTTP header cannot carry, a URL httpx refuses, a header h11 refuses.
+# Not a failure of the peer, and retrying cannot help.
+_UNSENDABLE = (ValueError, httpx.InvalidURL, httpx.LocalProtocolError)
+
+
+def _why(exc: Exception) -> str:
+    """What made a request unsendable, without quoting what was sent (it may hold the key)."""
+    if isinstance(exc, UnicodeError) and "idna" in str(exc):
+        return "the host is not a valid host name (a DNS label is empty or over 63 characters)"
+    if isinstance(exc, UnicodeEncodeError):
+        return "a header holds a character that is not ASCII"
+    return f"the request is not valid HTTP ({type(exc).__name__})"
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or "?"
 
 
 def _checked_range(start: datetime, end: datetime) -> _Range:
