@@ -24,7 +24,9 @@ below it every later sum of them (per key, per pool, prompt + completion) is exa
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -220,7 +222,7 @@ class _Part:
     empty_cells: int = 0
     has_tokens: bool = False
     model_column: str | None = None
-    totals: Mapping[str, int] = field(default_factory=dict)  # `_totals` of the rows
+    totals: Mapping[str, float] = field(default_factory=dict)  # `_totals` of the rows
 
 
 @dataclass(frozen=True)
@@ -279,16 +281,11 @@ def _read_header(path: Path) -> tuple[str, ...]:
             return ()
         scan = pl.scan_csv(path, infer_schema=False, raise_if_empty=False)
         names = tuple(scan.collect_schema().names())
-        if not names:
-            return ()
-        first = pl.scan_csv(
-            path, has_header=False, infer_schema=False, n_rows=1, truncate_ragged_lines=True
-        ).collect()
+        written = _written_header(path) if names else []
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the export: {exc.strerror}") from exc
     except pl.exceptions.PolarsError as exc:
         raise _unreadable(path, exc) from exc
-    written = [name or "" for name in first.row(0)] if first.height else list(names)
     repeated = (name for i, name in enumerate(written) if name in written[:i])
     twice = next((name for name in repeated if name in KNOWN_COLUMNS), None)
     if twice is not None:
@@ -297,6 +294,16 @@ def _read_header(path: Path) -> tuple[str, ...]:
             column=twice,
         )
     return names
+
+
+def _written_header(path: Path) -> list[str]:
+    """The header's names as written (polars renames a repeated one), read as its first record
+    by the csv module; [] when it cannot be (then polars' reading of it says what is wrong)."""
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        try:
+            return next(csv.reader(file), [])
+        except (UnicodeDecodeError, csv.Error):
+            return []
 
 
 def _shape(file: ExportFile) -> CsvShape:
@@ -431,27 +438,37 @@ def _stats(rows: pl.DataFrame, layout: _Layout) -> _Stats:
     return _Stats(**rows.select(exprs).row(0, named=True))
 
 
-def _totals(rows: pl.DataFrame) -> dict[str, int]:
-    """Each count column's exact sum (in Int128: no wrap), and prompt + completion's."""
+def _totals(rows: pl.DataFrame) -> dict[str, float]:
+    """Each count column's exact sum (in Int128: no wrap), prompt + completion's, and the
+    cost's (a float sum: it cannot wrap, but it can overflow to infinity)."""
     counts = [c for c in ("requests", *TOKEN_COLUMNS) if c in rows.columns]
-    sums = rows.select(pl.col(c).cast(pl.Int128).sum() for c in counts).row(0, named=True)
-    totals = {column: int(total or 0) for column, total in sums.items()}
+    exprs = [*(pl.col(c).cast(pl.Int128).sum() for c in counts), pl.col("total_cost_usd").sum()]
+    sums = rows.select(exprs).row(0, named=True)
+    totals: dict[str, float] = {c: int(sums[c] or 0) for c in counts}
     totals[_TOKENS] = totals.get("sum_prompt_tokens", 0) + totals.get("sum_completion_tokens", 0)
+    totals["total_cost_usd"] = float(sums["total_cost_usd"] or 0.0)
     return totals
 
 
-def _add_totals(parts: Iterable[Mapping[str, int]]) -> dict[str, int]:
-    summed: dict[str, int] = {}
+def _add_totals(parts: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    summed: dict[str, float] = {}
     for totals in parts:
         for column, total in totals.items():
             summed[column] = summed.get(column, 0) + total
     return summed
 
 
-def _check_totals(where: str, totals: Mapping[str, int]) -> None:
-    """Refuse counts that add up past MAX_COUNT (negative cells were refused before)."""
+def _check_totals(where: str, totals: Mapping[str, float]) -> None:
+    """Refuse counts that add up past MAX_COUNT, and a cost past the largest float (negative
+    cells were refused before)."""
     for column, total in totals.items():
-        if total > MAX_COUNT:
+        if column == "total_cost_usd":
+            if not math.isfinite(total):
+                raise UsageError(
+                    f"{where}: column 'total_cost_usd' adds up to more than a float can hold",
+                    column=column,
+                )
+        elif total > MAX_COUNT:
             what = "prompt and completion tokens" if column == _TOKENS else f"column '{column}'"
             raise UsageError(
                 f"{where}: {what} adds up to {total:,}, past the {MAX_COUNT:,} that costwatch "

@@ -162,3 +162,21 @@ def test_a_cycle_on_huge_counts_alerts_with_exact_context_or_fails_typed(
     }
     assert used[("pool", None, "requests")] == float(totals["requests"])
     assert used[("pool", None, "tokens")] == float(totals["tokens"])
+
+
+def test_costs_that_add_up_past_the_largest_float_are_refused(tmp_path: Path) -> None:
+    big = "1e308"
+    path = tmp_path / "export.csv"
+    path.write_text(
+        f"api_key_id,api_key_name,model,requests,total_cost_usd\nk1,n,m,1,{big}\nk2,n,m,1,{big}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(UsageError, match="total_cost_usd' adds up to more than a float can hold"):
+        usage.load_csv(path)
+    alone = tmp_path / "one.csv"
+    alone.write_text(
+        f"api_key_id,api_key_name,model,requests,total_cost_usd\nk1,n,m,1,{big}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(UsageError, match="parts together: column 'total_cost_usd'"):
+        usage.load([ExportFile(alone), ExportFile(alone)])
