@@ -8,11 +8,12 @@ for the half-open range [start, end) and downloads the CSV into `workdir`:
       404  "No data found" -> a part without a file: zero usage, not an error
       400  "Export too large" -> split at the local midnight nearest the middle, export both
       401  -> ExportAuthError; other 4xx -> ExportRequestError (never retried)
-      429, 5xx, timeouts, connection errors, broken or expired downloads, and downloads that
-    hold fewer rows than the answer's recordCount (or end mid-row or inside quotes: cut off,
-    with or without a Content-Length to tell)
+      429, 5xx, timeouts, connection errors, broken or expired downloads, and downloads
+      holding fewer rows than the answer's recordCount or ending mid-row or inside quotes
+      (cut off, with or without a Content-Length to tell)
            -> retried (a fresh export each time) under a RetryPolicy, then ExportUnavailableError
-    more rows than recordCount -> ExportProtocolError (not retried)
+      a download with more rows than recordCount -> ExportProtocolError (not retried)
+      a request that cannot be sent (a host name that is not one) -> ExportRequestError
 
 Wall-clock times are ambiguous while a DST fall-back repeats an hour (and at a midnight in
 zones that fall back at midnight), and the API reads wall-clock time: a part whose `from` or
@@ -483,19 +484,19 @@ class LangdockClient:
         return written
 
 
-# A request that cannot even be sent: a host name that is not one (idna: a label empty or over
-# 63 characters), text an HTTP header cannot carry, a URL httpx refuses, a header h11 refuses.
-# Not a failure of the peer, and retrying cannot help.
-_UNSENDABLE = (ValueError, httpx.InvalidURL, httpx.LocalProtocolError)
+# An exchange httpx cannot even make: a host name that is not one (idna: a DNS label empty or
+# over 63 characters), text an HTTP header cannot carry, a URL httpx refuses. Retrying cannot
+# help; the key itself is checked when the client is made.
+_UNSENDABLE = (ValueError, httpx.InvalidURL)
 
 
 def _why(exc: Exception) -> str:
-    """What made a request unsendable, without quoting what was sent (it may hold the key)."""
+    """What made the exchange impossible, never quoting what was sent (it may hold the key)."""
     if isinstance(exc, UnicodeError) and "idna" in str(exc):
         return "the host is not a valid host name (a DNS label is empty or over 63 characters)"
     if isinstance(exc, UnicodeEncodeError):
         return "a header holds a character that is not ASCII"
-    return f"the request is not valid HTTP ({type(exc).__name__})"
+    return f"{type(exc).__name__} in the HTTP exchange"
 
 
 def _host(url: str) -> str:
