@@ -685,8 +685,8 @@ def test_an_export_without_period_columns_is_refused_when_the_range_is_known(
         load_csv(path, first_day=date(2026, 9, 1), last_day=date(2026, 9, 30))
     assert str(caught.value) == (
         f"{path}: missing column 'period_start': the export cannot be checked against the "
-        "range asked for (the header has: api_key_id, api_key_name, model, requests, "
-        "total_cost_usd)"
+        "range asked for (the header has: 'api_key_id', 'api_key_name', 'model', 'requests', "
+        "'total_cost_usd')"
     )
     assert load_csv(path).rows_read == 1  # a saved file with no range to check is read
 
