@@ -96,6 +96,7 @@ class ExportFile:
     first_day: date | None = None  # None: unknown, skip the period check
     last_day: date | None = None
     record_count: int | None = None  # the rows the export answer announced; None: unknown
+    saved: bool = False  # a saved file (`check --csv`): may lack the period columns (logged)
     shape: CsvShape | None = None  # measured as the file was written; None: measured here
 
 
@@ -127,8 +128,9 @@ def load(files: Sequence[ExportFile]) -> Usage:
 
 
 def load_csv(path: Path, *, first_day: date | None = None, last_day: date | None = None) -> Usage:
-    """Load a single export file (`costwatch check --csv`)."""
-    return load([ExportFile(path, first_day, last_day)])
+    """Load a single saved export file (`costwatch check --csv`). Its period columns, if it has
+    them, must cover the range; one written without them is read with a warning."""
+    return load([ExportFile(path, first_day, last_day, saved=True)])
 
 
 def per_key(usage: Usage) -> pl.DataFrame:
@@ -286,14 +288,24 @@ def _read_header(path: Path) -> tuple[str, ...]:
         raise UsageError(f"{path}: cannot read the export: {exc.strerror}") from exc
     except pl.exceptions.PolarsError as exc:
         raise _unreadable(path, exc) from exc
-    repeated = (name for i, name in enumerate(written) if name in written[:i])
-    twice = next((name for name in repeated if name in KNOWN_COLUMNS), None)
+    twice = _repeated_known(written)
     if twice is not None:
         raise UsageError(
             f"{path}: the header names column '{twice}' twice: which one holds the data is unknown",
             column=twice,
         )
     return names
+
+
+def _repeated_known(names: Sequence[str]) -> str | None:
+    """The first known column name given a second time (one pass, however long the header)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in KNOWN_COLUMNS:
+            if name in seen:
+                return name
+            seen.add(name)
+    return None
 
 
 def _written_header(path: Path) -> list[str]:
@@ -361,17 +373,19 @@ def _layout(file: ExportFile, header: tuple[str, ...]) -> _Layout:
     log.debug("%s: using '%s' as the model column", file.path, model)
     wants_period = file.first_day is not None or file.last_day is not None
     no_period = [column for column in PERIOD_COLUMNS if column not in header]
-    if wants_period and no_period:
+    if wants_period and no_period and not file.saved:
         raise UsageError(
             f"{file.path}: missing column '{no_period[0]}': the export cannot be checked "
             f"against the range asked for (the header has: {listed})",
             column=no_period[0],
         )
+    if wants_period and no_period:
+        log.warning("%s: no %s column: its period cannot be checked", file.path, no_period[0])
     return _Layout(
         path=file.path,
         model_column=model,
         tokens=tuple(column for column in TOKEN_COLUMNS if column in header),
-        periods=wants_period,
+        periods=wants_period and not no_period,
     )
 
 

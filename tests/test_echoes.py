@@ -90,6 +90,7 @@ def test_hostile_server_text_and_a_20_mb_header_reach_logs_and_readyz_quoted_and
     body = '{"error": "Bad request", "message": %s}' % repr(FORGED).replace("'", '"')  # noqa: UP031
     sim.faults.fail_export(400, body=body.encode())
     sim.faults.download_content(hostile_header(20_000_000), times=1000)
+    sim.faults.announce_records(1, times=1000)  # its one row, so it reaches the loader
     config = write_daemon_config(
         tmp_path / "costwatch.yaml", sim, stub, port, EVERY_KEY, shutdown_grace=f"{GRACE}s"
     )

@@ -677,18 +677,20 @@ def test_an_empty_period_cell_is_refused_when_the_range_is_known(tmp_path: Path)
     assert (caught.value.column, caught.value.row) == ("period_start", 2)
 
 
-def test_an_export_without_period_columns_is_refused_when_the_range_is_known(
-    tmp_path: Path,
+def test_a_download_without_period_columns_is_refused_when_the_range_is_known(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write(tmp_path, "api_key_id,api_key_name,model,requests,total_cost_usd\nk1,n,m,1,1\n")
     with pytest.raises(UsageError) as caught:
-        load_csv(path, first_day=date(2026, 9, 1), last_day=date(2026, 9, 30))
+        load([ExportFile(path, date(2026, 9, 1), date(2026, 9, 30))])
     assert str(caught.value) == (
         f"{path}: missing column 'period_start': the export cannot be checked against the "
         "range asked for (the header has: 'api_key_id', 'api_key_name', 'model', 'requests', "
         "'total_cost_usd')"
     )
-    assert load_csv(path).rows_read == 1  # a saved file with no range to check is read
+    # A saved file written without them (check --csv) is read, with a warning.
+    assert load_csv(path, first_day=date(2026, 9, 1), last_day=date(2026, 9, 30)).rows_read == 1
+    assert "no period_start column: its period cannot be checked" in caplog.text
 
 
 def test_period_start_after_end_is_refused_with_its_row(tmp_path: Path) -> None:
