@@ -31,7 +31,7 @@ __all__ = ["CsvShape", "measure"]
 
 _KEPT = b',"\n'
 _DROPPED = bytes(byte for byte in range(256) if byte not in _KEPT)
-_CHUNK_BYTES = 4 * 1024 * 1024
+_CHUNK_BYTES = 1024 * 1024
 
 
 class CsvShape:

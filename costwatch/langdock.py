@@ -35,9 +35,9 @@ loader's job (`costwatch.usage`), using each part's `first_day`/`last_day`.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
 import random
 import tempfile
 import time
@@ -45,13 +45,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import httpx
 
-from costwatch.csvshape import CsvShape, measure
+from costwatch.csvshape import CsvShape
 from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.errors import (
     ExportAuthError,
@@ -71,6 +71,9 @@ from costwatch.retry import (
     RetryPolicy,
     retry_after_seconds,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = ["ExportPart", "ExportResult", "LangdockClient", "RetryPolicy"]
 
@@ -418,10 +421,10 @@ class LangdockClient:
             dir=workdir, prefix=f"api-keys-{rng.first_day}_{rng.last_day}-", suffix=".csv"
         )
         path = Path(name)
+        shape = CsvShape()
         try:
-            with os.fdopen(fd, "wb") as sink:
+            with _MeasuredFile(fd, shape) as sink:
                 size = self._stream_into(url, sink, seconds)
-            shape = _measured(path)
             _check_complete(shape, ready.record_count, f"download from {url.host}")
         except BaseException:
             path.unlink(missing_ok=True)
@@ -520,13 +523,17 @@ def _part(
     return ExportPart(path, rng.start, rng.end, rng.first_day, rng.last_day, record_count, shape)
 
 
-def _measured(path: Path) -> CsvShape:
-    try:
-        return measure(path)
-    except OSError as exc:
-        raise ExportDownloadError(
-            f"cannot read the downloaded export back: {exc.strerror or type(exc).__name__}"
-        ) from exc
+class _MeasuredFile(io.BufferedWriter):
+    """A file that measures the CSV shape of what is written to it, as it is written: the
+    check of a download costs no second pass over it."""
+
+    def __init__(self, fd: int, shape: CsvShape) -> None:
+        super().__init__(io.FileIO(fd, "wb"))
+        self._shape = shape
+
+    def write(self, buffer: ReadableBuffer, /) -> int:
+        self._shape.feed(bytes(buffer))
+        return super().write(buffer)
 
 
 def _check_complete(shape: CsvShape, announced: int, what: str) -> None:

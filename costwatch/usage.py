@@ -29,6 +29,7 @@ import logging
 import math
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -251,10 +252,7 @@ def _read_part(file: ExportFile) -> _Part:
         _check_record_count(file, 0)
         return _Part(_empty_frame())
     layout = _layout(file, header)
-    shape = _shape(file)
-    _check_record_count(file, shape.rows)
-    _check_shape(file.path, shape, len(header))
-    rows = _read_rows(layout)
+    shape, rows = _shape_and_rows(file, layout, len(header))
     if rows.height != shape.rows:
         raise UsageError(
             f"{file.path}: polars read {rows.height} rows where the file has {shape.rows} records"
@@ -318,13 +316,30 @@ def _written_header(path: Path) -> list[str]:
             return []
 
 
-def _shape(file: ExportFile) -> CsvShape:
+def _shape_and_rows(
+    file: ExportFile, layout: _Layout, columns: int
+) -> tuple[CsvShape, pl.DataFrame]:
+    """The file's shape, checked, and its typed rows. A shape measured as the file was written
+    is taken as it is; otherwise it is measured while polars reads the rows (polars releases
+    the GIL, so the two passes overlap). The shape's verdict comes first: a ragged row makes
+    bad cells of its neighbours, and the row is the news, not the cells."""
     if file.shape is not None:
-        return file.shape
-    try:
-        return measure(file.path)
-    except OSError as exc:
-        raise UsageError(f"{file.path}: cannot read the export: {exc.strerror}") from exc
+        _check_shape(file, file.shape, columns)
+        return file.shape, _read_rows(layout)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="costwatch-csvshape") as pool:
+        measuring = pool.submit(measure, file.path)
+        try:
+            rows: pl.DataFrame | UsageError = _read_rows(layout)
+        except UsageError as error:
+            rows = error
+        try:
+            shape = measuring.result()
+        except OSError as exc:
+            raise UsageError(f"{file.path}: cannot read the export: {exc.strerror}") from exc
+    _check_shape(file, shape, columns)
+    if isinstance(rows, UsageError):
+        raise rows
+    return shape, rows
 
 
 def _check_record_count(file: ExportFile, rows: int) -> None:
@@ -338,8 +353,11 @@ def _check_record_count(file: ExportFile, rows: int) -> None:
     raise ExportProtocolError(message + " (recordCount)")
 
 
-def _check_shape(path: Path, shape: CsvShape, columns: int) -> None:
-    """Every record has the header's number of fields, and the file ends outside quotes."""
+def _check_shape(file: ExportFile, shape: CsvShape, columns: int) -> None:
+    """The rows announced are there, every record has the header's number of fields, and the
+    file ends outside quotes."""
+    _check_record_count(file, shape.rows)
+    path = file.path
     if shape.ends_in_quote:
         raise UsageError(f"{path}: the file ends inside a quoted value (cut short?)")
     if shape.fields != columns:
