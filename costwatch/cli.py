@@ -28,6 +28,7 @@ from costwatch.configsummary import summarize
 from costwatch.durations import parse_duration
 from costwatch.errors import ConfigError, CostwatchError, ExportError, StateError, UsageError
 from costwatch.langdock import LangdockClient
+from costwatch.quote import quote
 from costwatch.state import State
 
 EXIT_OK = 0
@@ -176,13 +177,22 @@ def _parse_timeout(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
+# The years a period can be computed in: its end (a quarter later) must still be a datetime.
+NOW_YEARS = range(1971, 9999)
+
+
 def _parse_now(text: str) -> datetime:
     try:
-        return datetime.fromisoformat(text)
+        now = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"not an ISO 8601 time: {text!r} (example: 2026-11-25T10:30:00+01:00)"
+            f"not an ISO 8601 time: {quote(text)} (example: 2026-11-25T10:30:00+01:00)"
         ) from None
+    if now.year not in NOW_YEARS:
+        raise argparse.ArgumentTypeError(
+            f"{quote(text)} is outside the years {NOW_YEARS.start} to {NOW_YEARS.stop - 1}"
+        )
+    return now
 
 
 def _load(path: Path, env: dict[str, str] | None = None) -> Config | None:

@@ -168,6 +168,17 @@ def test_naive_now_is_read_in_the_schedule_time_zone(
     capsys.readouterr()
 
 
+@pytest.mark.parametrize("now", ["9999-12-31T23:00:00+00:00", "0001-01-01T00:00:00", "1969-07-20"])
+def test_a_now_whose_period_cannot_be_computed_is_refused_before_anything_runs(
+    config: Path, sim: Simulator, capsys: pytest.CaptureFixture[str], now: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["check", "--config", str(config), "--now", now])
+    assert exited.value.code == 2  # argparse's usage error
+    assert "is outside the years 1971 to 9998" in capsys.readouterr().err
+    assert sim.requests == []
+
+
 def test_check_with_a_wrong_key_exits_2_naming_the_scope_without_the_key(
     tmp_path: Path,
     sim: Simulator,
