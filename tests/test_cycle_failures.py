@@ -313,8 +313,9 @@ def test_every_reason_a_cycle_can_fail_with_has_a_metric_label_up_front() -> Non
     )
 
 
-def test_check_exits_2_when_something_unforeseen_escapes_the_cycle(tmp_path: Path) -> None:
-    """A --now so close to year 9999 that the month after it cannot exist."""
+def test_check_exits_2_at_once_for_a_now_whose_period_cannot_exist(tmp_path: Path) -> None:
+    """A --now so close to year 9999 that the month after it cannot exist: refused up front
+    (it used to escape the cycle as an unforeseen error, which the catch-all made exit 2)."""
     config = write_config(tmp_path, "http://127.0.0.1:9")
     done = run_costwatch(
         "check",
@@ -326,7 +327,8 @@ def test_check_exits_2_when_something_unforeseen_escapes_the_cycle(tmp_path: Pat
         env={"LANGDOCK_API_KEY": KEY},
     )
     assert done.returncode == 2, done.stderr
-    assert "failed unexpectedly" in done.stderr
+    assert "is outside the years 1971 to 9998" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 # --- the daemon counts each of them as an export failure with its reason -----------------------
