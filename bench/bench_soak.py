@@ -31,8 +31,8 @@ from pathlib import Path
 
 from costwatch import cycle, slack
 from costwatch.config import parse_config
+from costwatch.config.durations import parse_duration
 from costwatch.deadline import UNBOUNDED, Deadline
-from costwatch.durations import parse_duration
 from costwatch.simulator import Simulator, Workspace
 from costwatch.slackrender import Rendered
 from costwatch.state import State

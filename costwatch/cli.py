@@ -24,8 +24,8 @@ from pathlib import Path
 
 from costwatch import __version__, budgets, cycle, report, usage
 from costwatch.config import Config, load_config
-from costwatch.configsummary import summarize
-from costwatch.durations import parse_duration
+from costwatch.config.durations import parse_duration
+from costwatch.config.summary import summarize
 from costwatch.errors import ConfigError, CostwatchError, ExportError, StateError, UsageError
 from costwatch.langdock import LangdockClient
 from costwatch.quote import quote

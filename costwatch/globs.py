@@ -20,6 +20,12 @@ def matches(pattern: str, text: str) -> bool:
     return text == pattern or fnmatch.fnmatchcase(text, pattern)
 
 
+def key_matches(patterns: Iterable[str], key_id: str, key_name: str) -> bool:
+    """Whether an API key is selected by `patterns`: a glob matches its name (case-sensitive),
+    or a pattern equals its id. `any_matches` is the same rule over a frame."""
+    return any(matches(pattern, key_name) or pattern == key_id for pattern in patterns)
+
+
 def problem(pattern: str) -> str | None:
     """Why `pattern` is not a usable glob, or None when it is (never quoting the pattern)."""
     if not pattern:

@@ -27,15 +27,15 @@ from costwatch.config import (
     Defaults,
     ForecastConfig,
     Threshold,
-    key_matches,
     load_config,
     parse_config,
     severity_for,
 )
-from costwatch.configsummary import summarize
-from costwatch.configtypes import SECRET_FILE_MAX_BYTES
-from costwatch.durations import format_duration, normalize_cron, parse_duration
+from costwatch.config.durations import format_duration, normalize_cron, parse_duration
+from costwatch.config.summary import summarize
+from costwatch.config.types import SECRET_FILE_MAX_BYTES
 from costwatch.errors import ConfigError
+from costwatch.globs import key_matches
 
 SECRET = "sk-SECRET-123"
 SLACK_SECRET = "xoxb-SECRET-456"

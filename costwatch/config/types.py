@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from costwatch import globs
-from costwatch.durations import normalize_cron, parse_duration
+from costwatch.config.durations import normalize_cron, parse_duration
 from costwatch.quote import Refusal
 
 SECRET_FILE_MAX_BYTES = 64 * 1024

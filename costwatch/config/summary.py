@@ -15,7 +15,7 @@ from costwatch.config import (
     SlackConfig,
     Threshold,
 )
-from costwatch.durations import format_duration
+from costwatch.config.durations import format_duration
 
 
 def summarize(
@@ -131,7 +131,7 @@ def _matched_keys(
     config: Config, budget: Budget, known_keys: Sequence[tuple[str, str]]
 ) -> list[tuple[str, str]]:
     """The keys a budget covers; a fallback budget only those no other per-key budget covers."""
-    others = [b for b in config.budgets if b.scope == "key" and not b.fallback]
+    others = [b for b in config.budgets if b.claims]
     return [
         key
         for key in known_keys

@@ -1,0 +1,231 @@
+"""The configuration's sections and the whole file (DESIGN.md, "Configuration"): typed, frozen
+models, validated once by pydantic.
+
+Defaults live on the models. After loading, `LangdockConfig.api_key` and `SlackConfig.token` /
+`webhook_url` hold the secret whichever way it was given (`secret_api_key()`, `secret_token()`,
+`secret_webhook_url()` give it in clear); the `*_file` field then holds the resolved path it
+came from. Secrets are `SecretStr`: masked in every repr. The budgets, thresholds and silences
+are in `costwatch.config.budget`; reading a file into a `Config` in `costwatch.config.load`.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+
+from costwatch.config.budget import Budget, Defaults, Silence
+from costwatch.config.reader import at
+from costwatch.config.types import (
+    Channel,
+    Cron,
+    Duration,
+    Model,
+    PositiveFloat,
+    PositiveInt,
+    Secret,
+    SecretPath,
+    Text,
+    Url,
+    ZoneName,
+    check_listen,
+    check_url,
+    header_token_problem,
+    read_secret_files,
+    resolve_path,
+    split_listen,
+)
+
+DEFAULT_EVERY = timedelta(minutes=15)
+
+
+# --- sections --------------------------------------------------------------------------------
+
+
+class LangdockConfig(Model):
+    base_url: Url = "https://api.langdock.com"
+    api_key: Secret | None = None
+    api_key_file: SecretPath | None = None
+    timeout_seconds: PositiveFloat = 120
+    max_download_mb: PositiveInt = 512
+    allow_insecure_download: bool = False
+    retry_max_elapsed_seconds: PositiveFloat = 300
+    max_attempts: PositiveInt = 6
+    failures_before_alert: PositiveInt = 3  # consecutive failed cycles before an ops alert
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_files(cls, data: object, info: ValidationInfo) -> object:
+        return read_secret_files(data, info, "api_key")
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, url: str) -> str:
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _key_given(self) -> Self:
+        if self.api_key is None:
+            raise at("api_key", "is required (or api_key_file)")
+        problem = header_token_problem(self.api_key.get_secret_value())
+        if problem is not None:  # it would fail every export, as an exception in the request
+            raise at("api_key_file" if self.api_key_file is not None else "api_key", problem)
+        return self
+
+    def secret_api_key(self) -> str:
+        """The API key in clear, whether written inline or read from `api_key_file`."""
+        assert self.api_key is not None  # checked at load time
+        return self.api_key.get_secret_value()
+
+
+class ScheduleConfig(Model):
+    every: Duration | None = DEFAULT_EVERY
+    cron: Cron | None = None
+    timezone: ZoneName = "UTC"
+    jitter: Duration | None = None  # start each cycle up to this much later, at random
+    shutdown_grace: Duration = timedelta(seconds=25)  # fits Kubernetes' 30 s before SIGKILL
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cron_replaces_every(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("cron") is not None and "every" not in data:
+            return {**data, "every": None}
+        return data
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> Self:
+        if (self.every is None) == (self.cron is None):
+            raise at("cron" if self.cron else "every", "give either every or cron (one of them)")
+        return self
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+class StateConfig(Model):
+    path: Path = Path("/var/lib/costwatch/state.db")
+    retention: Duration = timedelta(days=90)  # spend history and delivered alerts kept this long
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_config(cls, path: Path, info: ValidationInfo) -> Path:
+        return resolve_path(path, info)
+
+
+class SlackConfig(Model):
+    token: Secret | None = None
+    token_file: SecretPath | None = None
+    webhook_url: Secret | None = None
+    webhook_url_file: SecretPath | None = None
+    channel: Channel | None = None
+    api_url: Url = "https://slack.com/api/"
+    digest_after: PositiveInt = 5  # more alerts than this for one channel in one go: a digest
+    min_interval_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 1.0  # per channel
+    retry_every: Duration = timedelta(seconds=30)  # while outbox rows wait after a failure
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_files(cls, data: object, info: ValidationInfo) -> object:
+        return read_secret_files(data, info, "token", "webhook_url")
+
+    @field_validator("api_url")
+    @classmethod
+    def _end_slash(cls, url: str) -> str:
+        return url if url.endswith("/") else f"{url}/"
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> Self:
+        if self.token is not None and self.webhook_url is not None:
+            raise at("webhook_url", "give a bot token or a webhook_url, not both")
+        if self.token is None and self.webhook_url is None:
+            raise at("token", "is required (or token_file, webhook_url, webhook_url_file)")
+        if self.token is not None and self.channel is None:
+            raise at("channel", "is required with a bot token (the default channel)")
+        if self.webhook_url is not None and not _is_url(self.webhook_url.get_secret_value()):
+            where = "webhook_url_file" if self.webhook_url_file else "webhook_url"
+            raise at(where, "must be an https URL")
+        return self
+
+    @property
+    def mode(self) -> Literal["token", "webhook"]:
+        return "token" if self.token is not None else "webhook"
+
+    def secret_token(self) -> str | None:
+        return self.token.get_secret_value() if self.token is not None else None
+
+    def secret_webhook_url(self) -> str | None:
+        return self.webhook_url.get_secret_value() if self.webhook_url is not None else None
+
+
+def _is_url(text: str) -> bool:
+    try:
+        return bool(check_url(text))
+    except ValueError:
+        return False
+
+
+class MetricsConfig(Model):
+    listen: Annotated[str, AfterValidator(check_listen)] = "0.0.0.0:9108"
+    max_series: PositiveInt = 50000
+    basic_auth_user: Text | None = None  # with a password: /metrics and probes ask for it
+    basic_auth_password: Secret | None = None
+    basic_auth_password_file: SecretPath | None = None
+    tls_cert_file: Path | None = None  # with tls_key_file: serve https
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_files(cls, data: object, info: ValidationInfo) -> object:
+        return read_secret_files(data, info, "basic_auth_password")
+
+    @field_validator("tls_cert_file", "tls_key_file")
+    @classmethod
+    def _relative_to_config(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(path, info) if path is not None else None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Self:
+        if (self.basic_auth_user is None) != (self.basic_auth_password is None):
+            raise at("basic_auth_user", "needs basic_auth_password too (or neither)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise at("tls_cert_file", "needs tls_key_file too (or neither)")
+        return self
+
+    def secret_basic_auth_password(self) -> str | None:
+        password = self.basic_auth_password
+        return password.get_secret_value() if password is not None else None
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+# --- the file -------------------------------------------------------------------------------
+
+
+class Config(Model):
+    langdock: LangdockConfig
+    schedule: ScheduleConfig = ScheduleConfig()
+    state: StateConfig = StateConfig()
+    slack: SlackConfig | None = None
+    metrics: MetricsConfig = MetricsConfig()
+    defaults: Defaults = Defaults()
+    budgets: tuple[Budget, ...] = ()
+    silences: tuple[Silence, ...] = ()
+
+    @model_validator(mode="after")
+    def _channels_need_token(self) -> Self:
+        if self.slack is not None and self.slack.mode == "webhook":
+            for index, budget in enumerate(self.budgets):
+                if budget.channel is not None:
+                    message = "needs slack.token: a webhook posts to its own channel only"
+                    raise at(("budgets", index, "channel"), message)
+        return self
