@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from costwatch import cycle, slack
+from costwatch import cycle, langdock, slack
 from costwatch.config import parse_config
 from costwatch.config.durations import parse_duration
 from costwatch.deadline import UNBOUNDED, Deadline
@@ -135,7 +135,7 @@ def measure(
         started = time.perf_counter()
         with (
             State.open(state_path) as state,
-            cycle.langdock_client(config.langdock, sleep=lambda _: None) as client,
+            langdock.connect(config.langdock, sleep=lambda _: None) as client,
         ):
             deps = cycle.Deps(config, client=client, state=state)
             for n in range(1, cycles + 1):

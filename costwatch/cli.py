@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from costwatch import __version__, budgets, cycle, report, usage
+from costwatch import __version__, budgets, cycle, langdock, report, usage
 from costwatch.config import Config, load_config
 from costwatch.config.durations import parse_duration
 from costwatch.config.summary import summarize
@@ -380,7 +380,7 @@ def _client(config: Config, csv: Path | None) -> Iterator[LangdockClient | None]
     if csv is not None:
         yield None
         return
-    with cycle.langdock_client(config.langdock) as client:
+    with langdock.connect(config.langdock) as client:
         yield client
 
 

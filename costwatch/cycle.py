@@ -15,19 +15,17 @@ import dataclasses
 import logging
 import tempfile
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import polars as pl
 
 from costwatch import alerts, budgets, health, periods, report, usage
-from costwatch.config import Config, LangdockConfig
-from costwatch.deadline import UNBOUNDED, Deadline, Stopping
+from costwatch.config import Config
+from costwatch.deadline import Stopping
 from costwatch.errors import (
     ExportError,
     ExportInternalError,
@@ -35,15 +33,12 @@ from costwatch.errors import (
     StateError,
     UsageError,
 )
-from costwatch.langdock import ExportResult, LangdockClient, RetryPolicy
+from costwatch.langdock import ExportResult, LangdockClient
 from costwatch.periods import Period
 from costwatch.report import Pending
 from costwatch.state import HistoryRow, Message, OutboxItem, State
 
 log = logging.getLogger("costwatch.cycle")
-
-USER_AGENT = "costwatch (+https://github.com/costwatch/costwatch)"
-
 
 # An alert subject's spend, requests and top (model, spend) pairs.
 _Context = tuple[float, float, tuple[tuple[str, float], ...]]
@@ -93,36 +88,6 @@ class Outcome:
     def crossed(self) -> bool:
         """Some finding has reached a threshold."""
         return bool(self.findings.height) and self.findings["level"].is_not_null().any()
-
-
-@contextmanager
-def langdock_client(
-    config: LangdockConfig,
-    *,
-    deadline: Deadline = UNBOUNDED,
-    sleep: Callable[[float], None] | None = None,
-) -> Iterator[LangdockClient]:
-    """An export client built from the configuration, its HTTP connections closed on exit.
-
-    The daemon passes a `deadline` whose stop signal aborts requests and retry sleeps on
-    shutdown; `sleep` (default: the deadline's wait) is for benchmarks that must not wait.
-    """
-    timeout = httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0))
-    with httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}) as http:
-        yield LangdockClient(
-            http,
-            base_url=config.base_url,
-            api_key=config.secret_api_key(),
-            allow_insecure_download=config.allow_insecure_download,
-            max_download_bytes=config.max_download_mb * 1024 * 1024,
-            retry=RetryPolicy(
-                max_attempts=config.max_attempts,
-                max_elapsed_seconds=config.retry_max_elapsed_seconds,
-            ),
-            request_timeout=config.timeout_seconds,
-            deadline=deadline,
-            sleep=sleep,
-        )
 
 
 def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetched:

@@ -44,7 +44,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from costwatch import cycle, slack
+from costwatch import cycle, langdock, slack
 from costwatch.config import Config, ScheduleConfig, load_config
 from costwatch.deadline import Deadline, Stopping, StopSignal
 from costwatch.errors import ConfigError, CostwatchError, StateError
@@ -247,7 +247,7 @@ class Daemon:
         config = self._config
         started = time.monotonic()
         deadline = Deadline(stop=self._stop)
-        with cycle.langdock_client(config.langdock, deadline=deadline) as client:
+        with langdock.connect(config.langdock, deadline=deadline) as client:
             deps = cycle.Deps(config=config, client=client, state=self._state)
             outcome = cycle.run_once(deps, now)
         seconds = time.monotonic() - started

@@ -152,3 +152,13 @@ def _reasons(cls: type[ExportError]) -> list[str]:
 EXPORT_FAILURE_REASONS: tuple[str, ...] = tuple(
     dict.fromkeys([*_reasons(ExportError)[1:], UsageError.reason, ExportError.reason])
 )
+
+
+class Retryable(Exception):
+    """A failure worth another attempt; `reason` is a stable label for what failed."""
+
+    def __init__(self, reason: str, description: str, retry_after: float | None = None) -> None:
+        super().__init__(description)
+        self.reason = reason
+        self.description = description
+        self.retry_after = retry_after

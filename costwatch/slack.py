@@ -66,7 +66,7 @@ from slack_sdk.http_retry.state import RetryState
 from costwatch import slackblocks
 from costwatch.config import SlackConfig
 from costwatch.deadline import UNBOUNDED, Deadline, Stopping
-from costwatch.retry import parse_retry_after
+from costwatch.retryafter import parse_retry_after
 from costwatch.slackerrors import (
     DeliveryError,
     api_error,

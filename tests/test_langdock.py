@@ -44,7 +44,7 @@ from costwatch.errors import (
     ExportUnavailableError,
 )
 from costwatch.langdock import ExportPart, ExportResult, LangdockClient, RetryPolicy
-from costwatch.retry import parse_retry_after
+from costwatch.retryafter import parse_retry_after
 from costwatch.simulator import EXPORT_PATHS, Simulator
 
 KEY = "ld-SECRET-k3y-4f9c2e7a1b"

@@ -43,34 +43,27 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import httpx
 
 from costwatch.csvshape import CsvShape
 from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.errors import (
-    ExportAuthError,
     ExportDownloadError,
     ExportProtocolError,
     ExportRequestError,
     ExportUnavailableError,
-)
-from costwatch.httpdeadline import DeadlineExceeded, bounded
-from costwatch.periods import local_midnight
-from costwatch.quote import quote
-from costwatch.retry import (
-    Retrier,
-    RetriesExhausted,
     Retryable,
-    RetryBudget,
-    RetryPolicy,
-    retry_after_seconds,
 )
+from costwatch.langdock.answers import NoData, Ready, Secret, TooLarge, check_complete, interpret
+from costwatch.langdock.http import DeadlineExceeded, bounded
+from costwatch.langdock.ranges import Range, checked_range
+from costwatch.langdock.retry import Retrier, RetriesExhausted, RetryBudget, RetryPolicy
+from costwatch.quote import quote
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -80,13 +73,6 @@ __all__ = ["ExportPart", "ExportResult", "LangdockClient", "RetryPolicy"]
 log = logging.getLogger("costwatch.langdock")
 
 EXPORT_PATH = "/export/api-keys"
-_ONE_MS = timedelta(milliseconds=1)
-_AUTH_MESSAGE = (
-    "Langdock rejected the API key (401): check the key and that it has the USAGE_EXPORT_API scope"
-)
-_TOO_LARGE = "Export too large"
-_NO_DATA = "No data found"
-_UTC_ZONE = ZoneInfo("UTC")
 
 
 @dataclass(frozen=True)
@@ -111,130 +97,10 @@ class ExportResult:
     bytes_downloaded: int  # bytes written to the part files
 
 
-class _Secret:
-    """A string that never shows itself in repr, str, f-strings, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def scrub(self, text: str) -> str:
-        """`text` with every occurrence of the secret masked (for server-provided messages)."""
-        return text.replace(self._value, "***")
-
-    def __repr__(self) -> str:
-        return "<secret ***>"
-
-    __str__ = __repr__
-
-
-@dataclass(frozen=True)
-class _Range:
-    """A half-open local range [start, end) in one zone."""
-
-    start: datetime
-    end: datetime
-
-    @property
-    def zone(self) -> ZoneInfo:
-        assert isinstance(self.start.tzinfo, ZoneInfo)
-        return self.start.tzinfo
-
-    @property
-    def last_instant(self) -> datetime:
-        """The inclusive end the API expects: one millisecond before `end`, in real time."""
-        return (self.end.astimezone(UTC) - _ONE_MS).astimezone(self.zone)
-
-    @property
-    def request_zone(self) -> ZoneInfo:
-        """The range's zone, or UTC when a bound's wall-clock time there occurs twice."""
-        if _ambiguous(self.start) or _ambiguous(self.last_instant):
-            return _UTC_ZONE
-        return self.zone
-
-    @property
-    def first_day(self) -> date:
-        """The first day as the request names it (and the CSV's period_start says)."""
-        return self.start.astimezone(self.request_zone).date()
-
-    @property
-    def last_day(self) -> date:
-        return self.last_instant.astimezone(self.request_zone).date()
-
-    def describe(self) -> str:
-        if self.first_day == self.last_day:
-            return self.first_day.isoformat()
-        return f"{self.first_day.isoformat()}..{self.last_day.isoformat()}"
-
-    def request_body(self) -> dict[str, Any]:
-        zone = self.request_zone
-        return {
-            "from": {"date": _wall_clock(self.start.astimezone(zone)), "timezone": zone.key},
-            "to": {"date": _wall_clock(self.last_instant.astimezone(zone)), "timezone": zone.key},
-            "group_by": "model",
-        }
-
-    def split(self) -> tuple[_Range, _Range] | None:
-        """Both halves around the local midnight nearest the middle; None within one day.
-
-        Real time, not wall-clock arithmetic: days are 23 or 25 hours long across DST.
-        """
-        start, end = self.start.astimezone(UTC), self.end.astimezone(UTC)
-        middle = start + (end - start) / 2
-        middle_day = middle.astimezone(self.zone).date()
-        candidates = [
-            local_midnight(middle_day, self.zone),
-            local_midnight(middle_day + timedelta(days=1), self.zone),
-        ]
-        inside = [c for c in candidates if start < c.astimezone(UTC) < end]
-        if not inside:
-            return None
-        cut = min(inside, key=lambda c: abs((c.astimezone(UTC) - middle).total_seconds()))
-        return _Range(self.start, cut), _Range(cut, self.end)
-
-
-def _ambiguous(moment: datetime) -> bool:
-    """Whether `moment`'s local wall-clock time occurs twice in its zone (a DST fall-back).
-
-    A real instant's wall time always exists, so two offsets for it mean two occurrences.
-    """
-    wall = moment.replace(tzinfo=None)
-    zone = moment.tzinfo
-    return (
-        wall.replace(tzinfo=zone, fold=0).utcoffset()
-        != wall.replace(tzinfo=zone, fold=1).utcoffset()
-    )
-
-
-def _wall_clock(moment: datetime) -> str:
-    """`YYYY-MM-DDTHH:MM:SS.sssZ` holding the local wall-clock time (the Z is literal)."""
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
-
-
 @dataclass
 class _Tally:
     api_calls: int = 0
     bytes_downloaded: int = 0
-
-
-@dataclass(frozen=True)
-class _Ready:
-    download_url: httpx.URL
-    record_count: int
-
-
-@dataclass(frozen=True)
-class _NoData:
-    pass
-
-
-@dataclass(frozen=True)
-class _TooLarge:
-    message: str
 
 
 class LangdockClient:
@@ -268,7 +134,7 @@ class LangdockClient:
         self._http = http
         self._base_url = base_url.rstrip("/")
         self._export_url = self._base_url + EXPORT_PATH
-        self._key = _Secret(api_key)
+        self._key = Secret(api_key)
         self._allow_insecure_download = allow_insecure_download
         self._max_download_bytes = max_download_bytes
         self._request_timeout = request_timeout or http.timeout.read or 120.0
@@ -286,7 +152,7 @@ class LangdockClient:
 
         On any failure the files already downloaded for this call are deleted.
         """
-        whole = _checked_range(start, end)
+        whole = checked_range(start, end)
         workdir.mkdir(parents=True, exist_ok=True)
         tally = _Tally()
         parts: list[ExportPart] = []
@@ -308,7 +174,7 @@ class LangdockClient:
         )
         return ExportResult(tuple(parts), tally.api_calls, tally.bytes_downloaded)
 
-    def _export(self, rng: _Range, workdir: Path, tally: _Tally, parts: list[ExportPart]) -> None:
+    def _export(self, rng: Range, workdir: Path, tally: _Tally, parts: list[ExportPart]) -> None:
         outcome = self._export_with_retries(rng, workdir, tally)
         if isinstance(outcome, ExportPart):
             parts.append(outcome)
@@ -330,8 +196,8 @@ class LangdockClient:
             self._export(half, workdir, tally, parts)
 
     def _export_with_retries(
-        self, rng: _Range, workdir: Path, tally: _Tally
-    ) -> ExportPart | _TooLarge:
+        self, rng: Range, workdir: Path, tally: _Tally
+    ) -> ExportPart | TooLarge:
         what = f"export of {rng.describe()}"
         try:
             return self._retrier.run(
@@ -345,8 +211,8 @@ class LangdockClient:
             ) from gave_up.last.__cause__
 
     def _attempt(
-        self, rng: _Range, workdir: Path, tally: _Tally, budget: RetryBudget
-    ) -> ExportPart | _TooLarge:
+        self, rng: Range, workdir: Path, tally: _Tally, budget: RetryBudget
+    ) -> ExportPart | TooLarge:
         self._deadline.check()  # no new request once the daemon stops
         tally.api_calls += 1
         seconds = min(self._request_timeout, budget.remaining())
@@ -356,10 +222,10 @@ class LangdockClient:
             raise ExportRequestError(
                 f"cannot send the export request to {_host(self._export_url)}: {_why(exc)}"
             ) from None
-        outcome = _interpret(response, self._key)
-        if isinstance(outcome, _TooLarge):
+        outcome = interpret(response, self._key)
+        if isinstance(outcome, TooLarge):
             return outcome
-        if isinstance(outcome, _NoData):
+        if isinstance(outcome, NoData):
             log.debug("no usage in %s (404 No data found)", rng.describe())
             return _part(rng, None, 0)
         self._check_download_url(outcome.download_url)
@@ -373,7 +239,7 @@ class LangdockClient:
         tally.bytes_downloaded += size
         return _part(rng, path, outcome.record_count, shape)
 
-    def _post(self, rng: _Range, seconds: float) -> httpx.Response:
+    def _post(self, rng: Range, seconds: float) -> httpx.Response:
         """The export POST, within `seconds` end to end (a stop aborts it)."""
         body = rng.request_body()
         if rng.request_zone != rng.zone:
@@ -411,7 +277,7 @@ class LangdockClient:
             )
 
     def _download(
-        self, ready: _Ready, rng: _Range, workdir: Path, seconds: float
+        self, ready: Ready, rng: Range, workdir: Path, seconds: float
     ) -> tuple[Path, int, CsvShape]:
         """Stream the signed URL into a new file in `workdir` within `seconds` end to end, and
         check it holds what the answer announced; delete it on any failure."""
@@ -425,7 +291,7 @@ class LangdockClient:
         try:
             with _MeasuredFile(fd, shape) as sink:
                 size = self._stream_into(url, sink, seconds)
-            _check_complete(shape, ready.record_count, f"download from {url.host}")
+            check_complete(shape, ready.record_count, f"download from {url.host}")
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -489,7 +355,8 @@ class LangdockClient:
 
 # An exchange httpx cannot even make: a host name that is not one (idna: a DNS label empty or
 # over 63 characters), text an HTTP header cannot carry, a URL httpx refuses. Retrying cannot
-# help; the key itself is checked when the client is made.
+
+
 _UNSENDABLE = (ValueError, httpx.InvalidURL)
 
 
@@ -506,19 +373,8 @@ def _host(url: str) -> str:
     return urlsplit(url).hostname or "?"
 
 
-def _checked_range(start: datetime, end: datetime) -> _Range:
-    zone = start.tzinfo
-    if not isinstance(zone, ZoneInfo):
-        raise ValueError("start must be an aware datetime whose tzinfo is a zoneinfo.ZoneInfo")
-    if end.tzinfo is None:
-        raise ValueError("end must be an aware datetime")
-    if end.astimezone(UTC) <= start.astimezone(UTC):
-        raise ValueError(f"empty export range: end {end.isoformat()} <= start {start.isoformat()}")
-    return _Range(start.astimezone(zone), end.astimezone(zone))
-
-
 def _part(
-    rng: _Range, path: Path | None, record_count: int, shape: CsvShape | None = None
+    rng: Range, path: Path | None, record_count: int, shape: CsvShape | None = None
 ) -> ExportPart:
     return ExportPart(path, rng.start, rng.end, rng.first_day, rng.last_day, record_count, shape)
 
@@ -534,109 +390,3 @@ class _MeasuredFile(io.BufferedWriter):
     def write(self, buffer: ReadableBuffer, /) -> int:
         self._shape.feed(bytes(buffer))
         return super().write(buffer)
-
-
-def _check_complete(shape: CsvShape, announced: int, what: str) -> None:
-    """The file holds the rows the answer announced (`recordCount`), and ends where a record
-    does. A file cut off (a broken body without a Content-Length to tell, or one the storage
-    host served short) is worth a fresh export; one with more rows than announced is not."""
-    if shape.ends_in_quote:
-        raise Retryable("incomplete", f"{what} ends inside a quoted value (cut off?)")
-    if shape.cut_short:
-        raise Retryable("incomplete", f"{what} ends in the middle of a row (cut off?)")
-    if shape.rows < announced:
-        raise Retryable(
-            "incomplete", f"{what} holds {shape.rows} of the {announced} rows the export announced"
-        )
-    if shape.rows > announced:
-        raise ExportProtocolError(
-            f"{what} holds {shape.rows} rows, more than the {announced} the export announced"
-        )
-    if announced == 0:
-        log.warning(
-            "%s: the export answered 200 with recordCount 0 (Langdock answers 404 when there is "
-            "no usage); read as no usage",
-            what,
-        )
-
-
-def _interpret(response: httpx.Response, key: _Secret) -> _Ready | _NoData | _TooLarge:
-    """What an export POST's answer means; raises for answers that end the export."""
-    status = response.status_code
-    if response.is_success:
-        return _parse_success(response, key)
-    error, message = _error_fields(response, key)
-    if status == 404 and error == _NO_DATA:
-        return _NoData()
-    if status == 400 and (error == _TOO_LARGE or message.startswith(_TOO_LARGE)):
-        return _TooLarge(message or error)
-    if status == 401:
-        raise ExportAuthError(_AUTH_MESSAGE)
-    if status == 429 or status >= 500:
-        retry_after = retry_after_seconds(response.headers)
-        reason = "rate_limited" if status == 429 else "server_error"
-        waited = "" if retry_after is None else f", Retry-After {retry_after:g}s"
-        raise Retryable(reason, f"HTTP {status}{waited}", retry_after)
-    detail = quote(message or error) if message or error else "(no message)"
-    if 400 <= status < 500:
-        hint = " (check base_url)" if status == 404 else ""
-        raise ExportRequestError(f"Langdock rejected the export request ({status}){hint}: {detail}")
-    raise ExportProtocolError(f"Langdock answered the export request with HTTP {status}")
-
-
-def _error_fields(response: httpx.Response, key: _Secret) -> tuple[str, str]:
-    """The flat error body's `error` and `message`, masked; the raw text when not JSON.
-
-    Outside text: whoever puts either into a message quotes it (`costwatch.quote`).
-    """
-    try:
-        body = response.json()
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-        return "", key.scrub(response.text[:200].strip())
-    if not isinstance(body, dict):
-        return "", ""
-    error, message = body.get("error"), body.get("message")
-    return (
-        key.scrub(error) if isinstance(error, str) else "",
-        key.scrub(message) if isinstance(message, str) else "",
-    )
-
-
-def _literal(value: object) -> str:
-    """A JSON value from the server, shown briefly: `True`, `None`, or quoted and capped."""
-    if value is None or isinstance(value, bool):
-        return repr(value)
-    return quote(json.dumps(value), 60)
-
-
-def _parse_success(response: httpx.Response, key: _Secret) -> _Ready:
-    """The documented 200 body, checked; anything else is an ExportProtocolError."""
-    try:
-        body = response.json()
-    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
-        raise ExportProtocolError(
-            f"Langdock answered {response.status_code} with a body that is not JSON it can read"
-        ) from None
-    if not isinstance(body, dict):
-        raise ExportProtocolError("Langdock's export answer is not a JSON object")
-    if body.get("success") is not True:
-        _, message = _error_fields(response, key)
-        raise ExportProtocolError(
-            f"Langdock's export answer has success={_literal(body.get('success'))}"
-            + (f": {quote(message)}" if message else "")
-        )
-    data = body.get("data")
-    if not isinstance(data, dict):
-        raise ExportProtocolError("Langdock's export answer has no 'data' object")
-    url, count = data.get("downloadUrl"), data.get("recordCount")
-    if not isinstance(url, str) or not url:
-        raise ExportProtocolError("Langdock's export answer has no string 'data.downloadUrl'")
-    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        raise ExportProtocolError(
-            "Langdock's export answer has no non-negative integer 'data.recordCount'"
-        )
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, ValueError):
-        raise ExportProtocolError("Langdock's export answer has an invalid downloadUrl") from None
-    return _Ready(parsed, count)

@@ -16,22 +16,13 @@ attempt or a sleep raises (`Stopping` on shutdown) goes straight through.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
-__all__ = [
-    "Retrier",
-    "RetriesExhausted",
-    "RetryBudget",
-    "RetryPolicy",
-    "Retryable",
-    "parse_retry_after",
-    "retry_after_seconds",
-]
+from costwatch.errors import Retryable
+
+__all__ = ["Retrier", "RetriesExhausted", "RetryBudget", "RetryPolicy"]
 
 T = TypeVar("T")
 
@@ -58,16 +49,6 @@ class RetryPolicy:
         """The longest wait after the `failures`-th failure: initial * 2^(n-1), capped."""
         exponent = min(max(failures - 1, 0), _MAX_EXPONENT)
         return float(min(self.max_backoff_seconds, self.initial_backoff_seconds * 2**exponent))
-
-
-class Retryable(Exception):
-    """A failure worth another attempt; `reason` is a stable label for what failed."""
-
-    def __init__(self, reason: str, description: str, retry_after: float | None = None) -> None:
-        super().__init__(description)
-        self.reason = reason
-        self.description = description
-        self.retry_after = retry_after
 
 
 class RetryBudget:
@@ -167,43 +148,3 @@ class Retrier:
                     wait,
                 )
                 self._sleep(wait)
-
-
-def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date); None if absent or bad.
-
-    `now` is the reference for an HTTP-date (the response's own Date header is the best one);
-    the current time when not given. A date in the past means "now": 0 seconds.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        return _seconds_until(text, now)
-    if not math.isfinite(seconds):
-        return None
-    return max(seconds, 0.0)
-
-
-def _seconds_until(http_date: str, now: datetime | None) -> float | None:
-    try:
-        when = parsedate_to_datetime(http_date)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    reference = now if now is not None else datetime.now(UTC)
-    return max((when - reference).total_seconds(), 0.0)
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Retry-After from response headers, an HTTP-date measured against the response's Date."""
-    server_now: datetime | None = None
-    if "Date" in headers:
-        try:
-            server_now = parsedate_to_datetime(headers["Date"])
-        except (TypeError, ValueError, IndexError):
-            server_now = None
-    return parse_retry_after(headers.get("Retry-After"), now=server_now)

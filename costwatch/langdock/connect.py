@@ -1,0 +1,45 @@
+"""The export client the configuration describes, with its HTTP connections: `connect(config)`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import httpx
+
+from costwatch.config import LangdockConfig
+from costwatch.deadline import UNBOUNDED, Deadline
+from costwatch.langdock.client import LangdockClient
+from costwatch.langdock.retry import RetryPolicy
+
+USER_AGENT = "costwatch (+https://github.com/costwatch/costwatch)"
+
+
+@contextmanager
+def connect(
+    config: LangdockConfig,
+    *,
+    deadline: Deadline = UNBOUNDED,
+    sleep: Callable[[float], None] | None = None,
+) -> Iterator[LangdockClient]:
+    """An export client built from the configuration, its HTTP connections closed on exit.
+
+    The daemon passes a `deadline` whose stop signal aborts requests and retry sleeps on
+    shutdown; `sleep` (default: the deadline's wait) is for benchmarks that must not wait.
+    """
+    timeout = httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0))
+    with httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}) as http:
+        yield LangdockClient(
+            http,
+            base_url=config.base_url,
+            api_key=config.secret_api_key(),
+            allow_insecure_download=config.allow_insecure_download,
+            max_download_bytes=config.max_download_mb * 1024 * 1024,
+            retry=RetryPolicy(
+                max_attempts=config.max_attempts,
+                max_elapsed_seconds=config.retry_max_elapsed_seconds,
+            ),
+            request_timeout=config.timeout_seconds,
+            deadline=deadline,
+            sleep=sleep,
+        )
