@@ -7,7 +7,7 @@ token columns by default, git-ignored) and measures, each run in a fresh subproc
 peak RSS belongs to one measurement only:
 
   (a) baseline   polars' bare `scan_csv(path).group_by("api_key_id").agg(cost, requests)`
-  (b) costwatch  `usage.load_csv(path)` + `usage.per_key` + `usage.top_models`
+  (b) costwatch  `usage.load_csv(path)` + `Usage.per_key` + `Usage.top_models()`
   (c) for context: the typed scan alone, the part of (b) no validation or aggregation can
       avoid (the ten columns the frame needs, parsed into their types)
 
@@ -52,7 +52,7 @@ def baseline(path):
 
 def costwatch(path):
     loaded = usage.load_csv(path)
-    return usage.per_key(loaded), usage.top_models(loaded)
+    return loaded.per_key, loaded.top_models()
 
 def scan_only(path):
     strings = ("api_key_id", "api_key_name", "model")

@@ -247,7 +247,7 @@ def _validate(args: argparse.Namespace) -> int:
         except (UsageError, OSError) as error:
             print(f"{args.csv}: {error}", file=sys.stderr)
             return EXIT_ERROR
-        keys = usage.per_key(loaded).select("api_key_id", "api_key_name")
+        keys = loaded.per_key.select("api_key_id", "api_key_name")
         known = [(key_id, name or "") for key_id, name in keys.iter_rows()]
         rules = budgets.rules(config, now)
         frames = dict.fromkeys(budgets.export_ranges(rules), loaded.frame)
@@ -316,8 +316,8 @@ def run_check(
         period=outcome.period,
         now=now,
         source=outcome.source,
-        per_key=usage.per_key(outcome.usage),
-        top_models=usage.top_models(outcome.usage, report.TOP_MODELS),
+        per_key=outcome.usage.per_key,
+        top_models=outcome.usage.top_models(report.TOP_MODELS),
         findings=outcome.findings if config.budgets else None,
         alerts=plan.alerts if plan else (),
         silenced=plan.silenced if plan else (),

@@ -217,16 +217,14 @@ def _with_context(
             loaded = usages[range_key]
             top: dict[str, list[tuple[str, float]]] = {}
             for key_id, model, cost in (
-                usage.top_models(loaded, 3)
-                .select("api_key_id", "model", "total_cost_usd")
-                .iter_rows()
+                loaded.top_models(3).select("api_key_id", "model", "total_cost_usd").iter_rows()
             ):
                 top.setdefault(key_id, []).append((model, float(cost)))
             per_key[range_key] = {
                 key_id: (float(cost), float(requests), tuple(top.get(key_id, ())))
-                for key_id, cost, requests in usage.per_key(loaded)
-                .select("api_key_id", "total_cost_usd", "requests")
-                .iter_rows()
+                for key_id, cost, requests in loaded.per_key.select(
+                    "api_key_id", "total_cost_usd", "requests"
+                ).iter_rows()
             }
         return per_key[range_key]
 

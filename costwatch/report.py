@@ -103,8 +103,8 @@ class UsageReport:
     period: Period
     now: datetime
     source: str  # "Langdock export (2 parts)" or "file export.csv"
-    per_key: pl.DataFrame  # usage.per_key()
-    top_models: pl.DataFrame  # usage.top_models()
+    per_key: pl.DataFrame  # Usage.per_key
+    top_models: pl.DataFrame  # Usage.top_models()
     findings: pl.DataFrame | None = None  # budgets.evaluate(); None: no budgets evaluated
     alerts: Sequence[Alert] = ()  # planned in this run
     silenced: Sequence[Alert] = ()

@@ -85,7 +85,7 @@ def test_counts_add_up_exactly_across_parts_or_the_export_is_refused(
     frame = loaded.frame
     for column in COUNTS:
         assert frame[column].sum() == totals[column]
-    table = usage.per_key(loaded)
+    table = loaded.per_key
     for key in ("k1", "k2"):
         mine = [row for row in rows if row[0] == key]
         if not mine:

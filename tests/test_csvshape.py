@@ -11,7 +11,7 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from costwatch.csvshape import CsvShape, measure
+from costwatch.usage.csvshape import CsvShape, measure
 
 FIELD = st.one_of(
     st.sampled_from(["", "k1", "12,345.67", 'say "hi"', "two\nlines", "crlf\r\nin", '""', ","]),

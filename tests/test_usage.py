@@ -30,8 +30,6 @@ from costwatch.usage import (
     Usage,
     load,
     load_csv,
-    per_key,
-    top_models,
 )
 
 BASIC = "period_start,period_end,org_id,api_key_id,api_key_name,model,requests,total_cost_usd"
@@ -496,14 +494,14 @@ def test_byok_export_carries_tokens(tmp_path: Path) -> None:
     usage = load_csv(path)
     assert usage.has_tokens
     assert records(usage, *TOKEN_COLUMNS) == [(100, 50, 30, 10, 60)]
-    assert per_key(usage)["tokens"].to_list() == [150]
+    assert usage.per_key["tokens"].to_list() == [150]
 
 
 def test_non_byok_export_has_null_tokens(tmp_path: Path) -> None:
     usage = load_csv(write(tmp_path, csv(f"{SEPTEMBER},k1,n,m,2,1")))
     assert not usage.has_tokens
     assert records(usage, *TOKEN_COLUMNS) == [(None,) * len(TOKEN_COLUMNS)]
-    assert per_key(usage)["tokens"].to_list() == [None]
+    assert usage.per_key["tokens"].to_list() == [None]
 
 
 # --- several parts, repeated rows ------------------------------------------------------------
@@ -741,7 +739,7 @@ def workspace(tmp_path: Path) -> Usage:
 
 
 def test_per_key_sums_and_orders_by_spend_then_name(workspace: Usage) -> None:
-    table = per_key(workspace)
+    table = workspace.per_key
     assert table.columns == [
         "api_key_id",
         "api_key_name",
@@ -759,11 +757,11 @@ def test_per_key_sums_and_orders_by_spend_then_name(workspace: Usage) -> None:
 
 
 def test_per_key_of_zero_usage_is_empty(tmp_path: Path) -> None:
-    assert per_key(load([])).height == 0
+    assert load([]).per_key.height == 0
 
 
 def test_top_models_keeps_the_biggest_per_key(workspace: Usage) -> None:
-    assert top_models(workspace, 2).rows() == [
+    assert workspace.top_models(2).rows() == [
         ("k1", "gpt", 5.0, 10),
         ("k1", "claude", 1.0, 5),
         ("k2", "gpt", 20.0, 100),
@@ -773,7 +771,7 @@ def test_top_models_keeps_the_biggest_per_key(workspace: Usage) -> None:
 
 
 def test_top_models_breaks_ties_by_row_order(workspace: Usage) -> None:
-    top = top_models(workspace, 3).filter(pl.col("api_key_id") == "k1")
+    top = workspace.top_models(3).filter(pl.col("api_key_id") == "k1")
     assert top["model"].to_list() == ["gpt", "claude", "mistral"]
 
 
@@ -786,7 +784,7 @@ def test_top_models_is_exact_when_a_keys_rows_are_scattered(tmp_path: Path) -> N
         .head(3)
         .select("api_key_id", "model", "total_cost_usd", "requests")
     )
-    assert top_models(usage).rows() == expected.rows()
+    assert usage.top_models().rows() == expected.rows()
 
 
 # --- properties ------------------------------------------------------------------------------

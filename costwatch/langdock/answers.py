@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import httpx
 
-from costwatch.csvshape import CsvShape
 from costwatch.errors import ExportAuthError, ExportProtocolError, ExportRequestError, Retryable
 from costwatch.quote import quote
 from costwatch.retryafter import retry_after_seconds
+from costwatch.usage.csvshape import CsvShape
 
 log = logging.getLogger("costwatch.langdock")
 

@@ -50,7 +50,6 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from costwatch.csvshape import CsvShape
 from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.errors import (
     ExportDownloadError,
@@ -64,6 +63,7 @@ from costwatch.langdock.http import DeadlineExceeded, bounded
 from costwatch.langdock.ranges import Range, checked_range
 from costwatch.langdock.retry import Retrier, RetriesExhausted, RetryBudget, RetryPolicy
 from costwatch.quote import quote
+from costwatch.usage.csvshape import CsvShape
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
