@@ -35,7 +35,7 @@ from costwatch.config.durations import parse_duration
 from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.simulator import Simulator, Workspace
 from costwatch.slackrender import Rendered
-from costwatch.state import State
+from costwatch.state import SqliteState
 
 START = datetime(2026, 1, 2, tzinfo=UTC)
 
@@ -134,7 +134,7 @@ def measure(
         failed = 0
         started = time.perf_counter()
         with (
-            State.open(state_path) as state,
+            SqliteState.open(state_path) as state,
             langdock.connect(config.langdock, sleep=lambda _: None) as client,
         ):
             deps = cycle.Deps(config, client=client, state=state)

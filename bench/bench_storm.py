@@ -28,7 +28,7 @@ from slackstub import TOKEN, SlackStub  # noqa: E402 (tests/ is put on the path 
 
 from costwatch import cycle, slack  # noqa: E402
 from costwatch.config import parse_config  # noqa: E402
-from costwatch.state import State  # noqa: E402
+from costwatch.state import SqliteState  # noqa: E402
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 HEADER = "period_start,period_end,api_key_id,api_key_name,model,requests,total_cost_usd\n"
@@ -93,7 +93,7 @@ def measure(keys: int = 5_000, channels: int = 10) -> Storm:
         config = parse_config(config_text(workdir, stub, channels))
         assert config.slack is not None
         sender = slack.sender_from_config(config.slack)
-        with State.open(config.state.path) as state:
+        with SqliteState.open(config.state.path) as state:
             started = time.perf_counter()
             outcome = cycle.run_once(cycle.Deps(config, csv=export, state=state), NOW)
             cycle_seconds = time.perf_counter() - started

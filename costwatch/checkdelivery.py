@@ -29,7 +29,7 @@ from costwatch.config import SlackConfig
 from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.report import DeliverySummary
 from costwatch.slackrender import Rendered
-from costwatch.state import State
+from costwatch.state import Store
 
 __all__ = ["POST_TIMEOUT", "deliver"]
 
@@ -65,7 +65,7 @@ class _Outcome:
 
 
 def deliver(
-    state: State,
+    state: Store,
     config: SlackConfig,
     now: datetime,
     *,

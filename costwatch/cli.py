@@ -29,7 +29,7 @@ from costwatch.config.summary import summarize
 from costwatch.errors import ConfigError, CostwatchError, ExportError, StateError, UsageError
 from costwatch.langdock import LangdockClient
 from costwatch.quote import quote
-from costwatch.state import State
+from costwatch.state import Store, open_store
 
 EXIT_OK = 0
 EXIT_CROSSED = 1
@@ -341,7 +341,7 @@ def run_check(
 
 
 def _deliver(
-    config: Config, state: State, now: datetime, deliver: bool, timeout: timedelta
+    config: Config, state: Store, now: datetime, deliver: bool, timeout: timedelta
 ) -> report.DeliverySummary:
     """Deliver the outbox after the cycle, or say why not."""
     if not deliver:
@@ -360,7 +360,7 @@ def state_is_missing(config: Config, dry_run: bool) -> bool:
 
 
 @contextmanager
-def _state(config: Config, dry_run: bool) -> Iterator[State | None]:
+def _state(config: Config, dry_run: bool) -> Iterator[Store | None]:
     """The state file; a dry run reads an existing one and never creates it (nor takes the
     writer lock: it writes nothing); otherwise this process becomes the file's one writer,
     waiting a little for another one to finish."""
@@ -368,9 +368,9 @@ def _state(config: Config, dry_run: bool) -> Iterator[State | None]:
         yield None
         return
     if dry_run:
-        opened = State.open(config.state.path, write=False)
+        opened = open_store(config.state, write=False)
     else:
-        opened = State.open(config.state.path, wait=STATE_WAIT_SECONDS, command="costwatch check")
+        opened = open_store(config.state, wait=STATE_WAIT_SECONDS, command="costwatch check")
     with opened as state:
         yield state
 

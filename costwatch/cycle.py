@@ -36,7 +36,7 @@ from costwatch.errors import (
 from costwatch.langdock import ExportResult, LangdockClient
 from costwatch.periods import Period
 from costwatch.report import Pending
-from costwatch.state import HistoryRow, Message, OutboxItem, State
+from costwatch.state import BudgetHistoryRow, Message, OutboxItem, Store
 
 log = logging.getLogger("costwatch.cycle")
 
@@ -59,7 +59,7 @@ class Deps:
     config: Config
     client: LangdockClient | None = None
     csv: Path | None = None
-    state: State | None = None  # None: plan against an empty ledger, record nothing
+    state: Store | None = None  # None: plan against an empty ledger, record nothing
     dry_run: bool = False  # plan, but record nothing
 
 
@@ -188,7 +188,7 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
             now=now,
             ledger=outcome.plan.ledger,
             messages=messages,
-            history=_history(findings),
+            budget_history=_budget_history(findings),
             health=new_health,
         )
     deps.state.prune(now, config.state.retention)
@@ -456,11 +456,11 @@ def describe_pending(item: OutboxItem) -> Pending:
     )
 
 
-def _history(findings: pl.DataFrame) -> list[HistoryRow]:
+def _budget_history(findings: pl.DataFrame) -> list[BudgetHistoryRow]:
     """One row per budget subject and metric (all models) for this cycle."""
     totals = findings.filter(pl.col("model").is_null())
     return [
-        HistoryRow(
+        BudgetHistoryRow(
             budget=row["budget"],
             subject=row["api_key_id"] or "*",
             metric=row["metric"],

@@ -49,7 +49,7 @@ from costwatch.config import Config, ScheduleConfig, load_config
 from costwatch.deadline import Deadline, Stopping, StopSignal
 from costwatch.errors import ConfigError, CostwatchError, StateError
 from costwatch.metrics import Metrics, MetricsServer, Snapshot
-from costwatch.state import State
+from costwatch.state import open_store
 
 log = logging.getLogger("costwatch.daemon")
 
@@ -90,7 +90,7 @@ class Daemon:
         self._config = load_config(config_path, env)
         self._mtime = _mtime(config_path)
         self._sender = self._sender_factory(self._config)
-        self._state = State.open(self._config.state.path, command="costwatch run")
+        self._state = open_store(self._config.state, command="costwatch run")
         try:
             self._metrics = Metrics(max_series=self._config.metrics.max_series)
             self._state.on_damaged = self._metrics.state_damaged

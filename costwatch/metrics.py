@@ -59,7 +59,7 @@ from costwatch.budgets import Unevaluated
 from costwatch.errors import EXPORT_FAILURE_REASONS
 from costwatch.httpserver import MetricsServer
 from costwatch.slackerrors import PERMANENT_ERRORS, TRANSIENT_ERRORS
-from costwatch.staterows import TABLES
+from costwatch.state.rows import TABLES
 from costwatch.usage import SCHEMA
 
 __all__ = [

@@ -83,7 +83,7 @@ from costwatch.slackhttp import (
     require_supported,
 )
 from costwatch.slackrender import Rendered, render, render_digest, render_test
-from costwatch.state import OutboxItem, State
+from costwatch.state import OutboxItem, Store
 
 __all__ = [
     "RETRY_AFTER_CAP",
@@ -354,7 +354,7 @@ _REPORTED: set[tuple[str, str]] = set()  # (code, channel) logged by this proces
 
 
 def deliver(
-    state: State,
+    state: Store,
     sender: Sender,
     config: SlackConfig,
     now: datetime,
@@ -407,7 +407,7 @@ def _channel(item: OutboxItem, config: SlackConfig) -> str | None:
 class _Round:
     """One pass over the due rows: pacing, re-routing and what each failure rules out."""
 
-    state: State
+    state: Store
     sender: Sender
     config: SlackConfig
     now: datetime

@@ -21,7 +21,7 @@ from loopback import free_port, write_daemon_config
 from slackstub import TOKEN, SlackStub
 
 from costwatch.simulator import Simulator, Workspace
-from costwatch.state import State
+from costwatch.state import SqliteState
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"
 NOW = "2026-11-20T12:00:00+00:00"
@@ -335,7 +335,7 @@ def test_a_locked_state_file_fails_the_check_with_exit_2_and_the_next_one_plans_
 ) -> None:
     config = config_with_state(tmp_path)
     state = tmp_path / "state.db"
-    with State.open(state):
+    with SqliteState.open(state):
         pass  # a current, empty state file
     # Another program (a sqlite3 shell, a replication tool: not costwatch, so it holds no writer
     # lock) holds SQLite's own write lock; the writer lock is free, so check gets that far.
@@ -363,7 +363,7 @@ def test_a_full_disk_fails_the_check_with_exit_2_and_the_file_stays_sound(
     config = config_with_state(tmp_path)
     state = tmp_path / "state.db"
     if existing:
-        with State.open(state):
+        with SqliteState.open(state):
             pass
     done = run_command(config, env, limit=4096)
     assert done.returncode == 2, done.stderr
@@ -394,7 +394,7 @@ def test_the_daemon_counts_cycles_failed_on_a_locked_state_and_catches_up_once_r
     tmp_path: Path,
 ) -> None:
     state = tmp_path / "state.db"
-    with State.open(state):
+    with SqliteState.open(state):
         pass
     env = {**os.environ, "LANGDOCK_API_KEY": "sk-lock-key", "SLACK_BOT_TOKEN": TOKEN}
     with Simulator(Workspace(keys=6), api_key="sk-lock-key") as sim, SlackStub() as stub:

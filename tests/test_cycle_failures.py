@@ -41,7 +41,7 @@ from costwatch.errors import (
 )
 from costwatch.langdock import LangdockClient, RetryPolicy
 from costwatch.simulator import Simulator, Workspace
-from costwatch.state import State
+from costwatch.state import SqliteState
 
 KEY = "sk-lang-EXITS-k3y-5d2a"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -272,7 +272,7 @@ def test_an_unexpected_exception_in_a_cycle_is_an_internal_failure_counted_and_l
     clock = FakeClock()
     with (
         httpx.Client(transport=httpx.MockTransport(broken_transport)) as http,
-        State.open(tmp_path / "state.db") as state,
+        SqliteState.open(tmp_path / "state.db") as state,
     ):
         client = LangdockClient(
             http,

@@ -23,7 +23,7 @@ from slackstub import TOKEN, SlackStub
 from costwatch.config import parse_config
 from costwatch.daemon import Daemon, interval, trigger
 from costwatch.simulator import Simulator, Workspace
-from costwatch.state import Message, State
+from costwatch.state import Message, SqliteState
 
 SECRET = "sk-lang-DAEMON-SECRET-0042"
 
@@ -225,7 +225,7 @@ def test_the_final_flush_gets_only_what_is_left_of_the_grace_and_keeps_the_rows(
     config = write_daemon_config(
         tmp_path / "c.yaml", sim, stub, free_port(), EVERY_KEY, shutdown_grace="3s"
     )
-    with State.open(tmp_path / "state.db") as state:  # a notice for each of two channels
+    with SqliteState.open(tmp_path / "state.db") as state:  # a notice for each of two channels
         notices = [
             Message(kind="exports_recovered", channel=channel, payload={"failures": 3})
             for channel in ("#ai-spend", "#team")

@@ -1,6 +1,6 @@
 """One damaged state row never stops delivery or planning, and never sends an alert twice.
 
-Rows are written the real way (`State.commit`, a real planning cycle against the simulator),
+Rows are written the real way (`SqliteState.commit`, a real planning cycle against the simulator),
 then damaged with a plain sqlite3 connection, as a disk fault or a hand edit would: JSON that
 does not parse, times that are not times, values of the wrong type. Delivery is the real
 slack_sdk against the Slack stand-in; planning is `cycle.run_once` against the simulator.
@@ -34,7 +34,7 @@ from costwatch.daemon import Daemon
 from costwatch.langdock import LangdockClient, RetryPolicy
 from costwatch.metrics import Metrics
 from costwatch.simulator import Simulator, Workspace
-from costwatch.state import State
+from costwatch.state import SqliteState
 
 LATER = NOW + timedelta(minutes=15)
 PERIOD = "month:2026-11-01@Europe/Berlin"  # the simulator cycles' period
@@ -99,7 +99,7 @@ def test_a_damaged_outbox_row_is_set_aside_logged_once_and_the_rest_is_delivered
     column, value = OUTBOX_DAMAGE[case]
     path = tmp_path / "state.db"
     counted = Counted()
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         state.on_damaged = counted
         first, bad, last = enqueue(state, make_alert("b0"), make_alert("b1"), make_alert("b2"))
         damage(path, f"UPDATE outbox SET {column} = ? WHERE id = ?", (value, bad))  # noqa: S608
@@ -124,7 +124,7 @@ def test_a_damaged_outbox_row_is_set_aside_logged_once_and_the_rest_is_delivered
 
 def test_pending_with_a_limit_skips_damaged_rows_to_the_next_sound_one(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         ids = enqueue(state, *(make_alert(f"b{i}") for i in range(5)))
         for bad in ids[:3]:
             damage(path, "UPDATE outbox SET payload = '{' WHERE id = ?", (bad,))
@@ -157,7 +157,7 @@ def test_whatever_is_written_into_outbox_rows_every_untouched_row_is_delivered_o
         for name in ("ai-spend", "finance"):
             stub.add_channel(name)
         path = Path(folder) / "state.db"
-        with State.open(path) as state:
+        with SqliteState.open(path) as state:
             ids = enqueue(state, *(make_alert(f"budget{i}") for i in range(5)))
             for index, column, value in damaged:
                 try:
@@ -181,7 +181,7 @@ def test_an_alert_row_that_cannot_be_rendered_holds_up_no_digest(
     stub: SlackStub, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "state.db"
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         ids = enqueue(state, *(make_alert(f"b{i}", "#finance") for i in range(7)))
         damage(path, "UPDATE outbox SET payload = '{\"budget\": 1}' WHERE id = ?", (ids[3],))
         report = run(state, token_config(stub, digest_after=5), FakeClock())
@@ -220,7 +220,7 @@ class Planner:
 
 
 def plan_cycle(
-    planner: Planner, state: State, now: datetime, limit: float = 5
+    planner: Planner, state: SqliteState, now: datetime, limit: float = 5
 ) -> list[tuple[Any, ...]]:
     """One real cycle at `now`; the alerts it planned (budget, key, metric, kind, threshold)."""
     sim = planner.sim
@@ -256,7 +256,7 @@ def planner() -> Iterator[Planner]:
 @pytest.fixture
 def baseline(planner: Planner, tmp_path: Path) -> list[list[tuple[Any, ...]]]:
     """What three undamaged cycles plan: alerts, nothing new, the alerts a lower limit adds."""
-    with State.open(tmp_path / "baseline.db") as state:
+    with SqliteState.open(tmp_path / "baseline.db") as state:
         return [
             plan_cycle(planner, state, NOW),
             plan_cycle(planner, state, NOW + STEP),
@@ -278,7 +278,7 @@ def test_a_damaged_ledger_row_neither_stops_planning_nor_sends_its_alert_again(
     assert lowered
     path = tmp_path / "state.db"
     counted = Counted()
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         state.on_damaged = counted
         assert plan_cycle(planner, state, NOW) == first
         with closing(sqlite3.connect(path)) as db:
@@ -297,7 +297,7 @@ def test_a_ledger_row_whose_level_cannot_be_read_is_written_back_sound(
     planner: Planner, tmp_path: Path
 ) -> None:
     path = tmp_path / "state.db"
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         plan_cycle(planner, state, NOW)
         damage(path, "UPDATE ledger SET level = 'x', limit_value = x'00'")
         plan_cycle(planner, state, NOW + STEP)
@@ -323,7 +323,7 @@ def test_the_daemon_counts_damaged_rows_in_its_metrics_and_delivers_the_rest(
     port = free_port()
     with Simulator(Workspace(keys=2), api_key=KEY) as sim:
         config = write_daemon_config(tmp_path / "c.yaml", sim, stub, port, QUIET)
-        with State.open(tmp_path / "state.db") as state:
+        with SqliteState.open(tmp_path / "state.db") as state:
             _, bad = enqueue(state, make_alert("good"), make_alert("bad"))
         damage(tmp_path / "state.db", "UPDATE outbox SET payload = '{' WHERE id = ?", (bad,))
         daemon = Daemon(config)
@@ -359,7 +359,7 @@ def test_logging_a_damaged_row_never_quotes_its_content(
 ) -> None:
     caplog.set_level(logging.ERROR, logger="costwatch.state")
     path = tmp_path / "state.db"
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         (row,) = enqueue(state, make_alert("b0"))
         damage(path, "UPDATE outbox SET payload = ? WHERE id = ?", ("{<!channel> secret", row))
         assert state.pending() == []
@@ -369,7 +369,7 @@ def test_logging_a_damaged_row_never_quotes_its_content(
 
 def test_reading_damaged_rows_writes_nothing(planner: Planner, tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         plan_cycle(planner, state, NOW)
         enqueue(state, make_alert("b0"))
         damage(path, "UPDATE outbox SET payload = '{'")

@@ -20,7 +20,7 @@ import pytest
 from test_cli import NOW, SECRET, write_config
 
 from costwatch.simulator import Simulator, Workspace
-from costwatch.statefile import MIGRATIONS
+from costwatch.state.schema import MIGRATIONS
 
 Snapshot = dict[str, tuple[bytes, int]]
 

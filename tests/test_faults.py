@@ -1,7 +1,7 @@
 """Faults through the daemon's path: a real cycle, a real state file, real HTTP on loopback.
 
 Langdock: each case sets a fault on the simulator, then runs `cycle.run_once` with a real
-`State` and a real `LangdockClient` (retries sleep on a fake clock). A case either recovers
+`SqliteState` and a real `LangdockClient` (retries sleep on a fake clock). A case either recovers
 inside the cycle, reads as zero usage, or fails the cycle with a counted reason: then no budget
 is evaluated, export health counts it, the third failure in a row queues "exports failing", and
 once the fault clears the next cycle plans exactly the alerts a fault-free run plans.
@@ -38,7 +38,7 @@ from costwatch.errors import ExportError
 from costwatch.langdock import LangdockClient, RetryPolicy
 from costwatch.simulator import Simulator, Workspace
 from costwatch.simworkspace import export_csv
-from costwatch.state import State
+from costwatch.state import SqliteState
 
 KEY = "ld-FAULTS-k3y-7e1d"
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -479,7 +479,9 @@ def config_for(sim: Simulator) -> Config:
     return parse_config(CONFIG.format(base_url=sim.base_url, key=KEY, attempts=ATTEMPTS))
 
 
-def run_cycle(sim: Simulator, state: State, now: datetime, sleeps: FakeClock) -> cycle.Outcome:
+def run_cycle(
+    sim: Simulator, state: SqliteState, now: datetime, sleeps: FakeClock
+) -> cycle.Outcome:
     config = config_for(sim)
     timeout = httpx.Timeout(TIMEOUT)
     with httpx.Client(timeout=timeout) as http:
@@ -496,7 +498,7 @@ def run_cycle(sim: Simulator, state: State, now: datetime, sleeps: FakeClock) ->
         return cycle.run_once(cycle.Deps(config, client=client, state=state), now)
 
 
-def alert_identities(state: State) -> list[tuple[Any, ...]]:
+def alert_identities(state: SqliteState) -> list[tuple[Any, ...]]:
     return sorted(
         (p["budget"], p["api_key_id"], p["metric"], p["kind"], p["threshold"])
         for item in state.pending()
@@ -512,7 +514,7 @@ def reason_of(outcome: cycle.Outcome) -> str | None:
     return outcome.error.reason if isinstance(outcome.error, ExportError) else "usage"
 
 
-def kinds(state: State) -> list[str]:
+def kinds(state: SqliteState) -> list[str]:
     return [item.kind for item in state.pending()]
 
 
@@ -521,7 +523,7 @@ def test_a_langdock_fault_recovers_reads_as_zero_or_fails_the_cycle_counted(
     fault: Fault, sim: Simulator, clock: Clock, tmp_path: Path
 ) -> None:
     sleeps = FakeClock()
-    with State.open(tmp_path / "baseline.db") as baseline:
+    with SqliteState.open(tmp_path / "baseline.db") as baseline:
         clean = run_cycle(sim, baseline, NOW + 3 * STEP, sleeps)
         assert clean.ok
         assert clean.crossed
@@ -529,7 +531,7 @@ def test_a_langdock_fault_recovers_reads_as_zero_or_fails_the_cycle_counted(
     assert due  # the budget is tight enough that a clean cycle alerts
 
     fault.inject(sim)
-    with State.open(tmp_path / "state.db") as state:
+    with SqliteState.open(tmp_path / "state.db") as state:
         outcome = run_cycle(sim, state, NOW, sleeps)
         if fault.outcome == "recovered":
             assert outcome.ok, outcome.error
@@ -685,7 +687,7 @@ def test_a_slack_fault_keeps_the_rows_pending_and_each_is_sent_once_after(
 ) -> None:
     sleeps = FakeClock()
     budgets = ("b0", "b1", "b2")
-    with State.open(tmp_path / "state.db") as state:
+    with SqliteState.open(tmp_path / "state.db") as state:
         ids = enqueue(state, *(make_alert(b) for b in budgets))
         broken = _break(case, stub)
         report = deliver(state, broken, sleeps, via=sender(broken, timeout=case.timeout))

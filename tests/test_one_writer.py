@@ -29,7 +29,7 @@ from costwatch import cycle
 from costwatch.cli import STATE_WAIT_SECONDS
 from costwatch.config import Config, load_config
 from costwatch.simulator import Simulator, Workspace
-from costwatch.state import State
+from costwatch.state import SqliteState
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"
 EXPORT = EXAMPLES / "export-2026-11.csv"
@@ -284,9 +284,9 @@ def test_check_beside_a_running_daemon_waits_then_refuses_with_exit_2_naming_the
 HOLD_UNTIL_TOLD = """
 import sys
 from pathlib import Path
-from costwatch.state import State
+from costwatch.state import SqliteState
 
-with State.open(Path(sys.argv[1]), command="a test holding the lock"):
+with SqliteState.open(Path(sys.argv[1]), command="a test holding the lock"):
     print("held", flush=True)
     sys.stdin.readline()
 print("released", flush=True)
@@ -351,7 +351,7 @@ def cycle_config(tmp_path: Path, name: str) -> tuple[Config, Path]:
 
 
 def cycles_at_once(loaded: Config, path: Path, threads: int) -> list[int]:
-    """`threads` cycles at the same moment, each through a `State` of its own on `path`;
+    """`threads` cycles at the same moment, each through a `SqliteState` of its own on `path`;
     how many alerts each one planned."""
     barrier = threading.Barrier(threads, timeout=30)
     planned: list[int] = []
@@ -359,7 +359,7 @@ def cycles_at_once(loaded: Config, path: Path, threads: int) -> list[int]:
 
     def work() -> None:
         try:
-            with State.open(path) as state:
+            with SqliteState.open(path) as state:
                 deps = cycle.Deps(config=loaded, csv=EXPORT, state=state)
                 barrier.wait()
                 planned.append(len(cycle.run_once(deps, datetime.fromisoformat(NOW)).outbox_ids))
@@ -376,11 +376,11 @@ def cycles_at_once(loaded: Config, path: Path, threads: int) -> list[int]:
 
 
 def test_cycles_of_three_states_in_three_threads_plan_each_alert_once(tmp_path: Path) -> None:
-    """Three `State`s of one process on one file (the writer lock is the process's, so all
+    """Three `SqliteState`s of one process on one file (the writer lock is the process's, so all
     may write) run the same cycle at the same moment, round after round: whichever reaches the
     ledger later sees what the first committed, so no alert is planned twice."""
     for round_ in range(6):
         loaded, path = cycle_config(tmp_path, f"state-{round_}")
-        State.open(path).close()
+        SqliteState.open(path).close()
         planned = cycles_at_once(loaded, path, 3)
         assert sorted(planned) == [0, 0, 7], (round_, planned)  # one planned all, none twice

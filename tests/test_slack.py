@@ -1,6 +1,6 @@
 """Slack delivery: the real slack_sdk against the local stand-in (`slackstub.py`) over loopback.
 
-Outbox rows are made the real way (`State.commit` with `Alert` payloads) in a real state file.
+Outbox rows are made the real way (`SqliteState.commit` with `Alert` payloads) in a real state file.
 Pacing never waits: `sleep` and `monotonic` are a fake clock. slack_sdk's own retry waits are
 real but short (`retry_interval`, `Retry-After: 0`), except where a test proves the wait.
 Assertions are on routing, counts, ids, mentions and retries, never on message wording.
@@ -35,7 +35,7 @@ from costwatch.deadline import UNBOUNDED, Deadline, StopSignal
 from costwatch.health import Operational
 from costwatch.slack import DeliveryError, DeliveryReport, Sender, sender_from_config
 from costwatch.slackrender import Rendered
-from costwatch.state import Message, State
+from costwatch.state import Message, SqliteState
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=15)
@@ -72,8 +72,8 @@ def stub() -> Iterator[SlackStub]:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[State]:
-    with State.open(tmp_path / "state.db") as opened:
+def state(tmp_path: Path) -> Iterator[SqliteState]:
+    with SqliteState.open(tmp_path / "state.db") as opened:
         yield opened
 
 
@@ -119,7 +119,7 @@ def make_alert(budget: str, channel: str | None = None, **changes: Any) -> Alert
     return dataclasses.replace(alert, **changes)
 
 
-def enqueue(state: State, *alerts: Alert, channel: str | None = DEFAULT) -> list[int]:
+def enqueue(state: SqliteState, *alerts: Alert, channel: str | None = DEFAULT) -> list[int]:
     """Outbox rows as the cycle writes them: the budget's channel, else `channel`."""
     messages = [
         Message(
@@ -133,7 +133,7 @@ def enqueue(state: State, *alerts: Alert, channel: str | None = DEFAULT) -> list
 
 
 def run(
-    state: State,
+    state: SqliteState,
     config: SlackConfig,
     clock: FakeClock,
     *,
@@ -170,7 +170,7 @@ def slack_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_each_alert_goes_to_its_budget_channel(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     enqueue(state, make_alert("support", "#support-eng"), make_alert("cfo", "#finance"))
     report = run(state, token_config(stub), clock)
@@ -180,7 +180,7 @@ def test_each_alert_goes_to_its_budget_channel(
 
 
 def test_an_alert_without_a_budget_channel_goes_to_the_default_channel(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     enqueue(state, make_alert("every-key"), channel=None)  # a row with no channel at all
     enqueue(state, make_alert("workspace"))  # the cycle's default
@@ -190,7 +190,7 @@ def test_an_alert_without_a_budget_channel_goes_to_the_default_channel(
 
 
 def test_the_bot_token_goes_in_the_authorization_header(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     enqueue(state, make_alert("support"))
     run(state, token_config(stub), clock)
@@ -200,7 +200,7 @@ def test_the_bot_token_goes_in_the_authorization_header(
 
 
 def test_mentions_of_the_budget_reach_slack(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     enqueue(state, make_alert("support", "#support-eng", mention=MENTIONS))
     run(state, token_config(stub), clock)
@@ -213,7 +213,7 @@ def test_mentions_of_the_budget_reach_slack(
 
 
 def test_six_alerts_for_one_channel_become_one_digest_and_six_rows_sent(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     enqueue(state, *(make_alert(f"b{i}", "#finance") for i in range(6)))
     report = run(state, token_config(stub, digest_after=5), clock)
@@ -223,7 +223,7 @@ def test_six_alerts_for_one_channel_become_one_digest_and_six_rows_sent(
 
 
 def test_five_alerts_for_one_channel_are_five_messages(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     enqueue(state, *(make_alert(f"b{i}", "#finance") for i in range(5)))
     report = run(state, token_config(stub, digest_after=5), clock)
@@ -232,7 +232,7 @@ def test_five_alerts_for_one_channel_are_five_messages(
 
 
 def test_digests_are_per_channel_and_leave_operational_notices_alone(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     enqueue(state, *(make_alert(f"b{i}", "#finance") for i in range(3)))
     enqueue(state, *(make_alert(f"d{i}") for i in range(3)))
@@ -257,7 +257,7 @@ def test_every_row_is_sent_exactly_once_in_as_many_messages_as_the_digest_rule_s
     with SlackStub() as stub, tempfile.TemporaryDirectory() as folder:
         for name in ("ai-spend", "support-eng", "finance"):
             stub.add_channel(name)
-        with State.open(Path(folder) / "state.db") as state:
+        with SqliteState.open(Path(folder) / "state.db") as state:
             for i, channel in enumerate(channels):
                 enqueue(state, make_alert(f"b{i}", channel))
             report = run(state, token_config(stub, digest_after=digest_after), clock)
@@ -272,7 +272,7 @@ def test_every_row_is_sent_exactly_once_in_as_many_messages_as_the_digest_rule_s
 
 
 def test_posts_to_one_channel_are_paced_and_channels_take_turns(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     enqueue(state, *(make_alert(f"s{i}", "#support-eng") for i in range(3)))
     enqueue(state, *(make_alert(f"f{i}", "#finance") for i in range(3)))
@@ -292,7 +292,7 @@ def test_posts_to_one_channel_are_paced_and_channels_take_turns(
 
 
 def test_a_rate_limited_post_is_retried_by_slack_sdk_after_retry_after(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     stub.retry_after = 1
     stub.fail_next(429)
@@ -305,7 +305,7 @@ def test_a_rate_limited_post_is_retried_by_slack_sdk_after_retry_after(
 
 
 def test_a_server_error_is_retried_then_the_post_succeeds(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     stub.fail_next(500)
     enqueue(state, make_alert("support"))
@@ -315,7 +315,7 @@ def test_a_server_error_is_retried_then_the_post_succeeds(
 
 
 def test_a_dropped_connection_is_retried_then_the_post_succeeds(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     stub.drop_next()
     enqueue(state, make_alert("support"))
@@ -325,7 +325,7 @@ def test_a_dropped_connection_is_retried_then_the_post_succeeds(
 
 
 def test_a_rate_limit_storm_keeps_the_rows_and_spares_other_channels(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     stub.fail_next(429, times=3)  # the first post and both of slack_sdk's retries
     enqueue(state, make_alert("s0", "#support-eng"), make_alert("s1", "#support-eng"))
@@ -340,7 +340,7 @@ def test_a_rate_limit_storm_keeps_the_rows_and_spares_other_channels(
 
 
 def test_a_timeout_leaves_the_row_for_a_later_round(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     config = token_config(stub, retry_every="10m")
     stub.delay_next(2.0)
@@ -361,7 +361,7 @@ def test_the_outbox_survives_a_failure_and_a_restart_and_sends_each_alert_once(
 ) -> None:
     config = token_config(stub, retry_every="1m")
     path = tmp_path / "state.db"
-    with State.open(path) as first:
+    with SqliteState.open(path) as first:
         ids = enqueue(first, *(make_alert(f"b{i}", "#finance") for i in range(3)))
         stub.fail_next(500, times=3)  # one post, retried twice by slack_sdk, then given up
         report = run(first, config, clock)
@@ -370,7 +370,7 @@ def test_the_outbox_survives_a_failure_and_a_restart_and_sends_each_alert_once(
         assert [item.id for item in waiting] == ids
         assert all(item.attempts == 1 and item.last_error for item in waiting)
     assert stub.posts() == []
-    with State.open(path) as second:
+    with SqliteState.open(path) as second:
         report = run(second, config, clock, now=NOW + timedelta(minutes=1))
         assert (report.sent, report.messages, report.pending) == (3, 3, 0)
         assert run(second, config, clock, now=NOW + timedelta(hours=1)).messages == 0
@@ -384,7 +384,7 @@ def test_the_outbox_survives_a_failure_and_a_restart_and_sends_each_alert_once(
 
 
 def test_invalid_auth_sends_nothing_is_logged_once_with_the_remedy_and_keeps_the_rows(
-    stub: SlackStub, state: State, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    stub: SlackStub, state: SqliteState, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = token_config(stub, token="xoxb-0000-wrong-token")
     enqueue(state, make_alert("a", "#support-eng"), make_alert("b"), make_alert("c", "#finance"))
@@ -412,7 +412,7 @@ def test_invalid_auth_sends_nothing_is_logged_once_with_the_remedy_and_keeps_the
 )
 def test_a_channel_error_reroutes_the_alert_to_the_default_channel(
     stub: SlackStub,
-    state: State,
+    state: SqliteState,
     clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
     case: tuple[str, str, str],
@@ -431,7 +431,7 @@ def test_a_channel_error_reroutes_the_alert_to_the_default_channel(
 
 
 def test_when_the_default_channel_fails_too_the_rows_stay_in_the_outbox(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     config = token_config(stub, channel="#private")
     enqueue(state, make_alert("a", "#nowhere"), make_alert("b"), channel="#private")
@@ -442,7 +442,7 @@ def test_when_the_default_channel_fails_too_the_rows_stay_in_the_outbox(
 
 
 def test_a_message_slack_refuses_keeps_its_row_and_the_others_go_on(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     stub.fail_next(200, error="invalid_blocks")
     enqueue(state, make_alert("a"), make_alert("b"))
@@ -455,7 +455,7 @@ def test_a_message_slack_refuses_keeps_its_row_and_the_others_go_on(
 
 
 def test_webhook_mode_posts_every_row_to_the_webhook(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     enqueue(state, make_alert("a", "#support-eng"), make_alert("b"), make_alert("c"))
     report = run(state, webhook_config(stub, min_interval_seconds=1.0), clock)
@@ -467,14 +467,16 @@ def test_webhook_mode_posts_every_row_to_the_webhook(
     assert clock.sleeps == [1.0, 1.0]  # one channel: paced
 
 
-def test_webhook_mode_digests_many_alerts(stub: SlackStub, state: State, clock: FakeClock) -> None:
+def test_webhook_mode_digests_many_alerts(
+    stub: SlackStub, state: SqliteState, clock: FakeClock
+) -> None:
     enqueue(state, *(make_alert(f"b{i}", "#finance") for i in range(7)))
     report = run(state, webhook_config(stub), clock)
     assert (report.messages, report.digests, report.sent) == (1, 1, 7)
 
 
 def test_webhook_mode_retries_a_server_error(
-    stub: SlackStub, state: State, clock: FakeClock
+    stub: SlackStub, state: SqliteState, clock: FakeClock
 ) -> None:
     stub.fail_next(503)
     enqueue(state, make_alert("a"))
@@ -484,7 +486,7 @@ def test_webhook_mode_retries_a_server_error(
 
 
 def test_a_webhook_that_is_gone_keeps_the_rows_and_says_how_to_fix_it(
-    stub: SlackStub, state: State, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    stub: SlackStub, state: SqliteState, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = webhook_config(stub, url=f"{stub.base_url}/services/T0/B0/deleted")
     enqueue(state, make_alert("a"), make_alert("b"))
@@ -500,7 +502,7 @@ def test_a_webhook_that_is_gone_keeps_the_rows_and_says_how_to_fix_it(
     ("error", "status"), [("invalid_token", 403), ("channel_is_archived", 410)]
 )
 def test_webhook_errors_are_reported_with_slacks_code(
-    stub: SlackStub, state: State, clock: FakeClock, error: str, status: int
+    stub: SlackStub, state: SqliteState, clock: FakeClock, error: str, status: int
 ) -> None:
     stub.webhook_error = error
     enqueue(state, make_alert("a"))
@@ -549,7 +551,7 @@ def test_the_token_and_the_webhook_url_never_leak(
 ) -> None:
     seen: list[str] = []
     for config in (token_config(stub), webhook_config(stub)):
-        with State.open(tmp_path / f"{config.mode}.db") as state:
+        with SqliteState.open(tmp_path / f"{config.mode}.db") as state:
             enqueue(state, make_alert("a"), make_alert("b"))
             stub.drop_next(3)  # slack_sdk retries, logging the URL it retries
             report = run(state, config, clock)
@@ -576,7 +578,7 @@ def test_a_webhook_url_outside_services_never_reaches_a_log_even_at_debug(
 ) -> None:
     secret_path = "/hooks/proxy-7Hx9-s3cr3t-path"  # a Slack-compatible proxy's own layout
     config = webhook_config(stub, url=stub.base_url + secret_path)
-    with State.open(tmp_path / "state.db") as state:
+    with SqliteState.open(tmp_path / "state.db") as state:
         enqueue(state, make_alert("a"))
         stub.drop_next(2)  # slack_sdk retries, and would log the URL it retries
         report = run(state, config, clock)
@@ -605,7 +607,7 @@ def test_any_retry_after_reads_as_a_wait_within_the_cap_and_the_time_left_or_as_
 
 
 def deliver_within(
-    state: State, config: SlackConfig, deadline: Deadline, **options: Any
+    state: SqliteState, config: SlackConfig, deadline: Deadline, **options: Any
 ) -> Callable[[], DeliveryReport]:
     """A delivery round at NOW within `deadline`, to run (in a thread)."""
     options = {"timeout": 5.0, "retry_interval": 0.01, **options}
@@ -629,7 +631,7 @@ RETRY_AFTERS = [  # (Retry-After as Slack sent it, retried within the same post)
 @pytest.mark.parametrize("mode", ["token", "webhook"])
 @pytest.mark.parametrize(("value", "retried"), RETRY_AFTERS)
 def test_a_retry_after_of_any_form_never_breaks_delivery_and_a_long_one_is_not_waited(
-    value: str, retried: bool, mode: str, stub: SlackStub, state: State
+    value: str, retried: bool, mode: str, stub: SlackStub, state: SqliteState
 ) -> None:
     config = token_config(stub) if mode == "token" else webhook_config(stub)
     stub.retry_after = value
@@ -644,7 +646,7 @@ def test_a_retry_after_of_any_form_never_breaks_delivery_and_a_long_one_is_not_w
 
 
 def test_a_stop_ends_a_retry_after_wait_and_leaves_the_rows_due(
-    stub: SlackStub, state: State
+    stub: SlackStub, state: SqliteState
 ) -> None:
     stub.retry_after = 25  # under the cap: waited, but through the round's deadline
     stub.fail_next(429)
@@ -664,7 +666,7 @@ def test_a_stop_ends_a_retry_after_wait_and_leaves_the_rows_due(
 
 
 def test_a_stop_ends_the_pause_before_retrying_a_dropped_connection(
-    stub: SlackStub, state: State
+    stub: SlackStub, state: SqliteState
 ) -> None:
     stub.drop_next(3)
     enqueue(state, make_alert("support"))
@@ -682,7 +684,7 @@ def test_a_stop_ends_the_pause_before_retrying_a_dropped_connection(
 
 
 def test_a_retry_after_longer_than_the_round_has_left_is_not_waited(
-    stub: SlackStub, state: State
+    stub: SlackStub, state: SqliteState
 ) -> None:
     stub.retry_after = 10  # under the cap, but the round has 3 s
     stub.fail_next(429)
@@ -695,7 +697,7 @@ def test_a_retry_after_longer_than_the_round_has_left_is_not_waited(
     assert (report.sent, report.failed, report.interrupted) == (0, 1, False)
 
 
-def test_a_post_never_outlasts_the_round_deadline(stub: SlackStub, state: State) -> None:
+def test_a_post_never_outlasts_the_round_deadline(stub: SlackStub, state: SqliteState) -> None:
     stub.delay_next(30)
     enqueue(state, make_alert("support"))
     config = token_config(stub)
@@ -709,7 +711,7 @@ def test_a_post_never_outlasts_the_round_deadline(stub: SlackStub, state: State)
     assert item.last_error.startswith("timeout")
 
 
-def test_no_post_starts_once_the_daemon_stops(stub: SlackStub, state: State) -> None:
+def test_no_post_starts_once_the_daemon_stops(stub: SlackStub, state: SqliteState) -> None:
     enqueue(state, make_alert("support"), make_alert("finance", "#finance"))
     stop = StopSignal()
     stop.set()

@@ -38,7 +38,7 @@ from costwatch.config import SlackConfig
 from costwatch.slack import DeliveryError, DeliveryReport
 from costwatch.slackhttp import MAX_BODY
 from costwatch.slackrender import Rendered
-from costwatch.state import OutboxItem, State
+from costwatch.state import OutboxItem, SqliteState
 
 REPEAT = 3  # the first post and slack_sdk's two retries all get the same answer
 HTML = b"<!DOCTYPE html><html><body><form action=/login>Sign in to continue</form></body></html>"
@@ -133,7 +133,7 @@ def answered(
         headers = {"Retry-After": "0"}
         stub.answer_next(status, body, content_type=content_type, headers=headers, times=REPEAT)
         config = token_config(stub) if config_for == "token" else webhook_config(stub)
-        with State.open(Path(folder) / "state.db") as state:
+        with SqliteState.open(Path(folder) / "state.db") as state:
             enqueue(state, make_alert("support"))
             report = run(state, config, FakeClock())
             pending = state.pending()
@@ -270,7 +270,7 @@ def test_a_redirect_is_never_followed_the_other_host_gets_nothing_and_the_row_st
     caplog.set_level(logging.DEBUG)
     accepting = b'{"ok": true, "ts": "1.0"}' if mode == "token" else b"ok"
     elsewhere.answer_next(200, accepting, times=10)
-    with SlackStub(retry_after=0) as stub, State.open(tmp_path / "state.db") as state:
+    with SlackStub(retry_after=0) as stub, SqliteState.open(tmp_path / "state.db") as state:
         stub.add_channel("ai-spend")
         path = "/api/chat.postMessage" if mode == "token" else f"/services/{WEBHOOK_SECRET}"
         stub.redirect_next(status, elsewhere.base_url + path, times=10)
@@ -291,7 +291,7 @@ def test_a_redirect_is_never_followed_the_other_host_gets_nothing_and_the_row_st
 def test_a_redirected_row_is_delivered_once_the_address_answers_again(
     elsewhere: SlackStub, tmp_path: Path
 ) -> None:
-    with SlackStub(retry_after=0) as stub, State.open(tmp_path / "state.db") as state:
+    with SlackStub(retry_after=0) as stub, SqliteState.open(tmp_path / "state.db") as state:
         stub.add_channel("ai-spend")
         stub.redirect_next(302, elsewhere.base_url + "/api/chat.postMessage")
         enqueue(state, make_alert("a"))

@@ -28,7 +28,7 @@ from costwatch import periods
 from costwatch.alerts import LedgerEntry
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
-from costwatch.state import MIGRATIONS, SCHEMA_VERSION, HistoryRow, Message, State
+from costwatch.state import MIGRATIONS, SCHEMA_VERSION, BudgetHistoryRow, Message, SqliteState
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
@@ -56,8 +56,10 @@ def message(n: int = 0, channel: str | None = "#ai-spend") -> Message:
     return Message(kind="alert", channel=channel, payload={"n": n, "text": f"alert {n}"})
 
 
-def history(n: int = 0) -> HistoryRow:
-    return HistoryRow(budget="every-key", subject=f"key-{n}", metric="cost_usd", used=n, limit=200)
+def history(n: int = 0) -> BudgetHistoryRow:
+    return BudgetHistoryRow(
+        budget="every-key", subject=f"key-{n}", metric="cost_usd", used=n, limit=200
+    )
 
 
 def query(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -84,8 +86,8 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def state(path: Path) -> Iterator[State]:
-    with State.open(path, busy_timeout=0.2) as opened:
+def state(path: Path) -> Iterator[SqliteState]:
+    with SqliteState.open(path, busy_timeout=0.2) as opened:
         yield opened
 
 
@@ -93,7 +95,7 @@ def refused_untouched(path: Path, match: str) -> StateError:
     """Opening `path` fails with `match`, and the folder and the file's bytes are as before."""
     before, files = path.read_bytes(), listing(path.parent)
     with pytest.raises(StateError, match=match) as raised:
-        State.open(path).close()
+        SqliteState.open(path).close()
     assert path.read_bytes() == before
     assert listing(path.parent) == files
     return raised.value
@@ -116,7 +118,7 @@ def test_a_new_file_is_made_0600_in_a_new_folder_with_wal_and_the_current_schema
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "var" / "lib" / "costwatch" / "state.db"
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         state.commit(now=T0, messages=[message()])
         assert mode(path) == 0o600
         assert mode(path.with_name("state.db-wal")) == 0o600
@@ -134,20 +136,20 @@ def test_a_new_file_is_made_0600_in_a_new_folder_with_wal_and_the_current_schema
 
 
 def test_an_existing_0644_file_and_its_wal_are_tightened_to_0600(path: Path) -> None:
-    State.open(path).close()
+    SqliteState.open(path).close()
     path.chmod(0o644)
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         state.commit(now=T0, messages=[message()])
         for file in (path, path.with_name("state.db-wal"), path.with_name("state.db-shm")):
             assert mode(file) == 0o600, file
 
 
 def test_reopening_a_current_file_changes_neither_its_schema_nor_its_rows(path: Path) -> None:
-    with State.open(path) as state:
-        state.commit(now=T0, ledger=[entry()], messages=[message()], history=[history()])
+    with SqliteState.open(path) as state:
+        state.commit(now=T0, ledger=[entry()], messages=[message()], budget_history=[history()])
     before = path.read_bytes()
     for _ in range(3):
-        State.open(path).close()
+        SqliteState.open(path).close()
     assert path.read_bytes() == before
     assert count(path, "schema_version") == SCHEMA_VERSION
 
@@ -175,7 +177,7 @@ def test_a_schema_1_file_is_migrated_in_order_and_keeps_its_rows(path: Path) -> 
             (T0.isoformat(), "#c", "alert", '{"old": true}'),
         )
     assert query(path, "PRAGMA application_id") == [(0,)]
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         assert [item.payload for item in state.pending()] == [{"old": True}]
         assert state.ledger([PERIOD])[("b", "k", "", "cost_usd", "actual", PERIOD)].used == 101
     assert query(path, "SELECT version FROM schema_version ORDER BY rowid") == [(1,), (2,)]
@@ -184,7 +186,7 @@ def test_a_schema_1_file_is_migrated_in_order_and_keeps_its_rows(path: Path) -> 
 
 def test_a_version_0_file_runs_every_migration_in_order(path: Path) -> None:
     make_file_at(path, 0)
-    State.open(path).close()
+    SqliteState.open(path).close()
     assert query(path, "SELECT version FROM schema_version ORDER BY rowid") == [
         (n,) for n in range(1, SCHEMA_VERSION + 1)
     ]
@@ -197,7 +199,7 @@ def test_a_migration_that_fails_is_rolled_back_whole(path: Path) -> None:
     with closing(sqlite3.connect(path)) as db, db:
         db.execute("CREATE TABLE history (x)")  # migration 1 cannot create its own `history`
     with pytest.raises(StateError, match="cannot prepare the state file: table history already"):
-        State.open(path).close()
+        SqliteState.open(path).close()
     assert count(path, "schema_version") == 0
     assert {row[0] for row in query(path, "SELECT name FROM sqlite_master")} == {
         "schema_version",
@@ -206,7 +208,7 @@ def test_a_migration_that_fails_is_rolled_back_whole(path: Path) -> None:
 
 
 def test_a_file_from_a_newer_costwatch_is_refused_and_left_untouched(path: Path) -> None:
-    State.open(path).close()
+    SqliteState.open(path).close()
     with closing(sqlite3.connect(path)) as db, db:
         db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION + 1,))
     error = refused_untouched(path, "newer costwatch")
@@ -267,8 +269,8 @@ def test_another_applications_sqlite_file_is_refused_and_left_untouched(
 
 def filled(path: Path, rows: int = 3000) -> int:
     """A costwatch file of several pages, checkpointed; returns its size."""
-    with State.open(path) as state:
-        state.commit(now=T0, history=[history(n) for n in range(rows)], messages=[message()])
+    with SqliteState.open(path) as state:
+        state.commit(now=T0, budget_history=[history(n) for n in range(rows)], messages=[message()])
     return path.stat().st_size
 
 
@@ -294,12 +296,12 @@ def test_a_path_that_is_a_folder_or_lies_under_a_file_cannot_be_opened(tmp_path:
     # Root ignores file modes: these are the "unwritable" places that stay unwritable as root.
     (tmp_path / "folder.db").mkdir()
     with pytest.raises(StateError, match="not a regular file"):
-        State.open(tmp_path / "folder.db")
+        SqliteState.open(tmp_path / "folder.db")
     (tmp_path / "plain").write_text("a file, not a folder")
     with pytest.raises(StateError, match="plain is not a folder"):
-        State.open(tmp_path / "plain" / "state.db")
+        SqliteState.open(tmp_path / "plain" / "state.db")
     with pytest.raises(StateError, match="cannot create the state file: Not a directory"):
-        State.open(tmp_path / "plain" / "sub" / "state.db")
+        SqliteState.open(tmp_path / "plain" / "sub" / "state.db")
 
 
 # -- one writer per file: the writer lock ----------------------------------------------------
@@ -307,9 +309,9 @@ def test_a_path_that_is_a_folder_or_lies_under_a_file_cannot_be_opened(tmp_path:
 HOLD_UNTIL_TOLD = """
 import sys
 from pathlib import Path
-from costwatch.state import State
+from costwatch.state import SqliteState
 
-with State.open(Path(sys.argv[1]), command=sys.argv[2]):
+with SqliteState.open(Path(sys.argv[1]), command=sys.argv[2]):
     print("held", flush=True)
     sys.stdin.readline()
 print("released", flush=True)
@@ -357,7 +359,7 @@ def test_a_second_process_cannot_write_the_file_and_is_told_who_holds_it(path: P
     with held_elsewhere(path) as holder:
         before = path.read_bytes()
         with pytest.raises(StateError) as raised:
-            State.open(path)
+            SqliteState.open(path)
         assert path.read_bytes() == before
     message = str(raised.value)
     expected = (
@@ -391,7 +393,7 @@ def test_whatever_the_lock_file_holds_the_refusal_is_one_line_of_text(path: Path
         def refused(content: bytes) -> None:
             lock.write_bytes(content)  # the holder keeps its lock: flock is on the open file
             with pytest.raises(StateError) as raised:
-                State.open(path)
+                SqliteState.open(path)
             message = str(raised.value)
             assert message.startswith(f"{path} is in use by "), message
             assert message.endswith(": one process at a time writes a state file"), message
@@ -407,7 +409,7 @@ def test_a_writer_waits_up_to_its_wait_says_so_and_then_refuses(
     with held_elsewhere(path, "costwatch check"):
         started = time.monotonic()
         with pytest.raises(StateError, match=r"in use by costwatch check .*\(waited 0.5 s\)$"):
-            State.open(path, wait=0.5)
+            SqliteState.open(path, wait=0.5)
         assert time.monotonic() - started >= 0.5
     assert "is in use by costwatch check (pid " in caplog.text
     assert "waiting up to 0.5 s for it" in caplog.text
@@ -418,7 +420,7 @@ def test_a_writer_that_waits_gets_the_lock_when_the_holder_lets_go(path: Path) -
     try:
         letting_go = threading.Timer(0.5, holder.release)
         letting_go.start()
-        with State.open(path, wait=30) as state:
+        with SqliteState.open(path, wait=30) as state:
             state.commit(now=T0, messages=[message(1)])
         letting_go.join(timeout=30)
     finally:
@@ -435,7 +437,7 @@ def test_the_lock_is_free_again_as_soon_as_its_holder_closes_or_dies(
         holder.release()
     else:
         holder.kill()  # the kernel releases a flock with the process's last descriptor
-    with State.open(path) as state:  # no wait
+    with SqliteState.open(path) as state:  # no wait
         state.commit(now=T0, messages=[message(1)])
 
 
@@ -443,10 +445,10 @@ TRY_TO_OPEN = """
 import sys
 from pathlib import Path
 from costwatch.errors import StateError
-from costwatch.state import State
+from costwatch.state import SqliteState
 
 try:
-    State.open(Path(sys.argv[1])).close()
+    SqliteState.open(Path(sys.argv[1])).close()
     print("opened")
 except StateError as error:
     print(error)
@@ -454,7 +456,7 @@ except StateError as error:
 
 
 def open_elsewhere(path: Path) -> str:
-    """What another process's `State.open(path)` says: "opened" or its refusal."""
+    """What another process's `SqliteState.open(path)` says: "opened" or its refusal."""
     done = subprocess.run(
         [sys.executable, "-c", TRY_TO_OPEN, str(path)],
         cwd=ROOT,
@@ -467,8 +469,8 @@ def open_elsewhere(path: Path) -> str:
 
 
 def test_states_of_one_process_share_its_lock_until_the_last_one_closes(path: Path) -> None:
-    first = State.open(path)
-    second = State.open(path)  # the same process: it shares the lock instead of waiting
+    first = SqliteState.open(path)
+    second = SqliteState.open(path)  # the same process: it shares the lock instead of waiting
     first.close()
     refusal = open_elsewhere(path)  # still held here, by the second
     assert refusal.startswith(f"{path} is in use by a costwatch process (pid "), refusal
@@ -477,16 +479,16 @@ def test_states_of_one_process_share_its_lock_until_the_last_one_closes(path: Pa
 
 
 def test_a_state_opened_for_reading_takes_no_lock_and_refuses_every_write(path: Path) -> None:
-    with State.open(path) as writer:
+    with SqliteState.open(path) as writer:
         (item,) = writer.commit(now=T0, ledger=[entry()], messages=[message(1)])
-    writes: dict[str, Callable[[State], object]] = {
+    writes: dict[str, Callable[[SqliteState], object]] = {
         "commit": lambda s: s.commit(now=T0, messages=[message(2)]),
         "transaction": lambda s: s.transaction().__enter__(),
         "mark_sent": lambda s: s.mark_sent([item], now=T0),
         "mark_failed": lambda s: s.mark_failed(item, "x", now=T0, retry_at=T0),
         "prune": lambda s: s.prune(T0 + timedelta(days=400), timedelta(days=1)),
     }
-    with held_elsewhere(path), State.open(path, write=False) as reader:
+    with held_elsewhere(path), SqliteState.open(path, write=False) as reader:
         assert reader.pending_count() == 1
         assert set(reader.ledger([PERIOD])) == {entry().key}
         for name, write in writes.items():
@@ -497,10 +499,10 @@ def test_a_state_opened_for_reading_takes_no_lock_and_refuses_every_write(path: 
 
 
 def test_the_lock_file_is_tightened_to_0600(path: Path) -> None:
-    State.open(path).close()
+    SqliteState.open(path).close()
     lock = path.with_name("state.db.lock")
     lock.chmod(0o644)
-    State.open(path).close()
+    SqliteState.open(path).close()
     assert mode(lock) == 0o600
 
 
@@ -508,10 +510,13 @@ def test_the_transaction_of_a_cycle_keeps_another_state_from_reading_until_it_co
     path: Path,
 ) -> None:
     """What a cycle reads to plan is still true when it commits: another writer's ledger read
-    (another State, as another process would be, were it not for the lock) waits for it."""
-    State.open(path).close()
+    (another SqliteState, as another process would be, were it not for the lock) waits for it."""
+    SqliteState.open(path).close()
     seen: list[set[Any]] = []
-    with State.open(path, busy_timeout=30) as first, State.open(path, busy_timeout=30) as second:
+    with (
+        SqliteState.open(path, busy_timeout=30) as first,
+        SqliteState.open(path, busy_timeout=30) as second,
+    ):
 
         def plan_in_second() -> None:
             with second.transaction() as transaction:
@@ -530,7 +535,7 @@ def test_the_transaction_of_a_cycle_keeps_another_state_from_reading_until_it_co
     assert query(path, "SELECT subject FROM ledger") == [("key-1",)]
 
 
-def test_a_transaction_that_has_ended_cannot_be_used(state: State) -> None:
+def test_a_transaction_that_has_ended_cannot_be_used(state: SqliteState) -> None:
     with state.transaction() as transaction:
         transaction.commit(now=T0, messages=[message(1)])
     with pytest.raises(StateError, match="has ended"):
@@ -538,7 +543,7 @@ def test_a_transaction_that_has_ended_cannot_be_used(state: State) -> None:
     assert state.pending_count() == 1
 
 
-def test_a_transaction_that_raises_is_rolled_back_whole(state: State) -> None:
+def test_a_transaction_that_raises_is_rolled_back_whole(state: SqliteState) -> None:
     def plan_that_fails_after_writing() -> None:
         with state.transaction() as transaction:
             transaction.commit(now=T0, ledger=[entry()], messages=[message(1)])
@@ -556,13 +561,15 @@ def test_a_transaction_that_raises_is_rolled_back_whole(state: State) -> None:
 def test_a_commit_against_a_locked_file_fails_after_the_busy_timeout_and_writes_nothing(
     path: Path,
 ) -> None:
-    with State.open(path, busy_timeout=0.3) as state:
+    with SqliteState.open(path, busy_timeout=0.3) as state:
         state.commit(now=T0, messages=[message(1)])
         with closing(sqlite3.connect(path, isolation_level=None)) as other:
             other.execute("BEGIN EXCLUSIVE")
             started = time.monotonic()
             with pytest.raises(StateError, match="cannot write the state: database is locked"):
-                state.commit(now=T0, ledger=[entry()], messages=[message(2)], history=[history()])
+                state.commit(
+                    now=T0, ledger=[entry()], messages=[message(2)], budget_history=[history()]
+                )
             assert 0.25 <= time.monotonic() - started < 3
             assert [item.payload["n"] for item in state.pending()] == [1]  # reads still work
             other.execute("ROLLBACK")
@@ -573,47 +580,47 @@ def test_a_commit_against_a_locked_file_fails_after_the_busy_timeout_and_writes_
 
 
 def test_a_current_file_opens_while_another_process_holds_the_write_lock(path: Path) -> None:
-    State.open(path).close()
+    SqliteState.open(path).close()
     with closing(sqlite3.connect(path, isolation_level=None)) as other:
         other.execute("BEGIN EXCLUSIVE")
-        with State.open(path, busy_timeout=0.1) as state:  # opening needs no write lock
+        with SqliteState.open(path, busy_timeout=0.1) as state:  # opening needs no write lock
             assert state.pending_count() == 0
         other.execute("ROLLBACK")
 
 
-def assert_nothing_from_the_failed_commit(path: Path, state: State) -> None:
-    """Only what `first_commit` wrote is there: through `state`, and through a new `State`."""
+def assert_nothing_from_the_failed_commit(path: Path, state: SqliteState) -> None:
+    """Only what `first_commit` wrote is there: through `state`, and through a new `SqliteState`."""
 
-    def check(current: State) -> None:
+    def check(current: SqliteState) -> None:
         assert [item.payload["n"] for item in current.pending()] == [0]
         assert set(current.ledger([PERIOD])) == {entry().key}
         assert current.export_health() == ExportHealth(consecutive_failures=1)
 
     check(state)
-    with State.open(path) as reopened:
+    with SqliteState.open(path) as reopened:
         check(reopened)
     assert count(path, "history") == 1
 
 
-def first_commit(state: State) -> None:
+def first_commit(state: SqliteState) -> None:
     state.commit(
         now=T0,
         ledger=[entry()],
         messages=[message(0)],
-        history=[history(0)],
+        budget_history=[history(0)],
         health=ExportHealth(consecutive_failures=1),
     )
 
 
 def test_a_commit_whose_last_write_fails_leaves_nothing_from_that_call(path: Path) -> None:
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         first_commit(state)
         with pytest.raises(OverflowError):  # the export health row is the last thing written
             state.commit(
                 now=T0,
                 ledger=[entry(subject="key-2")],
                 messages=[message(1), message(2)],
-                history=[history(1), history(2)],
+                budget_history=[history(1), history(2)],
                 health=ExportHealth(consecutive_failures=2**70),
             )
         assert_nothing_from_the_failed_commit(path, state)
@@ -622,7 +629,7 @@ def test_a_commit_whose_last_write_fails_leaves_nothing_from_that_call(path: Pat
 def test_a_commit_with_a_payload_json_cannot_encode_leaves_nothing_from_that_call(
     path: Path,
 ) -> None:
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         first_commit(state)
         unencodable = Message(kind="alert", channel=None, payload={"at": object()})
         with pytest.raises(TypeError, match="not JSON serializable"):
@@ -630,21 +637,21 @@ def test_a_commit_with_a_payload_json_cannot_encode_leaves_nothing_from_that_cal
                 now=T0,
                 ledger=[entry(subject="key-2")],
                 messages=[message(1), unencodable],
-                history=[history(1)],
+                budget_history=[history(1)],
                 health=ExportHealth(),
             )
         assert_nothing_from_the_failed_commit(path, state)
 
 
 def test_a_naive_datetime_is_refused_and_nothing_of_that_commit_is_written(path: Path) -> None:
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         first_commit(state)
         with pytest.raises(ValueError, match="naive datetime"):
             state.commit(
                 now=T0,
                 ledger=[entry(subject="key-2")],
                 messages=[message(1)],
-                history=[history(1)],
+                budget_history=[history(1)],
                 health=ExportHealth(last_success=T0.replace(tzinfo=None)),
             )
         assert_nothing_from_the_failed_commit(path, state)
@@ -655,19 +662,19 @@ import os, resource, signal, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from costwatch.errors import StateError
-from costwatch.state import HistoryRow, Message, State
+from costwatch.state import BudgetHistoryRow, Message, SqliteState
 
 path = Path(sys.argv[1])
 now = datetime(2026, 11, 10, tzinfo=UTC)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
-with State.open(path) as state:
+with SqliteState.open(path) as state:
     state.commit(now=now, messages=[Message("alert", None, {"n": 0})])
     wal = path.with_name(path.name + "-wal")
     largest = max(path.stat().st_size, wal.stat().st_size)
     resource.setrlimit(resource.RLIMIT_FSIZE, (largest + 4096, resource.RLIM_INFINITY))
-    rows = [HistoryRow("b", f"key-{n}", "cost_usd", n, 1.0) for n in range(20000)]
+    rows = [BudgetHistoryRow("b", f"key-{n}", "cost_usd", n, 1.0) for n in range(20000)]
     try:
-        state.commit(now=now, messages=[Message("alert", None, {"n": 1})], history=rows)
+        state.commit(now=now, messages=[Message("alert", None, {"n": 1})], budget_history=rows)
     except StateError as error:
         print("StateError", error)
     else:
@@ -685,7 +692,7 @@ def test_a_commit_that_cannot_grow_the_file_fails_cleanly_and_the_file_stays_sou
     assert child.returncode == 0, err
     assert out.startswith("StateError"), out
     assert "cannot write the state" in out
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         assert [item.payload["n"] for item in state.pending()] == [0]
     assert count(path, "history") == 0
     assert query(path, "PRAGMA integrity_check") == [("ok",)]
@@ -723,7 +730,7 @@ ledger_entries = st.builds(
 @settings(max_examples=60, deadline=None)
 @given(ledger_entries)
 def test_a_ledger_entry_round_trips_every_field_with_its_time_in_utc(written: LedgerEntry) -> None:
-    with tempfile.TemporaryDirectory() as folder, State.open(Path(folder) / "s.db") as state:
+    with tempfile.TemporaryDirectory() as folder, SqliteState.open(Path(folder) / "s.db") as state:
         state.commit(now=T0, ledger=[written])
         (read,) = state.ledger([PERIOD]).values()
     assert read == written
@@ -731,7 +738,7 @@ def test_a_ledger_entry_round_trips_every_field_with_its_time_in_utc(written: Le
         assert read.sent_at.utcoffset() == timedelta(0)
 
 
-def test_ledger_returns_the_requested_periods_only(state: State) -> None:
+def test_ledger_returns_the_requested_periods_only(state: SqliteState) -> None:
     day = periods.current("day", BERLIN, T0).key()
     october = periods.current("month", BERLIN, T0 - timedelta(days=20)).key()
     state.commit(now=T0, ledger=[entry(), entry(period=day), entry(period=october)])
@@ -741,14 +748,14 @@ def test_ledger_returns_the_requested_periods_only(state: State) -> None:
     assert state.ledger(["week:2026-11-09@Europe/Berlin"]) == {}
 
 
-def test_a_ledger_entry_written_again_replaces_the_one_before(state: State) -> None:
+def test_a_ledger_entry_written_again_replaces_the_one_before(state: SqliteState) -> None:
     state.commit(now=T0, ledger=[entry(level=50.0)])
     state.commit(now=T0, ledger=[entry(level=100.0, sent_at=None)])
     assert list(state.ledger([PERIOD]).values()) == [entry(level=100.0, sent_at=None)]
 
 
 def test_pending_lists_unsent_messages_oldest_first_with_kind_channel_and_payload(
-    state: State,
+    state: SqliteState,
 ) -> None:
     ids = state.commit(now=T0, messages=[message(1), message(2, channel=None)])
     ids += state.commit(
@@ -769,7 +776,7 @@ def test_pending_lists_unsent_messages_oldest_first_with_kind_channel_and_payloa
     assert state.pending_count() == 3
 
 
-def test_pending_at_now_holds_back_a_message_until_its_retry_is_due(state: State) -> None:
+def test_pending_at_now_holds_back_a_message_until_its_retry_is_due(state: SqliteState) -> None:
     first, second = state.commit(now=T0, messages=[message(1), message(2)])
     retry_at = T0 + timedelta(seconds=30)
     state.mark_failed(first, "ratelimited", now=T0, retry_at=retry_at)
@@ -781,7 +788,7 @@ def test_pending_at_now_holds_back_a_message_until_its_retry_is_due(state: State
     assert [item.id for item in state.pending()] == [first, second]  # without now: all unsent
 
 
-def test_mark_failed_counts_attempts_and_keeps_the_latest_error_text(state: State) -> None:
+def test_mark_failed_counts_attempts_and_keeps_the_latest_error_text(state: SqliteState) -> None:
     (item_id,) = state.commit(now=T0, messages=[message()])
     state.mark_failed(item_id, "timeout", now=T0, retry_at=T0)
     state.mark_failed(item_id, "channel_not_found: #gone", now=T0, retry_at=T0)
@@ -789,7 +796,7 @@ def test_mark_failed_counts_attempts_and_keeps_the_latest_error_text(state: Stat
     assert (item.attempts, item.last_error) == (2, "channel_not_found: #gone")
 
 
-def test_mark_sent_takes_messages_out_of_pending_and_its_count(state: State) -> None:
+def test_mark_sent_takes_messages_out_of_pending_and_its_count(state: SqliteState) -> None:
     ids = state.commit(now=T0, messages=[message(n) for n in range(4)])
     state.mark_sent([ids[0], ids[2]], now=T0)
     assert [item.id for item in state.pending()] == [ids[1], ids[3]]
@@ -798,7 +805,9 @@ def test_mark_sent_takes_messages_out_of_pending_and_its_count(state: State) -> 
     assert state.pending_count() == 2
 
 
-def test_export_health_is_the_default_until_written_and_then_round_trips(state: State) -> None:
+def test_export_health_is_the_default_until_written_and_then_round_trips(
+    state: SqliteState,
+) -> None:
     assert state.export_health() == ExportHealth()
     health = ExportHealth(
         consecutive_failures=4,
@@ -815,13 +824,13 @@ def test_export_health_is_the_default_until_written_and_then_round_trips(state: 
 
 
 def test_prune_deletes_old_history_and_old_sent_messages_but_never_unsent_ones(
-    path: Path, state: State
+    path: Path, state: SqliteState
 ) -> None:
     old, recent = T0 - timedelta(days=40), T0 - timedelta(days=2)
     sent_old, unsent_old = state.commit(
-        now=old, messages=[message(1), message(2)], history=[history(1)]
+        now=old, messages=[message(1), message(2)], budget_history=[history(1)]
     )
-    (sent_recent,) = state.commit(now=recent, messages=[message(3)], history=[history(2)])
+    (sent_recent,) = state.commit(now=recent, messages=[message(3)], budget_history=[history(2)])
     state.mark_sent([sent_old], now=old)
     state.mark_failed(unsent_old, "invalid_auth", now=old, retry_at=old)
     state.mark_sent([sent_recent], now=recent)
@@ -832,7 +841,9 @@ def test_prune_deletes_old_history_and_old_sent_messages_but_never_unsent_ones(
     assert state.prune(T0, timedelta(days=30)) == 0
 
 
-def test_prune_keeps_the_ledger_of_a_running_period_however_old_its_alerts(state: State) -> None:
+def test_prune_keeps_the_ledger_of_a_running_period_however_old_its_alerts(
+    state: SqliteState,
+) -> None:
     now = datetime(2026, 12, 30, 12, 0, tzinfo=UTC)
     quarter = periods.current("quarter", BERLIN, now).key()  # Oct-Dec: running
     september = periods.current("month", BERLIN, datetime(2026, 9, 15, tzinfo=UTC)).key()
@@ -857,17 +868,17 @@ def test_prune_keeps_the_ledger_of_a_running_period_however_old_its_alerts(state
 
 def test_everything_written_by_one_state_is_read_back_by_the_next(path: Path) -> None:
     health = ExportHealth(consecutive_failures=3, failing_since=T0, last_reason="timeout")
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         ids = state.commit(
             now=T0,
             ledger=[entry()],
             messages=[message(1), message(2)],
-            history=[history(1)],
+            budget_history=[history(1)],
             health=health,
         )
         state.mark_failed(ids[0], "timeout", now=T0, retry_at=T0 + timedelta(minutes=1))
         state.mark_sent([ids[1]], now=T0)
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         assert state.ledger([PERIOD]) == {entry().key: entry()}
         (item,) = state.pending()
         assert (item.id, item.attempts, item.last_error, item.payload) == (
@@ -887,15 +898,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from costwatch.alerts import LedgerEntry
 from costwatch.health import ExportHealth
-from costwatch.state import HistoryRow, Message, State
+from costwatch.state import BudgetHistoryRow, Message, SqliteState
 
 now = datetime(2026, 11, 10, 12, tzinfo=UTC)
-state = State.open(Path(sys.argv[1]))
+state = SqliteState.open(Path(sys.argv[1]))
 state.commit(
     now=now,
     ledger=[LedgerEntry("b", "k", "", "cost_usd", "actual", sys.argv[2], 80.0, 200.0, 170.0, now)],
     messages=[Message("alert", "#c", {"n": 1})],
-    history=[HistoryRow("b", "k", "cost_usd", 170.0, 200.0)],
+    budget_history=[BudgetHistoryRow("b", "k", "cost_usd", 170.0, 200.0)],
     health=ExportHealth(last_success=now),
 )
 print("committed", flush=True)
@@ -912,7 +923,7 @@ def test_rows_committed_before_a_sigkill_are_there_and_the_file_opens_cleanly(pa
     assert line == "committed\n", err
     assert child.returncode == -signal.SIGKILL
     assert path.with_name("state.db-wal").exists()  # killed with the WAL not yet checkpointed
-    with State.open(path) as state:
+    with SqliteState.open(path) as state:
         assert [item.payload for item in state.pending()] == [{"n": 1}]
         (read,) = state.ledger([PERIOD]).values()
         assert (read.level, read.used, read.sent_at) == (80.0, 170.0, T0)
@@ -925,14 +936,14 @@ COMMIT_FOREVER = """
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from costwatch.state import HistoryRow, Message, State
+from costwatch.state import BudgetHistoryRow, Message, SqliteState
 
 now = datetime(2026, 11, 10, 12, tzinfo=UTC)
-state = State.open(Path(sys.argv[1]))
+state = SqliteState.open(Path(sys.argv[1]))
 n = state.pending_count()
 while True:
-    rows = [HistoryRow("b", f"k{n}-{i}", "cost_usd", i, 1.0) for i in range(50)]
-    state.commit(now=now, messages=[Message("alert", None, {"n": n})], history=rows)
+    rows = [BudgetHistoryRow("b", f"k{n}-{i}", "cost_usd", i, 1.0) for i in range(50)]
+    state.commit(now=now, messages=[Message("alert", None, {"n": n})], budget_history=rows)
     print(n, flush=True)
     n += 1
 """
@@ -949,7 +960,7 @@ def test_sigkill_at_arbitrary_moments_between_commits_leaves_only_whole_commits(
                 acknowledged = int(child.stdout.readline()) + 1
             child.send_signal(signal.SIGKILL)
             child.communicate(timeout=10)
-        with State.open(path) as state:
+        with SqliteState.open(path) as state:
             numbers = [item.payload["n"] for item in state.pending()]
         assert numbers == list(range(len(numbers)))  # every commit whole, in order, none lost
         assert len(numbers) >= acknowledged
@@ -978,13 +989,16 @@ def run_threads(work: Callable[[int], None], threads: int = 2) -> None:
 
 
 def test_two_threads_committing_and_reading_through_one_state_lose_nothing(
-    path: Path, state: State
+    path: Path, state: SqliteState
 ) -> None:
     def work(worker: int) -> None:
         for n in range(60):
             subject = f"w{worker}-{n}"
             state.commit(
-                now=T0, ledger=[entry(subject=subject)], messages=[message(n)], history=[history(n)]
+                now=T0,
+                ledger=[entry(subject=subject)],
+                messages=[message(n)],
+                budget_history=[history(n)],
             )
             assert entry(subject=subject).key in state.ledger([PERIOD])
             assert state.pending_count() >= n + 1
@@ -1000,12 +1014,12 @@ def test_two_threads_committing_and_reading_through_one_state_lose_nothing(
 def test_two_states_on_one_file_in_two_threads_wait_for_each_other_and_lose_nothing(
     path: Path,
 ) -> None:
-    State.open(path).close()
+    SqliteState.open(path).close()
 
     def work(worker: int) -> None:
-        with State.open(path, busy_timeout=10) as state:
+        with SqliteState.open(path, busy_timeout=10) as state:
             for n in range(40):
-                ids = state.commit(now=T0, messages=[message(n)], history=[history(n)])
+                ids = state.commit(now=T0, messages=[message(n)], budget_history=[history(n)])
                 state.mark_sent(ids, now=T0)
 
     run_threads(work)
@@ -1014,7 +1028,7 @@ def test_two_states_on_one_file_in_two_threads_wait_for_each_other_and_lose_noth
 
 
 def test_a_closed_state_answers_with_state_error(path: Path) -> None:
-    state = State.open(path)
+    state = SqliteState.open(path)
     state.close()
     with pytest.raises(StateError, match="closed"):
         state.pending_count()
@@ -1022,7 +1036,7 @@ def test_a_closed_state_answers_with_state_error(path: Path) -> None:
         state.commit(now=T0, messages=[message()])
 
 
-def test_payloads_are_stored_as_json(path: Path, state: State) -> None:
+def test_payloads_are_stored_as_json(path: Path, state: SqliteState) -> None:
     state.commit(now=T0, messages=[Message("alert", None, {"ratio": 1.5, "mention": ["<!here>"]})])
     (payload,) = query(path, "SELECT payload FROM outbox")[0]
     assert json.loads(payload) == {"ratio": 1.5, "mention": ["<!here>"]}

@@ -24,16 +24,31 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from costwatch.alerts import FORECAST_LEVEL, Kind, LedgerEntry
+from costwatch.alerts import FORECAST_LEVEL, Kind, LedgerEntry, LedgerKey
+from costwatch.state.base import OutboxItem
 
-__all__ = ["Damage", "Damaged", "aware_time", "integer", "json_object", "ledger_entries", "text"]
+__all__ = [
+    "Damage",
+    "Damaged",
+    "Query",
+    "aware_time",
+    "integer",
+    "json_object",
+    "ledger_entries",
+    "outbox_item",
+    "read_ledger",
+    "text",
+]
 
 log = logging.getLogger("costwatch.state")
+
+# A query on the state: SQL and parameters in, rows out.
+Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
 TABLES = ("outbox", "ledger")
 _OUTCOME = {
@@ -187,3 +202,57 @@ def _column(read: Callable[[Any, str], Any], value: Any, column: str, problems: 
     except Damaged as error:
         problems.append(str(error))
         return None
+
+
+def read_ledger(
+    query: Query, periods: Iterable[str], damage: Damage
+) -> dict[LedgerKey, LedgerEntry]:
+    """The ledger of `periods`; damaged rows read the safe way (`ledger_entries`)."""
+    rows: list[tuple[Any, ...]] = []
+    for period in sorted(set(periods)):  # a cycle has one to three periods
+        rows += query(
+            "SELECT budget, subject, model, metric, kind, period, level, limit_value, used,"
+            " sent_at FROM ledger WHERE period = ?",
+            (period,),
+        )
+    entries: dict[LedgerKey, LedgerEntry] = {}
+    damaged: set[LedgerKey] = set()
+    for row in rows:
+        read, problems = ledger_entries(row)
+        if problems:
+            damage.report("ledger", _ledger_id(row), _ledger_what(row), "; ".join(problems))
+        for entry in read:
+            if entry.key in entries and (problems or entry.key not in damaged):
+                continue  # of two rows for one key (a damaged one, its rewrite), the sound one
+            entries[entry.key] = entry
+            if problems:
+                damaged.add(entry.key)
+            else:
+                damaged.discard(entry.key)
+    return entries
+
+
+def outbox_item(r: Sequence[Any]) -> OutboxItem:
+    """An outbox row (id, created_at, channel, kind, payload, attempts, last_error); raises
+    `Damaged` for a row that does not hold one."""
+    return OutboxItem(
+        id=r[0],
+        created_at=aware_time(r[1], "created_at"),
+        channel=optional_text(r[2], "channel"),
+        kind=text(r[3], "kind"),
+        payload=json_object(r[4], "payload"),
+        attempts=integer(r[5], "attempts"),
+        last_error=optional_text(r[6], "last_error"),
+    )
+
+
+def _ledger_id(row: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(row[:6])
+
+
+def _ledger_what(row: Sequence[Any]) -> str:
+    """Which row, without its content beyond the budget and the kind (repr: escaped)."""
+    budget, kind = row[0], row[4]
+    if isinstance(budget, str) and isinstance(kind, str):
+        return f"row of budget {budget[:80]!r} ({kind[:20]!r})"
+    return "row"

@@ -1,23 +1,24 @@
-"""Durable state in one SQLite file: the alert ledger, the outbox, spend history, export health.
+"""The state in one SQLite file (`SqliteState`, the first `Store`): the alert ledger, the outbox,
+the budget history, export health.
 
 - WAL journal, `synchronous=FULL`, file mode 0600 (it holds key names and spend).
-- A `schema_version` table and forward-only migrations (`statefile.py`); a file written by a
+- A `schema_version` table and forward-only migrations (`schema.py`); a file written by a
   newer costwatch, or one that is not a costwatch database or is damaged, is refused with a
   clear `StateError` and left as it was, never replaced by a fresh one (that would re-send the
   whole period's alerts).
-- One process at a time writes the file: `State.open` takes its writer lock first
-  (`statelock.py`) and holds it until `close`; another process is refused, naming the holder.
-  `State.open(..., write=False)` takes no lock and refuses every write.
+- One process at a time writes the file: `SqliteState.open` takes its writer lock first
+  (`lock.py`) and holds it until `close`; another process is refused, naming the holder.
+  `SqliteState.open(..., write=False)` takes no lock and refuses every write.
 - A cycle reads the ledger and commits its plan in one transaction (`transaction()`:
   BEGIN IMMEDIATE before the read, COMMIT after the writes), so no other writer, not even a
-  second `State` of the same process, can plan in between: an alert is planned once. The
+  second `SqliteState` of the same process, can plan in between: an alert is planned once. The
   ledger rows and the outbox rows of a plan are written together or not at all. Delivery marks
   outbox rows sent. After a crash, nothing fires twice (the ledger says it fired) and nothing is
   lost (the outbox row waits); the one window for a duplicate is between Slack accepting a
   message and `mark_sent`.
 - A damaged outbox or ledger row (bad JSON, a bad time, a value of the wrong type) stops
   neither delivery nor planning: outbox rows are set aside, ledger rows read the safe way, each
-  logged once and counted (`staterows.py`; `on_damaged`). Reading never writes.
+  logged once and counted (`rows.py`; `on_damaged`). Reading never writes.
 """
 
 from __future__ import annotations
@@ -27,62 +28,24 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from costwatch import periods, staterows
+from costwatch import periods
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
-from costwatch.statefile import MIGRATIONS, SCHEMA_VERSION, connect, connect_read_only, rollback
-from costwatch.statelock import WriterLock
+from costwatch.state.base import BudgetHistoryRow, Message, OutboxItem
+from costwatch.state.lock import WriterLock
+from costwatch.state.rows import Damage, Damaged, Query, outbox_item, read_ledger
+from costwatch.state.schema import connect, connect_read_only, rollback
 
-__all__ = [
-    "MIGRATIONS",
-    "SCHEMA_VERSION",
-    "HistoryRow",
-    "Message",
-    "OutboxItem",
-    "State",
-    "Transaction",
-]
-
-_Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+__all__ = ["SqliteState", "SqliteTransaction"]
 
 
-@dataclass(frozen=True)
-class OutboxItem:
-    id: int
-    created_at: datetime
-    channel: str | None
-    kind: str  # "alert", "exports_failing", "exports_recovered"
-    payload: dict[str, Any]
-    attempts: int
-    last_error: str | None
-
-
-@dataclass(frozen=True)
-class Message:
-    """Something to put in the outbox."""
-
-    kind: str
-    channel: str | None
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    budget: str
-    subject: str
-    metric: str
-    used: float
-    limit: float
-
-
-class State:
+class SqliteState:
     """The state file. Thread-safe: one connection behind a lock."""
 
     def __init__(
@@ -93,7 +56,7 @@ class State:
         self._writer = writer
         self._writable = writer is not None
         self.path = path
-        self._damage = staterows.Damage(path)
+        self._damage = Damage(path)
 
     @property
     def on_damaged(self) -> Callable[[str], None] | None:
@@ -113,7 +76,7 @@ class State:
         write: bool = True,
         wait: float = 0.0,
         command: str = "a costwatch process",
-    ) -> State:
+    ) -> SqliteState:
         """Open (or create) the state file, migrating it to the current schema.
 
         To write (the default), this process first becomes the file's one writer: it takes the
@@ -140,7 +103,7 @@ class State:
             if self._writer is not None:
                 self._writer.release()
 
-    def __enter__(self) -> State:
+    def __enter__(self) -> SqliteState:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -153,19 +116,19 @@ class State:
 
         To plan against them and commit the plan, read them through `transaction()` instead.
         """
-        return _read_ledger(self._query, periods, self._damage)
+        return read_ledger(self._query, periods, self._damage)
 
     def export_health(self) -> ExportHealth:
         return _read_health(self._query)
 
     @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self) -> Iterator[SqliteTransaction]:
         """One transaction, BEGIN IMMEDIATE to COMMIT, for what a cycle reads to plan and then
         writes: no other writer of the file can write in between, so what was read is still
         true when the plan is committed. Rolled back whole on any error; other threads' calls
-        on this State wait until it ends."""
+        on this SqliteState wait until it ends."""
         with self._transaction() as db:
-            transaction = Transaction(db, self._damage)
+            transaction = SqliteTransaction(db, self._damage)
             try:
                 yield transaction
             finally:
@@ -177,13 +140,17 @@ class State:
         now: datetime,
         ledger: Sequence[LedgerEntry] = (),
         messages: Sequence[Message] = (),
-        history: Sequence[HistoryRow] = (),
+        budget_history: Sequence[BudgetHistoryRow] = (),
         health: ExportHealth | None = None,
     ) -> list[int]:
         """Write a cycle's outcome atomically; returns the new outbox ids."""
         with self.transaction() as transaction:
             return transaction.commit(
-                now=now, ledger=ledger, messages=messages, history=history, health=health
+                now=now,
+                ledger=ledger,
+                messages=messages,
+                budget_history=budget_history,
+                health=health,
             )
 
     # -- the outbox -------------------------------------------------------------------------
@@ -207,8 +174,8 @@ class State:
             for row in rows:
                 after = row[0]
                 try:
-                    items.append(_outbox_item(row))
-                except staterows.Damaged as error:
+                    items.append(outbox_item(row))
+                except Damaged as error:
                     self._damage.report("outbox", row[0], f"row {row[0]}", str(error))
             if len(rows) < wanted:
                 break
@@ -236,10 +203,10 @@ class State:
     # -- housekeeping -------------------------------------------------------------------------
 
     def prune(self, now: datetime, retention: timedelta) -> int:
-        """Delete history and sent outbox rows older than `retention`, and the ledger of periods
-        that ended longer than `retention` ago; returns rows deleted. Unsent outbox rows and the
-        ledger of a period still running are kept whatever their age: deleting them would lose an
-        alert or send one twice."""
+        """Delete budget history and sent outbox rows older than `retention`, and the ledger of
+        periods that ended longer than `retention` ago; returns rows deleted. Unsent outbox rows
+        and the ledger of a period still running are kept whatever their age: deleting them
+        would lose an alert or send one twice."""
         cutoff = now - retention
         with self._transaction() as db:
             deleted = db.execute("DELETE FROM history WHERE at < ?", (_iso(cutoff),)).rowcount
@@ -261,23 +228,23 @@ class State:
             except sqlite3.Error as error:
                 raise StateError(f"{self.path}: {error}") from None
 
-    def _transaction(self) -> _Transaction:
+    def _transaction(self) -> _Immediate:
         if not self._writable:
             raise StateError(f"{self.path}: opened for reading only; nothing can be written")
-        return _Transaction(self)
+        return _Immediate(self)
 
 
-class Transaction:
-    """What a cycle reads and writes inside `State.transaction()`; usable only within it."""
+class SqliteTransaction:
+    """What a cycle reads and writes inside `SqliteState.transaction()`; usable only within it."""
 
-    def __init__(self, db: sqlite3.Connection, damage: staterows.Damage) -> None:
+    def __init__(self, db: sqlite3.Connection, damage: Damage) -> None:
         self._db = db
         self._damage = damage
         self.ended = False
 
     def ledger(self, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:
         """Ledger entries of the given periods, as they stand in this transaction."""
-        return _read_ledger(self._query, periods, self._damage)
+        return read_ledger(self._query, periods, self._damage)
 
     def export_health(self) -> ExportHealth:
         return _read_health(self._query)
@@ -288,7 +255,7 @@ class Transaction:
         now: datetime,
         ledger: Sequence[LedgerEntry] = (),
         messages: Sequence[Message] = (),
-        history: Sequence[HistoryRow] = (),
+        budget_history: Sequence[BudgetHistoryRow] = (),
         health: ExportHealth | None = None,
     ) -> list[int]:
         """Write a cycle's outcome (committed when the transaction ends); the new outbox ids."""
@@ -321,7 +288,7 @@ class Transaction:
             ids.append(cursor.lastrowid)
         db.executemany(
             "INSERT INTO history VALUES (?,?,?,?,?,?)",
-            [(_iso(now), h.budget, h.subject, h.metric, h.used, h.limit) for h in history],
+            [(_iso(now), h.budget, h.subject, h.metric, h.used, h.limit) for h in budget_history],
         )
         if health is not None:
             db.execute(
@@ -345,35 +312,7 @@ class Transaction:
         return self._db
 
 
-def _read_ledger(
-    query: _Query, periods: Iterable[str], damage: staterows.Damage
-) -> dict[LedgerKey, LedgerEntry]:
-    """The ledger of `periods`; damaged rows read the safe way (`staterows.ledger_entries`)."""
-    rows: list[tuple[Any, ...]] = []
-    for period in sorted(set(periods)):  # a cycle has one to three periods
-        rows += query(
-            "SELECT budget, subject, model, metric, kind, period, level, limit_value, used,"
-            " sent_at FROM ledger WHERE period = ?",
-            (period,),
-        )
-    entries: dict[LedgerKey, LedgerEntry] = {}
-    damaged: set[LedgerKey] = set()
-    for row in rows:
-        read, problems = staterows.ledger_entries(row)
-        if problems:
-            damage.report("ledger", _ledger_id(row), _ledger_what(row), "; ".join(problems))
-        for entry in read:
-            if entry.key in entries and (problems or entry.key not in damaged):
-                continue  # of two rows for one key (a damaged one, its rewrite), the sound one
-            entries[entry.key] = entry
-            if problems:
-                damaged.add(entry.key)
-            else:
-                damaged.discard(entry.key)
-    return entries
-
-
-def _read_health(query: _Query) -> ExportHealth:
+def _read_health(query: Query) -> ExportHealth:
     rows = query(
         "SELECT consecutive_failures, failing_since, last_success, last_reason, alerted"
         " FROM export_health WHERE id = 1",
@@ -391,10 +330,10 @@ def _read_health(query: _Query) -> ExportHealth:
     )
 
 
-class _Transaction:
+class _Immediate:
     """BEGIN IMMEDIATE ... COMMIT under the state's lock; ROLLBACK on any error."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: SqliteState) -> None:
         self._state = state
 
     def __enter__(self) -> sqlite3.Connection:
@@ -451,29 +390,3 @@ def _iso(moment: datetime | None) -> str | None:
 
 def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
-
-
-def _outbox_item(r: Sequence[Any]) -> OutboxItem:
-    """An outbox row (id, created_at, channel, kind, payload, attempts, last_error); raises
-    `staterows.Damaged` for a row that does not hold one."""
-    return OutboxItem(
-        id=r[0],
-        created_at=staterows.aware_time(r[1], "created_at"),
-        channel=staterows.optional_text(r[2], "channel"),
-        kind=staterows.text(r[3], "kind"),
-        payload=staterows.json_object(r[4], "payload"),
-        attempts=staterows.integer(r[5], "attempts"),
-        last_error=staterows.optional_text(r[6], "last_error"),
-    )
-
-
-def _ledger_id(row: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(row[:6])
-
-
-def _ledger_what(row: Sequence[Any]) -> str:
-    """Which row, without its content beyond the budget and the kind (repr: escaped)."""
-    budget, kind = row[0], row[4]
-    if isinstance(budget, str) and isinstance(kind, str):
-        return f"row of budget {budget[:80]!r} ({kind[:20]!r})"
-    return "row"

@@ -32,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from costwatch.errors import StateError
-from costwatch.statefile import ensure_folder
+from costwatch.state.schema import ensure_folder
 
 log = logging.getLogger("costwatch.state")
 
