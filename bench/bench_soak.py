@@ -34,7 +34,7 @@ from costwatch.config import parse_config
 from costwatch.config.durations import parse_duration
 from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.simulator import Simulator, Workspace
-from costwatch.slackrender import Rendered
+from costwatch.slack.render import Rendered
 from costwatch.state import SqliteState
 
 START = datetime(2026, 1, 2, tzinfo=UTC)

@@ -28,7 +28,7 @@ from costwatch import slack
 from costwatch.config import SlackConfig
 from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.report import DeliverySummary
-from costwatch.slackrender import Rendered
+from costwatch.slack.render import Rendered
 from costwatch.state import Store
 
 __all__ = ["POST_TIMEOUT", "deliver"]

@@ -87,6 +87,7 @@ class Daemon:
         self._cycle_lock = threading.Lock()
         self._deliver_lock = threading.Lock()
         self._deliver_now = threading.Event()  # a cycle asks the delivery thread for a round
+        self._reported: set[tuple[str, str]] = set()  # Slack errors logged, for the process life
         self._config = load_config(config_path, env)
         self._mtime = _mtime(config_path)
         self._sender = self._sender_factory(self._config)
@@ -296,6 +297,7 @@ class Daemon:
             deadline=deadline,
             sleep=deadline.wait,
             monotonic=time.monotonic,
+            reported=self._reported,
         )
         self._metrics.alerts_sent(report.sent)
         for code, count in {**report.permanent_errors, **report.transient_errors}.items():

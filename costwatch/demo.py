@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from costwatch import periods, slackrender
-from costwatch.deadline import UNBOUNDED, Deadline
+from costwatch import periods
 from costwatch.simulator import Simulator, Workspace
-from costwatch.slackrender import Rendered
+from costwatch.slack.terminal import TerminalSender
 
 log = logging.getLogger("costwatch.demo")
 
@@ -59,22 +58,6 @@ class FastClock:
 
     def __call__(self) -> datetime:
         return self.start + timedelta(seconds=(time.monotonic() - self._real_start) * self.speed)
-
-
-@dataclass
-class TerminalSender:
-    """A Slack sender that prints each message as readable text, in one write under `lock`
-    (which `logs_between_messages` makes log records wait for)."""
-
-    out: TextIO = sys.stdout
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def post(self, channel: str | None, message: Rendered, deadline: Deadline = UNBOUNDED) -> None:
-        text = slackrender.as_terminal_text(message)
-        rule = "─" * 72
-        with self.lock:
-            self.out.write(f"\n{rule}\nSlack {channel or ''}\n{text}\n{rule}\n")
-            self.out.flush()
 
 
 class _HeldHandler(logging.Handler):

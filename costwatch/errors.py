@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 
 class CostwatchError(Exception):
@@ -162,3 +162,25 @@ class Retryable(Exception):
         self.reason = reason
         self.description = description
         self.retry_after = retry_after
+
+
+# What a refused Slack post rules out (`costwatch.slack.answers`).
+DeliveryScope = Literal["workspace", "channel", "message", "transient"]
+
+
+class DeliveryError(CostwatchError):
+    """Slack did not take a message. `code` is Slack's error (or timeout, connection, http_500);
+    `remedy` says what to do; `scope` what else it rules out (see the module docstring)."""
+
+    def __init__(
+        self, code: str, remedy: str, *, scope: DeliveryScope, channel: str | None
+    ) -> None:
+        self.code = code
+        self.remedy = remedy
+        self.scope = scope
+        self.channel = channel
+        super().__init__(f"{code}: {remedy}")
+
+    @property
+    def permanent(self) -> bool:
+        return self.scope != "transient"

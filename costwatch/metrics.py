@@ -58,7 +58,7 @@ from costwatch import __version__
 from costwatch.budgets import Unevaluated
 from costwatch.errors import EXPORT_FAILURE_REASONS
 from costwatch.httpserver import MetricsServer
-from costwatch.slackerrors import PERMANENT_ERRORS, TRANSIENT_ERRORS
+from costwatch.slack.answers import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from costwatch.state.rows import TABLES
 from costwatch.usage import SCHEMA
 

@@ -17,7 +17,8 @@ import pytest
 from loopback import free_port
 
 from costwatch import demo
-from costwatch.slackrender import Rendered
+from costwatch.slack.render import Rendered
+from costwatch.slack.terminal import TerminalSender
 
 
 @pytest.mark.slow
@@ -110,7 +111,7 @@ class SlowTerminal(io.StringIO):
 
 def test_log_lines_wait_for_a_slack_box_and_never_land_inside_it() -> None:
     terminal = SlowTerminal()
-    sender = demo.TerminalSender(terminal)
+    sender = TerminalSender(terminal)
     logger = logging.getLogger("costwatch.demo.test")
     handler = logging.StreamHandler(terminal)
     handler.setFormatter(logging.Formatter("LOG %(message)s"))

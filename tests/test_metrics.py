@@ -41,7 +41,7 @@ from costwatch.metrics import (
     Snapshot,
     render_snapshot,
 )
-from costwatch.slackerrors import PERMANENT_ERRORS, TRANSIENT_ERRORS
+from costwatch.slack.answers import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from costwatch.usage import SCHEMA, TOKEN_COLUMNS
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

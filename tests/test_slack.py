@@ -34,7 +34,7 @@ from costwatch.config import SlackConfig
 from costwatch.deadline import UNBOUNDED, Deadline, StopSignal
 from costwatch.health import Operational
 from costwatch.slack import DeliveryError, DeliveryReport, Sender, sender_from_config
-from costwatch.slackrender import Rendered
+from costwatch.slack.render import Rendered
 from costwatch.state import Message, SqliteState
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

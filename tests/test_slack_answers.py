@@ -36,8 +36,8 @@ from test_slack import (
 from costwatch import slack
 from costwatch.config import SlackConfig
 from costwatch.slack import DeliveryError, DeliveryReport
-from costwatch.slackhttp import MAX_BODY
-from costwatch.slackrender import Rendered
+from costwatch.slack.http import MAX_BODY
+from costwatch.slack.render import Rendered
 from costwatch.state import OutboxItem, SqliteState
 
 REPEAT = 3  # the first post and slack_sdk's two retries all get the same answer

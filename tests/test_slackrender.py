@@ -22,9 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 
-from costwatch import slackblocks
 from costwatch.alerts import Alert, alert_from_payload
-from costwatch.slackrender import (
+from costwatch.slack import blocks as slackblocks
+from costwatch.slack.render import (
     Rendered,
     as_terminal_text,
     escape,

@@ -1,7 +1,7 @@
 """What Slack's answers mean for delivery: `DeliveryError`, what it rules out, and the remedy
 in plain words. Pure: slack_sdk's error types are only inspected.
 
-An error's `scope` decides what `slack.deliver` does next:
+An error's `scope` decides what `costwatch.slack.deliver` does next:
 
 - `workspace`: nothing more can go through this round (a wrong or revoked token, a dead
   webhook, an answer that is a redirect or not Slack's at all); the rows stay in the outbox.
@@ -12,9 +12,9 @@ An error's `scope` decides what `slack.deliver` does next:
   codes not known here; the channel waits for the next round.
 
 Only Slack's own acceptance delivers: a webhook's HTTP 200 with the body `ok`, a Web API HTTP
-200 with a JSON object whose `ok` is `true` (`slack.py` checks both). Any other 2xx answer
+200 with a JSON object whose `ok` is `true` (`senders.py` checks both). Any other 2xx answer
 (an empty body, an HTML page such as a proxy's login, a code at status 200) is
-`unexpected_answer`, and a redirect is `redirected` (never followed: `slackhttp.py`); both stop
+`unexpected_answer`, and a redirect is `redirected` (never followed: `http.py`); both stop
 the round and keep the rows, since every post goes to the same address.
 
 No message here holds a secret: codes are taken only when they look like Slack's codes
@@ -25,20 +25,17 @@ described from a fixed vocabulary ("an HTML page"), never quoted.
 from __future__ import annotations
 
 import re
-from typing import Literal
 from urllib.error import URLError
 
 from slack_sdk.errors import SlackApiError
 
-from costwatch.errors import CostwatchError
+from costwatch.errors import DeliveryError, DeliveryScope
 
-Scope = Literal["workspace", "channel", "message", "transient"]
-
-_BUG: tuple[Scope, str] = (
+_BUG: tuple[DeliveryScope, str] = (
     "message",
     "Slack refused the message ({code}): a costwatch bug, please report it",
 )
-_API_ERRORS: dict[str, tuple[Scope, str]] = {
+_API_ERRORS: dict[str, tuple[DeliveryScope, str]] = {
     "invalid_auth": ("workspace", "check slack.token: Slack says invalid_auth"),
     "not_authed": ("workspace", "check slack.token: Slack says not_authed (no token arrived)"),
     "account_inactive": ("workspace", "slack.token belongs to a deactivated app: reinstall it"),
@@ -51,7 +48,7 @@ _API_ERRORS: dict[str, tuple[Scope, str]] = {
     **dict.fromkeys(["invalid_blocks", "invalid_blocks_format", "msg_too_long", "no_text"], _BUG),
 }
 _NEW_WEBHOOK = "create a new incoming webhook and set slack.webhook_url"
-_WEBHOOK_ERRORS: dict[str, tuple[Scope, str]] = {
+_WEBHOOK_ERRORS: dict[str, tuple[DeliveryScope, str]] = {
     "no_service": ("workspace", f"the webhook no longer exists (no_service): {_NEW_WEBHOOK}"),
     "invalid_token": ("workspace", f"the webhook URL is not valid (invalid_token): {_NEW_WEBHOOK}"),
     "channel_is_archived": ("workspace", "the webhook's channel is archived: unarchive it"),
@@ -80,22 +77,6 @@ TRANSIENT_ERRORS: tuple[str, ...] = (
     "timeout",
 )
 _CODE = re.compile(r"[a-z_]{1,64}")  # a Slack error code, never anything the server echoed
-
-
-class DeliveryError(CostwatchError):
-    """Slack did not take a message. `code` is Slack's error (or timeout, connection, http_500);
-    `remedy` says what to do; `scope` what else it rules out (see the module docstring)."""
-
-    def __init__(self, code: str, remedy: str, *, scope: Scope, channel: str | None) -> None:
-        self.code = code
-        self.remedy = remedy
-        self.scope = scope
-        self.channel = channel
-        super().__init__(f"{code}: {remedy}")
-
-    @property
-    def permanent(self) -> bool:
-        return self.scope != "transient"
 
 
 def api_error(error: SlackApiError, channel: str | None) -> DeliveryError:
@@ -138,7 +119,7 @@ def _describe(text: str) -> str:
 
 
 def _classify(
-    status: int, code: str, known: dict[str, tuple[Scope, str]], channel: str | None
+    status: int, code: str, known: dict[str, tuple[DeliveryScope, str]], channel: str | None
 ) -> DeliveryError:
     """What an answer other than ok means; unknown codes are taken for transient."""
     if status == 429:

@@ -9,8 +9,8 @@ An alert reads, top to bottom: a header that says it all in one line ("support-b
 of its $1,500 monthly budget", with a severity marker), the configured mentions, the numbers
 (spend against the limit, requests, the period with its zone and the time left, the forecast,
 the change since the last alert), the top models by spend, and a context line naming the
-budget, key and threshold. Names from the export are data and never markup (`slackblocks`).
-Every message fits Slack's limits whatever the names are; `slackblocks.problems` checks that.
+budget, key and threshold. Names from the export are data and never markup (`blocks.py`).
+Every message fits Slack's limits whatever the names are; `blocks.problems` checks that.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from costwatch import fmt, periods
-from costwatch import slackblocks as sb
 from costwatch.alerts import Alert, alert_from_payload
-from costwatch.slackblocks import Data, escape
+from costwatch.slack import blocks as sb
+from costwatch.slack.blocks import Data, escape
 
 if TYPE_CHECKING:
     from costwatch.state import OutboxItem
