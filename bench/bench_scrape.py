@@ -167,7 +167,9 @@ def measure(keys: int, models: int, scrapes: int = 200, baseline_scrapes: int = 
     httpd, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
     try:
         with (
-            MetricsServer(metrics, host="127.0.0.1", port=0, healthz=_ok, readyz=_ok) as server,
+            MetricsServer(
+                metrics.exposition_parts, host="127.0.0.1", port=0, healthz=_ok, readyz=_ok
+            ) as server,
             httpx.Client(timeout=300, headers=IDENTITY) as http,
         ):
             ours_url = f"http://127.0.0.1:{server.port}/metrics"

@@ -98,7 +98,7 @@ class Daemon:
             self._health = _Health()
             self._scheduler = BackgroundScheduler(timezone=self._config.schedule.zone)
             self._server = MetricsServer(
-                self._metrics,
+                self._metrics.exposition_parts,
                 host=self._config.metrics.host,
                 port=self._config.metrics.port,
                 healthz=self.healthz,

@@ -30,8 +30,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from costwatch.config import MetricsConfig, StateConfig, parse_config
-from costwatch.httpserver import MetricsServer
-from costwatch.metrics import Metrics
+from costwatch.metrics import Metrics, MetricsServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -160,7 +159,9 @@ def test_the_healthcheck_command_exits_0_against_healthz_at_the_listen_address(
         return True, "ok"
 
     _, argv = healthcheck()
-    with MetricsServer(Metrics(), host="127.0.0.1", port=0, healthz=ok, readyz=ok) as server:
+    with MetricsServer(
+        Metrics().exposition_parts, host="127.0.0.1", port=0, healthz=ok, readyz=ok
+    ) as server:
         env = {**os.environ, "COSTWATCH_METRICS_LISTEN": listen.format(port=server.port)}
         done = subprocess.run(
             [sys.executable, *argv[1:]], env=env, capture_output=True, timeout=30, check=False
@@ -175,7 +176,7 @@ def test_the_healthcheck_command_fails_when_healthz_fails_or_nothing_listens() -
 
     _, argv = healthcheck()
     with MetricsServer(
-        Metrics(), host="127.0.0.1", port=0, healthz=failing, readyz=failing
+        Metrics().exposition_parts, host="127.0.0.1", port=0, healthz=failing, readyz=failing
     ) as server:
         port = server.port
         env = {**os.environ, "COSTWATCH_METRICS_LISTEN": f"0.0.0.0:{port}"}
@@ -482,7 +483,9 @@ def test_metrics_server_answers_the_paths_the_probes_and_scrapes_use() -> None:
     def ok() -> tuple[bool, str]:
         return True, "ok"
 
-    with MetricsServer(Metrics(), host="127.0.0.1", port=0, healthz=ok, readyz=ok) as server:
+    with MetricsServer(
+        Metrics().exposition_parts, host="127.0.0.1", port=0, healthz=ok, readyz=ok
+    ) as server:
         base = f"http://127.0.0.1:{server.port}"
         for path in (HEALTHZ, READYZ, "/metrics"):
             with urllib.request.urlopen(base + path, timeout=5) as answer:  # noqa: S310

@@ -31,7 +31,6 @@ from promtool import check_metrics
 
 from costwatch.budgets import FINDING_SCHEMA
 from costwatch.errors import EXPORT_FAILURE_REASONS
-from costwatch.httpserver import WORKERS, Limits
 from costwatch.metrics import (
     CYCLE_OUTCOMES,
     OTHER_MODEL,
@@ -41,6 +40,7 @@ from costwatch.metrics import (
     Snapshot,
     render_snapshot,
 )
+from costwatch.metrics.http import WORKERS, Limits
 from costwatch.slack.answers import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from costwatch.usage import SCHEMA, TOKEN_COLUMNS
 
@@ -164,7 +164,7 @@ def metrics() -> Metrics:
 @pytest.fixture
 def served(metrics: Metrics) -> Iterator[MetricsServer]:
     with MetricsServer(
-        metrics, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe
+        metrics.exposition_parts, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe
     ) as server:
         yield server
 
@@ -550,7 +550,9 @@ class Probe:
 def test_healthz_and_readyz_answer_200_when_ok_and_503_with_the_reason(metrics: Metrics) -> None:
     health, ready = Probe(), Probe()
     with (
-        MetricsServer(metrics, host="127.0.0.1", port=0, healthz=health, readyz=ready) as server,
+        MetricsServer(
+            metrics.exposition_parts, host="127.0.0.1", port=0, healthz=health, readyz=ready
+        ) as server,
         httpx.Client() as http,
     ):
         assert http.get(url(server, "/healthz")).status_code == 200
@@ -573,7 +575,9 @@ def test_a_probe_that_raises_answers_503(
         raise RuntimeError("boom")
 
     with (
-        MetricsServer(metrics, host="127.0.0.1", port=0, healthz=ok_probe, readyz=broken) as server,
+        MetricsServer(
+            metrics.exposition_parts, host="127.0.0.1", port=0, healthz=ok_probe, readyz=broken
+        ) as server,
         httpx.Client() as http,
     ):
         assert http.get(url(server, "/readyz")).status_code == 503
@@ -594,7 +598,7 @@ def test_basic_auth_answers_401_without_the_right_credentials_and_200_with_them(
     caplog.set_level(logging.DEBUG)
     with (
         MetricsServer(
-            metrics,
+            metrics.exposition_parts,
             host="127.0.0.1",
             port=0,
             healthz=ok_probe,
@@ -640,7 +644,12 @@ def test_tls_serves_metrics_over_https_with_the_configured_certificate(
     cert, key = openssl_certificate(tmp_path)
     metrics.publish(populated())
     with MetricsServer(
-        metrics, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe, tls=(cert, key)
+        metrics.exposition_parts,
+        host="127.0.0.1",
+        port=0,
+        healthz=ok_probe,
+        readyz=ok_probe,
+        tls=(cert, key),
     ) as server:
         assert server.scheme == "https"
         text = scrape(server, verify=ssl.create_default_context(cafile=cert))
@@ -654,12 +663,16 @@ def test_tls_serves_metrics_over_https_with_the_configured_certificate(
 
 def test_ipv6_listen_address_serves_metrics_or_fails_loudly(metrics: Metrics) -> None:
     if not ipv6_loopback():  # a host without IPv6: an error at start-up, never a silent server
-        server = MetricsServer(metrics, host="::", port=0, healthz=ok_probe, readyz=ok_probe)
+        server = MetricsServer(
+            metrics.exposition_parts, host="::", port=0, healthz=ok_probe, readyz=ok_probe
+        )
         with pytest.raises(OSError, match=r"[Aa]ddress"):
             server.start()
         return
     with (
-        MetricsServer(metrics, host="::", port=0, healthz=ok_probe, readyz=ok_probe) as server,
+        MetricsServer(
+            metrics.exposition_parts, host="::", port=0, healthz=ok_probe, readyz=ok_probe
+        ) as server,
         httpx.Client() as http,
     ):
         assert http.get(url(server, host="[::1]")).status_code == 200
@@ -675,7 +688,9 @@ def ipv6_loopback() -> bool:
 
 
 def test_stop_releases_the_port_and_a_second_start_is_refused(metrics: Metrics) -> None:
-    server = MetricsServer(metrics, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe)
+    server = MetricsServer(
+        metrics.exposition_parts, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe
+    )
     server.start()
     port = server.port
     assert port != 0
@@ -750,7 +765,7 @@ def test_300_idle_connections_hold_no_thread_and_a_scrape_still_succeeds(
     metrics.publish(populated())
     before = threading.active_count()
     with MetricsServer(
-        metrics, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe
+        metrics.exposition_parts, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe
     ) as server:
         started = threading.active_count()
         idle = _connect(server, 300)
@@ -770,7 +785,7 @@ def test_an_idle_a_slow_and_a_half_open_tls_connection_are_closed_at_the_deadlin
     cert, key = openssl_certificate(tmp_path)
     verify = ssl.create_default_context(cafile=cert)
     with MetricsServer(
-        metrics,
+        metrics.exposition_parts,
         host="127.0.0.1",
         port=0,
         healthz=ok_probe,
@@ -804,7 +819,12 @@ def test_a_request_that_trickles_in_byte_by_byte_is_closed_at_the_deadline(
     metrics: Metrics,
 ) -> None:
     with MetricsServer(
-        metrics, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe, limits=QUICK
+        metrics.exposition_parts,
+        host="127.0.0.1",
+        port=0,
+        healthz=ok_probe,
+        readyz=ok_probe,
+        limits=QUICK,
     ) as server:
         [sock] = _connect(server, 1)
         with sock:
@@ -819,7 +839,12 @@ def test_a_request_that_trickles_in_byte_by_byte_is_closed_at_the_deadline(
 
 def test_more_pending_connections_than_the_bound_close_the_oldest(metrics: Metrics) -> None:
     with MetricsServer(
-        metrics, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe, limits=QUICK
+        metrics.exposition_parts,
+        host="127.0.0.1",
+        port=0,
+        healthz=ok_probe,
+        readyz=ok_probe,
+        limits=QUICK,
     ) as server:
         sockets = _connect(server, QUICK.max_pending + 10)
         try:

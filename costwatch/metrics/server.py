@@ -1,12 +1,7 @@
 """The HTTP endpoint: `/metrics`, `/healthz` and `/readyz`, with bounded threads and deadlines.
 
-- `GET /metrics` serves `Metrics.exposition_parts()` as `text/plain; version=0.0.4`: stored
-  bytes plus the small live registry, so a scrape does no work proportional to the keys.
-- `GET /healthz` and `GET /readyz` call their probe: `(True, text)` answers 200 with the text,
-  `(False, reason)` 503 with the reason (a probe that raises counts as not ok). 404 elsewhere.
-- Optional basic auth covers every path (401 with `WWW-Authenticate` when missing or wrong;
-  compared with `hmac.compare_digest`). The password is never logged; request lines go to
-  this module's logger at DEBUG, quoted (`costwatch.quote`), and never carry headers.
+- Each request is answered by `http.py`'s handler (routes, probes, basic auth); the server
+  serves what it is handed (a callable returning the exposition), never the metrics object.
 - Optional TLS. The address family follows the host, so `::` listens on IPv6 (and IPv4 where
   the system maps it).
 
@@ -22,11 +17,7 @@ held (the oldest is closed for a new one), a head over 16 KiB is refused with 43
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import hmac
-import io
 import logging
 import queue
 import selectors
@@ -35,27 +26,23 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
-from costwatch.quote import quote
+from costwatch.metrics.http import (
+    MAX_HEAD_BYTES,
+    App,
+    Connection,
+    Exposition,
+    Handler,
+    Limits,
+    Probe,
+)
 
-if TYPE_CHECKING:
-    from costwatch.metrics import Metrics
+log = logging.getLogger("costwatch.httpserver")
 
-log = logging.getLogger(__name__)
-
-Probe = Callable[[], tuple[bool, str]]
-CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
-CONTENT_TYPE_TEXT = "text/plain; charset=utf-8"
-TIMEOUT_SECONDS = 10.0  # per connection: TLS handshake and request head; then the answer
-WORKERS = 4  # threads answering complete requests
-MAX_PENDING = 128  # connections still sending their head
-MAX_HEAD_BYTES = 16 * 1024
 _TICK = 0.5  # seconds: how often the loop looks at deadlines and for stop()
 _REFUSED = {
     431: b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n\r\n",
@@ -63,49 +50,48 @@ _REFUSED = {
 }
 
 
-@dataclass(frozen=True)
-class _App:
-    """What the handler serves."""
-
-    metrics: Metrics
-    healthz: Probe
-    readyz: Probe
-    credentials: bytes | None  # b"user:password" when basic auth is on
+_LIMITS = Limits()  # frozen, so sharing it is safe
 
 
-@dataclass(frozen=True)
-class Limits:
-    """How much the server takes on at once, and how long a connection may take."""
-
-    timeout: float = TIMEOUT_SECONDS
-    workers: int = WORKERS
-    max_pending: int = MAX_PENDING
+def _unbound() -> tuple[bool, str]:
+    return False, "starting"
 
 
 class MetricsServer:
-    """`/metrics` and the probes on `host:port`, served from background threads."""
+    """`/metrics` and the probes on `host:port`, served from background threads.
+
+    `exposition` returns the bytes `/metrics` serves (`Metrics.exposition_parts`). The probes
+    may be given later, before `start()`, by whoever answers them (`bind_probes`: the daemon
+    is made from a server it is given); until then both answer 503 "starting".
+    """
 
     def __init__(
         self,
-        metrics: Metrics,
+        exposition: Exposition,
         *,
         host: str,
         port: int,
-        healthz: Probe,
-        readyz: Probe,
+        healthz: Probe = _unbound,
+        readyz: Probe = _unbound,
         basic_auth: tuple[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
-        limits: Limits = Limits(),  # frozen, so sharing it is safe
+        limits: Limits = _LIMITS,
     ) -> None:
         credentials = None
         if basic_auth is not None:
             credentials = f"{basic_auth[0]}:{basic_auth[1]}".encode()
-        self._app = _App(metrics, healthz, readyz, credentials)
+        self._app = App(exposition, healthz, readyz, credentials)
         self.host = host
         self.port = port  # the actual port once started (port=0 picks a free one)
         self._tls = tls
         self._limits = limits
         self._server: _Server | None = None
+
+    def bind_probes(self, *, healthz: Probe, readyz: Probe) -> None:
+        """Answer `/healthz` and `/readyz` with these (before `start()`)."""
+        if self._server is not None:
+            raise RuntimeError("the probes are bound before the server starts")
+        self._app = replace(self._app, healthz=healthz, readyz=readyz)
 
     @property
     def scheme(self) -> str:
@@ -139,36 +125,20 @@ class MetricsServer:
 
 
 @dataclass(eq=False)
-class _Connection:
-    """An accepted connection, until its request head is complete."""
-
-    sock: socket.socket
-    address: Any
-    deadline: float  # time.monotonic() by which the head (and later the answer) must be done
-    handshaking: bool = False
-    head: bytes = b""
-    events: int = selectors.EVENT_READ
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
-
-
-@dataclass(eq=False)
 class _Server:
     """The listening socket, the loop reading request heads, and the workers answering them."""
 
     address: tuple[str, int]
-    app: _App
+    app: App
     tls: ssl.SSLContext | None
     limits: Limits
     port: int = 0
     _listener: socket.socket = field(init=False)
     _selector: selectors.BaseSelector = field(init=False, default_factory=selectors.DefaultSelector)
-    _pending: dict[socket.socket, _Connection] = field(init=False, default_factory=dict)
-    _answering: set[_Connection] = field(init=False, default_factory=set)
+    _pending: dict[socket.socket, Connection] = field(init=False, default_factory=dict)
+    _answering: set[Connection] = field(init=False, default_factory=set)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
-    _queue: queue.Queue[_Connection] = field(init=False)
+    _queue: queue.Queue[Connection] = field(init=False)
     _stopping: threading.Event = field(init=False, default_factory=threading.Event)
     _threads: list[threading.Thread] = field(init=False, default_factory=list)
 
@@ -255,7 +225,7 @@ class _Server:
 
     def _register(self, sock: socket.socket, address: Any) -> None:
         sock.setblocking(False)
-        connection = _Connection(sock, address, time.monotonic() + self.limits.timeout)
+        connection = Connection(sock, address, time.monotonic() + self.limits.timeout)
         if self.tls is not None:
             try:
                 connection.sock = self.tls.wrap_socket(
@@ -268,7 +238,7 @@ class _Server:
         self._pending[connection.sock] = connection
         self._selector.register(connection.sock, connection.events, connection)
 
-    def _advance(self, connection: _Connection) -> None:
+    def _advance(self, connection: Connection) -> None:
         """Take what the connection has sent, without waiting; hand it on when whole."""
         try:
             if connection.handshaking:
@@ -295,7 +265,7 @@ class _Server:
             log.debug("metrics connection from %s failed", connection.address, exc_info=True)
             self._drop(connection)
 
-    def _want(self, connection: _Connection, events: int) -> None:
+    def _want(self, connection: Connection, events: int) -> None:
         if connection.events != events:
             connection.events = events
             self._selector.modify(connection.sock, events, connection)
@@ -308,21 +278,21 @@ class _Server:
             log.debug("metrics connection from %s timed out", oldest.address)
             self._drop(oldest)
 
-    def _forget(self, connection: _Connection) -> None:
+    def _forget(self, connection: Connection) -> None:
         if self._pending.pop(connection.sock, None) is not None:
             self._selector.unregister(connection.sock)
 
-    def _drop(self, connection: _Connection) -> None:
+    def _drop(self, connection: Connection) -> None:
         self._forget(connection)
         connection.close()
 
-    def _refuse(self, connection: _Connection, status: int) -> None:
+    def _refuse(self, connection: Connection, status: int) -> None:
         self._forget(connection)
         with contextlib.suppress(OSError, ssl.SSLError, ValueError):
             connection.sock.send(_REFUSED[status])  # a few bytes: the socket buffer takes them
         connection.close()
 
-    def _hand_on(self, connection: _Connection) -> None:
+    def _hand_on(self, connection: Connection) -> None:
         self._forget(connection)
         try:
             self._queue.put_nowait(connection)
@@ -342,118 +312,13 @@ class _Server:
             try:
                 connection.sock.setblocking(True)
                 # BaseRequestHandler only stores its request and server: these are ours.
-                _Handler(connection, connection.address, self)  # type: ignore[arg-type]
+                Handler(connection, connection.address, self)  # type: ignore[arg-type]
             except Exception:  # a client that hangs up or times out: not the server's problem
                 log.debug("metrics request from %s failed", connection.address, exc_info=True)
             finally:
                 with self._lock:
                     self._answering.discard(connection)
                 connection.close()
-
-
-class _DeadlineWriter:
-    """The answer's bytes, sent by the connection's deadline (the whole answer, not per send)."""
-
-    def __init__(self, connection: _Connection) -> None:
-        self._connection = connection
-
-    def write(self, data: bytes) -> int:
-        remaining = self._connection.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("the answer was not taken in time")
-        self._connection.sock.settimeout(remaining)
-        self._connection.sock.sendall(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """One request, read from the head the loop collected; the answer goes out by deadline."""
-
-    request: _Connection
-    server: _Server  # type: ignore[assignment]
-    server_version = "costwatch"
-    sys_version = ""
-
-    def setup(self) -> None:
-        connection = self.request
-        connection.deadline = time.monotonic() + self.server.limits.timeout
-        self.connection = connection.sock
-        self.rfile = io.BytesIO(connection.head)
-        self.wfile = _DeadlineWriter(connection)  # type: ignore[assignment]
-
-    def handle(self) -> None:
-        self.handle_one_request()
-
-    def finish(self) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        app = self.server.app
-        if app.credentials is not None and not _authorized(
-            self.headers.get("Authorization"), app.credentials
-        ):
-            self._send(401, b"unauthorized\n", extra={"WWW-Authenticate": _CHALLENGE})
-            return
-        path = urlsplit(self.path).path
-        if path == "/metrics":
-            self._send_parts(200, app.metrics.exposition_parts(), CONTENT_TYPE_METRICS)
-        elif path == "/healthz":
-            self._probe(app.healthz)
-        elif path == "/readyz":
-            self._probe(app.readyz)
-        else:
-            self._send(404, b"not found\n")
-
-    def _probe(self, probe: Probe) -> None:
-        try:
-            ok, text = probe()
-        except Exception:
-            log.exception("the %s probe failed", urlsplit(self.path).path)
-            ok, text = False, "the probe failed"
-        self._send(200 if ok else 503, f"{text}\n".encode())
-
-    def _send(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
-        self._send_parts(status, (body,), CONTENT_TYPE_TEXT, extra)
-
-    def _send_parts(
-        self,
-        status: int,
-        parts: tuple[bytes, ...],
-        content_type: str,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(sum(len(part) for part in parts)))
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        for part in parts:
-            self.wfile.write(part)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The request line is outside text: quoted, so it cannot forge a log line.
-        log.debug("%s %s", self.address_string(), quote(format % args))
-
-
-_CHALLENGE = 'Basic realm="costwatch", charset="UTF-8"'
-
-
-def _authorized(header: str | None, credentials: bytes) -> bool:
-    """Whether an Authorization header carries exactly `credentials` (user:password)."""
-    if header is None:
-        return False
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return False
-    try:
-        given = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    return hmac.compare_digest(given, credentials)
 
 
 def _tls_context(cert: Path, key: Path) -> ssl.SSLContext:

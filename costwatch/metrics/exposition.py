@@ -1,82 +1,64 @@
-"""Prometheus metrics: the last good cycle's snapshot, pre-rendered, beside the live daemon metrics.
+"""The snapshot part of the exposition: what the last good cycle knew, as text-format bytes.
 
-`/metrics` serves two parts, concatenated (no family is in both):
+The **snapshot part** of `/metrics`, rendered to bytes once per successful cycle (by
+`Metrics.publish`) with polars string expressions (no Python loop per key), so a scrape costs
+the same at 10 keys and at 50,000 series. All gauges, period to date:
 
-1. The **snapshot part**, rendered to bytes once per successful cycle by `Metrics.publish` with
-   polars string expressions (no Python loop per key), so a scrape costs the same at 10 keys and
-   at 50,000 series. All gauges, period to date:
+- `costwatch_key_spend_usd`, `costwatch_key_requests`, `costwatch_key_tokens{kind}` with
+  `api_key_id`, `api_key_name`; the `costwatch_key_model_*` variants add `model`. `kind` is
+  prompt, completion, cached_prompt, cache_creation or no_cache, present only where the export
+  reports that count (no tokens reads as no series, never as 0).
+- `costwatch_budget_limit`, `costwatch_budget_used_ratio`, `costwatch_budget_forecast_ratio`
+  (absent while there is no forecast, at a period's first instant), labelled `budget`,
+  `subject`, `api_key_id`, `metric` (cost_usd, requests, tokens) and `model`. For a per-key
+  budget `subject` is the key's name and `api_key_id` its id (two keys of the same name never
+  collide); for a shared budget `subject` is `(shared)` and `api_key_id` is empty. `model` is
+  `all` for the budget's own limits, else the model name or glob of a per-model limit (a glob
+  literally named "all" would be ambiguous; don't configure one).
+- `costwatch_budgets_unevaluated{budget,reason}`: how many of a budget's limits the export
+  could not evaluate (a `tokens` limit on an export without token counts); no series while
+  every limit is evaluated.
 
-   - `costwatch_key_spend_usd`, `costwatch_key_requests`, `costwatch_key_tokens{kind}` with
-     `api_key_id`, `api_key_name`; the `costwatch_key_model_*` variants add `model`. `kind` is
-     prompt, completion, cached_prompt, cache_creation or no_cache, present only where the export
-     reports that count (no tokens reads as no series, never as 0).
-   - `costwatch_budget_limit`, `costwatch_budget_used_ratio`, `costwatch_budget_forecast_ratio`
-     (absent while there is no forecast, at a period's first instant), labelled `budget`,
-     `subject`, `api_key_id`, `metric` (cost_usd, requests, tokens) and `model`. For a per-key
-     budget `subject` is the key's name and `api_key_id` its id (two keys of the same name never
-     collide); for a shared budget `subject` is `(shared)` and `api_key_id` is empty. `model` is
-     `all` for the budget's own limits, else the model name or glob of a per-model limit (a glob
-     literally named "all" would be ambiguous; don't configure one).
-   - `costwatch_budgets_unevaluated{budget,reason}`: how many of a budget's limits the export
-     could not evaluate (a `tokens` limit on an export without token counts); no series while
-     every limit is evaluated.
-
-   Label values come from the export and are escaped as the text format asks (backslash, double
-   quote, line feed), so no key or model name can add a label or a series.
-
-2. The **live part**: a small `CollectorRegistry` rendered per scrape with `generate_latest`:
-   export and cycle counters and histograms, alerts, Slack errors, `costwatch_build_info`,
-   `costwatch_snapshot_timestamp_seconds` (when the served snapshot was computed: a failed
-   cycle leaves the last good one in place, and this says how old it is),
-   `costwatch_series_truncated`, and the default process, platform and GC collectors.
+Label values come from the export and are escaped as the text format asks (backslash, double
+quote, line feed), so no key or model name can add a label or a series.
 
 Cardinality: `max_series` caps the key x model series, all `costwatch_key_model_*` families
 together: a row becomes 2 series (spend, requests) plus one per token kind the export reports,
 so with BYOK tokens 50,000 series hold 7,142 rows. Rows are ranked by spend (the biggest
 first); the largest prefix is kept such that kept rows plus one `model="other"` row per key
-with folded rows fit in the row budget; each key's remaining rows are summed into its "other" row (a
-real model named "other" is merged into it). When even one row per key exceeds the cap, the
+with folded rows fit in the row budget; each key's remaining rows are summed into its "other"
+row (a real model named "other" is merged into it). When even one row per key exceeds the cap, the
 keys spending least are dropped entirely (from the per-key families too).
 `costwatch_series_truncated` counts the rows folded or dropped. Budget series are not capped:
 their number is set by the configuration.
+
+Pure: frames in, bytes out.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 
-from costwatch import __version__
 from costwatch.budgets import Unevaluated
-from costwatch.errors import EXPORT_FAILURE_REASONS
-from costwatch.httpserver import MetricsServer
-from costwatch.slack.answers import PERMANENT_ERRORS, TRANSIENT_ERRORS
-from costwatch.state.rows import TABLES
 from costwatch.usage import SCHEMA
 
 __all__ = [
-    "CYCLE_OUTCOMES",
+    "ALL_MODELS",
     "OTHER_MODEL",
     "SHARED_SUBJECT",
-    "Metrics",
-    "MetricsServer",
+    "Rendered",
     "Snapshot",
+    "cap",
     "render_snapshot",
 ]
 
 OTHER_MODEL = "other"  # the model label of a key's folded rows
 ALL_MODELS = "all"  # the model label of a budget's own (not per-model) limits
 SHARED_SUBJECT = "(shared)"  # the subject label of a shared budget's pool
-CYCLE_OUTCOMES: tuple[str, ...] = ("ok", "export_failed", "error")
-DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TOKEN_KINDS: dict[str, str] = {  # label value -> Usage.frame column
     "prompt": "sum_prompt_tokens",
     "completion": "sum_completion_tokens",
@@ -84,8 +66,6 @@ TOKEN_KINDS: dict[str, str] = {  # label value -> Usage.frame column
     "cache_creation": "cache_creation_tokens",
     "no_cache": "no_cache_tokens",
 }
-_MAX_LABEL_VALUES = 32  # distinct free-form reasons / Slack errors before "other"
-_MAX_LABEL_LENGTH = 64
 _LABELS = "__labels__"
 _RANK = "__rank__"
 
@@ -107,189 +87,6 @@ class Rendered:
     text: bytes
     truncated: int  # key x model rows folded into "other" or dropped
 
-
-# --- the live daemon metrics ----------------------------------------------------------------
-
-
-class Metrics:
-    """Every costwatch metric; the daemon updates the live ones and publishes each snapshot.
-
-    `registry` receives the live metrics; without one, a fresh registry with the process,
-    platform and GC collectors is made (never the global default registry).
-    """
-
-    def __init__(
-        self,
-        *,
-        max_series: int = 50_000,
-        version: str = __version__,
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        if max_series < 1:
-            raise ValueError("max_series must be at least 1")
-        self.max_series = max_series
-        self.registry = registry if registry is not None else _default_registry()
-        self._lock = threading.Lock()  # the snapshot bytes and their two gauges change together
-        self._publishing = threading.Lock()  # one render at a time
-        self._snapshot = render_snapshot(None, max_series).text
-        self._define(self.registry)
-        self._build_info.labels(version=version).set(1)
-        self._reasons = _BoundedLabels(EXPORT_FAILURE_REASONS)
-        self._slack_errors = _BoundedLabels((*PERMANENT_ERRORS, *TRANSIENT_ERRORS))
-        for reason in EXPORT_FAILURE_REASONS:
-            self._export_failures.labels(reason=reason)
-        for outcome in CYCLE_OUTCOMES:
-            self._cycles.labels(outcome=outcome)
-        for code in (*PERMANENT_ERRORS, *TRANSIENT_ERRORS):  # increase() sees the first error
-            self._slack_errors_total.labels(error=code)
-        for table in TABLES:
-            self._damaged_rows.labels(table=table)
-
-    def _define(self, registry: CollectorRegistry) -> None:
-        self._last_success = Gauge(
-            "costwatch_export_last_success_timestamp_seconds",
-            "When the last Langdock export succeeded (Unix time; 0 before the first).",
-            registry=registry,
-        )
-        self._export_duration = Histogram(
-            "costwatch_export_duration_seconds",
-            "How long a Langdock export took, successful or not.",
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self._export_failures = Counter(
-            "costwatch_export_failures_total",
-            "Langdock exports that failed, by reason.",
-            ["reason"],
-            registry=registry,
-        )
-        self._alerts_sent = Counter(
-            "costwatch_alerts_sent_total", "Alerts Slack accepted.", registry=registry
-        )
-        self._alerts_pending = Gauge(
-            "costwatch_alerts_pending",
-            "Alerts in the outbox waiting for Slack to accept them.",
-            registry=registry,
-        )
-        self._cycle_duration = Histogram(
-            "costwatch_cycle_duration_seconds",
-            "How long a whole cycle took (export, budgets, alerts, state).",
-            buckets=DURATION_BUCKETS,
-            registry=registry,
-        )
-        self._cycles = Counter(
-            "costwatch_cycles_total", "Cycles run, by outcome.", ["outcome"], registry=registry
-        )
-        self._slack_errors_total = Counter(
-            "costwatch_slack_errors_total",
-            "Slack posts that failed, by error: Slack's code, or ratelimited, timeout, "
-            "connection, http_<status> for failures retried later.",
-            ["error"],
-            registry=registry,
-        )
-        self._damaged_rows = Counter(
-            "costwatch_state_damaged_rows_total",
-            "Damaged rows found in the state file (each once per process), by table; outbox"
-            " rows are set aside, ledger rows read so that nothing is sent twice.",
-            ["table"],
-            registry=registry,
-        )
-        self._build_info = Gauge(
-            "costwatch_build_info",
-            "The running costwatch version (always 1).",
-            ["version"],
-            registry=registry,
-        )
-        self._snapshot_at = Gauge(
-            "costwatch_snapshot_timestamp_seconds",
-            "When the served per-key and per-budget values were computed (Unix time; 0: never).",
-            registry=registry,
-        )
-        self._truncated = Gauge(
-            "costwatch_series_truncated",
-            'Key x model rows of the served snapshot folded into model="other" or dropped '
-            "by metrics.max_series.",
-            registry=registry,
-        )
-
-    def export_succeeded(self, at: datetime, duration_seconds: float) -> None:
-        self._last_success.set(at.timestamp())
-        self._export_duration.observe(duration_seconds)
-
-    def export_failed(self, reason: str, duration_seconds: float) -> None:
-        self._export_failures.labels(reason=self._reasons.value(reason)).inc()
-        self._export_duration.observe(duration_seconds)
-
-    def cycle_finished(self, outcome: str, duration_seconds: float) -> None:
-        if outcome not in CYCLE_OUTCOMES:
-            raise ValueError(f"unknown cycle outcome {outcome!r}: one of {CYCLE_OUTCOMES}")
-        self._cycles.labels(outcome=outcome).inc()
-        self._cycle_duration.observe(duration_seconds)
-
-    def alerts_sent(self, count: int) -> None:
-        self._alerts_sent.inc(count)
-
-    def alerts_pending(self, count: int) -> None:
-        self._alerts_pending.set(count)
-
-    def slack_error(self, error: str, count: int = 1) -> None:
-        """`count` posts Slack did not take with `error`, permanent or transient (5xx,
-        timeouts, connection errors, rate limits slack_sdk's retries did not outlast)."""
-        self._slack_errors_total.labels(error=self._slack_errors.value(error)).inc(count)
-
-    def state_damaged(self, table: str) -> None:
-        if table not in TABLES:
-            raise ValueError(f"unknown state table {table!r}: one of {TABLES}")
-        self._damaged_rows.labels(table=table).inc()
-
-    def publish(self, snapshot: Snapshot) -> None:
-        """Render the snapshot's families once; scrapes serve these bytes until the next one."""
-        with self._publishing:
-            rendered = render_snapshot(snapshot, self.max_series)
-            with self._lock:
-                self._snapshot = rendered.text
-                self._snapshot_at.set(snapshot.at.timestamp())
-                self._truncated.set(rendered.truncated)
-
-    def exposition_parts(self) -> tuple[bytes, bytes]:
-        """The snapshot bytes and the live registry's, consistent with each other."""
-        with self._lock:
-            return self._snapshot, generate_latest(self.registry)
-
-    def exposition(self) -> bytes:
-        """What `/metrics` serves."""
-        return b"".join(self.exposition_parts())
-
-
-class _BoundedLabels:
-    """Free-form label values (error codes) with a bound: known ones, then up to
-    `_MAX_LABEL_VALUES` others, then "other"."""
-
-    def __init__(self, known: Sequence[str]) -> None:
-        self._known = set(known)
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
-
-    def value(self, text: str) -> str:
-        text = text[:_MAX_LABEL_LENGTH] or "unknown"
-        if text in self._known:
-            return text
-        with self._lock:
-            if text in self._seen or len(self._seen) < _MAX_LABEL_VALUES:
-                self._seen.add(text)
-                return text
-        return "other"
-
-
-def _default_registry() -> CollectorRegistry:
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)  # registers itself only where gc statistics exist
-    return registry
-
-
-# --- the snapshot part ----------------------------------------------------------------------
 
 _KEY_FAMILIES = (
     ("costwatch_key_spend_usd", "Spend per API key in the current period, in US dollars."),

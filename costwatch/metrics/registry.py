@@ -1,0 +1,214 @@
+"""The live daemon metrics, and the last good cycle's snapshot beside them: `Metrics`.
+
+`/metrics` serves two parts, concatenated (no family is in both): the **snapshot part**,
+rendered to bytes once per successful cycle by `Metrics.publish` (`exposition.py`), and the
+**live part**: a small `CollectorRegistry` rendered per scrape with `generate_latest`: export
+and cycle counters and histograms, alerts, Slack errors, `costwatch_build_info`,
+`costwatch_snapshot_timestamp_seconds` (when the served snapshot was computed: a failed cycle
+leaves the last good one in place, and this says how old it is), `costwatch_series_truncated`,
+and the default process, platform and GC collectors. Label children that must exist at zero
+(every export failure reason, cycle outcome, Slack error, damaged-row table) are created up
+front; free-form label values are bounded (`_BoundedLabels`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from costwatch import __version__
+from costwatch.errors import EXPORT_FAILURE_REASONS
+from costwatch.metrics.exposition import Snapshot, render_snapshot
+from costwatch.slack.answers import PERMANENT_ERRORS, TRANSIENT_ERRORS
+from costwatch.state.rows import TABLES
+
+__all__ = ["CYCLE_OUTCOMES", "DURATION_BUCKETS", "Metrics"]
+
+CYCLE_OUTCOMES: tuple[str, ...] = ("ok", "export_failed", "error")
+DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_MAX_LABEL_VALUES = 32  # distinct free-form reasons / Slack errors before "other"
+_MAX_LABEL_LENGTH = 64
+
+
+class Metrics:
+    """Every costwatch metric; the daemon updates the live ones and publishes each snapshot.
+
+    `registry` receives the live metrics; without one, a fresh registry with the process,
+    platform and GC collectors is made (never the global default registry).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_series: int = 50_000,
+        version: str = __version__,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        if max_series < 1:
+            raise ValueError("max_series must be at least 1")
+        self.max_series = max_series
+        self.registry = registry if registry is not None else _default_registry()
+        self._lock = threading.Lock()  # the snapshot bytes and their two gauges change together
+        self._publishing = threading.Lock()  # one render at a time
+        self._snapshot = render_snapshot(None, max_series).text
+        self._define(self.registry)
+        self._build_info.labels(version=version).set(1)
+        self._reasons = _BoundedLabels(EXPORT_FAILURE_REASONS)
+        self._slack_errors = _BoundedLabels((*PERMANENT_ERRORS, *TRANSIENT_ERRORS))
+        for reason in EXPORT_FAILURE_REASONS:
+            self._export_failures.labels(reason=reason)
+        for outcome in CYCLE_OUTCOMES:
+            self._cycles.labels(outcome=outcome)
+        for code in (*PERMANENT_ERRORS, *TRANSIENT_ERRORS):  # increase() sees the first error
+            self._slack_errors_total.labels(error=code)
+        for table in TABLES:
+            self._damaged_rows.labels(table=table)
+
+    def _define(self, registry: CollectorRegistry) -> None:
+        self._last_success = Gauge(
+            "costwatch_export_last_success_timestamp_seconds",
+            "When the last Langdock export succeeded (Unix time; 0 before the first).",
+            registry=registry,
+        )
+        self._export_duration = Histogram(
+            "costwatch_export_duration_seconds",
+            "How long a Langdock export took, successful or not.",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self._export_failures = Counter(
+            "costwatch_export_failures_total",
+            "Langdock exports that failed, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self._alerts_sent = Counter(
+            "costwatch_alerts_sent_total", "Alerts Slack accepted.", registry=registry
+        )
+        self._alerts_pending = Gauge(
+            "costwatch_alerts_pending",
+            "Alerts in the outbox waiting for Slack to accept them.",
+            registry=registry,
+        )
+        self._cycle_duration = Histogram(
+            "costwatch_cycle_duration_seconds",
+            "How long a whole cycle took (export, budgets, alerts, state).",
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self._cycles = Counter(
+            "costwatch_cycles_total", "Cycles run, by outcome.", ["outcome"], registry=registry
+        )
+        self._slack_errors_total = Counter(
+            "costwatch_slack_errors_total",
+            "Slack posts that failed, by error: Slack's code, or ratelimited, timeout, "
+            "connection, http_<status> for failures retried later.",
+            ["error"],
+            registry=registry,
+        )
+        self._damaged_rows = Counter(
+            "costwatch_state_damaged_rows_total",
+            "Damaged rows found in the state file (each once per process), by table; outbox"
+            " rows are set aside, ledger rows read so that nothing is sent twice.",
+            ["table"],
+            registry=registry,
+        )
+        self._build_info = Gauge(
+            "costwatch_build_info",
+            "The running costwatch version (always 1).",
+            ["version"],
+            registry=registry,
+        )
+        self._snapshot_at = Gauge(
+            "costwatch_snapshot_timestamp_seconds",
+            "When the served per-key and per-budget values were computed (Unix time; 0: never).",
+            registry=registry,
+        )
+        self._truncated = Gauge(
+            "costwatch_series_truncated",
+            'Key x model rows of the served snapshot folded into model="other" or dropped '
+            "by metrics.max_series.",
+            registry=registry,
+        )
+
+    def export_succeeded(self, at: datetime, duration_seconds: float) -> None:
+        self._last_success.set(at.timestamp())
+        self._export_duration.observe(duration_seconds)
+
+    def export_failed(self, reason: str, duration_seconds: float) -> None:
+        self._export_failures.labels(reason=self._reasons.value(reason)).inc()
+        self._export_duration.observe(duration_seconds)
+
+    def cycle_finished(self, outcome: str, duration_seconds: float) -> None:
+        if outcome not in CYCLE_OUTCOMES:
+            raise ValueError(f"unknown cycle outcome {outcome!r}: one of {CYCLE_OUTCOMES}")
+        self._cycles.labels(outcome=outcome).inc()
+        self._cycle_duration.observe(duration_seconds)
+
+    def alerts_sent(self, count: int) -> None:
+        self._alerts_sent.inc(count)
+
+    def alerts_pending(self, count: int) -> None:
+        self._alerts_pending.set(count)
+
+    def slack_error(self, error: str, count: int = 1) -> None:
+        """`count` posts Slack did not take with `error`, permanent or transient (5xx,
+        timeouts, connection errors, rate limits slack_sdk's retries did not outlast)."""
+        self._slack_errors_total.labels(error=self._slack_errors.value(error)).inc(count)
+
+    def state_damaged(self, table: str) -> None:
+        if table not in TABLES:
+            raise ValueError(f"unknown state table {table!r}: one of {TABLES}")
+        self._damaged_rows.labels(table=table).inc()
+
+    def publish(self, snapshot: Snapshot) -> None:
+        """Render the snapshot's families once; scrapes serve these bytes until the next one."""
+        with self._publishing:
+            rendered = render_snapshot(snapshot, self.max_series)
+            with self._lock:
+                self._snapshot = rendered.text
+                self._snapshot_at.set(snapshot.at.timestamp())
+                self._truncated.set(rendered.truncated)
+
+    def exposition_parts(self) -> tuple[bytes, bytes]:
+        """The snapshot bytes and the live registry's, consistent with each other."""
+        with self._lock:
+            return self._snapshot, generate_latest(self.registry)
+
+    def exposition(self) -> bytes:
+        """What `/metrics` serves."""
+        return b"".join(self.exposition_parts())
+
+
+class _BoundedLabels:
+    """Free-form label values (error codes) with a bound: known ones, then up to
+    `_MAX_LABEL_VALUES` others, then "other"."""
+
+    def __init__(self, known: Sequence[str]) -> None:
+        self._known = set(known)
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def value(self, text: str) -> str:
+        text = text[:_MAX_LABEL_LENGTH] or "unknown"
+        if text in self._known:
+            return text
+        with self._lock:
+            if text in self._seen or len(self._seen) < _MAX_LABEL_VALUES:
+                self._seen.add(text)
+                return text
+        return "other"
+
+
+def _default_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)  # registers itself only where gc statistics exist
+    return registry
