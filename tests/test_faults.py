@@ -37,7 +37,7 @@ from costwatch.config import Config, parse_config
 from costwatch.errors import ExportError
 from costwatch.langdock import LangdockClient, RetryPolicy
 from costwatch.simulator import Simulator, Workspace
-from costwatch.simworkspace import export_csv
+from costwatch.simulator.workspace import export_csv
 from costwatch.state import SqliteState
 
 KEY = "ld-FAULTS-k3y-7e1d"

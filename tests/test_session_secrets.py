@@ -10,8 +10,8 @@ simulator's API host received, the Slack token only in the one the stand-in rece
 
 Key and model names as markup: Slack mentions are proved inert in test_slackrender.py
 (`<!channel>` in a key name never notifies); here, the workspace's hostile key names (a Slack
-mention, a double quote, a comma, non-ASCII: `simworkspace.KEY_NAMES`) come back intact from a
-scrape parsed with prometheus_client's own parser.
+mention, a double quote, a comma, non-ASCII: `simulator.workspace.KEY_NAMES`) come back intact
+from a scrape parsed with prometheus_client's own parser.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from slackstub import SlackStub
 
 from costwatch.simulator import Simulator, Workspace
-from costwatch.simworkspace import KEY_NAMES
+from costwatch.simulator.workspace import KEY_NAMES
 
 LANGDOCK_KEY = "sk-lang-SESSION-k3y-5ecr3t-77a1"
 SLACK_TOKEN = "xoxb-4242-4343-SESSIONs3cr3tT0ken"
 PASSWORD = "metrics-PASSW0RD-session-1f2e"
 SECRETS = {"langdock key": LANGDOCK_KEY, "slack token": SLACK_TOKEN, "password": PASSWORD}
 COMMAND = [sys.executable, "-m", "costwatch", "--log-format", "json", "run"]
-KEYS = 12  # every name in simworkspace.KEY_NAMES, the hostile ones included
+KEYS = 12  # every name in simulator.workspace.KEY_NAMES, the hostile ones included
 
 
 def write_config(path: Path, sim: Simulator, stub: SlackStub, port: int) -> Path:

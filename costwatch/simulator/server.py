@@ -10,7 +10,7 @@ Two listeners, as in production, where the API host and the storage host differ:
               No Langdock key: a request carrying an Authorization header is refused (400), and
               an expired or tampered URL is a 403 with an XML body.
 
-The data comes from a `Workspace` (costwatch.simworkspace); "now" from the injected clock, and
+The data comes from a `Workspace` (`workspace.py`); "now" from the injected clock, and
 no data extends past it. `Faults` scripts failures: each knob answers the next N matching
 requests. Every request on both listeners is recorded for tests to inspect.
 """
@@ -36,12 +36,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from costwatch.simfaults import Faults, Reply, error_reply, json_reply, storage_error
-from costwatch.simworkspace import UsageRow, Workspace, export_csv
+from costwatch.simulator.faults import Faults, Reply, error_reply, json_reply, storage_error
+from costwatch.simulator.workspace import Workspace, export_csv
 
-__all__ = ["Faults", "RecordedRequest", "Simulator", "UsageRow", "Workspace"]
+__all__ = ["EXPORT_PATHS", "RecordedRequest", "Simulator"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("costwatch.simulator")
 
 EXPORT_PATHS = frozenset({"/export/api-keys", "/api/public/export/api-keys"})
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
