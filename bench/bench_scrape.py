@@ -72,7 +72,7 @@ def snapshot(keys: int, models: int) -> Snapshot:
     usage = usage_frame(keys, models)
     rules = budgets.rules(parse_config(CONFIG), NOW)
     ranges = {key: usage for key in budgets.export_ranges(rules)}
-    return Snapshot(NOW, usage, budgets.evaluate(rules, ranges, NOW))
+    return Snapshot(NOW, usage, budgets.evaluate(rules, ranges, NOW).findings)
 
 
 def baseline_registry(exposition: bytes) -> tuple[CollectorRegistry, int]:

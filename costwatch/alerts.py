@@ -28,14 +28,13 @@ fired, the limit it fired against, the use at that moment and when it was last s
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from costwatch import globs
-from costwatch.budgets import Finding, Rule, reaches
+from costwatch.budgets import Finding, FindingKey, Rule, reaches
 from costwatch.config import Silence, Threshold, severity_for
 
 Kind = Literal["actual", "forecast"]
@@ -65,7 +64,7 @@ class LedgerEntry:
 
 @dataclass(frozen=True)
 class Alert:
-    """One message to deliver; the outbox stores it as JSON."""
+    """One message to deliver; the outbox stores it as JSON (`costwatch.notices`)."""
 
     budget: str
     scope: str
@@ -99,32 +98,19 @@ class Alert:
         return self.api_key_id if self.api_key_id is not None else "*"
 
 
-def alert_payload(alert: Alert) -> dict[str, Any]:
-    """The JSON-ready form an alert is stored in the outbox as."""
-    values = dataclasses.asdict(alert)
-    for name in ("overrun_at", "silenced_until"):
-        if values[name] is not None:
-            values[name] = values[name].isoformat()
-    return values
-
-
-def alert_from_payload(payload: Mapping[str, Any]) -> Alert:
-    """The Alert an outbox row was made from (fields it does not know are ignored)."""
-    names = {f.name for f in dataclasses.fields(Alert)}
-    values = {k: v for k, v in payload.items() if k in names}
-    for name in ("overrun_at", "silenced_until"):
-        if values.get(name):
-            values[name] = datetime.fromisoformat(values[name])
-    values["mention"] = tuple(values.get("mention") or ())
-    values["top_models"] = tuple((str(m), float(c)) for m, c in values.get("top_models") or ())
-    return Alert(**values)
-
-
 @dataclass(frozen=True)
 class Plan:
     alerts: tuple[Alert, ...]  # to deliver
     silenced: tuple[Alert, ...]  # due, but suppressed by a silence
     ledger: tuple[LedgerEntry, ...]  # entries to write (insert or replace)
+
+
+def known_findings(ledger: Iterable[LedgerKey]) -> set[FindingKey]:
+    """The findings the ledger has an entry for, of either kind (for `budgets.noteworthy`)."""
+    return {
+        (budget, subject, model, metric, period)
+        for budget, subject, model, metric, _, period in ledger
+    }
 
 
 def ledger_key(finding: Finding, kind: Kind) -> LedgerKey:
@@ -152,7 +138,7 @@ def active_silence(silences: Sequence[Silence], finding: Finding, now: datetime)
             continue
         if silence.budget is not None and not globs.matches(silence.budget, finding.budget):
             continue
-        if silence.keys is not None and not _key_matches(silence.keys, finding):
+        if silence.keys is not None and not _silenced_key(silence.keys, finding):
             continue
         return silence
     return None
@@ -313,10 +299,12 @@ def _record(
     ]
 
 
-def _key_matches(pattern: str, finding: Finding) -> bool:
+def _silenced_key(pattern: str, finding: Finding) -> bool:
+    """A silence's `keys` selects a key as a budget's `keys` do (`globs.key_matches`); a shared
+    pool, which is no one key, only by "*"."""
     if finding.api_key_id is None:
         return pattern == "*"
-    return finding.api_key_id == pattern or globs.matches(pattern, finding.api_key_name or "")
+    return globs.key_matches([pattern], finding.api_key_id, finding.api_key_name or "")
 
 
 def _as_timedelta(value: timedelta | float) -> timedelta:

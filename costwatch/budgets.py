@@ -5,8 +5,9 @@ one frame with a row per budget x subject (key or shared pool) x model-or-all x 
 20,000 keys and 200 budgets cost a handful of polars queries, not a Python loop per key.
 
 Rules (the README's "Budgets" section says the same for users):
-- `keys` and `exclude` are globs over `api_key_name` or exact `api_key_id`s.
-- A `fallback: true` budget takes only keys that no other per-key budget selects.
+- `keys` and `exclude` are globs over `api_key_name` or exact `api_key_id`s, and a
+  `fallback: true` budget takes only keys that no other per-key budget selects: which keys a
+  budget selects is `costwatch.selection`'s, for the evaluation and `validate` alike.
 - `scope: key` checks each selected key on its own; `scope: shared` the selected keys' sum.
 - A per-model limit (`models: {glob: limits}`) checks the spend on the models matching the glob,
   summed, within each subject ("gpt-4*" is the GPT-4 family together).
@@ -25,27 +26,42 @@ Rules (the README's "Budgets" section says the same for users):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import polars as pl
 
-from costwatch import globs, periods
-from costwatch.config import Budget, Config, ForecastConfig, Limits, Threshold
+from costwatch import periods
+from costwatch.config import Config, ForecastConfig, Limits, Threshold
+from costwatch.config.budget import METRICS, Budget, Metric
 from costwatch.periods import Period
+from costwatch.selection import KeyTables, mask, row_tokens
 
-Metric = Literal["cost_usd", "requests", "tokens"]
-METRICS: tuple[Metric, ...] = ("cost_usd", "requests", "tokens")
-USAGE_COLUMN: dict[Metric, str] = {
-    "cost_usd": "total_cost_usd",
-    "requests": "requests",
-    "tokens": "tokens",
-}
+__all__ = [
+    "FINDING_SCHEMA",
+    "METRICS",
+    "Evaluation",
+    "Finding",
+    "FindingKey",
+    "Metric",
+    "Rule",
+    "Unevaluated",
+    "as_findings",
+    "evaluate",
+    "export_key",
+    "export_ranges",
+    "noteworthy",
+    "reaches",
+    "rules",
+    "unevaluated",
+]
+
 TOLERANCE = 1e-12  # relative: how far below a threshold a float sum may be and still reach it
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
 
 FINDING_SCHEMA: dict[str, pl.DataType] = {
     "budget": pl.String(),
@@ -80,6 +96,11 @@ class Rule:
         return self.budget.name
 
 
+# A finding's identity within its period: budget, subject (key id or "*"), model ("" for all
+# models), metric, period key.
+FindingKey = tuple[str, str, str, str, str]
+
+
 @dataclass(frozen=True)
 class Finding:
     """One budget x subject x model-or-all x metric, as evaluated at one instant."""
@@ -104,6 +125,10 @@ class Finding:
     def subject(self) -> str:
         """The key's id, or "*" for a shared pool."""
         return self.api_key_id if self.api_key_id is not None else "*"
+
+    @property
+    def key(self) -> FindingKey:
+        return (self.budget, self.subject, self.model or "", self.metric, self.period)
 
 
 def reaches(used: float, limit: float, at: float) -> bool:
@@ -152,26 +177,27 @@ def export_ranges(resolved: Iterable[Rule]) -> dict[str, Period]:
     return ranges
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate` found: `findings` (FINDING_SCHEMA, worst first), and per export range
+    which keys each budget selects (`selected`: `api_key_id` and a boolean column per budget of
+    that range, named after the budget), for the alert context and `unevaluated`."""
+
+    findings: pl.DataFrame
+    selected: dict[str, pl.DataFrame]
+
+
 def evaluate(
     resolved: Sequence[Rule], usage_by_range: Mapping[str, pl.DataFrame], now: datetime
-) -> pl.DataFrame:
-    """All findings, one frame with FINDING_SCHEMA, worst (highest ratio) first.
+) -> Evaluation:
+    """All findings, one frame with FINDING_SCHEMA, worst (highest ratio) first, and the keys
+    each budget selects.
 
     Each export range is aggregated once per key (and once per key for each model glob in
     use); budgets then select among those per-key rows, so 200 budgets over a 1,000,000-row
     export cost a few small queries per budget over the keys, not 200 scans of the export.
     """
-    return evaluate_with_selections(resolved, usage_by_range, now)[0]
-
-
-def evaluate_with_selections(
-    resolved: Sequence[Rule], usage_by_range: Mapping[str, pl.DataFrame], now: datetime
-) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    """`evaluate`, and per export range which keys each budget selects: `api_key_id` and a
-    boolean column per budget of that range, named after the budget (for `subject_rows`)."""
-    selections = [_selection(rule.budget, pl.col("_claimed")) for rule in resolved]
-    claimers = frozenset(i for i, rule in enumerate(resolved) if _claims(rule))
-    tables: dict[str, _KeyTables] = {}
+    tables: dict[str, KeyTables] = {}
     # Subjects of rules that are judged alike (thresholds, period, forecast) are judged at once.
     alike: dict[str, tuple[Rule, list[pl.DataFrame]]] = {}
     for index, rule in enumerate(resolved):
@@ -183,9 +209,10 @@ def evaluate_with_selections(
                 if export_key(other.period) == key
                 for pattern in other.budget.models
             ]
-            tables[key] = _KeyTables(usage_by_range[key], selections, claimers, patterns)
+            budgets = [other.budget for other in resolved]
+            tables[key] = KeyTables(usage_by_range[key], budgets, patterns)
         parts = alike.setdefault(_judged_alike(rule), (rule, []))[1]
-        own = _subject_parts(rule, tables[key], _mask(index))
+        own = _subject_parts(rule, tables[key], mask(index))
         if own:
             # One query per rule (all its models and metrics): one collect, not one per step;
             # a single query over every rule would hold all their copies at once.
@@ -200,7 +227,7 @@ def evaluate_with_selections(
         key: table.masks.select(
             "api_key_id",
             *(
-                pl.col(_mask(i)).alias(rule.name)
+                pl.col(mask(i)).alias(rule.name)
                 for i, rule in enumerate(resolved)
                 if export_key(rule.period) == key
             ),
@@ -208,11 +235,11 @@ def evaluate_with_selections(
         for key, table in tables.items()
     }
     if not frames:
-        return pl.DataFrame(schema=FINDING_SCHEMA), selected
+        return Evaluation(pl.DataFrame(schema=FINDING_SCHEMA), selected)
     findings = pl.concat(frames, how="vertical").sort(
         ["ratio", "budget", "api_key_name"], descending=[True, False, False], nulls_last=True
     )
-    return findings, selected
+    return Evaluation(findings, selected)
 
 
 # Why a configured limit got no finding although the export has rows (a metric label value).
@@ -244,14 +271,13 @@ class Unevaluated:
 def unevaluated(
     resolved: Sequence[Rule],
     usage_by_range: Mapping[str, pl.DataFrame],
-    findings: pl.DataFrame | None = None,
-    selected: Mapping[str, pl.DataFrame] | None = None,
+    evaluation: Evaluation | None = None,
 ) -> list[Unevaluated]:
     """The limits of `resolved` that the usage cannot evaluate, in configuration order.
 
     Tokens are the one metric an export may lack: a range with rows but no token counts
-    cannot evaluate any `tokens` limit. With `findings` and `selected` (from
-    `evaluate_with_selections`), a budget's own tokens limit is also reported when it selects
+    cannot evaluate any `tokens` limit. With the `evaluation` of the same usage, a budget's
+    own tokens limit is also reported when it selects
     keys and none of them reports tokens. A range without rows (an empty period) evaluates
     nothing and is no reason: zero usage is zero tokens.
     """
@@ -263,140 +289,38 @@ def unevaluated(
         if not frame.height:
             continue
         if key not in reports_tokens:
-            reports_tokens[key] = bool(frame.select(_row_tokens(frame).is_not_null().any()).item())
+            reports_tokens[key] = bool(frame.select(row_tokens(frame).is_not_null().any()).item())
         limits = [(None, rule.budget.limits), *rule.budget.models.items()]
         for model, limit in limits:
             if limit.tokens is None:
                 continue
             if not reports_tokens[key]:
                 out.append(Unevaluated(rule.name, "tokens", model, "export_has_no_tokens"))
-            elif model is None and _selects_keys_without_tokens(rule, findings, selected, key):
+            elif model is None and _selects_keys_without_tokens(rule, evaluation, key):
                 out.append(Unevaluated(rule.name, "tokens", None, "keys_report_no_tokens"))
     return out
 
 
-def _selects_keys_without_tokens(
-    rule: Rule,
-    findings: pl.DataFrame | None,
-    selected: Mapping[str, pl.DataFrame] | None,
-    key: str,
-) -> bool:
-    if findings is None or selected is None or key not in selected:
+def _selects_keys_without_tokens(rule: Rule, evaluation: Evaluation | None, key: str) -> bool:
+    if evaluation is None or key not in evaluation.selected:
         return False
-    table = selected[key]
+    findings, table = evaluation.findings, evaluation.selected[key]
     if rule.name not in table.columns or not table.get_column(rule.name).any():
         return False
     own = (pl.col("budget") == rule.name) & (pl.col("metric") == "tokens")
     return findings.filter(own & pl.col("model").is_null()).is_empty()
 
 
-def _row_tokens(usage: pl.DataFrame) -> pl.Expr:
-    """A row's tokens as `evaluate` counts them: prompt plus completion (null: not reported),
-    as a float, so that no sum of them wraps around."""
-    if "tokens" in usage.columns:
-        return _as_float("tokens")
-    return _as_float("sum_prompt_tokens") + _as_float("sum_completion_tokens")
-
-
-def _mask(index: int) -> str:
-    return f"_selected_{index}"
-
-
-class _KeyTables:
-    """One export range's usage summed per key: for all models, and per model glob.
-
-    One `group_by` over the export computes every sum at once: all models, and each model glob
-    in use (a glob's sums over its matching rows only; a key without such rows is left out of
-    that glob's table). Every budget's selection is evaluated once per key, in one `select` (a
-    boolean column per budget, `_mask(index)`), so selecting a budget's keys is a filter on a
-    ready column, not a regex pass per budget and table.
-    """
-
-    def __init__(
-        self,
-        usage: pl.DataFrame,
-        selections: list[pl.Expr],
-        claimers: frozenset[int],
-        patterns: Sequence[str],
-    ) -> None:
-        self._patterns = {
-            pattern: f"_glob_{i}" for i, pattern in enumerate(dict.fromkeys(patterns))
-        }
-        # Counts are summed as floats: a 64-bit integer sum wraps around (two rows of 2**62
-        # requests once summed to a negative count), a float sum cannot. The loader keeps an
-        # export's counts under 2**53, where these sums are exact.
-        tokens = _row_tokens(usage)
-        values = {
-            "cost_usd": pl.col(USAGE_COLUMN["cost_usd"]),
-            "requests": _as_float(USAGE_COLUMN["requests"]),
-            "tokens": tokens,
-        }
-        aggs = [pl.col("api_key_name").last(), *_sums(values, "")]
-        matches = [
-            pl.col("model").str.contains(globs.to_regex(pattern)).alias(f"{prefix}_match")
-            for pattern, prefix in self._patterns.items()
-        ]
-        for prefix in self._patterns.values():
-            on_model = pl.col(f"{prefix}_match")
-            aggs += [
-                pl.col("api_key_name").filter(on_model).last().alias(f"{prefix}api_key_name"),
-                on_model.sum().alias(f"{prefix}_rows"),
-                *_sums({m: pl.when(on_model).then(v) for m, v in values.items()}, prefix),
-            ]
-        self._sums = usage.lazy().with_columns(matches).group_by("api_key_id").agg(aggs).collect()
-        # The claiming budgets' own masks make `_claimed`: each glob is matched once.
-        first = [i for i in range(len(selections)) if i in claimers]
-        then = [i for i in range(len(selections)) if i not in claimers]
-        claimed = pl.any_horizontal(pl.col(_mask(i)) for i in first) if first else pl.lit(False)
-        self.masks = (
-            self._sums.select("api_key_id", "api_key_name")
-            .with_columns(selections[i].alias(_mask(i)) for i in first)
-            .with_columns(claimed.alias("_claimed"))
-            .with_columns(selections[i].alias(_mask(i)) for i in then)
-            .select("api_key_id", *(_mask(i) for i in range(len(selections))))
-        )
-        self.all_models = self._table("")
-        self._by_glob: dict[str, pl.DataFrame] = {}
-
-    def for_models(self, pattern: str) -> pl.DataFrame:
-        if pattern not in self._by_glob:
-            prefix = self._patterns[pattern]
-            self._by_glob[pattern] = self._table(prefix).filter(
-                self._sums.get_column(f"{prefix}_rows") > 0
-            )
-        return self._by_glob[pattern]
-
-    def _table(self, prefix: str) -> pl.DataFrame:
-        """api_key_id, api_key_name, the metrics, _token_rows, then every budget's mask."""
-        columns = ["api_key_name", *METRICS, "_token_rows"]
-        sums = self._sums.select("api_key_id", *(pl.col(f"{prefix}{c}").alias(c) for c in columns))
-        return pl.concat([sums, self.masks.drop("api_key_id")], how="horizontal")
-
-
-def _as_float(column: str) -> pl.Expr:
-    return pl.col(column).cast(pl.Float64)
-
-
-def _sums(values: Mapping[str, pl.Expr], prefix: str) -> list[pl.Expr]:
-    sums = [values[m].sum().alias(f"{prefix}{m}") for m in METRICS]
-    # rows that carry tokens
-    sums.append(values["tokens"].count().alias(f"{prefix}_token_rows"))
-    return sums
-
-
-def noteworthy(
-    findings: pl.DataFrame, ledger: Iterable[tuple[str, str, str, str, str, str]] = ()
-) -> list[Finding]:
+def noteworthy(findings: pl.DataFrame, known: Collection[FindingKey] = ()) -> list[Finding]:
     """The findings `alerts.plan` must see, as objects.
 
-    Those that reached a threshold or are forecast to overrun, and, given the `ledger` (its
-    keys: budget, subject, model, metric, kind, period), every finding that already has an
-    entry: after a limit is raised a subject may be below every threshold, and `plan` must see
-    it in that cycle to re-arm its thresholds (seen only later, at a higher level, the level
-    in between would be taken as already announced).
+    Those that reached a threshold or are forecast to overrun, and every finding whose
+    identity is `known` (`alerts.known_findings(ledger)`: what already fired): after a limit
+    is raised a subject may be below every threshold, and `plan` must see it in that cycle to
+    re-arm its thresholds (seen only later, at a higher level, the level in between would be
+    taken as already announced).
     """
     due = pl.col("level").is_not_null() | pl.col("forecast_due")
-    known = {(b, s, m, metric, p) for b, s, m, metric, _kind, p in ledger}
     if known:
         names, subject, model, metric, period = (
             list(column) for column in zip(*known, strict=True)
@@ -428,64 +352,8 @@ def noteworthy(
     return as_findings(findings)
 
 
-def subject_rows(
-    rule: Rule,
-    resolved: Sequence[Rule],
-    usage: pl.DataFrame,
-    api_key_id: str | None,
-    *,
-    selected: pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """The usage rows behind one subject of a budget: one key's, or a shared pool's.
-
-    `selected` is this range's table from `evaluate_with_selections`, when at hand: then the
-    pool's keys are read from it instead of matching every key against every glob again.
-    """
-    if api_key_id is not None:
-        return usage.filter(pl.col("api_key_id") == api_key_id)
-    if selected is not None and rule.name in selected.columns:
-        keys = selected.filter(pl.col(rule.name))
-    else:
-        keys = key_claims(resolved, usage).filter(_selection(rule.budget, pl.col("_claimed")))
-    return usage.join(keys.select("api_key_id"), on="api_key_id", how="semi")
-
-
-def key_claims(resolved: Sequence[Rule], usage: pl.DataFrame) -> pl.DataFrame:
-    """Each key of `usage` once: api_key_id, api_key_name, and `_claimed` (some non-fallback
-    per-key budget selects it)."""
-    return (
-        usage.group_by("api_key_id")
-        .agg(pl.col("api_key_name").last())
-        .with_columns(_claimed_by_per_key_budgets(resolved).alias("_claimed"))
-    )
-
-
 def as_findings(findings: pl.DataFrame) -> list[Finding]:
     return [Finding(**row) for row in findings.iter_rows(named=True)]
-
-
-def _selects(patterns: Sequence[str]) -> pl.Expr:
-    return globs.any_matches(patterns, names=pl.col("api_key_name"), ids=pl.col("api_key_id"))
-
-
-def _selection(budget: Budget, claimed: pl.Expr) -> pl.Expr:
-    selected = _selects(budget.keys)
-    if budget.exclude:
-        selected = selected & ~_selects(budget.exclude)
-    if budget.fallback:
-        selected = selected & ~claimed
-    return selected
-
-
-def _claims(rule: Rule) -> bool:
-    """The rule's keys are not left to fallback budgets."""
-    return rule.budget.scope == "key" and not rule.budget.fallback
-
-
-def _claimed_by_per_key_budgets(resolved: Sequence[Rule]) -> pl.Expr:
-    """True for keys that some non-fallback per-key budget selects."""
-    claims = [_selection(rule.budget, pl.lit(value=False)) for rule in resolved if _claims(rule)]
-    return pl.any_horizontal(claims) if claims else pl.lit(value=False)
 
 
 def _judged_alike(rule: Rule) -> str:
@@ -493,7 +361,7 @@ def _judged_alike(rule: Rule) -> str:
     return repr((tuple(t.at for t in rule.thresholds), rule.period, rule.forecast))
 
 
-def _subject_parts(rule: Rule, tables: _KeyTables, mask: str) -> list[pl.LazyFrame]:
+def _subject_parts(rule: Rule, tables: KeyTables, mask: str) -> list[pl.LazyFrame]:
     """The rule's subjects (`_subjects`), for all models and for each model glob."""
     selected = pl.col(mask)
     parts = [_subjects(rule, tables.all_models.lazy().filter(selected), None, rule.budget.limits)]

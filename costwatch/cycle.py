@@ -15,16 +15,16 @@ import dataclasses
 import logging
 import tempfile
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 
-from costwatch import alerts, budgets, health, periods, report, usage
+from costwatch import alerts, budgets, health, notices, periods, usage
 from costwatch.config import Config
+from costwatch.context import with_context
 from costwatch.deadline import Stopping
 from costwatch.errors import (
     ExportError,
@@ -34,14 +34,11 @@ from costwatch.errors import (
     UsageError,
 )
 from costwatch.langdock import ExportResult, LangdockClient
+from costwatch.notices import Notice
 from costwatch.periods import Period
-from costwatch.report import Pending
-from costwatch.state import BudgetHistoryRow, Message, OutboxItem, Store
+from costwatch.state import BudgetHistoryRow, Message, Store
 
 log = logging.getLogger("costwatch.cycle")
-
-# An alert subject's spend, requests and top (model, spend) pairs.
-_Context = tuple[float, float, tuple[tuple[str, float], ...]]
 
 
 @dataclass(frozen=True)
@@ -148,8 +145,9 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
     ranges.setdefault(default_key, default_period)
     usages, source = _usage_for(deps, ranges, now)
     frames = {key: u.frame for key, u in usages.items()}
-    findings, selected = budgets.evaluate_with_selections(rules, frames, now)
-    unevaluated = tuple(budgets.unevaluated(rules, frames, findings, selected))
+    evaluation = budgets.evaluate(rules, frames, now)
+    findings = evaluation.findings
+    unevaluated = tuple(budgets.unevaluated(rules, frames, evaluation))
     if unevaluated:
         log.warning(
             "%d budget limit(s) not evaluated: %s",
@@ -160,7 +158,7 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
 
     def planned(ledger: Mapping[alerts.LedgerKey, alerts.LedgerEntry]) -> Outcome:
         by_name = {rule.name: rule for rule in rules}
-        noteworthy = budgets.noteworthy(findings, ledger)
+        noteworthy = budgets.noteworthy(findings, alerts.known_findings(ledger))
         plan = alerts.plan(noteworthy, by_name, ledger, config.silences, now)
         return Outcome(
             now=now,
@@ -168,7 +166,7 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
             usage=usages[default_key],
             source=source,
             findings=findings,
-            plan=_with_context(plan, rules, usages, selected),
+            plan=with_context(plan, rules, usages, evaluation.selected),
             unevaluated=unevaluated,
         )
 
@@ -182,8 +180,8 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
             health.succeeded(transaction.export_health(), now) if deps.csv is None else (None, None)
         )
         # "Exports recovered" goes first: it explains why alerts arrive again.
-        messages = [] if operational is None else [_operational_message(operational, config)]
-        messages += [_alert_message(alert, config) for alert in outcome.plan.alerts]
+        messages = [] if operational is None else [_message(operational, config)]
+        messages += [_message(alert, config) for alert in outcome.plan.alerts]
         ids = transaction.commit(
             now=now,
             ledger=outcome.plan.ledger,
@@ -193,138 +191,6 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
         )
     deps.state.prune(now, config.state.retention)
     return dataclasses.replace(outcome, operational=operational, outbox_ids=tuple(ids))
-
-
-def _with_context(
-    plan: alerts.Plan,
-    rules: Sequence[budgets.Rule],
-    usages: Mapping[str, usage.Usage],
-    selected: Mapping[str, pl.DataFrame] | None = None,
-) -> alerts.Plan:
-    """Add each alert's spend, requests and top models, for the people who read it.
-
-    Per-key context comes from one per-key aggregation per export range (not a scan per
-    alert: a storm of 5,000 alerts must not mean 5,000 scans); a shared pool's from its rows.
-    """
-    by_name = {rule.name: rule for rule in rules}
-    per_key: dict[str, dict[str, _Context]] = {}
-    pools: dict[str, _Context] = {}
-
-    def key_context(
-        range_key: str,
-    ) -> dict[str, _Context]:
-        if range_key not in per_key:
-            loaded = usages[range_key]
-            top: dict[str, list[tuple[str, float]]] = {}
-            for key_id, model, cost in (
-                loaded.top_models(3).select("api_key_id", "model", "total_cost_usd").iter_rows()
-            ):
-                top.setdefault(key_id, []).append((model, float(cost)))
-            per_key[range_key] = {
-                key_id: (float(cost), float(requests), tuple(top.get(key_id, ())))
-                for key_id, cost, requests in loaded.per_key.select(
-                    "api_key_id", "total_cost_usd", "requests"
-                ).iter_rows()
-            }
-        return per_key[range_key]
-
-    def pool_context(rule: budgets.Rule) -> _Context:
-        if rule.name not in pools:
-            range_key = budgets.export_key(rule.period)
-            keys = selected.get(range_key) if selected is not None else None
-            if keys is not None and rule.name in keys.columns:
-                pools.update(_pools_context(plan, by_name, range_key, usages[range_key], keys))
-        if rule.name not in pools:  # no selections at hand: this pool's rows on their own
-            frame = usages[budgets.export_key(rule.period)].frame
-            rows = budgets.subject_rows(rule, rules, frame, None)
-            pools[rule.name] = _pool_context(
-                rows.group_by("model").agg(
-                    pl.col("total_cost_usd").sum(), pl.col("requests").cast(pl.Float64).sum()
-                ),
-                "",
-            )
-        return pools[rule.name]
-
-    def enrich(alert: alerts.Alert) -> alerts.Alert:
-        rule = by_name[alert.budget]
-        if alert.api_key_id is None:
-            spend, requests, top = pool_context(rule)
-        else:
-            context = key_context(budgets.export_key(rule.period))
-            spend, requests, top = context.get(alert.api_key_id, (0.0, 0.0, ()))
-        return dataclasses.replace(alert, spend_usd=spend, requests=requests, top_models=top)
-
-    return dataclasses.replace(
-        plan,
-        alerts=tuple(enrich(a) for a in plan.alerts),
-        silenced=tuple(enrich(a) for a in plan.silenced),
-    )
-
-
-def _pools_context(
-    plan: alerts.Plan,
-    by_name: Mapping[str, budgets.Rule],
-    range_key: str,
-    loaded: usage.Usage,
-    selected: pl.DataFrame,
-) -> dict[str, _Context]:
-    """Spend, requests and top models of every alerted pool of one export range, in one pass:
-    per row a membership flag for each pool (no join that copies the export), summed per
-    model."""
-    names = sorted(
-        {
-            a.budget
-            for a in (*plan.alerts, *plan.silenced)
-            if a.api_key_id is None
-            and budgets.export_key(by_name[a.budget].period) == range_key
-            and a.budget in selected.columns
-        }
-    )
-    if not names:
-        return {}
-    columns = {name: f"_pool_{i}" for i, name in enumerate(names)}
-    members = {
-        column: selected.filter(pl.col(name)).get_column("api_key_id")
-        for name, column in columns.items()
-    }
-    in_pool = [pl.col("api_key_id").is_in(keys).alias(c) for c, keys in members.items()]
-    per_model = (
-        loaded.frame.lazy()
-        .select("model", "total_cost_usd", "requests", *in_pool)
-        .group_by("model")
-        .agg(
-            expr
-            for column in columns.values()
-            for expr in (
-                pl.col("total_cost_usd").filter(pl.col(column)).sum().alias(f"{column}_cost"),
-                pl.col("requests")
-                .cast(pl.Float64)  # a float sum cannot wrap around
-                .filter(pl.col(column))
-                .sum()
-                .alias(f"{column}_requests"),
-                pl.col(column).any().alias(f"{column}_rows"),
-            )
-        )
-        .collect()
-    )
-    return {name: _pool_context(per_model, column) for name, column in columns.items()}
-
-
-def _pool_context(per_model: pl.DataFrame, column: str) -> _Context:
-    """From spend and requests per model (columns `total_cost_usd` and `requests`, or
-    `{column}_cost`, `{column}_requests` and `{column}_rows` for one of several pools)."""
-    if column:
-        per_model = per_model.filter(pl.col(f"{column}_rows")).select(
-            "model",
-            pl.col(f"{column}_cost").alias("total_cost_usd"),
-            pl.col(f"{column}_requests").alias("requests"),
-        )
-    top = per_model.sort(["total_cost_usd", "model"], descending=[True, False]).head(3)
-    return (
-        float(per_model["total_cost_usd"].sum()),
-        float(per_model["requests"].sum()),
-        tuple((m, float(c)) for m, c in top.select("model", "total_cost_usd").iter_rows()),
-    )
 
 
 def _usage_for(
@@ -387,9 +253,7 @@ def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | Usag
                 now,
                 deps.config.langdock.failures_before_alert,
             )
-            messages = (
-                [] if operational is None else [_operational_message(operational, deps.config)]
-            )
+            messages = [] if operational is None else [_message(operational, deps.config)]
             ids = transaction.commit(now=now, messages=messages, health=new_health)
     return Outcome(
         now=now,
@@ -415,47 +279,6 @@ def _describe(fetched: Iterable[Fetched]) -> str:
     return f"Langdock export{ranges} ({rows:,} rows{split}{column})"
 
 
-def _default_channel(config: Config) -> str | None:
-    return config.slack.channel if config.slack is not None else None
-
-
-def _alert_message(alert: alerts.Alert, config: Config) -> Message:
-    return Message(
-        kind="alert",
-        channel=alert.channel or _default_channel(config),
-        payload=alerts.alert_payload(alert),
-    )
-
-
-def _operational_message(operational: health.Operational, config: Config) -> Message:
-    return Message(
-        kind=operational.kind,
-        channel=_default_channel(config),
-        payload=_jsonable(dataclasses.asdict(operational)),
-    )
-
-
-def describe_pending(item: OutboxItem) -> Pending:
-    """An outbox row as `check` lists it."""
-    if item.kind == "alert":
-        summary = report.alert_summary(alerts.alert_from_payload(item.payload))
-    elif item.kind == "exports_failing":
-        summary = (
-            f"Langdock exports failing since {item.payload.get('failing_since')} "
-            f"({item.payload.get('failures')} cycles, {item.payload.get('reason')})"
-        )
-    else:
-        summary = f"Langdock exports recovered ({item.payload.get('failures')} failed cycles)"
-    return Pending(
-        id=item.id,
-        kind=item.kind,
-        channel=item.channel,
-        summary=summary,
-        attempts=item.attempts,
-        last_error=item.last_error,
-    )
-
-
 def _budget_history(findings: pl.DataFrame) -> list[BudgetHistoryRow]:
     """One row per budget subject and metric (all models) for this cycle."""
     totals = findings.filter(pl.col("model").is_null())
@@ -471,11 +294,11 @@ def _budget_history(findings: pl.DataFrame) -> list[BudgetHistoryRow]:
     ]
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
+def _message(notice: Notice, config: Config) -> Message:
+    """The outbox row for `notice`: its own channel (an alert's budget may name one), else the
+    configured default channel."""
+    own = notice.channel if isinstance(notice, alerts.Alert) else None
+    default = config.slack.channel if config.slack is not None else None
+    return Message(
+        kind=notices.kind(notice), channel=own or default, payload=notices.payload(notice)
+    )

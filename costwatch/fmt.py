@@ -28,6 +28,15 @@ def count(n: float) -> str:
     return f"{n:,.0f}"
 
 
+def amount(metric: str, value: float, *, brief: bool = False) -> str:
+    """A budget metric's value: money for cost_usd, a count otherwise; `brief` for sentences
+    ($1,960; "12,345 requests") where the unit is not said around it."""
+    if metric == "cost_usd":
+        return money_brief(value) if brief else money(value)
+    unit = {"requests": " requests", "tokens": " tokens"}.get(metric, "")
+    return f"{count(value)}{unit}" if brief else count(value)
+
+
 def percent(ratio: float) -> str:
     """0.823 -> 82%; below 10% one decimal (3.5%) so small numbers are not all 0%."""
     value = ratio * 100

@@ -73,10 +73,10 @@ class Sim:
     def cycle(self, cfg: Config, frame: pl.DataFrame, now: datetime) -> Plan:
         resolved = budgets.rules(cfg, now)
         frames = dict.fromkeys(budgets.export_ranges(resolved), frame)
-        evaluated = budgets.evaluate(resolved, frames, now)
+        evaluated = budgets.evaluate(resolved, frames, now).findings
         self.findings = budgets.as_findings(evaluated)
         result = alerts.plan(
-            budgets.noteworthy(evaluated, self.ledger),
+            budgets.noteworthy(evaluated, alerts.known_findings(self.ledger)),
             {rule.name: rule for rule in resolved},
             self.ledger,
             cfg.silences,

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costwatch import budgets
+from costwatch import alerts, budgets
 from costwatch.budgets import Finding
 from costwatch.config import Config, parse_config
 from costwatch.usage import SCHEMA
@@ -49,7 +49,7 @@ def spend(costs: dict[str, float], model: str = "gpt-4o") -> pl.DataFrame:
 def evaluate(cfg: Config, frame: pl.DataFrame, now: datetime = MID_NOVEMBER) -> list[Finding]:
     resolved = budgets.rules(cfg, now)
     frames = dict.fromkeys(budgets.export_ranges(resolved), frame)
-    return budgets.as_findings(budgets.evaluate(resolved, frames, now))
+    return budgets.as_findings(budgets.evaluate(resolved, frames, now).findings)
 
 
 def one(
@@ -331,12 +331,12 @@ def test_limits_the_export_cannot_evaluate_are_reported_with_the_reason(
     }[rows]
     resolved = budgets.rules(cfg, MID_NOVEMBER)
     frames = dict.fromkeys(budgets.export_ranges(resolved), frame)
-    found, selected = budgets.evaluate_with_selections(resolved, frames, MID_NOVEMBER)
-    missing = budgets.unevaluated(resolved, frames, found, selected)
+    evaluation = budgets.evaluate(resolved, frames, MID_NOVEMBER)
+    missing = budgets.unevaluated(resolved, frames, evaluation)
     assert [(u.metric, u.model, u.reason) for u in missing] == expected
     assert all(u.budget == "b" and "'b'" in u.describe() for u in missing)
     if expected:  # never read as "within budget": no finding stands in for the limit
-        assert found.filter(pl.col("metric") == "tokens").is_empty()
+        assert evaluation.findings.filter(pl.col("metric") == "tokens").is_empty()
 
 
 def test_a_shared_pool_with_no_usage_is_a_finding_at_zero() -> None:
@@ -568,7 +568,7 @@ def test_each_budget_is_evaluated_on_the_export_of_its_own_period() -> None:
     month = budgets.export_key(resolved[0].period)
     day = budgets.export_key(resolved[1].period)
     frames = {month: spend({"k": 90.0}), day: spend({"k": 9.0})}
-    found = budgets.as_findings(budgets.evaluate(resolved, frames, now))
+    found = budgets.as_findings(budgets.evaluate(resolved, frames, now).findings)
     assert one(found, "monthly", subject="id-k").used == 90.0
     daily = one(found, "daily", subject="id-k")
     assert (daily.used, daily.period) == (9.0, "day:2026-11-20@UTC")
@@ -587,7 +587,7 @@ def test_noteworthy_keeps_levels_forecasts_and_findings_the_ledger_knows() -> No
     frame = spend({"a": 60.0, "b": 30.0, "c": 45.0})
     resolved = budgets.rules(cfg, MID_NOVEMBER)
     frames = dict.fromkeys(budgets.export_ranges(resolved), frame)
-    findings = budgets.evaluate(resolved, frames, MID_NOVEMBER)
+    findings = budgets.evaluate(resolved, frames, MID_NOVEMBER).findings
     assert [f.subject for f in budgets.noteworthy(findings)] == ["id-a"]
     period = "month:2026-11-01@UTC"
     ledger = {
@@ -595,7 +595,7 @@ def test_noteworthy_keeps_levels_forecasts_and_findings_the_ledger_knows() -> No
         ("b", "id-c", "", "requests", "actual", period): None,  # another metric
         ("b", "id-c", "", "cost_usd", "forecast", "month:2026-10-01@UTC"): None,  # old period
     }
-    kept = budgets.noteworthy(findings, ledger)
+    kept = budgets.noteworthy(findings, alerts.known_findings(ledger))
     assert [f.subject for f in kept] == ["id-a", "id-b"]
     assert kept[1] == one(budgets.as_findings(findings), "b", subject="id-b")
 

@@ -127,7 +127,8 @@ def test_budgets_never_see_a_sum_below_one_of_its_addends_whatever_frame_they_ge
     )
     cfg = parse_config(BUDGETS)
     resolved = budgets.rules(cfg, NOW)
-    found = budgets.evaluate(resolved, dict.fromkeys(budgets.export_ranges(resolved), frame), NOW)
+    frames = dict.fromkeys(budgets.export_ranges(resolved), frame)
+    found = budgets.evaluate(resolved, frames, NOW).findings
     for finding in budgets.as_findings(found):
         mine = [row for row in rows if finding.api_key_id in (None, row[0])]
         addends = [row[2] for row in mine] if finding.metric == "requests" else []

@@ -26,7 +26,7 @@ from loopback import free_port, wait_for, write_daemon_config
 from slackstub import TOKEN, SlackStub
 
 from costwatch import cycle
-from costwatch.cli import STATE_WAIT_SECONDS
+from costwatch.cli.check import STATE_WAIT_SECONDS
 from costwatch.config import Config, load_config
 from costwatch.simulator import Simulator, Workspace
 from costwatch.state import SqliteState

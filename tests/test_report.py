@@ -11,9 +11,11 @@ from zoneinfo import ZoneInfo
 import polars as pl
 import pytest
 
-from costwatch import fmt, periods, report
+from costwatch import fmt, periods
 from costwatch.alerts import Alert
 from costwatch.budgets import FINDING_SCHEMA
+from costwatch.cli import output
+from costwatch.cli import table as check_table
 
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 PERIOD = periods.current("month", ZoneInfo("Europe/Berlin"), NOW)
@@ -21,7 +23,7 @@ PERIOD = periods.current("month", ZoneInfo("Europe/Berlin"), NOW)
 
 def make_report(
     names: list[str], costs: list[float], *, all_keys: bool = False
-) -> report.UsageReport:
+) -> output.UsageReport:
     ids = [f"key_{i:05d}" for i in range(len(names))]
     per_key = pl.DataFrame(
         {
@@ -39,7 +41,7 @@ def make_report(
             "requests": [1] * (2 * len(ids)),
         }
     )
-    return report.UsageReport(
+    return output.UsageReport(
         period=PERIOD, now=NOW, source="test", per_key=per_key, top_models=top, all_keys=all_keys
     )
 
@@ -47,7 +49,7 @@ def make_report(
 def test_table_with_all_at_2000_keys_has_one_line_per_key_bounded_width_and_a_totals_row() -> None:
     names = [f"service-{i}-" + "x" * (i % 80) for i in range(2000)]
     costs = [float((i * 7919) % 5000) / 3 for i in range(2000)]
-    text = report.render_table(make_report(names, costs, all_keys=True))
+    text = check_table.render_table(make_report(names, costs, all_keys=True))
     lines = text.splitlines()
     table = lines[lines.index("") + 1 :]
     assert len(table) == 1 + 2000 + 1  # header, keys, total
@@ -60,13 +62,15 @@ def test_table_with_all_at_2000_keys_has_one_line_per_key_bounded_width_and_a_to
 
 
 def test_long_names_are_cut_with_an_ellipsis() -> None:
-    text = report.render_table(make_report(["a" * 100, "short"], [2.0, 1.0]))
-    assert "a" * (report.NAME_WIDTH - 1) + "…" in text
-    assert "a" * report.NAME_WIDTH not in text
+    text = check_table.render_table(make_report(["a" * 100, "short"], [2.0, 1.0]))
+    assert "a" * (output.NAME_WIDTH - 1) + "…" in text
+    assert "a" * output.NAME_WIDTH not in text
 
 
 def test_control_characters_in_names_cannot_break_lines() -> None:
-    text = report.render_table(make_report(["evil\nTOTAL (0 keys)\r\x1b[2J", "ok"], [2.0, 1.0]))
+    text = check_table.render_table(
+        make_report(["evil\nTOTAL (0 keys)\r\x1b[2J", "ok"], [2.0, 1.0])
+    )
     rows = text.splitlines()
     assert sum(1 for line in rows if "TOTAL" in line) == 2  # the real one, and the name's text
     assert "\x1b" not in text
@@ -74,12 +78,12 @@ def test_control_characters_in_names_cannot_break_lines() -> None:
 
 
 def test_empty_usage_says_no_usage() -> None:
-    text = report.render_table(make_report([], []))
+    text = check_table.render_table(make_report([], []))
     assert "No usage in this period." in text
 
 
 def test_json_keeps_names_verbatim_and_top_models_by_spend() -> None:
-    document = json.loads(report.render_json(make_report(["<!channel> *urgent*"], [10.0])))
+    document = json.loads(output.render_json(make_report(["<!channel> *urgent*"], [10.0])))
     (key,) = document["keys"]
     assert key["api_key_name"] == "<!channel> *urgent*"
     assert [m["model"] for m in key["top_models"]] == ["gpt-4o", "gpt-4o-mini"]
@@ -100,14 +104,14 @@ def money_in(line: str) -> float:
     return float(line.split("$")[1].split(maxsplit=1)[0].replace(",", ""))
 
 
-@pytest.mark.parametrize("keys", [1, report.TOP_KEYS, report.TOP_KEYS + 1, 20_000])
+@pytest.mark.parametrize("keys", [1, output.TOP_KEYS, output.TOP_KEYS + 1, 20_000])
 def test_the_table_lists_the_top_spenders_then_the_rest_in_one_line_then_the_totals(
     keys: int,
 ) -> None:
     costs = [float((i * 7919) % 5000) / 4 + 0.25 for i in range(keys)]  # whole cents
-    text = report.render_table(make_report([f"key-{i}" for i in range(keys)], costs))
+    text = check_table.render_table(make_report([f"key-{i}" for i in range(keys)], costs))
     table = text.splitlines()[text.splitlines().index("") + 1 :]
-    shown = min(keys, report.TOP_KEYS)
+    shown = min(keys, output.TOP_KEYS)
     rows, rest = table[1 : 1 + shown], table[1 + shown : -1]
     assert [money_in(row) for row in rows] == sorted(costs, reverse=True)[:shown]
     assert table[-1].split()[:2] == ["TOTAL", f"({keys:,}"]
@@ -140,7 +144,7 @@ def section(text: str, head: str) -> list[str]:
     return lines[start:end]
 
 
-def findings_report(**fields: Any) -> report.UsageReport:
+def findings_report(**fields: Any) -> output.UsageReport:
     base = make_report(["bot"], [85.0])
     return dataclasses.replace(base, findings=pl.DataFrame(schema=FINDING_SCHEMA), **fields)
 
@@ -148,7 +152,7 @@ def findings_report(**fields: Any) -> report.UsageReport:
 def test_alert_lines_name_their_budget_so_five_budgets_on_one_key_read_apart() -> None:
     five = [alert(f"budget-{i}") for i in range(5)]
     pool = alert("workspace", scope="shared", api_key_id=None, api_key_name=None, model="claude-*")
-    text = report.render_table(findings_report(alerts=(*five, pool), default_channel="#ai"))
+    text = check_table.render_table(findings_report(alerts=(*five, pool), default_channel="#ai"))
     lines = section(text, "Alerts planned in this run: 6")
     assert len(set(lines)) == 6
     assert lines[0] == (
@@ -158,23 +162,23 @@ def test_alert_lines_name_their_budget_so_five_budgets_on_one_key_read_apart() -
 
 
 def test_long_alert_silence_and_outbox_lists_are_capped_unless_all() -> None:
-    many = tuple(alert(f"b{i}") for i in range(report.MAX_FINDING_ROWS + 7))
+    many = tuple(alert(f"b{i}") for i in range(output.MAX_FINDING_ROWS + 7))
     until = datetime(2026, 12, 1, tzinfo=UTC)
     quiet = tuple(
         dataclasses.replace(a, silenced_by="backfill", silenced_until=until) for a in many
     )
-    waiting = tuple(report.Pending(i, "alert", "#x", f"row {i}", 2, "http_503") for i in range(60))
+    waiting = tuple(output.Pending(i, "alert", "#x", f"row {i}", 2, "http_503") for i in range(60))
     fields = {"alerts": many, "silenced": quiet, "pending": waiting}
-    text = report.render_table(findings_report(**fields))
+    text = check_table.render_table(findings_report(**fields))
     for head, total in (("Alerts planned", 57), ("Silenced:", 57), ("Waiting in", 60)):
         lines = section(text, head)
-        assert len(lines) == report.MAX_FINDING_ROWS + 1
+        assert len(lines) == output.MAX_FINDING_ROWS + 1
         assert lines[-1] == f"  ... and {total - 50} more (--all or --format json lists all)"
     assert "(silenced until 2026-12-01T00:00:00+00:00: backfill)" in text
     assert "(2 attempts, last error: http_503)" in text
-    everything = report.render_table(findings_report(**fields, all_keys=True))
+    everything = check_table.render_table(findings_report(**fields, all_keys=True))
     assert len(section(everything, "Silenced:")) == 57
-    document = json.loads(report.render_json(findings_report(**fields)))
+    document = json.loads(output.render_json(findings_report(**fields)))
     assert len(document["alerts"]) == len(document["silenced"]) == 57
     assert document["pending"][0] == {
         "id": 0, "kind": "alert", "channel": "#x", "summary": "row 0", "attempts": 2,

@@ -1,8 +1,9 @@
 """Slack messages read in five seconds, keep names from the export inert and fit Slack's limits.
 
-Every message is built from an `Alert` wrapped in an `OutboxItem` whose payload went through
-JSON, the path delivery uses. Snapshots live in tests/snapshots/slack_*.json with the blocks,
-the fallback text and how the message reads (`reads_as`); review them by eye when they change.
+Every message is built from an `Alert` whose outbox payload went through JSON and was read
+back (`costwatch.notices`), the path delivery uses. Snapshots live in
+tests/snapshots/slack_*.json with the blocks, the fallback text and how the message reads
+(`reads_as`); review them by eye when they change.
 `COSTWATCH_UPDATE_SNAPSHOTS=1 pytest tests/test_slackrender.py` rewrites them.
 """
 
@@ -22,7 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 
-from costwatch.alerts import Alert, alert_from_payload
+from costwatch import notices
+from costwatch.alerts import Alert
+from costwatch.notices import Notice
 from costwatch.slack import blocks as slackblocks
 from costwatch.slack.render import (
     Rendered,
@@ -32,7 +35,6 @@ from costwatch.slack.render import (
     render_digest,
     render_test,
 )
-from costwatch.state import OutboxItem
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("COSTWATCH_UPDATE_SNAPSHOTS") == "1"
@@ -77,24 +79,15 @@ def make_alert(**changes: Any) -> Alert:
     return dataclasses.replace(alert, **changes)
 
 
-def as_item(alert: Alert, item_id: int = 1) -> OutboxItem:
+def as_item(alert: Alert) -> Notice:
+    """The alert as delivery renders it: through its outbox row's JSON, read back."""
     payload = json.loads(json.dumps(dataclasses.asdict(alert), default=datetime.isoformat))
-    return OutboxItem(
-        id=item_id,
-        created_at=NOW,
-        channel=alert.channel,
-        kind="alert",
-        payload=payload,
-        attempts=0,
-        last_error=None,
-    )
+    return notices.read("alert", payload, written_at=NOW)
 
 
-def operational_item(kind: str, payload: dict[str, Any] | None = None) -> OutboxItem:
-    return OutboxItem(
-        id=7, created_at=NOW, channel="#ai-spend", kind=kind, payload=payload or {}, attempts=0,
-        last_error=None,
-    )  # fmt: skip
+def operational_item(kind: str, payload: dict[str, Any] | None = None) -> Notice:
+    """An operational outbox row's notice, as delivery reads it."""
+    return notices.read(kind, payload or {}, written_at=NOW)
 
 
 FAILING = {
@@ -237,9 +230,7 @@ def snapshot_cases() -> dict[str, Rendered]:
             ),
             now=NOW + timedelta(minutes=15),
         ),
-        "digest": render_digest(
-            [as_item(a, n) for n, a in enumerate(digest_alerts, start=1)], now=NOW
-        ),
+        "digest": render_digest([as_item(a) for a in digest_alerts], now=NOW),
         "test_message": render_test("#ai-spend", now=NOW),
     }
 
@@ -418,7 +409,7 @@ def test_markup_in_model_budget_and_silence_names_renders_literally(name: str) -
     assert_inert(
         render(as_item(dataclasses.replace(alert, scope="shared", api_key_id=None)), now=NOW)
     )
-    assert_inert(render_digest([as_item(alert, 1), as_item(alert, 2)], now=NOW))
+    assert_inert(render_digest([as_item(alert), as_item(alert)], now=NOW))
 
 
 def test_emoji_codes_in_names_stay_text() -> None:
@@ -490,7 +481,7 @@ def test_a_digest_of_5000_alerts_fits_slack_worst_first_with_mentions_once() -> 
         )
         for n in range(5000)
     ]
-    rendered = render_digest([as_item(a, n) for n, a in enumerate(alerts)], now=NOW)
+    rendered = render_digest([as_item(a) for a in alerts], now=NOW)
     assert slackblocks.problems(rendered.blocks, rendered.text) == []
     assert len(rendered.blocks) <= 50
     head = rendered.blocks[0]["text"]["text"]
@@ -569,7 +560,7 @@ def test_any_names_yield_a_message_within_limits_with_no_markup_but_mentions(ale
 @settings(max_examples=50, deadline=None)
 @given(st.lists(hostile_alerts(), min_size=1, max_size=60))
 def test_any_names_yield_a_digest_within_limits(alerts: list[Alert]) -> None:
-    items = [as_item(a, n) for n, a in enumerate(alerts)]
+    items = [as_item(a) for a in alerts]
     allowed = tuple(m for a in alerts for m in a.mention)
     assert_fits(render_digest(items, now=NOW), allowed)
 
@@ -590,8 +581,9 @@ def test_any_channel_and_reason_yield_test_and_operational_messages_within_limit
 
 def test_payload_decodes_to_the_same_alert_as_the_cycle_does() -> None:
     alert = make_alert(mention=(TEAM,), previous_used=920.0, repeat=True)
-    payload = as_item(alert).payload
-    assert alert_from_payload(payload) == alert
+    payload = json.loads(json.dumps(notices.payload(alert)))
+    assert notices.read("alert", payload, written_at=NOW) == alert
+    assert as_item(alert) == alert
 
 
 def test_an_unknown_outbox_kind_is_an_error_not_a_message() -> None:

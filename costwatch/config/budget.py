@@ -44,6 +44,8 @@ class _Zoned(Protocol):
 Period = Literal["day", "week", "month", "quarter"]
 Severity = Literal["info", "warning", "critical"]
 Scope = Literal["key", "shared"]
+Metric = Literal["cost_usd", "requests", "tokens"]  # what a limit limits, in `Limits.items()` order
+METRICS: tuple[Metric, ...] = ("cost_usd", "requests", "tokens")
 
 
 # --- thresholds, limits, budgets -------------------------------------------------------------
@@ -125,9 +127,13 @@ class Limits(Model):
             raise at((), "give at least one of cost_usd, requests, tokens")
         return self
 
-    def items(self) -> tuple[tuple[str, float], ...]:
-        """The limits that are set, as (metric, limit) in the order cost_usd, requests, tokens."""
-        pairs = (("cost_usd", self.cost_usd), ("requests", self.requests), ("tokens", self.tokens))
+    def items(self) -> tuple[tuple[Metric, float], ...]:
+        """The limits that are set, as (metric, limit) in the order of `METRICS`."""
+        pairs: tuple[tuple[Metric, float | None], ...] = (
+            ("cost_usd", self.cost_usd),
+            ("requests", self.requests),
+            ("tokens", self.tokens),
+        )
         return tuple((metric, limit) for metric, limit in pairs if limit is not None)
 
 

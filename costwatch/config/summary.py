@@ -16,6 +16,7 @@ from costwatch.config import (
     Threshold,
 )
 from costwatch.config.durations import format_duration
+from costwatch.selection import matched_keys
 
 
 def summarize(
@@ -45,15 +46,13 @@ def summarize(
         f"defaults  {_describe_defaults(config.defaults)}",
         f"budgets   {len(config.budgets)}",
     ]
-    for budget in config.budgets:
+    matched = matched_keys(config.budgets, known_keys) if known_keys is not None else None
+    for index, budget in enumerate(config.budgets):
         lines.append(f"  {budget.name}: {_describe_budget(config, budget)}")
-        if known_keys is not None:
-            count = len(_matched_keys(config, budget, known_keys))
-            lines.append(f"    matches {count} of {len(known_keys)} keys")
-    if known_keys is not None:
-        covered = {
-            key for budget in config.budgets for key in _matched_keys(config, budget, known_keys)
-        }
+        if known_keys is not None and matched is not None:
+            lines.append(f"    matches {len(matched[index])} of {len(known_keys)} keys")
+    if known_keys is not None and matched is not None:
+        covered = {key for keys in matched for key in keys}
         lines.append(
             f"keys      {len(known_keys) - len(covered)} of {len(known_keys)} in no budget"
         )
@@ -125,15 +124,3 @@ def _describe_budget(config: Config, budget: Budget) -> str:
     if channel:
         parts.append(f"to {channel}")
     return "; ".join(parts)
-
-
-def _matched_keys(
-    config: Config, budget: Budget, known_keys: Sequence[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """The keys a budget covers; a fallback budget only those no other per-key budget covers."""
-    others = [b for b in config.budgets if b.claims]
-    return [
-        key
-        for key in known_keys
-        if budget.matches(*key) and not (budget.fallback and any(b.matches(*key) for b in others))
-    ]

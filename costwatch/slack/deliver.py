@@ -31,9 +31,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from costwatch import notices
 from costwatch.config import SlackConfig
 from costwatch.deadline import UNBOUNDED, Deadline, Stopping
 from costwatch.errors import DeliveryError
+from costwatch.notices import Notice
 from costwatch.slack import blocks as slackblocks
 from costwatch.slack.render import Rendered, render, render_digest
 from costwatch.slack.senders import Sender
@@ -131,15 +133,18 @@ class _Round:
     rerouted: dict[str | None, DeliveryError] = field(default_factory=dict)  # why, by channel
     blocked: dict[str | None, DeliveryError] = field(default_factory=dict)  # not this round
     stopped: DeliveryError | None = None  # nothing more this round
+    notices: dict[int, Notice] = field(default_factory=dict)  # what each due row holds, by id
 
     def renders(self, item: OutboxItem) -> bool:
-        """Whether the row renders on its own; if not, it is refused now, alone, so that it
-        holds up no digest and no other row."""
+        """Whether the row holds a notice that renders on its own; if not, it is refused now,
+        alone, so that it holds up no digest and no other row."""
         try:
-            render(item, now=self.now)
+            notice = notices.read(item.kind, item.payload, written_at=item.created_at)
+            render(notice, now=self.now)
         except Exception:
             self._unrenderable(_Send(_channel(item, self.config), (item,), False))
             return False
+        self.notices[item.id] = notice
         return True
 
     def send(self, send: _Send) -> None:
@@ -149,7 +154,7 @@ class _Round:
             self._fail(send, skip)
             return
         try:
-            message = _render(send, self.now)
+            message = self._render(send)
         except Exception:
             self._unrenderable(send)
             return
@@ -165,6 +170,10 @@ class _Round:
         self.report.sent += len(send.items)
         self.report.digests += int(send.digest)
         self.report.rerouted += len(send.items) if target != send.channel else 0
+
+    def _render(self, send: _Send) -> Rendered:
+        read = [self.notices[item.id] for item in send.items]
+        return render_digest(read, now=self.now) if send.digest else render(read[0], now=self.now)
 
     def _unrenderable(self, send: _Send) -> None:
         log.exception("cannot render outbox row %s; it stays in the outbox", send.items[0].id)
@@ -219,10 +228,6 @@ class _Round:
         for item in send.items:
             self.state.mark_failed(item.id, str(error), self.now, retry_at)
         self.report.failed += len(send.items)
-
-
-def _render(send: _Send, now: datetime) -> Rendered:
-    return render_digest(send.items, now=now) if send.digest else render(send.items[0], now=now)
 
 
 def _render_failed(channel: str | None) -> DeliveryError:

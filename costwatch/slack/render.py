@@ -1,7 +1,8 @@
 """Slack messages for people: Block Kit blocks plus a plain-text fallback. Pure.
 
-`render(item, now=...)` turns one outbox row into a `Rendered` message: a budget alert, or an
-operational notice (exports failing, recovered). `render_digest` stands for many alerts to one
+`render(notice, now=...)` turns one notice (what an outbox row holds, read once by
+`costwatch.notices`) into a `Rendered` message: a budget alert, or an operational notice
+(exports failing, recovered). `render_digest` stands for many alerts to one
 channel, worst first; `render_test` is what `costwatch test-slack` sends; `as_terminal_text`
 reads any of them back as plain text for `costwatch demo`.
 
@@ -15,18 +16,17 @@ Every message fits Slack's limits whatever the names are; `blocks.problems` chec
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from costwatch import fmt, periods
-from costwatch.alerts import Alert, alert_from_payload
+from costwatch.alerts import Alert
+from costwatch.health import Operational
+from costwatch.notices import Notice
 from costwatch.slack import blocks as sb
 from costwatch.slack.blocks import Data, escape
-
-if TYPE_CHECKING:
-    from costwatch.state import OutboxItem
 
 __all__ = ["Rendered", "as_terminal_text", "escape", "render", "render_digest", "render_test"]
 
@@ -51,34 +51,29 @@ class Rendered:
     blocks: list[dict[str, Any]] = field(default_factory=list)
 
 
-def render(item: OutboxItem, *, now: datetime) -> Rendered:
-    """The message for one outbox row (an alert or an operational notice).
-
-    Raises ValueError or TypeError for a row it cannot read (an unknown kind, a damaged
-    payload); delivery then leaves the row in the outbox.
-    """
-    if item.kind == "alert":
-        return _alert_message(alert_from_payload(item.payload), now)
-    if item.kind in ("exports_failing", "exports_recovered"):
-        return _operational(item.kind, item.payload, now)
-    raise ValueError(f"outbox row {item.id}: unknown kind {item.kind!r}")
+def render(notice: Notice, *, now: datetime) -> Rendered:
+    """The message for one notice: a budget alert, or an operational notice."""
+    if isinstance(notice, Alert):
+        return _alert_message(notice, now)
+    return _operational(notice, now)
 
 
-def render_digest(items: Sequence[OutboxItem], *, now: datetime) -> Rendered:
-    """One message standing for several alerts to the same channel, worst first."""
-    decoded = [(alert_from_payload(i.payload), i.id) for i in items if i.kind == "alert"]
-    others = [i for i in items if i.kind != "alert"]
-    ordered = sorted(decoded, key=lambda a: (_rank(a[0]), -a[0].ratio, a[1]))
-    alerts = [a for a, _ in ordered]
+def render_digest(notices: Sequence[Notice], *, now: datetime) -> Rendered:
+    """One message standing for several alerts to the same channel, worst first (equal ones
+    in the order given: the outbox's)."""
+    alerts = sorted(
+        (n for n in notices if isinstance(n, Alert)), key=lambda a: (_rank(a), -a.ratio)
+    )
+    others = [n for n in notices if not isinstance(n, Alert)]
     counts = _severity_counts(alerts)
     marker = _marker(alerts[0]) if alerts else OTHER_MARKER
-    total = len(items)
+    total = len(notices)
     head = f"{total:,} budget alert{'s' if total != 1 else ''}" + (f": {counts}" if counts else "")
     blocks = [sb.header(f"{marker} {head}")]
     tags = sb.mentions([m for a in alerts for m in a.mention])
     if tags:
         blocks.append(sb.section(sb.mrkdwn_text(" ".join(tags))))
-    lines = [_operational_line(o.kind, o.payload) for o in others]
+    lines = [_operational_line(o) for o in others]
     lines += [_digest_line(a) for a in alerts[: max(DIGEST_ROWS - len(lines), 0)]]
     for text in sb.pack(lines):
         blocks.append(sb.section(sb.plain_text(text, emoji=True)))
@@ -159,10 +154,10 @@ def _sentence_parts(alert: Alert, period: periods.Period | None) -> list[str | D
     if alert.metric == "cost_usd":
         its = f"its {fmt.money_brief(alert.limit)} {adjective}budget"
     else:
-        its = f"its {adjective}limit of {_amount(alert.metric, alert.limit, brief=True)}"
+        its = f"its {adjective}limit of {fmt.amount(alert.metric, alert.limit, brief=True)}"
     if alert.kind == "forecast" and alert.projected is not None:
         by = f" by {fmt.day(period.end - timedelta(days=1))}" if period else ""
-        projected = _amount(alert.metric, alert.projected, brief=True)
+        projected = fmt.amount(alert.metric, alert.projected, brief=True)
         return [*who, f" is on course for {projected}{by}, over {its}"]
     if alert.repeat and alert.ratio > 1:
         return [*who, f" is still over {its}, at {fmt.percent(alert.ratio)}"]
@@ -179,7 +174,7 @@ def _subject(alert: Alert) -> list[str | Data]:
 
 def _facts(alert: Alert, period: periods.Period | None, now: datetime) -> list[str]:
     """The fields: costwatch's own words and numbers only (mrkdwn), never names."""
-    used = f"{_amount(alert.metric, alert.used)} of {_amount(alert.metric, alert.limit)}"
+    used = f"{fmt.amount(alert.metric, alert.used)} of {fmt.amount(alert.metric, alert.limit)}"
     label = {"cost_usd": "Spend", "requests": "Requests", "tokens": "Tokens"}.get(
         alert.metric, escape(alert.metric)
     )
@@ -200,8 +195,8 @@ def _facts(alert: Alert, period: periods.Period | None, now: datetime) -> list[s
     if alert.previous_used is not None:
         change = alert.used - alert.previous_used
         sign = "+" if change >= 0 else "-"
-        was = _amount(alert.metric, alert.previous_used, brief=True)
-        delta = _amount(alert.metric, abs(change), brief=True)
+        was = fmt.amount(alert.metric, alert.previous_used, brief=True)
+        delta = fmt.amount(alert.metric, abs(change), brief=True)
         facts.append(f"*Since the last alert*\n{sign}{delta} (was {was})")
     return facts
 
@@ -223,7 +218,7 @@ def _period_text(key: str, period: periods.Period | None, now: datetime) -> str:
 def _forecast_text(alert: Alert, period: periods.Period | None) -> str:
     assert alert.projected is not None
     by = f" by {fmt.day(period.end - timedelta(days=1))}" if period else ""
-    text = f"On course for {_amount(alert.metric, alert.projected, brief=True)}{by}"
+    text = f"On course for {fmt.amount(alert.metric, alert.projected, brief=True)}{by}"
     if alert.forecast_ratio is not None:
         text += f" ({fmt.percent(alert.forecast_ratio)})"
     if alert.overrun_at is not None and alert.used < alert.limit:
@@ -254,37 +249,37 @@ def _about(alert: Alert) -> list[str | Data]:
 # --- operational and fallbacks ---------------------------------------------------------------
 
 
-def _operational(kind: str, payload: Mapping[str, Any], now: datetime) -> Rendered:
-    failing = kind == "exports_failing"
+def _operational(notice: Operational, now: datetime) -> Rendered:
+    failing = notice.kind == "exports_failing"
     title = (
         ":rotating_light: Langdock exports failing"
         if failing
         else ":white_check_mark: Langdock exports recovered"
     )
-    line = _operational_line(kind, payload, now)
+    line = _operational_line(notice, now)
     blocks = [sb.header(title), sb.section(sb.plain_text(line))]
     if failing:
         note = "Spend is unknown until an export succeeds: check the Langdock API key and status."
         blocks.append(sb.context([sb.mrkdwn_text(note)]))
-    text = _operational_line(kind, payload, now, markup=True)
+    text = _operational_line(notice, now, markup=True)
     return Rendered(text=text, blocks=blocks)
 
 
 def _operational_line(
-    kind: str, payload: Mapping[str, Any], now: datetime | None = None, *, markup: bool = False
+    notice: Operational, now: datetime | None = None, *, markup: bool = False
 ) -> str:
     """Langdock exports failing since …, 3 cycles in a row (timeout); last good data …"""
     inert = sb.mrkdwn if markup else sb.plain
-    since = _when(payload.get("failing_since"), now, markup=markup)
-    good = _when(payload.get("last_success"), now, markup=markup, missing="none yet")
-    cycles = inert(str(payload.get("failures")), 20)
-    reason = inert(str(payload.get("reason") or "unknown reason"), 200)
-    if kind == "exports_failing":
+    since = _when(notice.failing_since, now)
+    good = _when(notice.last_success, now, missing="none yet")
+    cycles = inert(str(notice.failures), 20)
+    reason = inert(notice.reason or "unknown reason", 200)
+    if notice.kind == "exports_failing":
         return (
             f"Langdock exports failing since {since}, {cycles} cycles in a row ({reason}); "
             f"last good data {good}; budgets are not being checked."
         )
-    since = _when(payload.get("failing_since"), None, markup=markup)
+    since = _when(notice.failing_since, None)
     return (
         f"Langdock exports recovered after {cycles} failed cycles since {since} "
         f"(last reason: {reason}); budgets are being checked again."
@@ -292,14 +287,10 @@ def _operational_line(
 
 
 def _when(
-    value: object, now: datetime | None, *, markup: bool, missing: str = "an unknown time"
+    moment: datetime | None, now: datetime | None, *, missing: str = "an unknown time"
 ) -> str:
-    if not isinstance(value, str) or not value:
+    if moment is None:
         return missing
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return (sb.mrkdwn if markup else sb.plain)(value, 40)
     text = f"{fmt.stamp(moment)} {moment.tzname() or ''}".strip()
     if now is not None and moment.tzinfo is not None and now >= moment:
         text += f" ({fmt.span(now - moment)} ago)"
@@ -318,7 +309,7 @@ def _digest_line(alert: Alert) -> str:
     )
     if alert.model:
         subject += [" on ", Data(alert.model, 40)]
-    used = f"{_amount(alert.metric, alert.used)} of {_amount(alert.metric, alert.limit)}"
+    used = f"{fmt.amount(alert.metric, alert.used)} of {fmt.amount(alert.metric, alert.limit)}"
     parts = [f"{_marker(alert)} ", *subject, " · ", Data(alert.budget, 40), f" · {level} · {used}"]
     return sb.compose(parts, 400)
 
@@ -353,13 +344,6 @@ def _period(key: str) -> periods.Period | None:
         return periods.from_key(key)
     except ValueError:
         return None
-
-
-def _amount(metric: str, value: float, *, brief: bool = False) -> str:
-    if metric == "cost_usd":
-        return fmt.money_brief(value) if brief else fmt.money(value)
-    unit = {"requests": " requests", "tokens": " tokens"}.get(metric, "")
-    return f"{fmt.count(value)}{unit}" if brief else fmt.count(value)
 
 
 # --- terminal --------------------------------------------------------------------------------

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from costwatch import slack
+from costwatch.cli.output import DeliverySummary
 from costwatch.config import SlackConfig
 from costwatch.deadline import UNBOUNDED, Deadline
-from costwatch.report import DeliverySummary
 from costwatch.slack.render import Rendered
 from costwatch.state import Store
 

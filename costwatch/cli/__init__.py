@@ -1,14 +1,18 @@
-"""The `costwatch` command: validate, check, demo.
+"""The `costwatch` command: parse, compose, print. `main` is the console script's entry point.
 
-Exit codes of `check` (interface): 0 all within budget, 1 some threshold crossed, 2 the
-configuration, the export or its data could not be used, or no configured limit can be compared
-with the export (nothing was evaluated). Slack delivery does not change them: what did not go
-out is listed and stays in the outbox.
+    costwatch run         the daemon (`costwatch.daemon`)
+    costwatch check       one whole cycle, delivery included, then exit (`check.py`)
+    costwatch validate    check a configuration file and summarise it
+    costwatch test-slack  one test message to every configured channel
+    costwatch demo        the daemon against the built-in simulator (`costwatch.demo`)
+    costwatch schema      the configuration's JSON Schema
 
-`check` is one whole cycle, delivery included, so a cron job can replace the daemon: it plans
-into the outbox, then delivers what it planned and what was waiting (`checkdelivery`, bounded
-by `--delivery-timeout`). `--queue-only` plans into the outbox and leaves delivery to the next
-`run` or `check`; `--dry-run` plans and writes and sends nothing.
+    check.py     `run_check`: exit codes, the state, the export client, delivery, output
+    output.py    `check --format json` (an interface) and what the table and JSON share
+    table.py     the table for people
+    delivery.py  check's one bounded delivery round
+
+A command that raises unexpectedly exits 2, never 1 (which reads as "a threshold crossed").
 """
 
 from __future__ import annotations
@@ -17,28 +21,20 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from costwatch import __version__, budgets, cycle, langdock, report, usage
+from costwatch import __version__, budgets, usage
+from costwatch.cli.check import DELIVERY_TIMEOUT, EXIT_CROSSED, EXIT_ERROR, EXIT_OK, run_check
+from costwatch.cli.output import TOP_KEYS
 from costwatch.config import Config, load_config
 from costwatch.config.durations import parse_duration
 from costwatch.config.summary import summarize
-from costwatch.errors import ConfigError, CostwatchError, ExportError, StateError, UsageError
-from costwatch.langdock import LangdockClient
+from costwatch.errors import ConfigError, UsageError
 from costwatch.quote import quote
-from costwatch.state import Store, open_store
 
-EXIT_OK = 0
-EXIT_CROSSED = 1
-EXIT_ERROR = 2
-# How long `check` waits for another process (a running `costwatch run`) to let go of the
-# state file before it refuses; `check --dry-run` writes nothing and does not wait.
-STATE_WAIT_SECONDS = 5.0
-TOP = report.TOP_KEYS
-DELIVERY_TIMEOUT = timedelta(seconds=60)  # check's default bound on Slack delivery
+TOP = TOP_KEYS
 
 log = logging.getLogger("costwatch")
 
@@ -251,8 +247,7 @@ def _validate(args: argparse.Namespace) -> int:
         known = [(key_id, name or "") for key_id, name in keys.iter_rows()]
         rules = budgets.rules(config, now)
         frames = dict.fromkeys(budgets.export_ranges(rules), loaded.frame)
-        findings, selected = budgets.evaluate_with_selections(rules, frames, now)
-        unevaluated = budgets.unevaluated(rules, frames, findings, selected)
+        unevaluated = budgets.unevaluated(rules, frames, budgets.evaluate(rules, frames, now))
     print(f"{args.config}: OK")
     print(summarize(config, known, now=now, unevaluated=unevaluated))
     return EXIT_OK
@@ -266,135 +261,12 @@ def _check(args: argparse.Namespace) -> int:
         config,
         now=args.now,
         csv=args.csv,
-        output=args.format,
+        output_format=args.format,
         dry_run=args.dry_run,
         deliver=not args.queue_only,
         delivery_timeout=args.delivery_timeout,
         all_keys=args.all,
     )
-
-
-def run_check(
-    config: Config,
-    *,
-    now: datetime | None,
-    csv: Path | None,
-    output: str,
-    dry_run: bool = False,
-    deliver: bool | None = None,
-    delivery_timeout: timedelta = DELIVERY_TIMEOUT,
-    all_keys: bool = False,
-) -> int:
-    """One cycle for `check` and `demo`: export (or read `csv`), evaluate, plan, record,
-    deliver (`deliver` True; False: queue only, and say so; None, `demo --once`: neither),
-    print."""
-    zone = config.schedule.zone
-    if now is None:
-        now = datetime.now(UTC)
-    elif now.tzinfo is None:
-        now = now.replace(tzinfo=zone)
-    delivery: report.DeliverySummary | None = None
-    try:
-        with _state(config, dry_run) as state, _client(config, csv) as client:
-            deps = cycle.Deps(config=config, client=client, csv=csv, state=state, dry_run=dry_run)
-            outcome = cycle.run_once(deps, now)
-            if state is not None and not dry_run and deliver is not None:
-                delivery = _deliver(config, state, now, deliver, delivery_timeout)
-            pending = [cycle.describe_pending(item) for item in state.pending()] if state else []
-    except StateError as error:
-        print(f"costwatch: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    except OSError as error:
-        print(f"costwatch: {error.filename or csv}: {error.strerror}", file=sys.stderr)
-        return EXIT_ERROR
-    if outcome.error is not None:
-        _print_failure(outcome.error, delivery)
-        return EXIT_ERROR
-    assert outcome.usage is not None
-    plan = outcome.plan
-    result = report.UsageReport(
-        period=outcome.period,
-        now=now,
-        source=outcome.source,
-        per_key=outcome.usage.per_key,
-        top_models=outcome.usage.top_models(report.TOP_MODELS),
-        findings=outcome.findings if config.budgets else None,
-        alerts=plan.alerts if plan else (),
-        silenced=plan.silenced if plan else (),
-        pending=pending,
-        dry_run=dry_run or state_is_missing(config, dry_run),
-        unevaluated=outcome.unevaluated,
-        delivery=delivery,
-        default_channel=config.slack.channel if config.slack else None,
-        all_keys=all_keys,
-    )
-    text = report.render_json(result) if output == "json" else report.render_table(result)
-    sys.stdout.write(text)
-    if outcome.unevaluated and not outcome.findings.height:
-        print(
-            "costwatch: nothing was evaluated: no configured limit can be compared with this"
-            " export; budgets are not known to be within limits.",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    return EXIT_CROSSED if outcome.crossed else EXIT_OK
-
-
-def _deliver(
-    config: Config, state: Store, now: datetime, deliver: bool, timeout: timedelta
-) -> report.DeliverySummary:
-    """Deliver the outbox after the cycle, or say why not."""
-    if not deliver:
-        note = "--queue-only"
-    elif config.slack is None:
-        note = "no slack section: alerts stay in the outbox"
-    else:
-        from costwatch import checkdelivery  # noqa: PLC0415 (slack_sdk loads only to deliver)
-
-        return checkdelivery.deliver(state, config.slack, now, timeout=timeout)
-    return report.DeliverySummary(attempted=False, pending=state.pending_count(), note=note)
-
-
-def state_is_missing(config: Config, dry_run: bool) -> bool:
-    return dry_run and not config.state.path.exists()
-
-
-@contextmanager
-def _state(config: Config, dry_run: bool) -> Iterator[Store | None]:
-    """The state file; a dry run reads an existing one and never creates it (nor takes the
-    writer lock: it writes nothing); otherwise this process becomes the file's one writer,
-    waiting a little for another one to finish."""
-    if state_is_missing(config, dry_run):
-        yield None
-        return
-    if dry_run:
-        opened = open_store(config.state, write=False)
-    else:
-        opened = open_store(config.state, wait=STATE_WAIT_SECONDS, command="costwatch check")
-    with opened as state:
-        yield state
-
-
-@contextmanager
-def _client(config: Config, csv: Path | None) -> Iterator[LangdockClient | None]:
-    if csv is not None:
-        yield None
-        return
-    with langdock.connect(config.langdock) as client:
-        yield client
-
-
-def _print_failure(error: CostwatchError, delivery: report.DeliverySummary | None) -> None:
-    if isinstance(error, ExportError):
-        print(f"costwatch: the Langdock export failed ({error.reason}): {error}", file=sys.stderr)
-    else:
-        print(f"costwatch: the export's data cannot be used: {error}", file=sys.stderr)
-    print(
-        "costwatch: nothing was evaluated; budgets are not known to be within limits.",
-        file=sys.stderr,
-    )
-    if delivery is not None and (delivery.sent or delivery.pending):
-        print(f"costwatch: {report.delivery_line(delivery)}", file=sys.stderr)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -407,7 +279,7 @@ def _demo(args: argparse.Namespace) -> int:
         config = _load(demo.config_path(), env)
         if config is None:
             return EXIT_ERROR
-        code = run_check(config, now=None, csv=None, output=args.format)
+        code = run_check(config, now=None, csv=None, output_format=args.format)
         return EXIT_OK if code == EXIT_CROSSED else code  # crossing budgets is the demo working
 
     print("costwatch demo: one cycle against a simulated Langdock workspace\n", file=sys.stderr)

@@ -1,0 +1,103 @@
+"""What the outbox carries, typed: a budget `Alert` or an `Operational` notice, and its JSON.
+
+    kind(notice) -> "alert" | "exports_failing" | "exports_recovered"
+    payload(notice) -> dict                     the JSON object an outbox row stores
+    read(kind, payload, *, written_at) -> Notice   the notice a row holds, or ValueError
+
+A cycle writes notices (`payload`), delivery and `check` read them back (`read`) once, at the
+edge, and everything after works on the typed notice: rendering never sees a row or a dict.
+`read` is the one place that decides what a stored payload means: fields a payload does not
+know are ignored (a row written by a newer costwatch), times are ISO 8601 with their offset,
+and anything it cannot read as the notice's fields is a `ValueError` (delivery then leaves the
+row in the outbox, refused alone). An operational row missing a field costwatch always writes
+reads as "unknown" (`None`; no failures counted; `at` is when the row was written). Pure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, get_args
+
+from costwatch.alerts import Alert
+from costwatch.health import Operational, OperationalKind
+
+__all__ = ["KINDS", "Notice", "kind", "payload", "read"]
+
+Notice = Alert | Operational
+OPERATIONAL_KINDS: tuple[OperationalKind, ...] = get_args(OperationalKind)
+KINDS: tuple[str, ...] = ("alert", *OPERATIONAL_KINDS)
+
+_ALERT_FIELDS = frozenset(field.name for field in dataclasses.fields(Alert))
+_ALERT_TIMES = ("overrun_at", "silenced_until")
+
+
+def kind(notice: Notice) -> str:
+    return "alert" if isinstance(notice, Alert) else notice.kind
+
+
+def payload(notice: Notice) -> dict[str, Any]:
+    """The JSON-ready object the outbox stores for `notice` (times as ISO 8601, tuples as
+    lists once serialised)."""
+    values: dict[str, Any] = _jsonable(dataclasses.asdict(notice))
+    return values
+
+
+def read(kind: str, payload: Mapping[str, Any], *, written_at: datetime) -> Notice:
+    """The notice an outbox row of `kind` holds; ValueError or TypeError when it holds none."""
+    if kind == "alert":
+        return _alert(payload)
+    for operational in OPERATIONAL_KINDS:
+        if kind == operational:
+            return _operational(operational, payload, written_at)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def _alert(payload: Mapping[str, Any]) -> Alert:
+    values = {name: payload[name] for name in _ALERT_FIELDS & payload.keys()}
+    for name in _ALERT_TIMES:
+        values[name] = _time(values, name)
+    values["mention"] = tuple(values.pop("mention", None) or ())
+    values["top_models"] = tuple(
+        (str(model), float(cost)) for model, cost in values.pop("top_models", None) or ()
+    )
+    return Alert(**values)
+
+
+def _operational(
+    kind: OperationalKind, payload: Mapping[str, Any], written_at: datetime
+) -> Operational:
+    failures = payload.get("failures", 0)
+    if not isinstance(failures, int) or isinstance(failures, bool):
+        raise ValueError("an operational notice's failures is not a whole number")
+    reason = payload.get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError("an operational notice's reason is not text")
+    return Operational(
+        kind=kind,
+        at=_time(payload, "at") or written_at,
+        failures=failures,
+        failing_since=_time(payload, "failing_since"),
+        last_success=_time(payload, "last_success"),
+        reason=reason,
+    )
+
+
+def _time(values: Mapping[str, Any], name: str) -> datetime | None:
+    value = values.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name} is not a time")
+    return datetime.fromisoformat(value)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
