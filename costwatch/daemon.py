@@ -8,8 +8,8 @@
   `schedule.timezone`; never two at once (a second is skipped, logged), missed runs coalesced,
   a misfire grace of half an interval. A failed cycle is logged and counted; the next runs as
   planned. Each cycle runs in a thread of its own (a daemon thread: see shutdown).
-- Slack delivery runs in its own thread, after each cycle and every `slack.retry_every`: a
-  round that waits (pacing, Slack's Retry-After) never holds a cycle up.
+- Slack delivery (`courier.py`) runs in its own thread, after each cycle and every
+  `slack.retry_every`: a round that waits (pacing, Slack's Retry-After) never holds a cycle up.
 - SIGTERM / SIGINT set the stop signal (`costwatch.deadline`): scheduling stops, and every wait
   ends at once: the Langdock request in flight is aborted (its socket shut down), retry sleeps,
   Slack pacing and Retry-After waits raise `Stopping`. The cycle it cuts short is logged at INFO
@@ -22,92 +22,157 @@
 - SIGHUP, or a change of the configuration file (its mtime, checked every few seconds):
   reload. A valid file takes effect at the next cycle; an invalid one is logged with its errors
   and the old one stays in force. `state.path` and `metrics.*` need a restart (logged).
-- The scheduler is the only place that reads the clock (`clock`), and passes `now` down.
+- The scheduler is the only place that reads the clock (`clock`), and passes `now` down; how
+  long things took and how old the last good export is are read on `monotonic`. Both are
+  parts the daemon is given (`Daemon(config, state=, metrics=, server=, sender=, clock=,
+  monotonic=)`); `Daemon.from_path` makes the parts for `costwatch run`.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
-from costwatch import cycle, langdock, slack
-from costwatch.config import Config, ScheduleConfig, load_config
+from costwatch import cycle, langdock, schedule, slack
+from costwatch.config import Config, load_config
+from costwatch.courier import Courier
 from costwatch.deadline import Deadline, Stopping, StopSignal
-from costwatch.errors import ConfigError, CostwatchError, StateError
+from costwatch.errors import ConfigError, StateError
 from costwatch.metrics import Metrics, MetricsServer, Snapshot
-from costwatch.state import open_store
+from costwatch.readiness import Readiness
+from costwatch.state import Store, open_store
 
 log = logging.getLogger("costwatch.daemon")
 
 CYCLE_JOB = "cycle"
 WATCH_SECONDS = 2.0  # how often the config file's mtime is looked at
 CLOSING_SECONDS = 0.75  # kept from the grace for closing the HTTP server and the state
-FLUSH_SLACK_SECONDS = 0.25  # past the flush's deadline, for a post that ends right at it
 
-__all__ = ["Daemon", "Stopping", "interval", "run", "trigger"]
+__all__ = ["Daemon"]
 
 
-@dataclass
-class _Health:
-    last_success: float | None = None  # time.monotonic() of the last successful export
-    last_failure: str | None = None
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _slack_sender(config: Config) -> slack.Sender | None:
+    return slack.sender_from_config(config.slack) if config.slack is not None else None
 
 
 class Daemon:
-    """costwatch run: owns the scheduler, the state, the metrics server and the Slack sender."""
+    """costwatch run: schedules cycles and delivery over the parts it is given.
+
+    The composition root: `Daemon(config, state=, metrics=, server=, sender=, clock=,
+    monotonic=)` runs over parts made elsewhere (tests hand in their own clock and monotonic
+    clock; the demo its terminal sender and fast clock); `Daemon.from_path` makes them from
+    the configuration file, as `costwatch run` does. The daemon owns what it is given: its
+    `shutdown` closes the server and the state. `path` (with `env` for its `${VAR}`s) is the
+    file to reload on SIGHUP or when it changes; `make_sender` makes the sender of a reloaded
+    configuration (None: `sender` stays).
+    """
 
     def __init__(
         self,
-        config_path: Path,
+        config: Config,
         *,
+        state: Store,
+        metrics: Metrics,
+        server: MetricsServer,
+        sender: slack.Sender | None,
+        clock: Callable[[], datetime] = _utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+        path: Path | None = None,
         env: Mapping[str, str] | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        sender_factory: Callable[[Config], slack.Sender | None] | None = None,
+        make_sender: Callable[[Config], slack.Sender | None] | None = None,
     ) -> None:
-        self._path = config_path
-        self._env = env
+        self._config = config
+        self._state = state
+        self._metrics = metrics
+        self._server = server
         self._clock = clock
-        self._sender_factory = sender_factory or _slack_sender
+        self._monotonic = monotonic
+        self._path = path
+        self._env = env
+        self._make_sender = make_sender
+        self._mtime = _mtime(path) if path is not None else None
         self._stop = StopSignal()
         self._reload = threading.Event()
         self._cycle_lock = threading.Lock()
-        self._deliver_lock = threading.Lock()
-        self._deliver_now = threading.Event()  # a cycle asks the delivery thread for a round
-        self._reported: set[tuple[str, str]] = set()  # Slack errors logged, for the process life
-        self._config = load_config(config_path, env)
-        self._mtime = _mtime(config_path)
-        self._sender = self._sender_factory(self._config)
-        self._state = open_store(self._config.state, command="costwatch run")
+        self._courier = Courier(
+            state=state,
+            metrics=metrics,
+            stop=self._stop,
+            clock=clock,
+            monotonic=monotonic,
+            slack=config.slack,
+            sender=sender,
+        )
+        self._readiness = Readiness(monotonic)
+        self._scheduler = BackgroundScheduler(timezone=config.schedule.zone)
+        server.bind_probes(healthz=self.healthz, readyz=self.readyz)
+
+    @classmethod
+    def from_path(
+        cls,
+        path: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> Daemon:
+        """The daemon of `costwatch run`: the configuration read from `path` (raises
+        ConfigError), then its state (StateError when another process holds it), metrics and
+        server; it reloads `path` on SIGHUP or when the file changes."""
+        config = load_config(path, env)
+        return cls.from_config(config, path=path, env=env, clock=clock, make_sender=_slack_sender)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        sender: slack.Sender | None = None,
+        make_sender: Callable[[Config], slack.Sender | None] = _slack_sender,
+        clock: Callable[[], datetime] = _utc_now,
+        path: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Daemon:
+        """The parts `config` describes: the state first (its writer lock: a second `run` on
+        the same file is refused before anything else is made), the metrics and the server
+        (bound at `start`); `sender` (default: `make_sender(config)`, Slack's)."""
+        chosen = sender if sender is not None else make_sender(config)
+        state = open_store(config.state, command="costwatch run")
         try:
-            self._metrics = Metrics(max_series=self._config.metrics.max_series)
-            self._state.on_damaged = self._metrics.state_damaged
-            self._health = _Health()
-            self._scheduler = BackgroundScheduler(timezone=self._config.schedule.zone)
-            self._server = MetricsServer(
-                self._metrics.exposition_parts,
-                host=self._config.metrics.host,
-                port=self._config.metrics.port,
-                healthz=self.healthz,
-                readyz=self.readyz,
-                basic_auth=_basic_auth(self._config),
-                tls=_tls(self._config),
+            metrics = Metrics(max_series=config.metrics.max_series)
+            state.on_damaged = metrics.state_damaged
+            server = MetricsServer(
+                metrics.exposition_parts,
+                host=config.metrics.host,
+                port=config.metrics.port,
+                basic_auth=_basic_auth(config),
+                tls=_tls(config),
+            )
+            return cls(
+                config,
+                state=state,
+                metrics=metrics,
+                server=server,
+                sender=chosen,
+                clock=clock,
+                path=path,
+                env=env,
+                make_sender=make_sender if sender is None else None,
             )
         except BaseException:
-            self._state.close()  # and with it the writer lock
+            state.close()  # and with it the writer lock
             raise
 
     @property
@@ -127,7 +192,8 @@ class Daemon:
             raise
         try:
             while not self._stop.wait(WATCH_SECONDS):
-                if self._reload.is_set() or _mtime(self._path) != self._mtime:
+                changed = self._path is not None and _mtime(self._path) != self._mtime
+                if self._reload.is_set() or changed:
                     self._reload.clear()
                     self.reload()
         finally:
@@ -143,13 +209,13 @@ class Daemon:
             self._config.metrics.host,
             self._server.port,
             self._config.state.path,
-            _describe_schedule(self._config.schedule),
+            schedule.describe(self._config.schedule),
         )
         self._metrics.alerts_pending(self._state.pending_count())
         self._scheduler.start()
         # APScheduler runs on the real clock; `self._clock` is what cycles are told "now" is.
         self._schedule_cycle(first_run=datetime.now(UTC))
-        _spawn("costwatch-delivery", self._delivery_loop)
+        _spawn("costwatch-delivery", self._courier.loop)
 
     def stop(self) -> None:
         self._stop.set()
@@ -170,9 +236,9 @@ class Daemon:
         self._stop.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        guarded = (("a cycle", self._cycle_lock), ("Slack delivery", self._deliver_lock))
+        guarded = (("a cycle", self._cycle_lock), ("Slack delivery", self._courier.lock))
         busy = [what for what, lock in guarded if not _free_within(lock, left)]
-        if not busy and not self._flush(left):
+        if not busy and not self._courier.flush(left):
             busy.append("the final Slack delivery")
         self._server.stop()
         if busy:
@@ -196,7 +262,7 @@ class Daemon:
         if not self._cycle_lock.acquire(blocking=False):
             log.warning("a cycle is still running; skipping this one")
             return
-        started = time.monotonic()
+        started = self._monotonic()
         try:
             if self._stop.is_set():  # stopped meanwhile: shutdown may be closing the state
                 return
@@ -204,7 +270,7 @@ class Daemon:
         except Stopping:
             log.info(
                 "cycle interrupted by shutdown after %.1fs; nothing of it was recorded",
-                time.monotonic() - started,
+                self._monotonic() - started,
             )
         except StateError as error:  # locked, full disk: nothing of this cycle was recorded
             log.error("cycle failed: %s; the next cycle tries again", error)
@@ -214,19 +280,7 @@ class Daemon:
             self._metrics.cycle_finished("error", 0.0)
         finally:
             self._cycle_lock.release()
-        self._deliver_now.set()
-
-    def run_delivery(self) -> None:
-        """One round of delivering due outbox rows; never raises."""
-        if self._sender is None or self._stop.is_set():
-            return
-        with self._deliver_lock:
-            if self._stop.is_set():  # stopped meanwhile: the final flush has the outbox
-                return
-            try:
-                self._deliver(self._clock(), Deadline(stop=self._stop))
-            except Exception:
-                log.exception("delivery failed")
+        self._courier.ask()
 
     def _start_cycle(self) -> None:
         """The scheduler's job: the cycle in a daemon thread of its own. APScheduler joins its
@@ -234,44 +288,24 @@ class Daemon:
         would otherwise hold the process past the grace."""
         _spawn("costwatch-cycle", self.run_cycle)
 
-    def _delivery_loop(self) -> None:
-        """After each cycle and every `slack.retry_every`, a delivery round, until stopped."""
-        with self._stop.on_stop(self._deliver_now.set):
-            while not self._stop.is_set():
-                slack_config = self._config.slack
-                every = slack_config.retry_every.total_seconds() if slack_config else 60.0
-                self._deliver_now.wait(max(1.0, every))
-                self._deliver_now.clear()
-                self.run_delivery()
-
     def _cycle(self, now: datetime) -> None:
         config = self._config
-        started = time.monotonic()
+        started = self._monotonic()
         deadline = Deadline(stop=self._stop)
         with langdock.connect(config.langdock, deadline=deadline) as client:
             deps = cycle.Deps(config=config, client=client, state=self._state)
             outcome = cycle.run_once(deps, now)
-        seconds = time.monotonic() - started
+        seconds = self._monotonic() - started
         if outcome.error is not None:
             reason = getattr(outcome.error, "reason", "usage")
-            self._health.last_failure = f"{reason}: {outcome.error}"
-            self._metrics.export_failed(reason, seconds)
-            self._metrics.cycle_finished("export_failed", seconds)
+            self._readiness.failed(f"{reason}: {outcome.error}")
+            self._metrics.cycle_failed_export(reason, seconds)
             log.warning("cycle failed in %.2fs: export %s (%s)", seconds, reason, outcome.error)
             return
-        self._health.last_success = time.monotonic()
-        self._health.last_failure = None
+        self._readiness.succeeded()
         assert outcome.usage is not None
-        self._metrics.export_succeeded(now, seconds)
-        self._metrics.publish(
-            Snapshot(
-                at=now,
-                usage=outcome.usage.frame,
-                findings=outcome.findings,
-                unevaluated=outcome.unevaluated,
-            )
-        )
-        self._metrics.cycle_finished("ok", seconds)
+        snapshot = Snapshot(now, outcome.usage.frame, outcome.findings, outcome.unevaluated)
+        self._metrics.cycle_succeeded(snapshot, seconds)
         self._metrics.alerts_pending(self._state.pending_count())
         planned = len(outcome.plan.alerts) if outcome.plan else 0
         crossed = outcome.findings.filter(outcome.findings["level"].is_not_null()).height
@@ -284,54 +318,10 @@ class Daemon:
             planned,
         )
 
-    def _deliver(self, now: datetime, deadline: Deadline) -> None:
-        config = self._config
-        sender = self._sender
-        if config.slack is None or sender is None or not self._state.pending(now, limit=1):
-            return
-        report = slack.deliver(
-            self._state,
-            sender,
-            config.slack,
-            now,
-            deadline=deadline,
-            sleep=deadline.wait,
-            monotonic=time.monotonic,
-            reported=self._reported,
-        )
-        self._metrics.alerts_sent(report.sent)
-        for code, count in {**report.permanent_errors, **report.transient_errors}.items():
-            self._metrics.slack_error(code, count)
-        self._metrics.alerts_pending(report.pending)
-        if report.sent or report.failed or report.interrupted:  # failures were logged already
-            log.debug(
-                "delivered %d alert(s) in %d message(s); %d failed, %d pending%s",
-                report.sent,
-                report.messages,
-                report.failed,
-                report.pending,
-                "; the rest waits (interrupted by shutdown)" if report.interrupted else "",
-            )
-
-    def _flush(self, deadline: Deadline) -> bool:
-        """Deliver what is pending once more on the way out, within `deadline`. In a daemon
-        thread, so a post that outlasts its timeout is left behind; False if it was."""
-
-        def flush() -> None:
-            try:
-                with self._deliver_lock:
-                    self._deliver(self._clock(), deadline)
-            except Exception:
-                log.exception("final delivery failed; the rows stay in the outbox")
-
-        thread = _spawn("costwatch-flush", flush)
-        thread.join(deadline.remaining() + FLUSH_SLACK_SECONDS)
-        return not thread.is_alive()
-
     # -- scheduling -------------------------------------------------------------------------
 
     def _schedule_cycle(self, first_run: datetime | None = None) -> None:
-        schedule = self._config.schedule
+        config = self._config.schedule
         options: dict[str, Any] = {
             "id": CYCLE_JOB,
             # The job only starts the cycle's thread and returns at once, so APScheduler never
@@ -339,17 +329,19 @@ class Daemon:
             # is skipped by run_cycle with its own message.
             "max_instances": 1,
             "coalesce": True,
-            "misfire_grace_time": max(1, int(interval(schedule).total_seconds() / 2)),
+            "misfire_grace_time": max(1, int(schedule.interval(config).total_seconds() / 2)),
             "replace_existing": True,
         }
         if first_run is not None:
             options["next_run_time"] = first_run
-        self._scheduler.add_job(self._start_cycle, trigger(schedule), **options)
+        self._scheduler.add_job(self._start_cycle, schedule.trigger(config), **options)
 
     # -- reload -------------------------------------------------------------------------------
 
     def reload(self) -> None:
         """Load the file again; keep the old configuration if the new one is invalid."""
+        if self._path is None:
+            return
         self._mtime = _mtime(self._path)
         try:
             new = load_config(self._path, self._env)
@@ -357,7 +349,9 @@ class Daemon:
             log.error("configuration not reloaded, the old one stays in force:\n%s", error)
             return
         old, self._config = self._config, new
-        self._sender = self._sender_factory(new)
+        self._courier.slack = new.slack
+        if self._make_sender is not None:
+            self._courier.sender = self._make_sender(new)
         for section in ("state", "metrics"):
             if getattr(old, section) != getattr(new, section):
                 log.warning("%s changed: it takes effect after a restart", section)
@@ -376,17 +370,7 @@ class Daemon:
 
     def readyz(self) -> tuple[bool, str]:
         """Ready while the last export succeeded within 3 intervals (real time)."""
-        limit = 3 * interval(self._config.schedule).total_seconds()
-        last = self._health.last_success
-        failure = (
-            f"; last failure: {self._health.last_failure}" if self._health.last_failure else ""
-        )
-        if last is None:
-            return False, f"no successful export yet{failure}"
-        age = time.monotonic() - last
-        if age > limit:
-            return False, f"last successful export {_ago(age)} ago (over 3 intervals){failure}"
-        return True, f"last successful export {_ago(age)} ago"
+        return self._readiness.answer(schedule.interval(self._config.schedule))
 
     def _install_signals(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -417,41 +401,6 @@ def _free_within(lock: threading.Lock, deadline: Deadline) -> bool:
     return True
 
 
-def trigger(schedule: ScheduleConfig) -> BaseTrigger:
-    """The APScheduler trigger for `schedule`, in its time zone."""
-    zone = schedule.zone
-    jitter = int(schedule.jitter.total_seconds()) if schedule.jitter else None
-    if schedule.cron is not None:
-        cron = CronTrigger.from_crontab(schedule.cron, timezone=zone)
-        if jitter:
-            cron.jitter = jitter
-        return cron
-    assert schedule.every is not None
-    return IntervalTrigger(seconds=schedule.every.total_seconds(), timezone=zone, jitter=jitter)
-
-
-def interval(schedule: ScheduleConfig, now: datetime | None = None) -> timedelta:
-    """The time between two cycles (for a cron line: between its next two fire times)."""
-    if schedule.every is not None:
-        return schedule.every
-    cron = CronTrigger.from_crontab(str(schedule.cron), timezone=schedule.zone)
-    moment = now or datetime(2026, 1, 5, tzinfo=schedule.zone)  # a Monday: a typical week
-    first: datetime | None = cron.get_next_fire_time(None, moment)
-    if first is None:
-        return timedelta(days=1)
-    second: datetime | None = cron.get_next_fire_time(first, first + timedelta(seconds=1))
-    return second - first if second is not None else timedelta(days=1)
-
-
-def _describe_schedule(schedule: ScheduleConfig) -> str:
-    what = f"cron {schedule.cron!r}" if schedule.cron else f"every {schedule.every}"
-    return f"cycles {what} in {schedule.timezone}"
-
-
-def _slack_sender(config: Config) -> slack.Sender | None:
-    return slack.sender_from_config(config.slack) if config.slack is not None else None
-
-
 def _basic_auth(config: Config) -> tuple[str, str] | None:
     password = config.metrics.secret_basic_auth_password()
     user = config.metrics.basic_auth_user
@@ -468,32 +417,3 @@ def _mtime(path: Path) -> float | None:
         return path.stat().st_mtime
     except OSError:
         return None
-
-
-def _ago(age: float) -> str:
-    seconds = int(age)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds // 3600}h"
-
-
-def run(config_path: Path, *, env: Mapping[str, str] | None = None) -> int:
-    """`costwatch run`: 0 after a clean shutdown, 2 when it cannot start."""
-    try:
-        daemon = Daemon(config_path, env=env)
-    except ConfigError as error:
-        print(error, file=sys.stderr, flush=True)
-        return 2
-    except (StateError, OSError, CostwatchError) as error:
-        log.error("cannot start: %s", error)
-        return 2
-    try:
-        return daemon.run()
-    except OSError as error:  # e.g. the metrics port is taken
-        log.error("cannot serve metrics on %s: %s", daemon.listen, error.strerror or error)
-        return 2
-    except CostwatchError as error:  # e.g. the state became unreadable during start-up
-        log.error("cannot start: %s", error)
-        return 2

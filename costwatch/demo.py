@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
+from pydantic import SecretStr
+
 from costwatch import periods
+from costwatch.config import Config, load_config
 from costwatch.simulator import Simulator, Workspace
 from costwatch.slack.terminal import TerminalSender
 
@@ -114,8 +117,25 @@ def free_port(host: str, preferred: int) -> int:
         return port
 
 
-def run(*, out: TextIO = sys.stdout, once: Callable[..., int] | None = None) -> int:
-    """Run the demo daemon until Ctrl-C (or, with `once`, hand one cycle to it)."""
+def demo_config(*, base_url: str, api_key: str, state_path: Path, listen: str) -> Config:
+    """`config/demo.yaml`, pointed at the simulator, a temporary state file and `listen`: the
+    parts the demo starts go into the configuration object itself, not through variables."""
+    config = load_config(config_path(), env={})
+    return config.model_copy(
+        update={
+            "langdock": config.langdock.model_copy(
+                update={"base_url": base_url, "api_key": SecretStr(api_key)}
+            ),
+            "state": config.state.model_copy(update={"path": state_path}),
+            "metrics": config.metrics.model_copy(update={"listen": listen}),
+        }
+    )
+
+
+def run(*, out: TextIO = sys.stdout, once: Callable[[Config], int] | None = None) -> int:
+    """Run the demo daemon until Ctrl-C (or, with `once`, hand one cycle's configuration to
+    it). `COSTWATCH_DEMO_LISTEN` (a container serves on 0.0.0.0:9108) chooses the metrics
+    address; otherwise 127.0.0.1:9108, or a free port when that one is taken."""
     from costwatch.daemon import Daemon  # noqa: PLC0415 (the daemon loads only here)
 
     clock: Callable[[], datetime] = FastClock(start=demo_start(datetime.now(UTC)))
@@ -125,22 +145,20 @@ def run(*, out: TextIO = sys.stdout, once: Callable[..., int] | None = None) -> 
         Simulator(Workspace(), clock=clock) as sim,
         tempfile.TemporaryDirectory(prefix="costwatch-demo-") as tmp,
     ):
-        # COSTWATCH_DEMO_LISTEN set by the caller wins (a container serves on 0.0.0.0:9108).
         listen = os.environ.get("COSTWATCH_DEMO_LISTEN")
         if not listen:
             listen = f"127.0.0.1:{free_port('127.0.0.1', METRICS_PORT)}"
-        env = {
-            **os.environ,
-            "COSTWATCH_DEMO_URL": sim.base_url,
-            "COSTWATCH_DEMO_KEY": sim.api_key,
-            "COSTWATCH_DEMO_STATE": str(Path(tmp) / "state.db"),
-            "COSTWATCH_DEMO_LISTEN": listen,
-        }
+        config = demo_config(
+            base_url=sim.base_url,
+            api_key=sim.api_key,
+            state_path=Path(tmp) / "state.db",
+            listen=listen,
+        )
         if once is not None:
-            return once(env)
+            return once(config)
         assert isinstance(clock, FastClock)
         sender = TerminalSender(out)
-        daemon = Daemon(config_path(), env=env, clock=clock, sender_factory=lambda _: sender)
+        daemon = Daemon.from_config(config, sender=sender, clock=clock)
         print(
             "costwatch demo: a simulated Langdock workspace (no account, no token).\n"
             f"  Simulated time starts {clock.start:%b %d %H:%M} {ZONE.key} and runs {SPEED:,.0f}x"

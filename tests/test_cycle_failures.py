@@ -351,7 +351,7 @@ def test_the_daemon_counts_a_bad_host_as_a_failed_export_with_its_reason_and_is_
             every="1s",
         )
         config.write_text(config.read_text().replace(sim.base_url, EMPTY_LABEL))
-        daemon = Daemon(config)
+        daemon = Daemon.from_path(config)
         runner = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
         runner.start()
         base = f"http://127.0.0.1:{port}"

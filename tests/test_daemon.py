@@ -21,7 +21,8 @@ from loopback import free_port, returns_within, wait_for, write_daemon_config
 from slackstub import TOKEN, SlackStub
 
 from costwatch.config import parse_config
-from costwatch.daemon import Daemon, interval, trigger
+from costwatch.daemon import Daemon
+from costwatch.schedule import interval, trigger
 from costwatch.simulator import Simulator, Workspace
 from costwatch.state import Message, SqliteState
 
@@ -135,7 +136,7 @@ def test_readyz_turns_503_while_exports_fail_and_200_after(
     monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
     port = free_port()
     config = write_config(tmp_path / "c.yaml", sim, stub, port, budgets=EVERY_KEY, every="1s")
-    daemon = Daemon(config)
+    daemon = Daemon.from_path(config)
     runner = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
     runner.start()
     base = f"http://127.0.0.1:{port}"
@@ -164,7 +165,7 @@ def test_an_invalid_reload_keeps_the_old_configuration(
     monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
     monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
     config = write_config(tmp_path / "c.yaml", sim, stub, free_port(), budgets=EVERY_KEY)
-    daemon = Daemon(config)
+    daemon = Daemon.from_path(config)
     try:
         config.write_text(config.read_text().replace("cost_usd: 0.5", "cost_usd: -1"))
         daemon.reload()
@@ -203,7 +204,7 @@ def test_saving_the_config_file_reloads_it_without_a_signal(
     monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
     port = free_port()
     config = write_config(tmp_path / "c.yaml", sim, stub, port, budgets=EVERY_KEY, every="1s")
-    daemon = Daemon(config)
+    daemon = Daemon.from_path(config)
     runner = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
     runner.start()
     try:
@@ -231,7 +232,7 @@ def test_the_final_flush_gets_only_what_is_left_of_the_grace_and_keeps_the_rows(
             for channel in ("#ai-spend", "#team")
         ]
         state.commit(now=datetime.now(UTC), messages=notices)
-    daemon = Daemon(config)  # not started: the final flush is the first delivery
+    daemon = Daemon.from_path(config)  # not started: the final flush is the first delivery
     stub.delay_next(60, times=100)  # Slack takes each post and answers none in time
 
     started = time.monotonic()

@@ -326,7 +326,7 @@ def test_the_daemon_counts_damaged_rows_in_its_metrics_and_delivers_the_rest(
         with SqliteState.open(tmp_path / "state.db") as state:
             _, bad = enqueue(state, make_alert("good"), make_alert("bad"))
         damage(tmp_path / "state.db", "UPDATE outbox SET payload = '{' WHERE id = ?", (bad,))
-        daemon = Daemon(config)
+        daemon = Daemon.from_path(config)
         runner = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
         runner.start()
         try:

@@ -312,7 +312,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stub.add_channel("#ai-spend", archived=True)
         stub.add_channel("#team")
         port = free_port()
-        daemon = Daemon(write_costwatch_config(directory / "costwatch.yaml", sim, stub, port))
+        daemon = Daemon.from_path(
+            write_costwatch_config(directory / "costwatch.yaml", sim, stub, port)
+        )
         runner = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
         runner.start()
         try:

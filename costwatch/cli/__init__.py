@@ -31,7 +31,7 @@ from costwatch.cli.output import TOP_KEYS
 from costwatch.config import Config, load_config
 from costwatch.config.durations import parse_duration
 from costwatch.config.summary import summarize
-from costwatch.errors import ConfigError, UsageError
+from costwatch.errors import ConfigError, CostwatchError, UsageError
 from costwatch.quote import quote
 
 TOP = TOP_KEYS
@@ -200,9 +200,26 @@ def _load(path: Path, env: dict[str, str] | None = None) -> Config | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from costwatch import daemon  # noqa: PLC0415 (the scheduler and server load only for run)
+    """`costwatch run`: 0 after a clean shutdown, 2 when it cannot start."""
+    from costwatch.daemon import Daemon  # noqa: PLC0415 (the scheduler and server load only here)
 
-    return daemon.run(args.config)
+    started = logging.getLogger("costwatch.daemon")
+    try:
+        daemon = Daemon.from_path(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except (OSError, CostwatchError) as error:  # the state is locked or unusable, say
+        started.error("cannot start: %s", error)
+        return EXIT_ERROR
+    try:
+        return daemon.run()
+    except OSError as error:  # e.g. the metrics port is taken
+        started.error("cannot serve metrics on %s: %s", daemon.listen, error.strerror or error)
+        return EXIT_ERROR
+    except CostwatchError as error:  # e.g. the state became unreadable during start-up
+        started.error("cannot start: %s", error)
+        return EXIT_ERROR
 
 
 def _test_slack(args: argparse.Namespace) -> int:
@@ -275,10 +292,7 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.once:
         return demo.run()
 
-    def one_cycle(env: dict[str, str]) -> int:
-        config = _load(demo.config_path(), env)
-        if config is None:
-            return EXIT_ERROR
+    def one_cycle(config: Config) -> int:
         code = run_check(config, now=None, csv=None, output_format=args.format)
         return EXIT_OK if code == EXIT_CROSSED else code  # crossing budgets is the demo working
 

@@ -26,6 +26,7 @@ from costwatch import __version__
 from costwatch.errors import EXPORT_FAILURE_REASONS
 from costwatch.metrics.exposition import Snapshot, render_snapshot
 from costwatch.slack.answers import PERMANENT_ERRORS, TRANSIENT_ERRORS
+from costwatch.slack.deliver import DeliveryReport
 from costwatch.state.rows import TABLES
 
 __all__ = ["CYCLE_OUTCOMES", "DURATION_BUCKETS", "Metrics"]
@@ -136,6 +137,25 @@ class Metrics:
             "by metrics.max_series.",
             registry=registry,
         )
+
+    def cycle_succeeded(self, snapshot: Snapshot, duration_seconds: float) -> None:
+        """A cycle whose export succeeded: its snapshot published, its export and the cycle
+        counted."""
+        self.export_succeeded(snapshot.at, duration_seconds)
+        self.publish(snapshot)
+        self.cycle_finished("ok", duration_seconds)
+
+    def cycle_failed_export(self, reason: str, duration_seconds: float) -> None:
+        """A cycle whose export (or its data) failed, under `reason`: the served snapshot stays."""
+        self.export_failed(reason, duration_seconds)
+        self.cycle_finished("export_failed", duration_seconds)
+
+    def delivered(self, report: DeliveryReport) -> None:
+        """A delivery round: the rows Slack accepted, the posts it refused by error, what waits."""
+        self.alerts_sent(report.sent)
+        for code, count in {**report.permanent_errors, **report.transient_errors}.items():
+            self.slack_error(code, count)
+        self.alerts_pending(report.pending)
 
     def export_succeeded(self, at: datetime, duration_seconds: float) -> None:
         self._last_success.set(at.timestamp())
