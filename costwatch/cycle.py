@@ -25,12 +25,12 @@ import polars as pl
 from costwatch import alerts, budgets, health, notices, periods, usage
 from costwatch.config import Config
 from costwatch.context import with_context
-from costwatch.deadline import Stopping
 from costwatch.errors import (
     ExportError,
     ExportInternalError,
     ExportPeriodError,
     StateError,
+    Stopping,
     UsageError,
 )
 from costwatch.langdock import ExportResult, LangdockClient

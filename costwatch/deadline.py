@@ -21,13 +21,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from costwatch.errors import Stopping
+
 __all__ = ["MIN_TIMEOUT", "UNBOUNDED", "Deadline", "StopSignal", "Stopping"]
 
 MIN_TIMEOUT = 0.01  # seconds: the shortest timeout handed to a socket
-
-
-class Stopping(Exception):
-    """A wait or request was cut short because the daemon is shutting down."""
 
 
 class StopSignal:

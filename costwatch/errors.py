@@ -4,6 +4,9 @@
     ├── ConfigError                 the YAML file is wrong; carries every problem at once
     ├── UsageError                  an export's CSV cannot be trusted (column, first bad row)
     ├── StateError                  the state file is damaged, locked, unwritable or too new
+    ├── DeliveryError               Slack did not take a message: Slack's `code`, the `remedy`
+    │                               in plain words, and its `scope`: what else it rules out
+    │                               (the workspace, the channel, the message, or nothing)
     └── ExportError                 the Langdock export failed; `reason` is a metric label
         ├── ExportAuthError         401: key wrong or missing the USAGE_EXPORT_API scope
         ├── ExportRequestError      another 400, or a request that cannot be sent (a host name
@@ -19,8 +22,17 @@
         └── ExportUnavailableError  429, 5xx, timeouts, connection errors, cut-off downloads,
                                     after all retries
 
-Every failure of a cycle is one of these, so it is counted under its `reason`
-(`EXPORT_FAILURE_REASONS`, derived from the classes) and `costwatch check` exits 2.
+Two more are not errors but signals, raised and caught on purpose:
+
+    Stopping                        a wait or request cut short by the shutdown (or by the time
+                                    it leaves): nothing of that work was recorded; said at INFO
+    Retryable                       an attempt worth another (`costwatch.langdock.retry`);
+                                    `reason` names what failed, and when the retries run out
+                                    it becomes an ExportUnavailableError of that reason
+
+Every failure of a cycle is an ExportError or a UsageError, so it is counted under its `reason`
+(`EXPORT_FAILURE_REASONS`, derived from the classes, never listed by hand) and `costwatch
+check` exits 2. Slack's codes are counted the same way (`costwatch.slack.answers`).
 Messages never contain a secret: the Langdock key and Slack tokens stay out of every `str()`
 and `repr()` of these errors.
 """
@@ -184,3 +196,7 @@ class DeliveryError(CostwatchError):
     @property
     def permanent(self) -> bool:
         return self.scope != "transient"
+
+
+class Stopping(Exception):
+    """A wait or request was cut short because the daemon is shutting down."""

@@ -22,7 +22,7 @@ from slackstub import TOKEN, SlackStub
 
 from costwatch.config import parse_config
 from costwatch.daemon import Daemon
-from costwatch.schedule import interval, trigger
+from costwatch.daemon.schedule import interval, trigger
 from costwatch.simulator import Simulator, Workspace
 from costwatch.state import Message, SqliteState
 

@@ -28,7 +28,8 @@ from typing import Any
 
 import httpx
 
-from costwatch.deadline import MIN_TIMEOUT, Stopping, StopSignal
+from costwatch.deadline import MIN_TIMEOUT, StopSignal
+from costwatch.errors import Stopping
 
 __all__ = ["DeadlineExceeded", "Exchange", "bounded"]
 

@@ -33,8 +33,8 @@ from datetime import datetime
 
 from costwatch import notices
 from costwatch.config import SlackConfig
-from costwatch.deadline import UNBOUNDED, Deadline, Stopping
-from costwatch.errors import DeliveryError
+from costwatch.deadline import UNBOUNDED, Deadline
+from costwatch.errors import DeliveryError, Stopping
 from costwatch.notices import Notice
 from costwatch.slack import blocks as slackblocks
 from costwatch.slack.render import Rendered, render, render_digest

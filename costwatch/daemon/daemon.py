@@ -42,13 +42,14 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from costwatch import cycle, langdock, schedule, slack
+from costwatch import cycle, langdock, slack
 from costwatch.config import Config, load_config
-from costwatch.courier import Courier
-from costwatch.deadline import Deadline, Stopping, StopSignal
-from costwatch.errors import ConfigError, StateError
+from costwatch.daemon import schedule
+from costwatch.daemon.courier import Courier
+from costwatch.daemon.readiness import Readiness
+from costwatch.deadline import Deadline, StopSignal
+from costwatch.errors import ConfigError, StateError, Stopping
 from costwatch.metrics import Metrics, MetricsServer, Snapshot
-from costwatch.readiness import Readiness
 from costwatch.state import Store, open_store
 
 log = logging.getLogger("costwatch.daemon")
