@@ -30,6 +30,7 @@ from costwatch.cli.check import DELIVERY_TIMEOUT, EXIT_CROSSED, EXIT_ERROR, EXIT
 from costwatch.cli.output import TOP_KEYS
 from costwatch.config import Config, load_config
 from costwatch.config.durations import parse_duration
+from costwatch.config.schema import schema_text
 from costwatch.config.summary import summarize
 from costwatch.errors import ConfigError, CostwatchError, UsageError
 from costwatch.quote import quote
@@ -124,6 +125,11 @@ def _parser() -> argparse.ArgumentParser:
         help="evaluate as of this instant (ISO 8601; without an offset, in schedule.timezone)",
     )
     check.set_defaults(run=_check)
+
+    schema = commands.add_parser(
+        "schema", help="print the configuration file's JSON Schema (for editors and CI)"
+    )
+    schema.set_defaults(run=_schema)
 
     demo = commands.add_parser(
         "demo", help="run against the built-in Langdock simulator: no account, no token"
@@ -284,6 +290,11 @@ def _check(args: argparse.Namespace) -> int:
         delivery_timeout=args.delivery_timeout,
         all_keys=args.all,
     )
+
+
+def _schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(schema_text())
+    return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
 )
 
 from costwatch import globs
@@ -151,11 +152,22 @@ def resolve_path(path: Path, info: ValidationInfo) -> Path:
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 PositiveFloat = Annotated[float, BeforeValidator(number), Field(gt=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, BeforeValidator(number), Field(gt=0)]
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+# How the JSON Schema (`costwatch schema`) describes what the file may hold as written.
+_DURATION_SCHEMA = {
+    "anyOf": [{"type": "string"}, {"type": "integer", "exclusiveMinimum": 0}],
+    "description": "a duration like '90s', '15m', '24h', '7d' or '1h30m', or whole seconds",
+}
+_PATTERNS_SCHEMA = {
+    "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+    "description": "a glob over key names or a key id, or a list of them",
+}
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), WithJsonSchema(_DURATION_SCHEMA)]
 Cron = Annotated[str, AfterValidator(normalize_cron)]
 ZoneName = Annotated[str, AfterValidator(_check_zone)]
 Glob = Annotated[str, AfterValidator(_check_glob)]
-Patterns = Annotated[tuple[Glob, ...], BeforeValidator(_as_patterns)]
+Patterns = Annotated[
+    tuple[Glob, ...], BeforeValidator(_as_patterns), WithJsonSchema(_PATTERNS_SCHEMA)
+]
 Url = Annotated[str, AfterValidator(check_url)]
 Mention = Annotated[str, AfterValidator(_check_mention)]
 Channel = Annotated[str, AfterValidator(_check_channel)]
