@@ -24,7 +24,7 @@ from costwatch import fmt, notices
 from costwatch.alerts import Alert
 from costwatch.budgets import Unevaluated
 from costwatch.periods import Period
-from costwatch.state import OutboxItem
+from costwatch.state.base import OutboxItem
 
 NAME_WIDTH = 32
 ID_WIDTH = 36  # a UUID fits
