@@ -229,8 +229,9 @@ class _RateLimitHandler(RateLimitErrorRetryHandler):
         state.increment_current_attempt()
 
 
-class _ConnectionErrorHandler(ConnectionErrorRetryHandler):
-    """slack_sdk's, with the pause before a retry waited out through the post's deadline."""
+class _PausedOnDeadline(RetryHandler):
+    """A slack_sdk handler whose pause before a retry is waited out through the post's
+    deadline (slack_sdk sleeps with `time.sleep`, which no stop can end)."""
 
     def __init__(self, deadline: Deadline, interval: float) -> None:
         wait = FixedValueRetryIntervalCalculator(interval)
@@ -245,33 +246,18 @@ class _ConnectionErrorHandler(ConnectionErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> None:
-        _pause(self, self._deadline, state)
+        state.next_attempt_requested = True
+        pause = self.interval_calculator.calculate_sleep_duration(state.current_attempt)
+        self._deadline.wait(pause)
+        state.increment_current_attempt()
 
 
-class _ServerErrorHandler(ServerErrorRetryHandler):
-    """slack_sdk's (500, 503), with the pause waited out through the post's deadline."""
-
-    def __init__(self, deadline: Deadline, interval: float) -> None:
-        wait = FixedValueRetryIntervalCalculator(interval)
-        super().__init__(max_retry_count=MAX_RETRIES, interval_calculator=wait)
-        self._deadline = deadline
-
-    def prepare_for_next_attempt(
-        self,
-        *,
-        state: RetryState,
-        request: HttpRequest,
-        response: HttpResponse | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        _pause(self, self._deadline, state)
+class _ConnectionErrorHandler(_PausedOnDeadline, ConnectionErrorRetryHandler):
+    """slack_sdk's: a refused, reset or dropped connection is retried."""
 
 
-def _pause(handler: RetryHandler, deadline: Deadline, state: RetryState) -> None:
-    """RetryHandler.prepare_for_next_attempt, but a wait the deadline can end."""
-    state.next_attempt_requested = True
-    deadline.wait(handler.interval_calculator.calculate_sleep_duration(state.current_attempt))
-    state.increment_current_attempt()
+class _ServerErrorHandler(_PausedOnDeadline, ServerErrorRetryHandler):
+    """slack_sdk's: a 500 or 503 is retried."""
 
 
 def _retry_handlers(deadline: Deadline, interval: float = RETRY_INTERVAL) -> list[RetryHandler]:
