@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,9 +21,10 @@ import pytest
 from loopback import free_port, returns_within, wait_for, write_daemon_config
 from slackstub import TOKEN, SlackStub
 
-from costwatch.config import parse_config
+from costwatch.config import load_config, parse_config
 from costwatch.daemon import Daemon
 from costwatch.daemon.schedule import interval, trigger
+from costwatch.metrics import Metrics, MetricsServer
 from costwatch.simulator import Simulator, Workspace
 from costwatch.state import Message, SqliteState
 
@@ -129,30 +131,68 @@ def test_run_serves_metrics_alerts_reloads_on_sighup_and_stops_cleanly_on_sigter
     assert TOKEN not in err + out
 
 
-def test_readyz_turns_503_while_exports_fail_and_200_after(
+@dataclass
+class Monotonic:
+    """The daemon's monotonic clock, moved by the test."""
+
+    now: float = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_readyz_turns_503_once_exports_failed_for_3_intervals_and_200_after_a_success(
     tmp_path: Path, sim: Simulator, stub: SlackStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Driven, not polled: the daemon's cycles are run one by one on its own monotonic clock,
+    and `/readyz` is asked over HTTP after each step."""
     monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
     monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
     port = free_port()
-    config = write_config(tmp_path / "c.yaml", sim, stub, port, budgets=EVERY_KEY, every="1s")
-    daemon = Daemon.from_path(config)
-    runner = threading.Thread(target=daemon.run, kwargs={"install_signals": False})
-    runner.start()
-    base = f"http://127.0.0.1:{port}"
+    config = load_config(
+        write_config(tmp_path / "c.yaml", sim, stub, port, budgets=EVERY_KEY, every="60s")
+    )
+    monotonic = Monotonic()
+    metrics = Metrics(max_series=config.metrics.max_series)
+    server = MetricsServer(metrics.exposition_parts, host="127.0.0.1", port=port)
+    daemon = Daemon(
+        config,
+        state=SqliteState.open(config.state.path),
+        metrics=metrics,
+        server=server,
+        sender=None,
+        monotonic=monotonic,
+    )
+    readyz = f"http://127.0.0.1:{port}/readyz"
+
+    def ready() -> tuple[int, str]:
+        response = httpx.get(readyz, timeout=5)
+        return response.status_code, response.text
+
+    server.start()
     try:
-        wait_for(lambda: status(f"{base}/readyz") == 200, 30, "ready")
-        sim.faults.fail_export(500, times=10_000)
-        wait_for(lambda: status(f"{base}/readyz") == 503, 30, "not ready while exports fail")
-        response = httpx.get(f"{base}/readyz", timeout=2)
-        assert "server_error" in response.text
-        assert status(f"{base}/healthz") == 200  # alive, just not ready
+        assert ready() == (503, "no successful export yet\n")
+        daemon.run_cycle()
+        assert ready() == (200, "last successful export 0s ago\n")
+
+        sim.faults.fail_export(401, times=10_000)  # not retried: each cycle fails at once
+        monotonic.now += 2 * 60
+        daemon.run_cycle()
+        assert ready() == (200, "last successful export 2m ago\n")  # within 3 intervals
+        monotonic.now += 61
+        daemon.run_cycle()
+        code, text = ready()
+        assert code == 503
+        assert text.startswith("last successful export 3m ago (over 3 intervals); last failure:")
+        assert "unauthorized" in text
+        assert status(f"http://127.0.0.1:{port}/healthz") == 503  # nothing scheduled: not alive
+
         sim.faults.clear()
-        wait_for(lambda: status(f"{base}/readyz") == 200, 30, "ready again")
+        monotonic.now += 3_600
+        daemon.run_cycle()
+        assert ready() == (200, "last successful export 0s ago\n")
     finally:
-        daemon.stop()
-        runner.join(timeout=30)
-    assert not runner.is_alive()
+        daemon.shutdown()
 
 
 def test_an_invalid_reload_keeps_the_old_configuration(
