@@ -2,9 +2,9 @@
 
 Every message is built from an `Alert` whose outbox payload went through JSON and was read
 back (`costwatch.notices`), the path delivery uses. Snapshots live in
-tests/snapshots/slack_*.json with the blocks, the fallback text and how the message reads
+tests/slack/snapshots/slack_*.json with the blocks, the fallback text and how the message reads
 (`reads_as`); review them by eye when they change.
-`COSTWATCH_UPDATE_SNAPSHOTS=1 pytest tests/test_slackrender.py` rewrites them.
+`COSTWATCH_UPDATE_SNAPSHOTS=1 pytest tests/slack/test_slackrender.py` rewrites them.
 """
 
 from __future__ import annotations
@@ -602,7 +602,7 @@ def test_terminal_text_shows_emoji_mentions_and_literal_names() -> None:
 
 
 def test_the_docs_page_shows_the_current_rendering_of_its_examples() -> None:
-    page = (Path(__file__).parent.parent / "docs" / "slack-message.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "slack-message.md").read_text()
     for name in ("docs_example", "digest"):
         rendered = CASES[name]
         assert json.dumps(rendered.blocks, indent=2, ensure_ascii=False) in page, name

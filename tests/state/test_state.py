@@ -30,7 +30,7 @@ from costwatch.errors import StateError
 from costwatch.health import ExportHealth
 from costwatch.state import MIGRATIONS, SCHEMA_VERSION, BudgetHistoryRow, Message, SqliteState
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
 PERIOD = periods.current("month", BERLIN, T0).key()  # "month:2026-11-01@Europe/Berlin"

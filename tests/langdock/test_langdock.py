@@ -60,7 +60,7 @@ def _log_everything(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)  # every logger, httpx and httpcore included
 
 
-SPEC_PATH = Path(__file__).resolve().parents[1] / "docs" / "langdock-export-api.yaml"
+SPEC_PATH = Path(__file__).resolve().parents[2] / "docs" / "langdock-export-api.yaml"
 SPEC_HOST = "https://api.langdock.com"  # the description's server; requests are mapped onto it
 
 

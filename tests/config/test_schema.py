@@ -17,7 +17,7 @@ from costwatch.config import parse_config
 from costwatch.config.schema import schema_text
 from costwatch.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "config" / "costwatch.schema.json"
 FILES = [
     ROOT / "config.example.yaml",

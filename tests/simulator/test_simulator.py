@@ -33,7 +33,7 @@ from openapi_core.testing import MockRequest, MockResponse
 
 from costwatch.simulator import Simulator, Workspace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "docs" / "langdock-export-api.yaml"
 SPEC_HOST = "https://api.langdock.com"  # the description's server; requests are mapped onto it
 KEY = "sim-local-key"

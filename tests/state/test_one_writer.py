@@ -31,7 +31,7 @@ from costwatch.config import Config, load_config
 from costwatch.simulator import Simulator, Workspace
 from costwatch.state import SqliteState
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "config" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "config" / "examples"
 EXPORT = EXAMPLES / "export-2026-11.csv"
 NOW = "2026-11-20T12:00:00+00:00"
 SECRET = "sk-one-writer-key"
