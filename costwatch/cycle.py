@@ -1,4 +1,4 @@
-"""One cycle of costwatch, as data flows (DESIGN.md), and nothing else.
+"""One cycle of costwatch, as data flows (docs/architecture.md), and nothing else.
 
     export the to-date range of every period in use -> load -> evaluate budgets
     -> plan alerts against the ledger -> commit ledger + outbox + history + health at once

@@ -72,8 +72,9 @@ def subject_rows(
 ) -> pl.DataFrame:
     """The usage rows behind one subject of a budget: one key's, or a shared pool's.
 
-    `selected` is this range's table from `evaluate_with_selections`, when at hand: then the
-    pool's keys are read from it instead of matching every key against every glob again.
+    `selected` is this range's table from `budgets.evaluate` (`Evaluation.selected`), when at
+    hand: then the pool's keys are read from it instead of matching every key against every
+    glob again.
     """
     if api_key_id is not None:
         return usage.filter(pl.col("api_key_id") == api_key_id)

@@ -1,4 +1,5 @@
-"""Globs mean the same in Python (fnmatch) and in polars (Rust regex), for any name."""
+"""Globs mean the same in Python (fnmatch) and in polars (Rust regex), for any name, and so
+does the rule that selects a key by its name or its id."""
 
 from __future__ import annotations
 
@@ -21,6 +22,24 @@ def test_polars_regex_agrees_with_fnmatch(pattern: str, names: list[str]) -> Non
     expr = globs.any_matches([pattern], names=pl.col("name"), ids=pl.lit("\x00no-id"))
     got = frame.select(expr.alias("hit"))["hit"].to_list()
     assert got == [globs.matches(pattern, name) for name in names]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    patterns=st.lists(PATTERNS, max_size=3),
+    keys=st.lists(
+        st.tuples(st.text(ALPHABET, max_size=4), st.text(ALPHABET, max_size=8)), min_size=1
+    ),
+)
+def test_a_key_is_selected_by_the_same_rule_in_python_and_over_a_frame(
+    patterns: list[str], keys: list[tuple[str, str]]
+) -> None:
+    """`key_matches` (the configuration, silences) and `any_matches` (budgets, validate) are
+    one rule: a glob matches the key's name, or a pattern equals its id."""
+    frame = pl.DataFrame({"id": [k for k, _ in keys], "name": [n for _, n in keys]})
+    expr = globs.any_matches(patterns, names=pl.col("name"), ids=pl.col("id"))
+    got = frame.with_columns(expr.alias("hit"))["hit"].to_list()
+    assert got == [globs.key_matches(patterns, key_id, name) for key_id, name in keys]
 
 
 @pytest.mark.parametrize(

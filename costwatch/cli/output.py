@@ -33,7 +33,7 @@ TOP_MODELS = 3
 TOP_KEYS = 20  # keys listed in the table without --all
 MAX_FINDING_ROWS = 50
 
-# The finding and alert fields of `check --format json` (DESIGN.md, an interface).
+# The finding and alert fields of `check --format json` (an interface: docs/architecture.md).
 FINDING_FIELDS = (
     "budget",
     "scope",
@@ -119,7 +119,8 @@ class UsageReport:
 
 
 def render_json(report: UsageReport) -> str:
-    """The one JSON object of DESIGN.md, plus spend per key, silenced and pending alerts."""
+    """The one JSON object of `check --format json`, plus spend per key, silenced and pending
+    alerts."""
     models = _models_by_key(report.top_models)
     findings = report.findings if report.findings is not None else pl.DataFrame()
     document = {

@@ -1,4 +1,4 @@
-"""The configuration file (DESIGN.md, "Configuration"): typed, frozen models, parsed once.
+"""The configuration file (docs/architecture.md, "Interfaces"): typed, frozen models, parsed once.
 
 load_config(path, env=None) -> Config       read the file, or raise ConfigError
 parse_config(text, *, source, env, base_dir) -> Config

@@ -1,5 +1,5 @@
-"""The configuration's sections and the whole file (DESIGN.md, "Configuration"): typed, frozen
-models, validated once by pydantic.
+"""The configuration's sections and the whole file (an interface: docs/architecture.md):
+typed, frozen models, validated once by pydantic.
 
 Defaults live on the models. After loading, `LangdockConfig.api_key` and `SlackConfig.token` /
 `webhook_url` hold the secret whichever way it was given (`secret_api_key()`, `secret_token()`,

@@ -21,7 +21,7 @@ zones that fall back at midnight), and the API reads wall-clock time: a part who
 second reading, and its days (for the CSV's period check) are then UTC days. Every other part
 is asked for in its own zone, as documented.
 
-Deadlines: each request has one end to end, not only between bytes (`costwatch.httpdeadline`):
+Deadlines: each request has one end to end, not only between bytes (`http.py`):
 the POST must finish within the request timeout, and the POST and its download within what is
 left of the range's retry budget, so a peer that never answers or trickles a byte a second
 costs one attempt, not the cycle. A stop (`deadline.stop`, set on shutdown) aborts the request

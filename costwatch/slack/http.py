@@ -15,7 +15,7 @@ guard that sees each answer before urllib's error processing does:
 - **Web API bodies must parse** where slack_sdk would crash on them: a 2xx body must be a JSON
   object (a list, a string, `null` or malformed JSON raise inside slack_sdk), and no body may be
   JSON too deep or a number too long for `json.loads`. Whether it says `ok: true` is for
-  `slack.py` to judge; webhook bodies are judged there too (only `ok` is accepted).
+  `senders.py` to judge; webhook bodies are judged there too (only `ok` is accepted).
 
 `GuardedWebClient` and `GuardedWebhookClient` replace one method each, the one that opens the
 request (`_perform_urllib_http_request_internal` and `_perform_http_request_internal`, private

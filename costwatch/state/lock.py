@@ -7,8 +7,8 @@
   costwatch's) removes the lock file it made, while still holding it. That is safe because a
   writer that gets the lock checks that the name still leads to the file it locked, and
   otherwise starts again.
-- The lock belongs to the process: a second `State` of the same process on the same file shares
-  it (and SQLite's transactions keep the two apart), so only another process is refused.
+- The lock belongs to the process: a second `SqliteState` of the same process on the same file
+  shares it (and SQLite's transactions keep the two apart), so only another process is refused.
 - The holder writes who it is (command, pid, host, since) into the lock file, so that a refused
   process can say: "<path> is in use by costwatch run (pid 1234 on host h since ...): one
   process at a time writes a state file". A waiting writer polls until its deadline.

@@ -83,7 +83,7 @@ class SqliteState:
         writer lock, waiting up to `wait` seconds for another process to let go, and otherwise
         fails with `StateError` naming the holder; `command` is how a refused process will name
         this one. `write=False` takes no lock and opens an existing file read-only
-        (`statefile.connect_read_only`: no migration, no WAL switch, no chmod), so every write
+        (`schema.connect_read_only`: no migration, no WAL switch, no chmod), so every write
         through it fails and the file stays byte for byte as it was.
         `busy_timeout` is how many seconds a write waits for SQLite's own lock (another
         program's transaction on the file) before it fails with `StateError`.

@@ -1,4 +1,4 @@
-"""costwatch.csvshape: records and fields of CSV bytes, as Python's csv module and polars count."""
+"""usage/csvshape.py: records and fields of CSV bytes, as Python's csv module and polars count."""
 
 from __future__ import annotations
 
