@@ -11,7 +11,9 @@ Two listeners, as in production, where the API host and the storage host differ:
               an expired or tampered URL is a 403 with an XML body.
 
 The data comes from a `Workspace` (`workspace.py`); "now" from the injected clock, and
-no data extends past it. `Faults` scripts failures: each knob answers the next N matching
+no data extends past it. Usage is reported as seen at that now: with the workspace's late
+usage (`late_share`, `late_by`), a day exported right after its midnight lacks what has not
+arrived yet. `Faults` scripts failures: each knob answers the next N matching
 requests. Every request on both listeners is recorded for tests to inspect.
 """
 
@@ -368,7 +370,9 @@ class Simulator:
             wanted = _parse_export(request.body, request.headers.get("content-type", ""), now)
         except _BadRequest as bad:
             return bad.reply
-        rows = self.workspace.usage(wanted.start, min(wanted.end, now), by_model=wanted.by_model)
+        rows = self.workspace.usage(
+            wanted.start, min(wanted.end, now), by_model=wanted.by_model, seen_at=now
+        )
         if not rows:
             return error_reply(404, "No data found", "No usage data found for the selected period")
         if len(rows) > self.max_rows:

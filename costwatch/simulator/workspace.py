@@ -11,6 +11,13 @@ requests, tokens) is `floor(rate x (A(t) - A(created)))`, so usage over [a, b) i
 `counter(b) - counter(a)`: exactly additive over adjacent ranges, and cheap enough for 2,000
 keys x 50 models over a month.
 
+Late usage (`late_share`, `late_by`): a share of every pair's usage is reported `late_by` after
+it happened, as a real platform's usage keeps arriving for a while. An export seen at `seen_at`
+(the simulator's now) lacks that share of the usage in [seen_at - late_by, seen_at): a day
+exported right after its midnight falls short of the same day exported once it has settled
+(`late_by` after its midnight), which is then exactly the usage that happened. Without
+`seen_at`, usage is the settled truth.
+
 Tokens, for BYOK workspaces: `sum_prompt_tokens = cached_prompt_tokens + no_cache_tokens`, and
 `cache_creation_tokens` is the part of `no_cache_tokens` that was written to the cache.
 """
@@ -100,6 +107,8 @@ class Workspace:
     model_column: str = "model"
     hourly_cost_usd: float = 0.05
     growth: float = 1.0
+    late_share: float = 0.0  # share of usage reported `late_by` after it happened
+    late_by: timedelta = timedelta(0)
 
     def __post_init__(self) -> None:
         if self.keys < 0 or not self.models or len(set(self.models)) != len(self.models):
@@ -108,6 +117,8 @@ class Workspace:
             raise ValueError("created must be an aware datetime")
         if self.hourly_cost_usd < 0 or self.growth < 0 or not self.model_column:
             raise ValueError("hourly_cost_usd and growth must be >= 0, model_column non-empty")
+        if not 0.0 <= self.late_share <= 1.0 or self.late_by < timedelta(0):
+            raise ValueError("late_share must be within 0..1 and late_by not negative")
 
     def key_ids(self) -> list[tuple[str, str]]:
         """(api_key_id, api_key_name) of every key, in a fixed order."""
@@ -117,11 +128,20 @@ class Workspace:
         """The workspace id (the CSV's org_id column)."""
         return _build(self).org_id
 
-    def usage(self, start: datetime, end: datetime, *, by_model: bool = True) -> list[UsageRow]:
+    def usage(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        by_model: bool = True,
+        seen_at: datetime | None = None,
+    ) -> list[UsageRow]:
         """Usage over [start, end) (aware instants), one row per key x model with usage.
 
         With `by_model=False`, one row per key with usage, summed over models (`model` "").
         Nothing is used before `created`; the caller clamps `end` to its notion of now.
+        `seen_at`: usage as reported at that instant, the late share of the last `late_by`
+        not yet in it (see the module docstring); None: all of it, settled.
         """
         lo = max(_micros(start), _micros(self.created))
         hi = _micros(end)
@@ -129,6 +149,11 @@ class Workspace:
             return []
         built = _build(self)
         tallies = _tally(built, lo, hi)
+        if seen_at is not None and self.late_share and self.late_by:
+            pending = max(lo, _micros(seen_at - self.late_by))
+            if pending < hi:
+                share = round(self.late_share * 1_000_000)
+                tallies = _unreported(tallies, _tally(built, pending, hi), share)
         if not by_model:
             tallies = _sum_by_key(tallies)
         return [_row(built, self.models, tally) for tally in tallies]
@@ -275,6 +300,22 @@ def _tally(built: _Built, lo: int, hi: int) -> list[_Tally]:
         counts = tuple(b * r // _DIVISOR - a * r // _DIVISOR for r in pair.rates)
         if any(counts):
             out.append((pair.key, pair.model, counts))
+    return out
+
+
+def _unreported(full: list[_Tally], recent: list[_Tally], share_ppm: int) -> list[_Tally]:
+    """`full` less `share_ppm` millionths of `recent` (its tail, not yet reported), pair by pair;
+    pairs left with nothing are dropped."""
+    late = {
+        (key, model): tuple(count * share_ppm // 1_000_000 for count in counts)
+        for key, model, counts in recent
+    }
+    out: list[_Tally] = []
+    for key, model, counts in full:
+        missing = late.get((key, model), (0,) * len(counts))
+        reported = tuple(c - m for c, m in zip(counts, missing, strict=True))
+        if any(reported):
+            out.append((key, model, reported))
     return out
 
 

@@ -860,6 +860,101 @@ def test_a_large_workspace_month_is_computed_quickly() -> None:
     assert time.perf_counter() - started < 5.0
 
 
+# --- late usage ------------------------------------------------------------------------------
+
+LATE = Workspace(late_share=0.3, late_by=timedelta(hours=3), byok=True)
+APRIL_14 = body("2026-04-14", "2026-04-14")
+
+
+def tallies(rows: list[dict[str, str]]) -> dict[tuple[str, str], tuple[int, int, int]]:
+    return {
+        (r["api_key_id"], r["model"]): (
+            int(r["requests"]),
+            micro(r["total_cost_usd"]),
+            int(r.get("sum_prompt_tokens") or 0),
+        )
+        for r in rows
+    }
+
+
+def settled(
+    ws: Workspace, start: datetime, end: datetime
+) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """What happened over [start, end), late usage included (no `seen_at`)."""
+    return {
+        (r.api_key_id, r.model): (r.requests, micro(r.total_cost_usd), r.sum_prompt_tokens)
+        for r in ws.usage(start, end)
+    }
+
+
+def total_cost(rows: list[dict[str, str]]) -> int:
+    return sum(micro(r["total_cost_usd"]) for r in rows)
+
+
+@pytest.mark.parametrize("workspace", [LATE])
+def test_late_usage_keeps_arriving_after_midnight_until_the_day_has_settled(
+    api: Api, clock: Clock, workspace: Workspace
+) -> None:
+    day = (datetime(2026, 4, 14, tzinfo=UTC), datetime(2026, 4, 15, tzinfo=UTC))
+    truth = settled(workspace, *day)
+    seen = []
+    for minutes in (5, 60, 120, 179, 180, 600):
+        clock.now = day[1] + timedelta(minutes=minutes)
+        seen.append(api.csv_rows(APRIL_14))
+    costs = [total_cost(rows) for rows in seen]
+    assert costs[0] < costs[1] < costs[2] < costs[3] < costs[4] == costs[5]
+    assert tallies(seen[4]) == tallies(seen[5]) == truth  # settled: exactly what happened
+    # right after midnight, about 30 % of the day's last 3 hours is still missing
+    tail = sum(r.total_cost_usd for r in workspace.usage(day[1] - timedelta(hours=3), day[1]))
+    missing = (costs[4] - costs[0]) / 1e6
+    assert missing == pytest.approx(0.3 * tail * 175 / 180, rel=0.05)
+    # every pair only ever grows towards its settled counts, tokens consistent on the way
+    for earlier in seen[:4]:
+        for pair, counts in tallies(earlier).items():
+            assert all(a <= b for a, b in zip(counts, truth[pair], strict=True))
+        for row in earlier:
+            assert int(row["sum_prompt_tokens"]) == int(row["cached_prompt_tokens"]) + int(
+                row["no_cache_tokens"]
+            )
+
+
+@pytest.mark.parametrize("workspace", [LATE])
+def test_late_usage_only_touches_the_last_hours_so_older_days_are_already_whole(
+    api: Api, clock: Clock, workspace: Workspace
+) -> None:
+    clock.now = datetime(2026, 4, 15, 0, 5, tzinfo=UTC)
+    april_13 = api.csv_rows(body("2026-04-13", "2026-04-13"))
+    assert tallies(april_13) == settled(
+        workspace, datetime(2026, 4, 13, tzinfo=UTC), datetime(2026, 4, 14, tzinfo=UTC)
+    )
+    # today's open day is short of its late share too: the export of now is not yet settled
+    today = api.csv_rows(body("2026-04-15", "2026-04-15"))
+    clock.now += timedelta(hours=3)
+    assert total_cost(api.csv_rows(body("2026-04-15", "2026-04-15T00:04:59.999"))) > total_cost(
+        today
+    )
+
+
+def test_without_the_late_knob_usage_is_the_same_whenever_it_is_seen() -> None:
+    ws = Workspace()
+    day = (datetime(2026, 4, 14, tzinfo=UTC), datetime(2026, 4, 15, tzinfo=UTC))
+    assert ws.usage(*day, seen_at=day[1]) == ws.usage(*day)
+    late = Workspace(late_share=0.5, late_by=timedelta(hours=2))
+    assert late.usage(*day) == ws.usage(*day)  # the truth does not depend on the knob
+    assert late.usage(*day, seen_at=day[1] + timedelta(hours=2)) == ws.usage(*day)
+    assert late.usage(*day, seen_at=day[1]) != ws.usage(*day)
+
+
+@pytest.mark.parametrize(
+    "options", [{"late_share": -0.1}, {"late_share": 1.5}, {"late_by": timedelta(hours=-1)}]
+)
+def test_a_late_share_outside_0_to_1_or_a_negative_delay_is_refused(
+    options: dict[str, Any],
+) -> None:
+    with pytest.raises(ValueError, match="late"):
+        Workspace(**options)
+
+
 # --- columns ---------------------------------------------------------------------------------
 
 
