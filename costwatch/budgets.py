@@ -18,22 +18,20 @@ Rules (the README's "Budgets" section says the same for users):
   where "reached" forgives one part in 10**12 (`TOLERANCE`). Spend is a float sum of decimal CSV
   values, so $1.16 of $1.45 computes as 79.99999999999999 %; the tolerance makes it 80 %, while
   a cent below a threshold stays below it for any limit under $10**9.
-- Forecast: period-to-date use projected linearly to the period's end. It is due when the
-  projection reaches the limit, the limit is not already reached, at least `min_elapsed` of the
-  period has passed and, for spend, at least `min_spend_usd` was spent. The projected overrun
-  is when the same rate reaches the limit: start + elapsed * limit / used.
+- Forecast: where use is heading by the period's end, and whether that is worth an alert, is
+  `costwatch.forecast`'s; each finding names the method it used (`forecast_method`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal
 
 import polars as pl
 
-from costwatch import periods
+from costwatch import forecast, periods
 from costwatch.config import Config, ForecastConfig, Limits, Threshold
 from costwatch.config.budget import METRICS, Budget, Metric
 from costwatch.periods import Period
@@ -59,8 +57,6 @@ __all__ = [
 ]
 
 TOLERANCE = 1e-12  # relative: how far below a threshold a float sum may be and still reach it
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 FINDING_SCHEMA: dict[str, pl.DataType] = {
@@ -78,6 +74,7 @@ FINDING_SCHEMA: dict[str, pl.DataType] = {
     "forecast_ratio": pl.Float64(),
     "forecast_due": pl.Boolean(),
     "overrun_at": pl.Datetime("us", "UTC"),
+    "forecast_method": pl.String(),
     "period": pl.String(),
 }
 
@@ -115,11 +112,12 @@ class Finding:
     limit: float
     ratio: float
     level: float | None  # highest threshold reached, percent
-    projected: float | None  # linear projection to the period's end
+    projected: float | None  # projected use at the period's end (`costwatch.forecast`)
     forecast_ratio: float | None
     forecast_due: bool
     overrun_at: datetime | None  # when the projection reaches the limit
     period: str  # Period.key()
+    forecast_method: str | None = None  # how `projected` was made; None: no projection
 
     @property
     def subject(self) -> str:
@@ -415,35 +413,12 @@ def _judge(rule: Rule, subjects: pl.DataFrame, now: datetime) -> pl.DataFrame:
     level: pl.Expr = pl.lit(None, pl.Float64())
     for threshold in rule.thresholds:  # ascending: the last reached wins
         level = pl.when(_reaches(used, limit, threshold.at)).then(threshold.at).otherwise(level)
-
-    period = rule.period
-    fraction = period.elapsed_fraction(now)
-    elapsed_us = period.elapsed(now) // _MICROSECOND
-    start_us = (period.start - _EPOCH) // _MICROSECOND
-    if fraction > 0:
-        projected: pl.Expr = used / fraction
-    else:
-        projected = pl.lit(None, pl.Float64())
-    forecast = rule.forecast
-    spent_enough = (pl.col("metric") != "cost_usd") | (used >= forecast.min_spend_usd)
-    due = (
-        pl.lit(forecast.enabled and fraction > 0 and fraction >= forecast.min_elapsed)
-        & spent_enough
-        & (projected >= limit)
-        & ~_reaches(used, limit, 100)
-    ).fill_null(value=False)
-    overrun = (
-        pl.when(due & (used > 0))
-        .then((pl.lit(start_us) + pl.lit(elapsed_us) * limit / used).cast(pl.Int64))
-        .otherwise(None)
-        .cast(pl.Datetime("us", "UTC"))
+    judged = forecast.judge(
+        subjects, rule.period, rule.forecast, now, reached=_reaches(used, limit, 100)
     )
-    return subjects.with_columns(
+    return judged.with_columns(
         (used / limit).alias("ratio"),
         level.alias("level"),
-        projected.alias("projected"),
-        (projected / limit).alias("forecast_ratio"),
-        due.alias("forecast_due"),
-        overrun.alias("overrun_at"),
-        pl.lit(period.key()).alias("period"),
+        (pl.col("projected") / limit).alias("forecast_ratio"),
+        pl.lit(rule.period.key()).alias("period"),
     ).select(list(FINDING_SCHEMA))

@@ -39,6 +39,7 @@ PURE = (
     "costwatch.config.summary",
     "costwatch.context",
     "costwatch.fmt",
+    "costwatch.forecast",
     "costwatch.globs",
     "costwatch.health",
     "costwatch.langdock.ranges",
