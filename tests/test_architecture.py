@@ -42,6 +42,7 @@ PURE = (
     "costwatch.forecast",
     "costwatch.globs",
     "costwatch.health",
+    "costwatch.keeping",
     "costwatch.langdock.ranges",
     "costwatch.metrics.exposition",
     "costwatch.notices",
