@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -33,10 +34,12 @@ from costwatch.errors import (
     Stopping,
     UsageError,
 )
-from costwatch.langdock import ExportResult, LangdockClient
 from costwatch.notices import Notice
 from costwatch.periods import Period
 from costwatch.state import BudgetHistoryRow, Message, Store
+
+if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)
+    from costwatch.langdock import ExportResult, LangdockClient
 
 log = logging.getLogger("costwatch.cycle")
 

@@ -18,19 +18,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from costwatch import cycle, langdock
+from costwatch import cycle
 from costwatch.cli import output, table
 from costwatch.config import Config
 from costwatch.errors import CostwatchError, ExportError, StateError
-from costwatch.langdock import LangdockClient
 from costwatch.state import Store, open_store
+
+if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)
+    from costwatch.langdock import LangdockClient
 
 EXIT_OK = 0
 EXIT_CROSSED = 1
 EXIT_ERROR = 2
-# How long `check` waits for another process (a running `costwatch run`) to let go of the
-# state file before it refuses; `check --dry-run` writes nothing and does not wait.
 # How long `check` waits for another process (a running `costwatch run`) to let go of the
 # state file before it refuses; `check --dry-run` writes nothing and does not wait.
 STATE_WAIT_SECONDS = 5.0
@@ -75,12 +76,16 @@ def run_check(
         return EXIT_ERROR
     assert outcome.usage is not None
     plan = outcome.plan
+    per_key = outcome.usage.per_key
+    # The table lists the TOP_KEYS biggest spenders: only their top models are ranked.
+    listed = None if all_keys or output_format == "json" else per_key.head(output.TOP_KEYS)
+    keys = None if listed is None else listed.get_column("api_key_id").to_list()
     result = output.UsageReport(
         period=outcome.period,
         now=now,
         source=outcome.source,
-        per_key=outcome.usage.per_key,
-        top_models=outcome.usage.top_models(output.TOP_MODELS),
+        per_key=per_key,
+        top_models=outcome.usage.top_models(output.TOP_MODELS, keys),
         findings=outcome.findings if config.budgets else None,
         alerts=plan.alerts if plan else (),
         silenced=plan.silenced if plan else (),
@@ -143,6 +148,8 @@ def _client(config: Config, csv: Path | None) -> Iterator[LangdockClient | None]
     if csv is not None:
         yield None
         return
+    from costwatch import langdock  # noqa: PLC0415 (httpx loads only to export)
+
     with langdock.connect(config.langdock) as client:
         yield client
 

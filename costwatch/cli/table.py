@@ -71,7 +71,8 @@ def _keys_table(report: UsageReport) -> list[str]:
     names = [printable(name or "") for name in per_key.get_column("api_key_name").to_list()]
     costs = per_key.get_column("total_cost_usd").to_list()
     requests = per_key.get_column("requests").to_list()
-    tops = _top_text(report.top_models)
+    top = report.top_models
+    tops = _top_text(top if report.all_keys else top.filter(pl.col("api_key_id").is_in(ids)))
     name_w = max(len("KEY"), min(NAME_WIDTH, max(len(name) for name in names)))
     id_w = max(len("ID"), min(ID_WIDTH, max(len(key_id) for key_id in ids)))
     total_cost = float(everything["total_cost_usd"].sum())
@@ -168,13 +169,17 @@ def _alerts_section(report: UsageReport) -> list[str]:
     verb = "that would be sent (dry run)" if report.dry_run else "planned in this run"
     channel = report.default_channel or "(default channel)"
     lines = [f"Alerts {verb}: {len(report.alerts)}"]
+    shown = _shown(report.alerts, report)
     lines += _capped(
-        [f"  -> {a.channel or channel}  {alert_summary(a)}" for a in report.alerts], report
+        [f"  -> {a.channel or channel}  {alert_summary(a)}" for a in shown],
+        report,
+        len(report.alerts),
     )
     if report.silenced:
         lines.append(f"Silenced: {len(report.silenced)}")
+        quiet = _shown(report.silenced, report)
         lines += _capped(
-            [f"  {alert_summary(a)}  ({_silence(a)})" for a in report.silenced], report
+            [f"  {alert_summary(a)}  ({_silence(a)})" for a in quiet], report, len(report.silenced)
         )
     if report.pending:
         lines.append(f"Waiting in the outbox for delivery: {len(report.pending)}")
@@ -189,11 +194,18 @@ def _alerts_section(report: UsageReport) -> list[str]:
     return lines
 
 
-def _capped(lines: list[str], report: UsageReport) -> list[str]:
-    """At most MAX_FINDING_ROWS lines (all with --all), and how many more there are."""
-    if report.all_keys or len(lines) <= MAX_FINDING_ROWS:
+def _shown(alerts: Sequence[Alert], report: UsageReport) -> Sequence[Alert]:
+    """The alerts a section lists: only those are formatted (a storm is 30,000)."""
+    return alerts if report.all_keys else alerts[:MAX_FINDING_ROWS]
+
+
+def _capped(lines: list[str], report: UsageReport, total: int | None = None) -> list[str]:
+    """At most MAX_FINDING_ROWS lines (all with --all), and how many more there are of
+    `total` (the lines', when not given)."""
+    total = len(lines) if total is None else total
+    if report.all_keys or total <= MAX_FINDING_ROWS:
         return lines
-    more = len(lines) - MAX_FINDING_ROWS
+    more = total - MAX_FINDING_ROWS
     return [
         *lines[:MAX_FINDING_ROWS],
         f"  ... and {more:,} more (--all or --format json lists all)",

@@ -7,6 +7,7 @@ the object owns what it computed, and nothing is remembered at module level. Pur
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cached_property
@@ -85,9 +86,16 @@ class Usage:
         total_cost_usd, tokens (prompt + completion; null where not reported), models."""
         return _per_key(self)
 
-    def top_models(self, n: int = 3) -> pl.DataFrame:
+    def top_models(self, n: int = 3, keys: Sequence[str] | None = None) -> pl.DataFrame:
         """The `n` models with the highest spend per key: api_key_id, model, total_cost_usd,
-        requests; sorted by key, then spend descending. Equal spend: the earlier row wins."""
+        requests; sorted by key, then spend descending. Equal spend: the earlier row wins.
+
+        `keys`: only these keys' (the 20 a table lists need not rank 1,000,000 rows); kept on
+        the object only when every key's were asked for."""
+        if keys is not None:
+            if n in self._top_models:
+                return self._top_models[n].filter(pl.col("api_key_id").is_in(list(keys)))
+            return _top_models(self, n, keys)
         if n not in self._top_models:
             self._top_models[n] = _top_models(self, n)
         return self._top_models[n]
@@ -121,14 +129,16 @@ def _per_key(usage: Usage) -> pl.DataFrame:
     )
 
 
-def _top_models(usage: Usage, n: int) -> pl.DataFrame:
+def _top_models(usage: Usage, n: int, keys: Sequence[str] | None = None) -> pl.DataFrame:
     by_spend = pl.col("total_cost_usd").rank("ordinal", descending=True)
     frame = usage.frame.lazy().select("api_key_id", "model", "total_cost_usd", "requests")
+    if keys is not None:  # a few keys: their rows first, in the frame's order
+        frame = frame.filter(pl.col("api_key_id").is_in(list(keys)))
     # An export lists a key's rows together. Then the top n of each run of equal ids are a
     # superset of the top n of each key, found in cheap slice groups, where `over` a hash of
     # every id is not cheap; the exact pass below then sees only those candidates.
     runs = usage.frame.get_column("api_key_id").rle_id()
-    if runs.len() and (runs[-1] + 1) * 4 <= runs.len():
+    if keys is None and runs.len() and (runs[-1] + 1) * 4 <= runs.len():
         frame = (
             frame.with_columns(runs.set_sorted().alias(_RUN))
             .filter(by_spend.over(_RUN) <= n)

@@ -787,6 +787,18 @@ def test_top_models_is_exact_when_a_keys_rows_are_scattered(tmp_path: Path) -> N
     assert usage.top_models().rows() == expected.rows()
 
 
+def test_top_models_of_some_keys_are_theirs_of_every_key(tmp_path: Path) -> None:
+    rows = [f"{SEPTEMBER},k{i % 7},n,m{i},1,{(i * 37) % 101}" for i in range(200)]
+    path = write(tmp_path, csv(*rows))
+    every = load_csv(path).top_models(3)
+    for keys in (["k3"], ["k1", "k5", "nobody"], []):
+        expected = every.filter(pl.col("api_key_id").is_in(keys)).rows()
+        fresh = load_csv(path)
+        assert fresh.top_models(3, keys).rows() == expected  # ranked for these keys alone
+        fresh.top_models(3)
+        assert fresh.top_models(3, keys).rows() == expected  # read from every key's
+
+
 # --- properties ------------------------------------------------------------------------------
 
 VALID = csv(
