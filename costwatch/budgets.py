@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Literal
 
 import polars as pl
@@ -186,7 +186,10 @@ class Evaluation:
 
 
 def evaluate(
-    resolved: Sequence[Rule], usage_by_range: Mapping[str, pl.DataFrame], now: datetime
+    resolved: Sequence[Rule],
+    usage_by_range: Mapping[str, pl.DataFrame],
+    now: datetime,
+    history_by_range: Mapping[str, forecast.History] | None = None,
 ) -> Evaluation:
     """All findings, one frame with FINDING_SCHEMA, worst (highest ratio) first, and the keys
     each budget selects.
@@ -194,30 +197,40 @@ def evaluate(
     Each export range is aggregated once per key (and once per key for each model glob in
     use); budgets then select among those per-key rows, so 200 budgets over a 1,000,000-row
     export cost a few small queries per budget over the keys, not 200 scans of the export.
+    `history_by_range` holds the stored closed days a range's forecasts are made from (a range
+    without them, or None: linear since the period's start; `costwatch.forecast`).
     """
     tables: dict[str, KeyTables] = {}
+    sums: dict[tuple[str, tuple[date, ...]], forecast.WindowSums] = {}
     # Subjects of rules that are judged alike (thresholds, period, forecast) are judged at once.
-    alike: dict[str, tuple[Rule, list[pl.DataFrame]]] = {}
+    alike: dict[str, tuple[Rule, tuple[date, ...], list[pl.DataFrame]]] = {}
+    budgets = [other.budget for other in resolved]
     for index, rule in enumerate(resolved):
         key = export_key(rule.period)
+        patterns = [
+            pattern
+            for other in resolved
+            if export_key(other.period) == key
+            for pattern in other.budget.models
+        ]
         if key not in tables:
-            patterns = [
-                pattern
-                for other in resolved
-                if export_key(other.period) == key
-                for pattern in other.budget.models
-            ]
-            budgets = [other.budget for other in resolved]
             tables[key] = KeyTables(usage_by_range[key], budgets, patterns)
-        parts = alike.setdefault(_judged_alike(rule), (rule, []))[1]
+        history = (history_by_range or {}).get(key)
+        days = forecast.window(history, rule.forecast, rule.period.zone, now)
+        parts = alike.setdefault(_judged_alike(rule), (rule, days, []))[2]
         own = _subject_parts(rule, tables[key], mask(index))
         if own:
             # One query per rule (all its models and metrics): one collect, not one per step;
             # a single query over every rule would hold all their copies at once.
-            parts.append(pl.concat(own, how="vertical").collect())
+            part = pl.concat(own, how="vertical").collect()
+            if history is not None and days:
+                if (key, days) not in sums:
+                    sums[key, days] = forecast.WindowSums(history, days, budgets, patterns)
+                part = sums[key, days].attach(part, index, rule.budget)
+            parts.append(part)
     frames = [
-        _judge(rule, pl.concat(parts, how="vertical"), now)
-        for rule, parts in alike.values()
+        _judge(rule, pl.concat(parts, how="vertical"), now, days)
+        for rule, days, parts in alike.values()
         if parts
     ]
     frames = [frame for frame in frames if frame.height]
@@ -407,14 +420,16 @@ def _subjects(
     return pl.concat(rows, how="vertical")
 
 
-def _judge(rule: Rule, subjects: pl.DataFrame, now: datetime) -> pl.DataFrame:
-    """Ratio, level and forecast for each row of `subjects`."""
+def _judge(
+    rule: Rule, subjects: pl.DataFrame, now: datetime, days: tuple[date, ...]
+) -> pl.DataFrame:
+    """Ratio, level and forecast for each row of `subjects` (`days`: `forecast.window`)."""
     used, limit = pl.col("used"), pl.col("limit")
     level: pl.Expr = pl.lit(None, pl.Float64())
     for threshold in rule.thresholds:  # ascending: the last reached wins
         level = pl.when(_reaches(used, limit, threshold.at)).then(threshold.at).otherwise(level)
     judged = forecast.judge(
-        subjects, rule.period, rule.forecast, now, reached=_reaches(used, limit, 100)
+        subjects, rule.period, rule.forecast, now, reached=_reaches(used, limit, 100), days=days
     )
     return judged.with_columns(
         (used / limit).alias("ratio"),

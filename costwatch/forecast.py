@@ -1,32 +1,223 @@
 """Forecasts: where a subject's use is heading by its period's end, and when it passes the limit.
 
 Pure and vectorised: `judge` adds the forecast columns to a frame of subjects (one row per
-budget subject x model-or-all x metric, with `used` and `limit`), so 20,000 subjects cost a few
-polars expressions, not a Python loop per subject.
+budget subject x model-or-all x metric, with `used` and `limit`), and `WindowSums` sums the
+stored days of every subject at once (one `group_by` over the days, keys and models), so 20,000
+subjects cost a few polars queries, not a Python loop per subject. The README's "Forecast"
+section says the same for users.
 
-- **Linear since the period's start**: period-to-date use divided by the elapsed fraction of
-  the period. The projected overrun is when the same rate reaches the limit:
-  start + elapsed * limit / used.
-- A forecast is due when the projection reaches the limit, the limit is not already reached
-  (`reached`), forecasts are enabled, at least `min_elapsed` of the period has passed and, for
-  spend, at least `min_spend_usd` was spent.
+The projection is what is spent plus what the remaining days will bring, by one of:
+
+- **Weekday/weekend rates** (`WEEKDAY_WEEKEND`): the mean spend of the window's weekdays and of
+  its weekend days (Saturday, Sunday), each applied to the days of its kind still to come, when
+  the data says they differ: at least `MIN_OF_EACH` days of each kind in the window, and one
+  kind's mean more than `SPLIT_RATIO` times the other's.
+- **A trailing rate** ("trailing 14-day rate", `trailing`): otherwise, the mean of the window's
+  days, applied to every day still to come.
+- **Linear since the period's start** (`LINEAR`): period-to-date use divided by the elapsed
+  fraction of the period, when fewer than `MIN_DAYS` closed days are stored in the window (or
+  `method: linear`).
+
+The window is the last `window` closed local days before today (in the period's zone; earlier
+periods' days count), those the store holds completely. Today's remainder is projected at the
+rate of today's kind, in proportion to the real time left in it (a DST day has 23 or 25 hours);
+days still to come are whole days. A rate is never negative, so a projection is never below
+what is spent.
+
+A forecast is due when the projection reaches the limit, the limit is not already reached
+(`reached`), forecasts are enabled, at least `min_elapsed` of the period has passed and, for
+spend, at least `min_spend_usd` was spent. The projected overrun is when the projection passes
+the limit: for the linear method start + elapsed * limit / used; for the rates, within the day
+the cumulated rates pass it, spend spread evenly over that day's real time.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from costwatch.config import ForecastConfig
-from costwatch.periods import Period
+from costwatch import globs
+from costwatch.config import Budget, ForecastConfig
+from costwatch.config.budget import METRICS
+from costwatch.periods import Period, local_midnight
+from costwatch.selection import USAGE_COLUMN, mask, row_tokens, selections
 
-__all__ = ["LINEAR", "judge"]
+__all__ = [
+    "LINEAR",
+    "MIN_DAYS",
+    "MIN_OF_EACH",
+    "SPLIT_RATIO",
+    "WEEKDAY_WEEKEND",
+    "History",
+    "WindowSums",
+    "judge",
+    "trailing",
+    "window",
+]
 
-LINEAR = "linear since the period's start"  # the method, as messages and `check` say it
+# The methods, as messages and `check` say them.
+LINEAR = "linear since the period's start"
+WEEKDAY_WEEKEND = "weekday/weekend rates"
 
+MIN_DAYS = 7  # fewer closed days stored in the window: the linear projection
+MIN_OF_EACH = 2  # weekdays and weekend days each, in the window, before they are told apart
+SPLIT_RATIO = 1.5  # one kind's mean above this many times the other's: rates told apart
+
+WEEKDAY, WEEKEND = "_weekday", "_weekend"  # the columns `WindowSums.attach` adds
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+
+
+def trailing(days: int) -> str:
+    """The trailing method's name for a window of `days` stored days."""
+    return f"trailing {days}-day rate"
+
+
+@dataclass(frozen=True)
+class History:
+    """Stored closed days of one export range's zone, for the forecast.
+
+    `frame` has usage.SCHEMA plus "day" (pl.Date, the local day): per day, key and model.
+    `days` are the local days it covers completely; a covered day without rows is a day
+    without use (zero), a day not covered is unknown and left out of every window."""
+
+    frame: pl.DataFrame
+    days: frozenset[date]
+
+
+def window(
+    history: History | None, forecast: ForecastConfig, zone: ZoneInfo, now: datetime
+) -> tuple[date, ...]:
+    """The covered closed days the rates are taken from at `now`: the last `forecast.window`
+    local days before today that `history` covers, oldest first. Empty when they are fewer than
+    `MIN_DAYS` or the method is linear: then the projection is linear."""
+    if history is None or forecast.method == "linear":
+        return ()
+    today = now.astimezone(zone).date()
+    first = today - timedelta(days=forecast.window)
+    days = tuple(sorted(day for day in history.days if first <= day < today))
+    return days if len(days) >= MIN_DAYS else ()
+
+
+class WindowSums:
+    """One range's stored days over one window, summed per key: every metric on weekdays and
+    on weekend days, for all models and for each model glob in use, and every budget's
+    selection over those keys (`selection.selections`, the rule the evaluation applies).
+
+    Keys are taken from the stored days, not from this period's export: a pool's rate counts a
+    key that spent last week and nothing yet this period.
+    """
+
+    def __init__(
+        self,
+        history: History,
+        days: Collection[date],
+        budgets: Sequence[Budget],
+        patterns: Sequence[str],
+    ) -> None:
+        self._prefixes: dict[str | None, str] = {None: ""}
+        for i, glob in enumerate(dict.fromkeys(patterns)):
+            self._prefixes[glob] = f"_glob_{i}"
+        frame = history.frame.filter(pl.col("day").is_in(list(days)))
+        values = {
+            "cost_usd": pl.col(USAGE_COLUMN["cost_usd"]).cast(pl.Float64),
+            "requests": pl.col(USAGE_COLUMN["requests"]).cast(pl.Float64),
+            "tokens": row_tokens(frame),
+        }
+        weekend = pl.col("day").dt.weekday() >= 6  # ISO: Saturday 6, Sunday 7
+        aggs = [pl.col("api_key_name").sort_by("day").last()]
+        for pattern, prefix in self._prefixes.items():
+            on_model = (
+                pl.lit(True)
+                if pattern is None
+                else pl.col("model").str.contains(globs.to_regex(pattern))
+            )
+            for metric, value in values.items():
+                for suffix, kind in ((WEEKDAY, ~weekend), (WEEKEND, weekend)):
+                    chosen = pl.when(on_model & kind).then(value)
+                    aggs.append(chosen.sum().alias(f"{prefix}{metric}{suffix}"))
+        self._sums = frame.lazy().group_by("api_key_id").agg(aggs).collect()
+        self._masks = selections(budgets, self._sums)
+
+    def attach(self, subjects: pl.DataFrame, index: int, budget: Budget) -> pl.DataFrame:
+        """`subjects` of budget number `index` (api_key_id, model, metric, ...) with its
+        window sums (`WEEKDAY`, `WEEKEND`; 0 for a subject without stored use)."""
+        selected = self._sums.filter(self._masks.get_column(mask(index)))
+        parts = []
+        for model in (None, *budget.models):
+            prefix = self._prefixes[model]
+            for metric in METRICS:
+                sums = [
+                    pl.col(f"{prefix}{metric}{suffix}").alias(suffix)
+                    for suffix in (WEEKDAY, WEEKEND)
+                ]
+                if budget.scope == "shared":
+                    sums = [total.sum() for total in sums]
+                    subject = pl.lit(None, pl.String()).alias("api_key_id")
+                else:
+                    subject = pl.col("api_key_id")
+                parts.append(
+                    selected.lazy().select(
+                        subject,
+                        pl.lit(model, pl.String()).alias("model"),
+                        pl.lit(metric).alias("metric"),
+                        *sums,
+                    )
+                )
+        long = pl.concat(parts, how="vertical").collect()
+        return subjects.join(
+            long, on=["api_key_id", "model", "metric"], how="left", nulls_equal=True
+        ).with_columns(pl.col(WEEKDAY, WEEKEND).fill_null(0.0))
+
+
+@dataclass(frozen=True)
+class _Days:
+    """The calendar a rate forecast at one instant needs: the window's days by kind, and the
+    days still to come in the period (today's remainder first), as a table."""
+
+    weekdays: int  # in the window
+    weekends: int
+    ahead: pl.DataFrame  # per day to come: start_us, length_us, the weekday and weekend share
+
+    @property
+    def count(self) -> int:
+        return self.weekdays + self.weekends
+
+
+def _calendar(days: Sequence[date], period: Period, now: datetime) -> _Days:
+    zone = period.zone
+    weekends = sum(1 for day in days if day.weekday() >= 5)
+    rows: list[tuple[int, int, float, float]] = []
+    end = period.end.astimezone(UTC)
+    moment = min(max(now.astimezone(UTC), period.start.astimezone(UTC)), end)
+    day = moment.astimezone(zone).date()
+    while moment < end:
+        start = local_midnight(day, zone).astimezone(UTC)
+        after = min(local_midnight(day + timedelta(days=1), zone).astimezone(UTC), end)
+        if after <= moment:  # a local day the zone skips (Pacific/Apia, 2011-12-30)
+            day += timedelta(days=1)
+            continue
+        share = (after - moment) / (after - start)
+        weekend = day.weekday() >= 5
+        rows.append(
+            (
+                (moment - _EPOCH) // _MICROSECOND,
+                (after - moment) // _MICROSECOND,
+                0.0 if weekend else share,
+                share if weekend else 0.0,
+            )
+        )
+        moment, day = after, day + timedelta(days=1)
+    ahead = pl.DataFrame(
+        rows,
+        schema={"_start": pl.Int64, "_length": pl.Int64, "_wd": pl.Float64, "_we": pl.Float64},
+        orient="row",
+    )
+    return _Days(weekdays=len(days) - weekends, weekends=weekends, ahead=ahead)
 
 
 def judge(
@@ -36,25 +227,35 @@ def judge(
     now: datetime,
     *,
     reached: pl.Expr,
+    days: Sequence[date] = (),
 ) -> pl.DataFrame:
     """`subjects` with `projected`, `forecast_method`, `forecast_due` and `overrun_at` added.
 
     `reached` is true where `used` has already reached the limit (no forecast is due there).
+    `days` is the `window` of stored days; with it, `subjects` carries `WindowSums.attach`'s
+    columns and the projection is made from their rates, else it is linear.
     """
     used, limit = pl.col("used"), pl.col("limit")
     fraction = period.elapsed_fraction(now)
+    spent_enough = (pl.col("metric") != "cost_usd") | (used >= forecast.min_spend_usd)
+    worth = forecast.enabled and fraction >= forecast.min_elapsed
+    if days:
+        return _by_rates(
+            subjects,
+            period,
+            forecast,
+            now,
+            _calendar(days, period, now),
+            due=pl.lit(worth) & spent_enough & ~reached,
+        )
     if fraction > 0:
         projected: pl.Expr = used / fraction
         method: pl.Expr = pl.lit(LINEAR, pl.String())
     else:
         projected = pl.lit(None, pl.Float64())
         method = pl.lit(None, pl.String())
-    spent_enough = (pl.col("metric") != "cost_usd") | (used >= forecast.min_spend_usd)
     due = (
-        pl.lit(forecast.enabled and fraction > 0 and fraction >= forecast.min_elapsed)
-        & spent_enough
-        & (projected >= limit)
-        & ~reached
+        pl.lit(worth and fraction > 0) & spent_enough & (projected >= limit) & ~reached
     ).fill_null(value=False)
     elapsed_us = period.elapsed(now) // _MICROSECOND
     start_us = (period.start - _EPOCH) // _MICROSECOND
@@ -70,3 +271,83 @@ def judge(
         due.alias("forecast_due"),
         overrun.alias("overrun_at"),
     )
+
+
+def _by_rates(
+    subjects: pl.DataFrame,
+    period: Period,
+    forecast: ForecastConfig,
+    now: datetime,
+    calendar: _Days,
+    *,
+    due: pl.Expr,
+) -> pl.DataFrame:
+    """The projection from the window's daily rates, and when it passes the limit."""
+    weekday, weekend = pl.col(WEEKDAY), pl.col(WEEKEND)
+    overall = (weekday + weekend) / calendar.count
+    split = pl.lit(False)
+    if forecast.method == "auto" and min(calendar.weekdays, calendar.weekends) >= MIN_OF_EACH:
+        on_weekdays, on_weekends = weekday / calendar.weekdays, weekend / calendar.weekends
+        split = (on_weekdays > SPLIT_RATIO * on_weekends) | (
+            on_weekends > SPLIT_RATIO * on_weekdays
+        )
+        rate_wd = pl.when(split).then(on_weekdays).otherwise(overall)
+        rate_we = pl.when(split).then(on_weekends).otherwise(overall)
+    else:
+        rate_wd = rate_we = overall
+    ahead = calendar.ahead
+    weekdays_ahead = float(ahead.get_column("_wd").sum()) if ahead.height else 0.0
+    weekends_ahead = float(ahead.get_column("_we").sum()) if ahead.height else 0.0
+    rated = subjects.with_columns(
+        rate_wd.clip(lower_bound=0.0).alias("_rate_wd"),
+        rate_we.clip(lower_bound=0.0).alias("_rate_we"),
+        pl.when(split)
+        .then(pl.lit(WEEKDAY_WEEKEND))
+        .otherwise(pl.lit(trailing(calendar.count)))
+        .alias("forecast_method"),
+    )
+    rate_wd, rate_we = pl.col("_rate_wd"), pl.col("_rate_we")
+    projected = pl.col("used") + weekdays_ahead * rate_wd + weekends_ahead * rate_we
+    rated = rated.with_columns(projected.alias("projected")).with_columns(
+        (due & (pl.col("projected") >= pl.col("limit"))).alias("forecast_due")
+    )
+    return _overrun(rated, calendar.ahead, period).drop("_rate_wd", "_rate_we")
+
+
+def _overrun(rated: pl.DataFrame, ahead: pl.DataFrame, period: Period) -> pl.DataFrame:
+    """`overrun_at` for the due rows of `rated`: the instant within the first day to come
+    whose cumulated rates reach what is left of the limit."""
+    rated = rated.with_row_index("_row")
+    due = rated.filter(pl.col("forecast_due")).select(
+        "_row", "used", "limit", "_rate_wd", "_rate_we"
+    )
+    end_us = (period.end.astimezone(UTC) - _EPOCH) // _MICROSECOND
+    if due.height == 0 or ahead.height == 0:
+        overrun = pl.DataFrame(schema={"_row": pl.UInt32, "overrun_at": pl.Int64})
+    else:
+        days = ahead.with_columns(
+            (pl.col("_wd").cum_sum() - pl.col("_wd")).alias("_wd_before"),
+            (pl.col("_we").cum_sum() - pl.col("_we")).alias("_we_before"),
+        )
+        need = pl.col("limit") - pl.col("used")
+        before = pl.col("_wd_before") * pl.col("_rate_wd") + pl.col("_we_before") * pl.col(
+            "_rate_we"
+        )
+        amount = pl.col("_wd") * pl.col("_rate_wd") + pl.col("_we") * pl.col("_rate_we")
+        at = pl.col("_start") + (
+            ((need - before) / amount).clip(0.0, 1.0) * pl.col("_length")
+        ).cast(pl.Int64)
+        overrun = (
+            due.join(days, how="cross")
+            .filter((amount > 0) & (before + amount >= need))
+            .group_by("_row")
+            .agg(at.min().alias("overrun_at"))
+        )
+    joined = rated.join(overrun, on="_row", how="left").with_columns(
+        pl.when(pl.col("forecast_due"))
+        .then(pl.col("overrun_at").fill_null(end_us))
+        .otherwise(None)
+        .cast(pl.Datetime("us", "UTC"))
+        .alias("overrun_at")
+    )
+    return joined.drop("_row")

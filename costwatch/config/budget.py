@@ -93,10 +93,17 @@ Thresholds = Annotated[
 ]
 
 
+ForecastMethod = Literal["auto", "trailing", "linear"]
+
+
 class ForecastConfig(Model):
     enabled: bool = True
     min_elapsed: Annotated[float, BeforeValidator(fraction), Field(ge=0, le=1)] = 0.2
     min_spend_usd: Annotated[float, BeforeValidator(number), Field(ge=0, allow_inf_nan=False)] = 1.0
+    # auto: weekday/weekend rates when they differ, else one trailing rate; trailing: one rate;
+    # linear: from the period's start only. Too few stored days: linear (costwatch.forecast).
+    method: ForecastMethod = "auto"
+    window: Annotated[int, Field(ge=7, le=90)] = 14  # closed days the rates are taken from
 
     @model_validator(mode="before")
     @classmethod

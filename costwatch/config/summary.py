@@ -98,8 +98,9 @@ def _describe_thresholds(thresholds: Sequence[Threshold]) -> str:
 def _describe_forecast(forecast: ForecastConfig) -> str:
     if not forecast.enabled:
         return "forecast off"
+    how = "linear" if forecast.method == "linear" else f"{forecast.method}, {forecast.window} days"
     return (
-        f"forecast once {forecast.min_elapsed:.0%} of the period has passed"
+        f"forecast ({how}) once {forecast.min_elapsed:.0%} of the period has passed"
         f" and ${forecast.min_spend_usd:,.2f} is spent"
     )
 

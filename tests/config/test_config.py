@@ -1273,8 +1273,8 @@ def test_the_summary_shows_each_section_and_budget() -> None:
         "state     /var/lib/costwatch/state.db",
         "slack     bot token, default channel #ai-spend, API https://slack.com/api/",
         "metrics   0.0.0.0:9108 (at most 50000 series)",
-        "defaults  period month, thresholds 50/80/100%, forecast once 20% of the period has "
-        "passed and $1.00 is spent",
+        "defaults  period month, thresholds 50/80/100%, forecast (auto, 14 days) once 20% of "
+        "the period has passed and $1.00 is spent",
         "budgets   3",
         "  every-key: per key; keys *; month in Europe/Berlin; $200.00, 100,000 requests; "
         "thresholds 50/80/100%; to #ai-spend",
