@@ -18,6 +18,7 @@ from typing import Annotated, Literal, Self
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from costwatch.config.budget import Budget, Defaults, Silence
+from costwatch.config.detect import AnomalyConfig
 from costwatch.config.reader import at
 from costwatch.config.types import (
     Channel,
@@ -220,12 +221,22 @@ class Config(Model):
     defaults: Defaults = Defaults()
     budgets: tuple[Budget, ...] = ()
     silences: tuple[Silence, ...] = ()
+    anomalies: AnomalyConfig = AnomalyConfig()
 
     @model_validator(mode="after")
     def _channels_need_token(self) -> Self:
         if self.slack is not None and self.slack.mode == "webhook":
-            for index, budget in enumerate(self.budgets):
-                if budget.channel is not None:
+            routed = [("budgets", i, b.channel) for i, b in enumerate(self.budgets)]
+            for section, index, channel in routed:
+                if channel is not None:
                     message = "needs slack.token: a webhook posts to its own channel only"
-                    raise at(("budgets", index, "channel"), message)
+                    raise at((section, index, "channel"), message)
+        return self
+
+    @model_validator(mode="after")
+    def _overrides_name_budgets(self) -> Self:
+        names = {budget.name for budget in self.budgets}
+        for name in self.anomalies.budgets:
+            if name not in names:
+                raise at(("anomalies", "budgets", name), "names no budget of this file")
         return self

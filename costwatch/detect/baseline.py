@@ -1,0 +1,226 @@
+"""A subject's normal day: the median and the median absolute deviation of its trailing days.
+
+Why median and MAD, not a mean or a high percentile: the median ignores up to half the days
+being spikes (last week's incident does not make today's look normal), and the MAD measures
+the ordinary day-to-day swing the same robust way (1.4826 x MAD is the standard deviation of
+normal noise). A high percentile of 28 days is set by the two or three busiest days, so it
+would either flag every ordinary peak or need months of history to settle.
+
+Which days: the covered days (days the history holds whole) of the `window` before today, on
+or after the subject's first day of use (a key created last week is not measured against the
+weeks before it existed), chosen by `seasonality`: the same weekday as today when there are
+`min_days` of them, else today's group (weekdays, or Saturday and Sunday), else every day;
+fewer than `min_days` and the subject has no baseline (it is not judged). A covered day
+without a row is a day of $0, counted as such without being written out: the order
+statistics are taken over the sorted observed values merged with that many zeros, so the
+work grows with the rows there are, not with subjects x days. Pure (polars).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import polars as pl
+
+from costwatch.config.detect import Seasonality
+
+BASES = ("same weekday", "weekday/weekend", "all days")
+MAD_TO_SIGMA = 1.4826  # 1 / the normal distribution's third quartile: MAD -> sigma
+_FLAGS = ("_same_weekday", "_same_group", "_any")
+_SEASONS: dict[Seasonality, tuple[int, ...]] = {
+    "auto": (0, 1, 2),
+    "same_weekday": (0,),
+    "weekday_weekend": (1,),
+    "none": (2,),
+}
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which past days make a baseline (see the module docstring)."""
+
+    days: int
+    min_days: int
+    seasonality: Seasonality = "auto"
+
+
+@dataclass(frozen=True)
+class Days:
+    """The day judged, the days the history holds whole, and the window of its baseline."""
+
+    today: date
+    covered: tuple[date, ...]
+    window: Window
+
+    @classmethod
+    def of(cls, today: date, covered: Iterable[date], window: Window) -> Days:
+        return cls(today, tuple(sorted(set(covered))), window)
+
+
+def stats(observations: pl.DataFrame, subject: Sequence[str], days: Days) -> pl.DataFrame:
+    """Per subject with a row `today`: the `subject` columns, `value` (today's), `first_seen`,
+    `basis` (a name of BASES, null without a baseline), `baseline_days`, `normal` (median) and
+    `spread` (1.4826 x MAD), both null without a baseline.
+
+    `observations` has the `subject` columns, `day` and `value` (>= 0), one row per subject and
+    day, for today and any days before it (earlier than the window too: they date first use).
+    """
+    keys, today, window = list(subject), days.today, days.window
+    calendar = _calendar(today, days.covered, window.days)
+    firsts = (
+        observations.filter(pl.col("day") <= today)
+        .group_by(keys)
+        .agg(pl.col("day").min().alias("first_seen"))
+    )
+    current = (
+        observations.filter(pl.col("day") == today)
+        .select(*keys, "value")
+        .join(firsts, on=keys, how="left")
+        .sort("first_seen")
+    )
+    counted = current.join_asof(
+        calendar.select("day", *(f"_n{flag}" for flag in _FLAGS)),
+        left_on="first_seen",
+        right_on="day",
+        strategy="forward",
+    ).drop("day")
+    chosen = counted.with_columns(_basis(window).alias("_basis")).with_columns(
+        pl.coalesce(
+            *(pl.when(pl.col("_basis") == i).then(pl.col(f"_n{f}")) for i, f in enumerate(_FLAGS)),
+            pl.lit(0, dtype=pl.UInt32),
+        ).alias("baseline_days")
+    )
+    rows = _baseline_rows(observations, chosen, calendar, keys)
+    return _order_statistics(chosen, rows, keys).select(
+        *keys,
+        "value",
+        "first_seen",
+        pl.col("_basis").replace_strict(dict(enumerate(BASES)), default=None).alias("basis"),
+        "baseline_days",
+        "normal",
+        "spread",
+    )
+
+
+def run_start(
+    observations: pl.DataFrame, levels: pl.DataFrame, subject: Sequence[str], days: Days
+) -> pl.DataFrame:
+    """`subject` columns and `since`: the first day of the unbroken run of covered days up to
+    today whose value reached the subject's `level` (a column of `levels`); today when the day
+    before did not (or is not covered). Looks back at most the window's days."""
+    keys, today = list(subject), days.today
+    calendar = _calendar(today, days.covered, days.window.days).select("day")
+    above = (
+        observations.join(calendar, on="day", how="semi")
+        .join(levels.select(*keys, "level"), on=keys, how="inner")
+        .filter(pl.col("value") >= pl.col("level"))
+        .with_columns((pl.lit(today) - pl.col("day")).dt.total_days().alias("_back"))
+        .group_by(keys)
+        .agg((pl.col("_back").sort() == pl.int_range(1, pl.len() + 1)).sum().alias("_run"))
+    )
+    return (
+        levels.select(keys)
+        .join(above, on=keys, how="left")
+        .select(
+            *keys,
+            (pl.lit(today) - pl.duration(days=pl.col("_run").fill_null(0))).alias("since"),
+        )
+    )
+
+
+def _calendar(today: date, covered: Iterable[date], days: int) -> pl.DataFrame:
+    """The covered days of the window, oldest first, each with its basis flags and, per flag,
+    how many flagged days fall on or after it (`_n<flag>`)."""
+    window = sorted({d for d in covered if timedelta(0) < today - d <= timedelta(days=days)})
+    weekend = today.weekday() >= 5
+    frame = pl.DataFrame({"day": window}, schema={"day": pl.Date()}).with_columns(
+        (pl.col("day").dt.weekday() == today.isoweekday()).alias("_same_weekday"),
+        ((pl.col("day").dt.weekday() >= 6) == weekend).alias("_same_group"),
+        pl.lit(value=True).alias("_any"),
+    )
+    return frame.with_columns(
+        pl.col(flag).cast(pl.UInt32).cum_sum(reverse=True).alias(f"_n{flag}") for flag in _FLAGS
+    )
+
+
+def _basis(window: Window) -> pl.Expr:
+    """The index in BASES of the first basis `seasonality` allows with `min_days` days."""
+    options = _SEASONS[window.seasonality]
+    enough = [pl.col(f"_n{_FLAGS[i]}").fill_null(0) >= window.min_days for i in options]
+    return pl.coalesce(
+        *(pl.when(ok).then(pl.lit(i, dtype=pl.Int8)) for i, ok in zip(options, enough, strict=True))
+    )
+
+
+def _baseline_rows(
+    observations: pl.DataFrame, chosen: pl.DataFrame, calendar: pl.DataFrame, keys: list[str]
+) -> pl.DataFrame:
+    """The observed rows that make each subject's baseline."""
+    in_basis = pl.coalesce(
+        *(pl.when(pl.col("_basis") == i).then(pl.col(flag)) for i, flag in enumerate(_FLAGS))
+    )
+    return (
+        observations.select(*keys, "day", "value")
+        .join(calendar.select("day", *_FLAGS), on="day", how="inner")
+        .join(
+            chosen.filter(pl.col("_basis").is_not_null()).select(*keys, "_basis", "first_seen"),
+            on=keys,
+            how="inner",
+        )
+        .filter(in_basis & (pl.col("day") >= pl.col("first_seen")))
+        .select(*keys, "value")
+    )
+
+
+def _order_statistics(chosen: pl.DataFrame, rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """`chosen` with `normal` (median) and `spread` (1.4826 x MAD) of each subject's baseline:
+    its observed `rows` and, for the rest of its `baseline_days`, zeros."""
+    observed = rows.group_by(keys).agg(
+        pl.col("value").sort().alias("_values"), pl.len().alias("_observed")
+    )
+    with_median = chosen.join(observed, on=keys, how="left").with_columns(
+        pl.col("_observed").fill_null(0).cast(pl.Int64),
+        pl.col("baseline_days").cast(pl.Int64).alias("_n"),
+    )
+    with_median = with_median.with_columns(
+        (pl.col("_n") - pl.col("_observed")).alias("_zeros")
+    ).with_columns(_median("_values", fill=pl.lit(0.0), below=pl.lit(0)).alias("normal"))
+    deviations = (
+        rows.join(with_median.select(*keys, "normal"), on=keys, how="inner")
+        .with_columns((pl.col("value") - pl.col("normal")).abs().alias("_dev"))
+        .group_by(keys)
+        .agg(
+            pl.col("_dev").sort().alias("_devs"),
+            (pl.col("_dev") < pl.col("normal")).sum().alias("_below"),
+        )
+    )
+    return with_median.join(deviations, on=keys, how="left").with_columns(
+        (
+            _median("_devs", fill=pl.col("normal"), below=pl.col("_below").fill_null(0))
+            * MAD_TO_SIGMA
+        ).alias("spread")
+    )
+
+
+def _median(values: str, *, fill: pl.Expr, below: pl.Expr) -> pl.Expr:
+    """The median of the sorted list `values` merged with `_zeros` copies of `fill` (`below`
+    of the list's elements are smaller than `fill`); null for none at all (`_n` is 0)."""
+    n = pl.col("_n")
+    low = _kth(values, (n - 1) // 2, fill, below)
+    high = _kth(values, n // 2, fill, below)
+    return pl.when(n > 0).then(low / 2 + high / 2)
+
+
+def _kth(values: str, k: pl.Expr, fill: pl.Expr, below: pl.Expr) -> pl.Expr:
+    """The k-th smallest (from 0) of the merge of a sorted list and `_zeros` copies of `fill`."""
+    zeros = pl.col("_zeros")
+    listed = pl.col(values)
+    return (
+        pl.when(k < below)
+        .then(listed.list.get(k, null_on_oob=True))
+        .when(k < below + zeros)
+        .then(fill)
+        .otherwise(listed.list.get(k - zeros, null_on_oob=True))
+    )
