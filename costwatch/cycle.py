@@ -1,7 +1,7 @@
 """One cycle of costwatch, as data flows (docs/architecture.md), and nothing else.
 
     export the to-date range of every period in use -> load -> evaluate budgets
-    -> plan alerts against the ledger -> commit ledger + outbox + history + health at once
+    -> plan alerts against the ledger -> commit ledger + outbox + health at once
 
 Everything that touches the outside world is handed in (`Deps`): the export client (or a saved
 CSV), the state, and `now`. A failed export or unusable data never evaluates budgets: it
@@ -36,7 +36,7 @@ from costwatch.errors import (
 )
 from costwatch.notices import Notice
 from costwatch.periods import Period
-from costwatch.state import BudgetHistoryRow, Message, Store
+from costwatch.state import Message, Store
 
 if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)
     from costwatch.langdock import ExportResult, LangdockClient
@@ -189,7 +189,6 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
             now=now,
             ledger=outcome.plan.ledger,
             messages=messages,
-            budget_history=_budget_history(findings),
             health=new_health,
         )
     deps.state.prune(now, config.state.retention)
@@ -280,21 +279,6 @@ def _describe(fetched: Iterable[Fetched]) -> str:
     column = f", model column {columns[0]!r}" if columns else ""
     ranges = f" of {len(exported)} ranges" if len(exported) > 1 else ""
     return f"Langdock export{ranges} ({rows:,} rows{split}{column})"
-
-
-def _budget_history(findings: pl.DataFrame) -> list[BudgetHistoryRow]:
-    """One row per budget subject and metric (all models) for this cycle."""
-    totals = findings.filter(pl.col("model").is_null())
-    return [
-        BudgetHistoryRow(
-            budget=row["budget"],
-            subject=row["api_key_id"] or "*",
-            metric=row["metric"],
-            used=row["used"],
-            limit=row["limit"],
-        )
-        for row in totals.iter_rows(named=True)
-    ]
 
 
 def _message(notice: Notice, config: Config) -> Message:

@@ -3,7 +3,7 @@
 load_config(path, env=None) -> Config       read the file, or raise ConfigError
 parse_config(text, *, source, env, base_dir) -> Config
 
-models.py     the sections (langdock, schedule, state, slack, metrics) and `Config`
+models.py     the sections (langdock, schedule, state, history, slack, metrics) and `Config`
 budget.py     defaults, budgets, limits, thresholds, silences
 detect.py     the detectors' sections: anomalies
 types.py      value types and their validators: durations, zones, globs, URLs, secrets
@@ -29,6 +29,7 @@ from costwatch.config.budget import (
 from costwatch.config.load import load_config, parse_config
 from costwatch.config.models import (
     Config,
+    HistoryConfig,
     LangdockConfig,
     MetricsConfig,
     ScheduleConfig,
@@ -41,6 +42,7 @@ __all__ = [
     "Config",
     "Defaults",
     "ForecastConfig",
+    "HistoryConfig",
     "LangdockConfig",
     "Limits",
     "MetricsConfig",

@@ -15,7 +15,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from costwatch.config.budget import Budget, Defaults, Silence
 from costwatch.config.detect import AnomalyConfig
@@ -35,6 +42,7 @@ from costwatch.config.types import (
     check_listen,
     check_url,
     header_token_problem,
+    number,
     read_secret_files,
     resolve_path,
     split_listen,
@@ -109,12 +117,30 @@ class ScheduleConfig(Model):
 
 class StateConfig(Model):
     path: Path = Path("/var/lib/costwatch/state.db")
-    retention: Duration = timedelta(days=90)  # spend history and delivered alerts kept this long
+    # How long delivered alerts, ended periods' ledger and stored days are kept (stored days: at
+    # least 94 days, so a running quarter stays whole).
+    retention: Duration = timedelta(days=90)
 
     @field_validator("path")
     @classmethod
     def _relative_to_config(cls, path: Path, info: ValidationInfo) -> Path:
         return resolve_path(path, info)
+
+
+class HistoryConfig(Model):
+    """The daily usage history: closed days are exported once and kept in the state, so a
+    cycle exports only the open day (docs/architecture.md)."""
+
+    enabled: bool = True  # false: every cycle exports each period to date, as before
+    # A closed day exported before this long after its local midnight is exported once more,
+    # settled, after it (usage can arrive late).
+    settle_after: Duration = timedelta(hours=6)
+    # How many closed days backfill fetches; None: the longest period in use. At most 365.
+    backfill_days: Annotated[int, BeforeValidator(number), Field(ge=1, le=365)] | None = None
+    # A cycle exports up to this many missing closed days itself; more missing: it exports the
+    # period as a whole (and the keeper fills the days in).
+    max_days_per_cycle: Annotated[int, BeforeValidator(number), Field(ge=0, le=31)] = 2
+    pace: Duration = timedelta(seconds=10)  # between the exports of backfill and settling
 
 
 class SlackConfig(Model):
@@ -216,6 +242,7 @@ class Config(Model):
     langdock: LangdockConfig
     schedule: ScheduleConfig = ScheduleConfig()
     state: StateConfig = StateConfig()
+    history: HistoryConfig = HistoryConfig()
     slack: SlackConfig | None = None
     metrics: MetricsConfig = MetricsConfig()
     defaults: Defaults = Defaults()

@@ -1,9 +1,10 @@
-"""What costwatch keeps between cycles: the alert ledger, the outbox, the budget history and
-export health, behind one interface (`Store`).
+"""What costwatch keeps between cycles: the alert ledger, the outbox, export health and the
+daily usage history, behind one interface (`Store`).
 
-    base.py    `Store` and `Transaction`: what a cycle, delivery and the commands need; the
-               records (`OutboxItem`, `Message`, `BudgetHistoryRow`)
+    base.py    `Store`, `Transaction` and `History`: what a cycle, delivery, the keeper of the
+               history and the commands need; the records (`OutboxItem`, `Message`, `StoredDay`)
     sqlite.py  `SqliteState`: the store in one SQLite file
+    daily.py   the daily usage history's SQL (`usage_day`, `usage_daily`, marks)
     schema.py  creating, recognising and migrating the file (`MIGRATIONS`, `SCHEMA_VERSION`)
     lock.py    one writer per state file (`flock` on `<state>.lock`)
     rows.py    damaged rows read the safe way, each logged once and counted
@@ -16,18 +17,19 @@ export health, behind one interface (`Store`).
 from __future__ import annotations
 
 from costwatch.config import StateConfig
-from costwatch.state.base import BudgetHistoryRow, Message, OutboxItem, Store, Transaction
+from costwatch.state.base import History, Message, OutboxItem, Store, StoredDay, Transaction
 from costwatch.state.schema import MIGRATIONS, SCHEMA_VERSION
 from costwatch.state.sqlite import SqliteState
 
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
-    "BudgetHistoryRow",
+    "History",
     "Message",
     "OutboxItem",
     "SqliteState",
     "Store",
+    "StoredDay",
     "Transaction",
     "open_store",
 ]

@@ -3,16 +3,21 @@
 A cycle, delivery and the commands need exactly this of a state, whatever holds it:
 
 - **a cycle** reads the ledger of its periods and the export health, and commits its plan
-  (ledger entries, outbox messages, budget history, export health) in one `transaction()`:
+  (ledger entries, outbox messages, export health) in one `transaction()`:
   what it read is still true when it writes, and all of it is written or none;
 - **delivery** reads the `pending` outbox rows due now and marks each `mark_sent` once the peer
   accepted it, or `mark_failed` with the error and when to try again;
 - **the commands** count what waits (`pending_count`), `prune` what retention lets go, and
-  `close` (which lets go of the writer's hold on the state).
+  `close` (which lets go of the writer's hold on the state);
+- **the usage history** (issue 13): per local day of a zone, per key and model, the usage of
+  that day as exported (`put_day`, one transaction per day, replacing what was stored), what is
+  known of each stored day (`stored_days` -> `StoredDay`), the sums over a range of days
+  (`usage_between`, the frame `budgets.evaluate` takes) and the days one by one
+  (`usage_by_day`, for forecasts and reports); and small named instants (`mark`, `set_mark`)
+  that the keeper of the history keeps (when a period was last reconciled).
 
 `SqliteState` (`costwatch.state.sqlite`) is the first implementation; `open_store(config)` opens
-the one the configuration names. The `budget_history` rows are one per budget subject and
-metric per cycle (used against limit): not a daily usage history.
+the one the configuration names.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol, Self
+
+import polars as pl
 
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.health import ExportHealth
 
-__all__ = ["BudgetHistoryRow", "Message", "OutboxItem", "Store", "Transaction"]
+__all__ = ["History", "Message", "OutboxItem", "Store", "StoredDay", "Transaction"]
 
 
 @dataclass(frozen=True)
@@ -50,15 +57,52 @@ class Message:
 
 
 @dataclass(frozen=True)
-class BudgetHistoryRow:
-    budget: str
-    subject: str
-    metric: str
-    used: float
-    limit: float
+class StoredDay:
+    """What is known of one stored day of one zone."""
+
+    zone: str  # IANA zone name of the local day
+    day: date
+    exported_at: datetime  # when its rows were exported (UTC-aware)
+    settled: bool  # exported at/after the day's settle time (the keeper decides; a cycle: False)
+    rows: int  # key x model rows stored for it (0: a day with no usage, still stored)
+    has_tokens: bool = False  # its export carried the BYOK token columns
 
 
-class Transaction(Protocol):
+class History(Protocol):
+    """The daily usage history: what a cycle and the keeper read and write of it, on a `Store`
+    and inside its `Transaction` alike. Days are local dates of `zone`; ranges are inclusive."""
+
+    def stored_days(self, zone: str, first: date, last: date) -> dict[date, StoredDay]:
+        """The stored days of `zone` in [first, last], by day."""
+        ...
+
+    def usage_between(self, zone: str, first: date, last: date) -> pl.DataFrame:
+        """usage.SCHEMA, one row per (api_key_id, model), summed over the stored days in
+        [first, last]; a key's api_key_name is the one of the latest day it was seen. A token
+        sum is null where no day reported it."""
+        ...
+
+    def usage_by_day(self, zone: str, first: date, last: date) -> pl.DataFrame:
+        """usage.SCHEMA plus a "day" (pl.Date) column: per stored day, key and model, sorted by
+        day (forecasts, anomalies and backtests read this)."""
+        ...
+
+    def put_day(
+        self, zone: str, day: date, frame: pl.DataFrame, *, exported_at: datetime, settled: bool
+    ) -> None:
+        """Replace the day's rows with `frame` (usage.SCHEMA, one row per key and model; an
+        empty frame is a day without usage) and its `StoredDay`, all at once: a crash leaves
+        the day as it was or as given, never half of it, never twice."""
+        ...
+
+    def mark(self, name: str) -> datetime | None:
+        """The instant last set for `name` (e.g. "reconciled:Europe/Berlin:2026-11"), or None."""
+        ...
+
+    def set_mark(self, name: str, at: datetime) -> None: ...
+
+
+class Transaction(History, Protocol):
     """What a cycle reads and writes inside `Store.transaction()`; usable only within it."""
 
     def ledger(self, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:
@@ -73,14 +117,13 @@ class Transaction(Protocol):
         now: datetime,
         ledger: Sequence[LedgerEntry] = (),
         messages: Sequence[Message] = (),
-        budget_history: Sequence[BudgetHistoryRow] = (),
         health: ExportHealth | None = None,
     ) -> list[int]:
         """Write a cycle's outcome (committed when the transaction ends); the new outbox ids."""
         ...
 
 
-class Store(Protocol):
+class Store(History, Protocol):
     """The state a cycle, delivery and the commands share (see the module docstring)."""
 
     @property
@@ -109,7 +152,6 @@ class Store(Protocol):
         now: datetime,
         ledger: Sequence[LedgerEntry] = (),
         messages: Sequence[Message] = (),
-        budget_history: Sequence[BudgetHistoryRow] = (),
         health: ExportHealth | None = None,
     ) -> list[int]:
         """`transaction().commit(...)` on its own; returns the new outbox ids."""
@@ -126,8 +168,8 @@ class Store(Protocol):
     def mark_failed(self, item_id: int, error: str, now: datetime, retry_at: datetime) -> None: ...
 
     def prune(self, now: datetime, retention: timedelta) -> int:
-        """Delete what `retention` lets go (never an unsent row nor a running period's ledger);
-        returns rows deleted."""
+        """Delete what `retention` lets go (never an unsent row, nor a running period's ledger,
+        nor a stored day a running period may need); returns rows deleted."""
         ...
 
     def close(self) -> None: ...

@@ -27,6 +27,31 @@ from costwatch.errors import StateError
 
 APPLICATION_ID = 0x63777374  # "cwst" in the SQLite header: this file is costwatch's state
 
+# The daily usage history (migration 3, `daily.py`). Keys, models, key names and zones are
+# interned as small integers (id 0 stands for an empty cell and has no row); a day is its
+# number of days since 1970-01-01. `usage_day` says which days of a zone are stored;
+# `usage_daily` holds their rows, keyed so that a range of days of a zone is one range scan.
+# This is migration 3's text: never edit it; a change to these tables is a new migration.
+HISTORY_TABLES_SQL = """
+    CREATE TABLE usage_zone (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+    CREATE TABLE usage_key (id INTEGER PRIMARY KEY, api_key_id TEXT NOT NULL UNIQUE);
+    CREATE TABLE usage_model (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+    CREATE TABLE usage_name (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+    CREATE TABLE usage_day (
+        zone INTEGER NOT NULL, day INTEGER NOT NULL,
+        exported_at TEXT NOT NULL, settled INTEGER NOT NULL, rows INTEGER NOT NULL,
+        has_tokens INTEGER NOT NULL,
+        PRIMARY KEY (zone, day)
+    ) WITHOUT ROWID;
+    CREATE TABLE usage_daily (
+        zone INTEGER NOT NULL, day INTEGER NOT NULL, key INTEGER NOT NULL, model INTEGER NOT NULL,
+        name INTEGER NOT NULL, requests INTEGER NOT NULL, cost REAL NOT NULL,
+        prompt INTEGER, completion INTEGER, cached INTEGER, creation INTEGER, no_cache INTEGER,
+        PRIMARY KEY (zone, day, key, model)
+    ) WITHOUT ROWID;
+    CREATE TABLE marks (name TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
     """
@@ -63,13 +88,37 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 2: claim the file in its header, so that no other application's database is taken for it
     f"PRAGMA application_id = {APPLICATION_ID}",
+    # 3: the daily usage history (issue 13). The budget history (one row per budget subject
+    # per cycle, read by nothing) is dropped: it grew with every cycle; the daily history
+    # replaces it.
+    "DROP TABLE history;" + HISTORY_TABLES_SQL,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # A file from before migration 2 has no application_id: it is ours if it holds only these tables.
 _UNCLAIMED_TABLES = frozenset(
     {"schema_version", "ledger", "outbox", "history", "export_health", "sqlite_sequence"}
 )
-_READ_TABLES = frozenset({"ledger", "outbox", "history", "export_health"})  # what State reads
+_READ_TABLES = frozenset({"ledger", "outbox", "export_health"})  # what State must read
+# The daily usage history's tables: a dry run on an older file reads it as empty.
+HISTORY_TABLES = frozenset(
+    {"usage_zone", "usage_key", "usage_model", "usage_name", "usage_day", "usage_daily", "marks"}
+)
+
+
+def has_history(connection: sqlite3.Connection) -> bool:
+    """The file has the daily usage history's tables (migration 3 or later)."""
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    return tables >= HISTORY_TABLES
+
+
+def empty_history() -> sqlite3.Connection:
+    """An in-memory database with the history's tables and nothing in them: an older file's
+    history, read by the same SQL."""
+    connection = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    connection.executescript(HISTORY_TABLES_SQL)
+    return connection
+
+
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _FRESH_START = "move it away to start afresh, knowing that this period's alerts will be sent again"
 

@@ -1,5 +1,5 @@
 """The state in one SQLite file (`SqliteState`, the first `Store`): the alert ledger, the outbox,
-the budget history, export health.
+export health and the daily usage history (its SQL in `daily.py`).
 
 - WAL journal, `synchronous=FULL`, file mode 0600 (it holds key names and spend).
 - A `schema_version` table and forward-only migrations (`schema.py`); a file written by a
@@ -19,6 +19,9 @@ the budget history, export health.
 - A damaged outbox or ledger row (bad JSON, a bad time, a value of the wrong type) stops
   neither delivery nor planning: outbox rows are set aside, ledger rows read the safe way, each
   logged once and counted (`rows.py`; `on_damaged`). Reading never writes.
+- The daily usage history: `put_day` and `set_mark` are each one transaction of their own on
+  `SqliteState`, and part of the open one on a `SqliteTransaction`. A file opened read-only
+  from before migration 3 has no history: it reads as an empty one.
 """
 
 from __future__ import annotations
@@ -30,19 +33,30 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
+
+import polars as pl
 
 from costwatch import periods
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
-from costwatch.state.base import BudgetHistoryRow, Message, OutboxItem
+from costwatch.state import daily
+from costwatch.state.base import Message, OutboxItem, StoredDay
 from costwatch.state.lock import WriterLock
 from costwatch.state.rows import Damage, Damaged, Query, outbox_item, read_ledger
-from costwatch.state.schema import connect, connect_read_only, rollback
+from costwatch.state.schema import (
+    connect,
+    connect_read_only,
+    empty_history,
+    has_history,
+    rollback,
+)
 
 __all__ = ["SqliteState", "SqliteTransaction"]
+
+_T = TypeVar("_T")
 
 
 class SqliteState:
@@ -57,6 +71,7 @@ class SqliteState:
         self._writable = writer is not None
         self.path = path
         self._damage = Damage(path)
+        self._has_history = has_history(connection)
 
     @property
     def on_damaged(self) -> Callable[[str], None] | None:
@@ -140,18 +155,46 @@ class SqliteState:
         now: datetime,
         ledger: Sequence[LedgerEntry] = (),
         messages: Sequence[Message] = (),
-        budget_history: Sequence[BudgetHistoryRow] = (),
         health: ExportHealth | None = None,
     ) -> list[int]:
         """Write a cycle's outcome atomically; returns the new outbox ids."""
         with self.transaction() as transaction:
-            return transaction.commit(
-                now=now,
-                ledger=ledger,
-                messages=messages,
-                budget_history=budget_history,
-                health=health,
+            return transaction.commit(now=now, ledger=ledger, messages=messages, health=health)
+
+    # -- the daily usage history (see `History` in base.py) ---------------------------------
+
+    def stored_days(self, zone: str, first: date, last: date) -> dict[date, StoredDay]:
+        return self._read(daily.stored_days, zone, first, last)
+
+    def usage_between(self, zone: str, first: date, last: date) -> pl.DataFrame:
+        return self._read(daily.usage_between, zone, first, last)
+
+    def usage_by_day(self, zone: str, first: date, last: date) -> pl.DataFrame:
+        return self._read(daily.usage_by_day, zone, first, last)
+
+    def put_day(
+        self,
+        zone: str,
+        day: date,
+        frame: pl.DataFrame,
+        *,
+        exported_at: datetime,
+        settled: bool,
+        has_tokens: bool | None = None,
+    ) -> None:
+        """Replace the day's rows and its `StoredDay` in one transaction of its own;
+        `has_tokens` (None: whether a token cell is filled) is what `StoredDay` keeps."""
+        with self.transaction() as transaction:
+            transaction.put_day(
+                zone, day, frame, exported_at=exported_at, settled=settled, has_tokens=has_tokens
             )
+
+    def mark(self, name: str) -> datetime | None:
+        return self._read(daily.mark, name)
+
+    def set_mark(self, name: str, at: datetime) -> None:
+        with self.transaction() as transaction:
+            transaction.set_mark(name, at)
 
     # -- the outbox -------------------------------------------------------------------------
 
@@ -203,13 +246,14 @@ class SqliteState:
     # -- housekeeping -------------------------------------------------------------------------
 
     def prune(self, now: datetime, retention: timedelta) -> int:
-        """Delete budget history and sent outbox rows older than `retention`, and the ledger of
-        periods that ended longer than `retention` ago; returns rows deleted. Unsent outbox rows
-        and the ledger of a period still running are kept whatever their age: deleting them
-        would lose an alert or send one twice."""
+        """Delete sent outbox rows older than `retention`, the ledger of periods that ended
+        longer than `retention` ago, and the stored days before `retention` (but never those a
+        running quarter may need: `daily.KEEP_AT_LEAST`); returns rows deleted. Unsent outbox
+        rows and the ledger of a period still running are kept whatever their age: deleting
+        them would lose an alert or send one twice."""
         cutoff = now - retention
         with self._transaction() as db:
-            deleted = db.execute("DELETE FROM history WHERE at < ?", (_iso(cutoff),)).rowcount
+            deleted = daily.delete_before(db, daily.prune_cutoff(now, retention))
             deleted += db.execute(
                 "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (_iso(cutoff),)
             ).rowcount
@@ -228,14 +272,29 @@ class SqliteState:
             except sqlite3.Error as error:
                 raise StateError(f"{self.path}: {error}") from None
 
+    def _read(self, read: Callable[..., _T], *args: Any) -> _T:
+        """A history read outside a transaction; an older file's history is an empty one."""
+        with self._lock:
+            try:
+                if self._has_history:
+                    return read(self._db, *args)
+                empty = empty_history()
+                try:
+                    return read(empty, *args)
+                finally:
+                    empty.close()
+            except sqlite3.Error as error:
+                raise StateError(f"{self.path}: {error}") from None
+
     def _transaction(self) -> _Immediate:
         if not self._writable:
             raise StateError(f"{self.path}: opened for reading only; nothing can be written")
         return _Immediate(self)
 
 
-class SqliteTransaction:
-    """What a cycle reads and writes inside `SqliteState.transaction()`; usable only within it."""
+class SqliteTransaction(daily.InTransaction):
+    """What a cycle reads and writes inside `SqliteState.transaction()`; usable only within it.
+    The history's reads and writes (`daily.InTransaction`) are part of it."""
 
     def __init__(self, db: sqlite3.Connection, damage: Damage) -> None:
         self._db = db
@@ -255,7 +314,6 @@ class SqliteTransaction:
         now: datetime,
         ledger: Sequence[LedgerEntry] = (),
         messages: Sequence[Message] = (),
-        budget_history: Sequence[BudgetHistoryRow] = (),
         health: ExportHealth | None = None,
     ) -> list[int]:
         """Write a cycle's outcome (committed when the transaction ends); the new outbox ids."""
@@ -286,10 +344,6 @@ class SqliteTransaction:
             )
             assert cursor.lastrowid is not None
             ids.append(cursor.lastrowid)
-        db.executemany(
-            "INSERT INTO history VALUES (?,?,?,?,?,?)",
-            [(_iso(now), h.budget, h.subject, h.metric, h.used, h.limit) for h in budget_history],
-        )
         if health is not None:
             db.execute(
                 "INSERT OR REPLACE INTO export_health VALUES (1,?,?,?,?,?)",

@@ -244,8 +244,8 @@ INVALID = [
     pytest.param(
         L + "zzz: 1\n",
         [
-            "zzz (line 3): unknown key 'zzz' (known keys: langdock, schedule, state, slack, "
-            "metrics, defaults, budgets, silences, anomalies)",
+            "zzz (line 3): unknown key 'zzz' (known keys: langdock, schedule, state, history, "
+            "slack, metrics, defaults, budgets, silences, anomalies)",
         ],
         id="unknown-key-no-close-match",
     ),
@@ -767,8 +767,8 @@ def test_the_error_message_names_the_source_and_counts_the_problems() -> None:
     assert str(caught.value).splitlines() == [
         "costwatch.yaml: 2 problems",
         "  langdock.api_key (line 1): is required (or api_key_file)",
-        "  zzz (line 2): unknown key 'zzz' (known keys: langdock, schedule, state, slack, "
-        "metrics, defaults, budgets, silences, anomalies)",
+        "  zzz (line 2): unknown key 'zzz' (known keys: langdock, schedule, state, history, "
+        "slack, metrics, defaults, budgets, silences, anomalies)",
     ]
 
 

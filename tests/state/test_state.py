@@ -28,7 +28,7 @@ from costwatch import periods
 from costwatch.alerts import LedgerEntry
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
-from costwatch.state import MIGRATIONS, SCHEMA_VERSION, BudgetHistoryRow, Message, SqliteState
+from costwatch.state import MIGRATIONS, SCHEMA_VERSION, Message, SqliteState
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
@@ -54,12 +54,6 @@ def entry(**changes: Any) -> LedgerEntry:
 
 def message(n: int = 0, channel: str | None = "#ai-spend") -> Message:
     return Message(kind="alert", channel=channel, payload={"n": n, "text": f"alert {n}"})
-
-
-def history(n: int = 0) -> BudgetHistoryRow:
-    return BudgetHistoryRow(
-        budget="every-key", subject=f"key-{n}", metric="cost_usd", used=n, limit=200
-    )
 
 
 def query(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -146,7 +140,7 @@ def test_an_existing_0644_file_and_its_wal_are_tightened_to_0600(path: Path) -> 
 
 def test_reopening_a_current_file_changes_neither_its_schema_nor_its_rows(path: Path) -> None:
     with SqliteState.open(path) as state:
-        state.commit(now=T0, ledger=[entry()], messages=[message()], budget_history=[history()])
+        state.commit(now=T0, ledger=[entry()], messages=[message()])
     before = path.read_bytes()
     for _ in range(3):
         SqliteState.open(path).close()
@@ -180,7 +174,7 @@ def test_a_schema_1_file_is_migrated_in_order_and_keeps_its_rows(path: Path) -> 
     with SqliteState.open(path) as state:
         assert [item.payload for item in state.pending()] == [{"old": True}]
         assert state.ledger([PERIOD])[("b", "k", "", "cost_usd", "actual", PERIOD)].used == 101
-    assert query(path, "SELECT version FROM schema_version ORDER BY rowid") == [(1,), (2,)]
+    assert query(path, "SELECT version FROM schema_version ORDER BY rowid") == [(1,), (2,), (3,)]
     assert query(path, "PRAGMA application_id") != [(0,)]
 
 
@@ -191,7 +185,8 @@ def test_a_version_0_file_runs_every_migration_in_order(path: Path) -> None:
         (n,) for n in range(1, SCHEMA_VERSION + 1)
     ]
     tables = {row[0] for row in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"ledger", "outbox", "history", "export_health"} <= tables
+    assert {"ledger", "outbox", "export_health", "usage_day", "usage_daily", "marks"} <= tables
+    assert "history" not in tables  # the budget history, dropped by migration 3
 
 
 def test_a_migration_that_fails_is_rolled_back_whole(path: Path) -> None:
@@ -270,7 +265,7 @@ def test_another_applications_sqlite_file_is_refused_and_left_untouched(
 def filled(path: Path, rows: int = 3000) -> int:
     """A costwatch file of several pages, checkpointed; returns its size."""
     with SqliteState.open(path) as state:
-        state.commit(now=T0, budget_history=[history(n) for n in range(rows)], messages=[message()])
+        state.commit(now=T0, ledger=[entry(subject=f"key-{n}") for n in range(rows)])
     return path.stat().st_size
 
 
@@ -567,16 +562,14 @@ def test_a_commit_against_a_locked_file_fails_after_the_busy_timeout_and_writes_
             other.execute("BEGIN EXCLUSIVE")
             started = time.monotonic()
             with pytest.raises(StateError, match="cannot write the state: database is locked"):
-                state.commit(
-                    now=T0, ledger=[entry()], messages=[message(2)], budget_history=[history()]
-                )
+                state.commit(now=T0, ledger=[entry()], messages=[message(2)])
             assert 0.25 <= time.monotonic() - started < 3
             assert [item.payload["n"] for item in state.pending()] == [1]  # reads still work
             other.execute("ROLLBACK")
         assert state.ledger([PERIOD]) == {}
         state.commit(now=T0, messages=[message(3)])  # and the state is usable once it is free
         assert [item.payload["n"] for item in state.pending()] == [1, 3]
-    assert count(path, "history") == 0
+    assert count(path, "ledger") == 0
 
 
 def test_a_current_file_opens_while_another_process_holds_the_write_lock(path: Path) -> None:
@@ -599,7 +592,7 @@ def assert_nothing_from_the_failed_commit(path: Path, state: SqliteState) -> Non
     check(state)
     with SqliteState.open(path) as reopened:
         check(reopened)
-    assert count(path, "history") == 1
+    assert count(path, "ledger") == 1
 
 
 def first_commit(state: SqliteState) -> None:
@@ -607,7 +600,6 @@ def first_commit(state: SqliteState) -> None:
         now=T0,
         ledger=[entry()],
         messages=[message(0)],
-        budget_history=[history(0)],
         health=ExportHealth(consecutive_failures=1),
     )
 
@@ -620,7 +612,6 @@ def test_a_commit_whose_last_write_fails_leaves_nothing_from_that_call(path: Pat
                 now=T0,
                 ledger=[entry(subject="key-2")],
                 messages=[message(1), message(2)],
-                budget_history=[history(1), history(2)],
                 health=ExportHealth(consecutive_failures=2**70),
             )
         assert_nothing_from_the_failed_commit(path, state)
@@ -637,7 +628,6 @@ def test_a_commit_with_a_payload_json_cannot_encode_leaves_nothing_from_that_cal
                 now=T0,
                 ledger=[entry(subject="key-2")],
                 messages=[message(1), unencodable],
-                budget_history=[history(1)],
                 health=ExportHealth(),
             )
         assert_nothing_from_the_failed_commit(path, state)
@@ -651,7 +641,6 @@ def test_a_naive_datetime_is_refused_and_nothing_of_that_commit_is_written(path:
                 now=T0,
                 ledger=[entry(subject="key-2")],
                 messages=[message(1)],
-                budget_history=[history(1)],
                 health=ExportHealth(last_success=T0.replace(tzinfo=None)),
             )
         assert_nothing_from_the_failed_commit(path, state)
@@ -662,7 +651,8 @@ import os, resource, signal, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from costwatch.errors import StateError
-from costwatch.state import BudgetHistoryRow, Message, SqliteState
+from costwatch.alerts import LedgerEntry
+from costwatch.state import Message, SqliteState
 
 path = Path(sys.argv[1])
 now = datetime(2026, 11, 10, tzinfo=UTC)
@@ -672,9 +662,12 @@ with SqliteState.open(path) as state:
     wal = path.with_name(path.name + "-wal")
     largest = max(path.stat().st_size, wal.stat().st_size)
     resource.setrlimit(resource.RLIMIT_FSIZE, (largest + 4096, resource.RLIM_INFINITY))
-    rows = [BudgetHistoryRow("b", f"key-{n}", "cost_usd", n, 1.0) for n in range(20000)]
+    rows = [
+        LedgerEntry("b", f"key-{n}", "", "cost_usd", "actual", "p", 80.0, 1.0, n, None)
+        for n in range(20000)
+    ]
     try:
-        state.commit(now=now, messages=[Message("alert", None, {"n": 1})], budget_history=rows)
+        state.commit(now=now, messages=[Message("alert", None, {"n": 1})], ledger=rows)
     except StateError as error:
         print("StateError", error)
     else:
@@ -694,7 +687,7 @@ def test_a_commit_that_cannot_grow_the_file_fails_cleanly_and_the_file_stays_sou
     assert "cannot write the state" in out
     with SqliteState.open(path) as state:
         assert [item.payload["n"] for item in state.pending()] == [0]
-    assert count(path, "history") == 0
+    assert count(path, "ledger") == 0
     assert query(path, "PRAGMA integrity_check") == [("ok",)]
 
 
@@ -823,21 +816,18 @@ def test_export_health_is_the_default_until_written_and_then_round_trips(
     assert state.export_health().last_success.tzinfo == UTC  # type: ignore[union-attr]
 
 
-def test_prune_deletes_old_history_and_old_sent_messages_but_never_unsent_ones(
+def test_prune_deletes_old_sent_messages_but_never_unsent_ones(
     path: Path, state: SqliteState
 ) -> None:
     old, recent = T0 - timedelta(days=40), T0 - timedelta(days=2)
-    sent_old, unsent_old = state.commit(
-        now=old, messages=[message(1), message(2)], budget_history=[history(1)]
-    )
-    (sent_recent,) = state.commit(now=recent, messages=[message(3)], budget_history=[history(2)])
+    sent_old, unsent_old = state.commit(now=old, messages=[message(1), message(2)])
+    (sent_recent,) = state.commit(now=recent, messages=[message(3)])
     state.mark_sent([sent_old], now=old)
     state.mark_failed(unsent_old, "invalid_auth", now=old, retry_at=old)
     state.mark_sent([sent_recent], now=recent)
-    assert state.prune(T0, timedelta(days=30)) == 2
+    assert state.prune(T0, timedelta(days=30)) == 1
     assert [item.id for item in state.pending()] == [unsent_old]
     assert query(path, "SELECT id FROM outbox ORDER BY id") == [(unsent_old,), (sent_recent,)]
-    assert query(path, "SELECT subject FROM history") == [("key-2",)]
     assert state.prune(T0, timedelta(days=30)) == 0
 
 
@@ -873,7 +863,6 @@ def test_everything_written_by_one_state_is_read_back_by_the_next(path: Path) ->
             now=T0,
             ledger=[entry()],
             messages=[message(1), message(2)],
-            budget_history=[history(1)],
             health=health,
         )
         state.mark_failed(ids[0], "timeout", now=T0, retry_at=T0 + timedelta(minutes=1))
@@ -889,7 +878,6 @@ def test_everything_written_by_one_state_is_read_back_by_the_next(path: Path) ->
         )
         assert state.pending(T0) == []
         assert state.export_health() == health
-    assert count(path, "history") == 1
 
 
 COMMIT_THEN_WAIT = """
@@ -898,7 +886,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from costwatch.alerts import LedgerEntry
 from costwatch.health import ExportHealth
-from costwatch.state import BudgetHistoryRow, Message, SqliteState
+from costwatch.state import Message, SqliteState
 
 now = datetime(2026, 11, 10, 12, tzinfo=UTC)
 state = SqliteState.open(Path(sys.argv[1]))
@@ -906,7 +894,6 @@ state.commit(
     now=now,
     ledger=[LedgerEntry("b", "k", "", "cost_usd", "actual", sys.argv[2], 80.0, 200.0, 170.0, now)],
     messages=[Message("alert", "#c", {"n": 1})],
-    budget_history=[BudgetHistoryRow("b", "k", "cost_usd", 170.0, 200.0)],
     health=ExportHealth(last_success=now),
 )
 print("committed", flush=True)
@@ -928,7 +915,7 @@ def test_rows_committed_before_a_sigkill_are_there_and_the_file_opens_cleanly(pa
         (read,) = state.ledger([PERIOD]).values()
         assert (read.level, read.used, read.sent_at) == (80.0, 170.0, T0)
         assert state.export_health() == ExportHealth(last_success=T0)
-    assert count(path, "history") == 1
+    assert count(path, "ledger") == 1
     assert query(path, "PRAGMA integrity_check") == [("ok",)]
 
 
@@ -936,14 +923,18 @@ COMMIT_FOREVER = """
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from costwatch.state import BudgetHistoryRow, Message, SqliteState
+from costwatch.alerts import LedgerEntry
+from costwatch.state import Message, SqliteState
 
 now = datetime(2026, 11, 10, 12, tzinfo=UTC)
 state = SqliteState.open(Path(sys.argv[1]))
 n = state.pending_count()
 while True:
-    rows = [BudgetHistoryRow("b", f"k{n}-{i}", "cost_usd", i, 1.0) for i in range(50)]
-    state.commit(now=now, messages=[Message("alert", None, {"n": n})], budget_history=rows)
+    rows = [
+        LedgerEntry("b", f"k{n}-{i}", "", "cost_usd", "actual", "p", 80.0, 1.0, i, None)
+        for i in range(50)
+    ]
+    state.commit(now=now, messages=[Message("alert", None, {"n": n})], ledger=rows)
     print(n, flush=True)
     n += 1
 """
@@ -964,7 +955,7 @@ def test_sigkill_at_arbitrary_moments_between_commits_leaves_only_whole_commits(
             numbers = [item.payload["n"] for item in state.pending()]
         assert numbers == list(range(len(numbers)))  # every commit whole, in order, none lost
         assert len(numbers) >= acknowledged
-        assert count(path, "history") == 50 * len(numbers)
+        assert count(path, "ledger") == 50 * len(numbers)
     assert query(path, "PRAGMA integrity_check") == [("ok",)]
 
 
@@ -998,7 +989,6 @@ def test_two_threads_committing_and_reading_through_one_state_lose_nothing(
                 now=T0,
                 ledger=[entry(subject=subject)],
                 messages=[message(n)],
-                budget_history=[history(n)],
             )
             assert entry(subject=subject).key in state.ledger([PERIOD])
             assert state.pending_count() >= n + 1
@@ -1008,7 +998,6 @@ def test_two_threads_committing_and_reading_through_one_state_lose_nothing(
     assert len(state.ledger([PERIOD])) == 120
     assert state.pending_count() == 120
     assert len({item.id for item in state.pending()}) == 120
-    assert count(path, "history") == 120
 
 
 def test_two_states_on_one_file_in_two_threads_wait_for_each_other_and_lose_nothing(
@@ -1019,7 +1008,7 @@ def test_two_states_on_one_file_in_two_threads_wait_for_each_other_and_lose_noth
     def work(worker: int) -> None:
         with SqliteState.open(path, busy_timeout=10) as state:
             for n in range(40):
-                ids = state.commit(now=T0, messages=[message(n)], budget_history=[history(n)])
+                ids = state.commit(now=T0, messages=[message(n)])
                 state.mark_sent(ids, now=T0)
 
     run_threads(work)
