@@ -5,7 +5,7 @@ parse_config(text, *, source, env, base_dir) -> Config
 
 models.py     the sections (langdock, schedule, state, history, slack, metrics) and `Config`
 budget.py     defaults, budgets, limits, thresholds, silences
-detect.py     the detectors' sections: anomalies
+detect.py     the detectors' sections: anomalies, unit_cost, unowned, owners
 types.py      value types and their validators: durations, zones, globs, URLs, secrets
 durations.py  "1h30m" and crontab lines
 reader.py     YAML with line numbers, ${VAR}; pydantic errors as problems with places

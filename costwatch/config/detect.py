@@ -1,4 +1,4 @@
-"""The detectors' sections: `anomalies`.
+"""The detectors' sections: `anomalies`, `unit_cost`, `unowned` and `owners`.
 
 Each says what its detector in `costwatch.detect` calls far from normal, with defaults that keep
 small numbers quiet (a floor under which nothing is news: $0.02 -> $0.20 says nothing). The
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 
 from costwatch.config.types import (
+    Channel,
+    Mention,
     Model,
+    Patterns,
     PositiveFloat,
     PositiveInt,
     Text,
@@ -44,6 +47,13 @@ def _as_tuple(value: object) -> object:
     return [value] if isinstance(value, str) else value
 
 
+def _one_or_many(item: dict[str, object], description: str) -> WithJsonSchema:
+    """The JSON Schema of a value the reader takes as one item or a list of them."""
+    return WithJsonSchema(
+        {"anyOf": [item, {"type": "array", "items": item}], "description": description}
+    )
+
+
 class AnomalyOverride(Model):
     """One budget's own sensitivity for the keys it selects; what it leaves out is global."""
 
@@ -68,6 +78,7 @@ class AnomalyConfig(Model):
         BeforeValidator(_as_tuple),
         AfterValidator(non_empty),
         AfterValidator(_unique),
+        _one_or_many({"enum": list(ANOMALY_METRICS)}, "cost_usd, requests, or both"),
     ] = ANOMALY_METRICS
     models: bool = True  # also each key x model on its own
     window_days: WindowDays = 28
@@ -81,3 +92,39 @@ class AnomalyConfig(Model):
 
     def __hash__(self) -> int:  # `budgets` is a dict
         return hash((self.window_days, self.seasonality, tuple(self.budgets)))
+
+
+class UnitCostConfig(Model):
+    """A model's cost per request (per 1k tokens where reported) across the workspace, today
+    against its trailing median; requests without cost where the model costs money."""
+
+    enabled: bool = True
+    window_days: WindowDays = 28
+    min_baseline_days: BaselineDays = 4
+    min_change: Change = 1.0  # 1.0 (100%): double or half the median
+    min_requests: PositiveInt = 100  # fewer requests of a model on a day: its rate says nothing
+
+
+class UnownedConfig(Model):
+    """Keys nobody answers for: spend no budget selects but a catch-all, a key seen for the
+    first time, a key without use for `dormant_days` that starts again."""
+
+    enabled: bool = True
+    min_spend_usd: PositiveFloat = 1.0  # an unowned key's day under this says nothing
+    new_keys: bool = True
+    dormant: bool = True
+    dormant_days: Annotated[int, BeforeValidator(number), Field(ge=1, le=366)] = 30
+
+
+class Owner(Model):
+    """Who answers for keys: a person or team mention, optionally a channel of their own."""
+
+    keys: Annotated[Patterns, AfterValidator(non_empty)]
+    exclude: Patterns = ()
+    mention: Annotated[
+        tuple[Mention, ...],
+        BeforeValidator(_as_tuple),
+        AfterValidator(non_empty),
+        _one_or_many({"type": "string"}, "a Slack mention, or a list of them"),
+    ]
+    channel: Channel | None = None

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from costwatch.config.budget import Budget, Defaults, Silence
-from costwatch.config.detect import AnomalyConfig
+from costwatch.config.detect import AnomalyConfig, Owner, UnitCostConfig, UnownedConfig
 from costwatch.config.reader import at
 from costwatch.config.types import (
     Channel,
@@ -249,11 +249,15 @@ class Config(Model):
     budgets: tuple[Budget, ...] = ()
     silences: tuple[Silence, ...] = ()
     anomalies: AnomalyConfig = AnomalyConfig()
+    unit_cost: UnitCostConfig = UnitCostConfig()
+    unowned: UnownedConfig = UnownedConfig()
+    owners: tuple[Owner, ...] = ()
 
     @model_validator(mode="after")
     def _channels_need_token(self) -> Self:
         if self.slack is not None and self.slack.mode == "webhook":
             routed = [("budgets", i, b.channel) for i, b in enumerate(self.budgets)]
+            routed += [("owners", i, o.channel) for i, o in enumerate(self.owners)]
             for section, index, channel in routed:
                 if channel is not None:
                     message = "needs slack.token: a webhook posts to its own channel only"

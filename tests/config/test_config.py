@@ -245,7 +245,7 @@ INVALID = [
         L + "zzz: 1\n",
         [
             "zzz (line 3): unknown key 'zzz' (known keys: langdock, schedule, state, history, "
-            "slack, metrics, defaults, budgets, silences, anomalies)",
+            "slack, metrics, defaults, budgets, silences, anomalies, unit_cost, unowned, owners)",
         ],
         id="unknown-key-no-close-match",
     ),
@@ -768,7 +768,7 @@ def test_the_error_message_names_the_source_and_counts_the_problems() -> None:
         "costwatch.yaml: 2 problems",
         "  langdock.api_key (line 1): is required (or api_key_file)",
         "  zzz (line 2): unknown key 'zzz' (known keys: langdock, schedule, state, history, "
-        "slack, metrics, defaults, budgets, silences, anomalies)",
+        "slack, metrics, defaults, budgets, silences, anomalies, unit_cost, unowned, owners)",
     ]
 
 
