@@ -92,6 +92,7 @@ class Alert:
     spend_usd: float | None = None  # the subject's spend in the period, all models
     requests: float | None = None  # the subject's requests in the period, all models
     top_models: tuple[tuple[str, float], ...] = ()  # (model, spend) by spend, at most 3
+    forecast_method: str | None = None  # how `projected` was made (`costwatch.forecast`)
 
     @property
     def subject(self) -> str:
@@ -267,6 +268,7 @@ def _alert(
         projected=finding.projected,
         forecast_ratio=finding.forecast_ratio,
         overrun_at=finding.overrun_at,
+        forecast_method=finding.forecast_method,
         period=finding.period,
         channel=rule.budget.channel,
         mention=tuple(dict.fromkeys((*threshold.mention, *rule.budget.mention))),

@@ -50,6 +50,7 @@ FINDING_FIELDS = (
     "forecast_due",
     "overrun_at",
     "period",
+    "forecast_method",
 )
 ALERT_FIELDS = (
     "budget",
@@ -68,6 +69,7 @@ ALERT_FIELDS = (
     "overrun_at",
     "period",
     "repeat",
+    "forecast_method",
 )
 
 
@@ -196,7 +198,10 @@ def alert_summary(alert: Alert) -> str:
         who = f"pool {alert.budget}{model}"
     else:
         who = f"{alert.api_key_name or alert.api_key_id}{model} (budget {alert.budget})"
-    what = "forecast to overrun" if alert.kind == "forecast" else f"{alert.threshold:g}% reached"
+    what = f"{alert.threshold:g}% reached"
+    if alert.kind == "forecast":
+        how = f" ({alert.forecast_method})" if alert.forecast_method else ""
+        what = f"forecast to overrun{how}"
     return (
         f"{printable(who)}: {metric_word(alert.metric)} "
         f"{fmt.amount(alert.metric, alert.used)} of {fmt.amount(alert.metric, alert.limit)} "

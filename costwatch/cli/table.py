@@ -162,7 +162,21 @@ def _findings_table(findings: pl.DataFrame, everything: bool = False) -> list[st
     if notable.height > shown.height:
         more = notable.height - shown.height
         lines.append(f"... and {more:,} more (--all or --format json lists all)")
-    return lines
+    return [*lines, *_methods(notable)]
+
+
+def _methods(findings: pl.DataFrame) -> list[str]:
+    """How the listed forecasts were made, once: "Forecast: trailing 14-day rate", or each
+    method with its count when they differ."""
+    if "forecast_method" not in findings.columns:
+        return []
+    counts = findings.get_column("forecast_method").drop_nulls().value_counts(sort=True)
+    if not counts.height:
+        return []
+    if counts.height == 1:
+        return [f"Forecast: {printable(counts.item(0, 0))}"]
+    listed = ", ".join(f"{printable(method)} ({n:,})" for method, n in counts.iter_rows())
+    return [f"Forecasts: {listed}"]
 
 
 def _alerts_section(report: UsageReport) -> list[str]:

@@ -224,7 +224,15 @@ def _forecast_text(alert: Alert, period: periods.Period | None) -> str:
     if alert.overrun_at is not None and alert.used < alert.limit:
         when = alert.overrun_at.astimezone(period.zone) if period else alert.overrun_at
         text += f"\nover the limit around {fmt.day(when)}"
+    if alert.forecast_method:  # costwatch's own words, but read back from the outbox
+        text += f"\n{sb.mrkdwn(method_text(alert.forecast_method), 100)}"
     return text
+
+
+def method_text(method: str) -> str:
+    """How a forecast was made, for people: "from the trailing 14-day rate", "from the
+    weekday/weekend rates", "linear since the period's start"."""
+    return method if method.startswith("linear") else f"from the {method}"
 
 
 def _about(alert: Alert) -> list[str | Data]:

@@ -147,8 +147,9 @@ def test_check_json_findings_alerts_silences_and_pending_rows_carry_what_scripts
     assert set(finding) >= DESIGN_FINDING_FIELDS | {"period", "projected", "overrun_at"}
     assert finding["period"] == "month:2026-11-01@Europe/Berlin"
     assert finding["projected"] == pytest.approx(finding["used"] * 30 / (19 + 13 / 24))
+    assert finding["forecast_method"] == "linear since the period's start"  # no days stored
     alert = document["alerts"][0]
-    assert set(alert) >= DESIGN_ALERT_FIELDS | {"channel", "used", "limit"}
+    assert set(alert) >= DESIGN_ALERT_FIELDS | {"channel", "used", "limit", "forecast_method"}
     assert (alert["channel"], alert["limit"]) == ("#team", 50.0)
     assert alert["used"] >= 25.0
     (silenced, *_) = document["silenced"]

@@ -184,3 +184,28 @@ def test_long_alert_silence_and_outbox_lists_are_capped_unless_all() -> None:
         "id": 0, "kind": "alert", "channel": "#x", "summary": "row 0", "attempts": 2,
         "last_error": "http_503",
     }  # fmt: skip
+
+
+def test_the_table_says_how_its_forecasts_were_made_and_forecast_alerts_name_the_method() -> None:
+    def finding(key: str, method: str | None) -> dict[str, Any]:
+        return {
+            "budget": "b", "scope": "key", "api_key_id": key, "api_key_name": key,
+            "model": None, "metric": "cost_usd", "used": 85.0, "limit": 100.0, "ratio": 0.85,
+            "level": 80.0, "projected": 120.0, "forecast_ratio": 1.2, "forecast_due": True,
+            "overrun_at": None, "forecast_method": method, "period": PERIOD.key(),
+        }  # fmt: skip
+
+    def rendered(*methods: str | None, **fields: Any) -> list[str]:
+        rows = [finding(f"k{i}", method) for i, method in enumerate(methods)]
+        frame = pl.DataFrame(rows, schema=FINDING_SCHEMA)
+        report = dataclasses.replace(findings_report(**fields), findings=frame)
+        return check_table.render_table(report).splitlines()
+
+    same = rendered("trailing 14-day rate", "trailing 14-day rate")
+    assert "Forecast: trailing 14-day rate" in same
+    mixed = rendered("weekday/weekend rates", "trailing 9-day rate", "weekday/weekend rates", None)
+    assert "Forecasts: weekday/weekend rates (2), trailing 9-day rate (1)" in mixed
+    assert not [line for line in rendered(None) if line.startswith("Forecast")]
+    due = alert("b", kind="forecast", threshold=100.0, forecast_method="weekday/weekend rates")
+    (line,) = section("\n".join(rendered(alerts=(due,))), "Alerts planned in this run: 1")
+    assert line.endswith("forecast to overrun (weekday/weekend rates) [warning]")

@@ -75,6 +75,7 @@ def make_alert(**changes: Any) -> Alert:
         spend_usd=1230.0,
         requests=48120,
         top_models=(("gpt-4o", 812.0), ("claude-3-5-sonnet", 301.12), ("mistral-large", 40.0)),
+        forecast_method="trailing 14-day rate",
     )
     return dataclasses.replace(alert, **changes)
 
@@ -130,6 +131,7 @@ def snapshot_cases() -> dict[str, Rendered]:
                     spend_usd=760.0,
                     requests=30_410,
                     top_models=(("gpt-4o", 512.0), ("claude-3-5-sonnet", 208.4), ("o3-mini", 39.6)),
+                    forecast_method="linear since the period's start",
                 )
             ),
             now=NOW,
@@ -149,7 +151,12 @@ def snapshot_cases() -> dict[str, Rendered]:
             ),
             now=NOW,
         ),
-        "forecast": render(as_item(make_alert(kind="forecast", threshold=100)), now=NOW),
+        "forecast": render(
+            as_item(
+                make_alert(kind="forecast", threshold=100, forecast_method="weekday/weekend rates")
+            ),
+            now=NOW,
+        ),
         "repeat": render(
             as_item(
                 dataclasses.replace(
