@@ -189,7 +189,7 @@ def evaluate(
     resolved: Sequence[Rule],
     usage_by_range: Mapping[str, pl.DataFrame],
     now: datetime,
-    history_by_range: Mapping[str, forecast.History] | None = None,
+    daily_by_range: Mapping[str, forecast.Daily] | None = None,
 ) -> Evaluation:
     """All findings, one frame with FINDING_SCHEMA, worst (highest ratio) first, and the keys
     each budget selects.
@@ -197,7 +197,7 @@ def evaluate(
     Each export range is aggregated once per key (and once per key for each model glob in
     use); budgets then select among those per-key rows, so 200 budgets over a 1,000,000-row
     export cost a few small queries per budget over the keys, not 200 scans of the export.
-    `history_by_range` holds the stored closed days a range's forecasts are made from (a range
+    `daily_by_range` holds the stored closed days a range's forecasts are made from (a range
     without them, or None: linear since the period's start; `costwatch.forecast`).
     """
     tables: dict[str, KeyTables] = {}
@@ -207,16 +207,16 @@ def evaluate(
     budgets = [other.budget for other in resolved]
     for index, rule in enumerate(resolved):
         key = export_key(rule.period)
-        patterns = [
-            pattern
-            for other in resolved
-            if export_key(other.period) == key
-            for pattern in other.budget.models
-        ]
         if key not in tables:
+            patterns = [
+                pattern
+                for other in resolved
+                if export_key(other.period) == key
+                for pattern in other.budget.models
+            ]
             tables[key] = KeyTables(usage_by_range[key], budgets, patterns)
-        history = (history_by_range or {}).get(key)
-        days = forecast.window(history, rule.forecast, rule.period.zone, now)
+        history = (daily_by_range or {}).get(key)
+        days = forecast.window(history, rule, now)
         parts = alike.setdefault(_judged_alike(rule), (rule, days, []))[2]
         own = _subject_parts(rule, tables[key], mask(index))
         if own:
@@ -225,7 +225,7 @@ def evaluate(
             part = pl.concat(own, how="vertical").collect()
             if history is not None and days:
                 if (key, days) not in sums:
-                    sums[key, days] = forecast.WindowSums(history, days, budgets, patterns)
+                    sums[key, days] = forecast.WindowSums(history, days, budgets)
                 part = sums[key, days].attach(part, index, rule.budget)
             parts.append(part)
     frames = [

@@ -1,10 +1,11 @@
 """Forecasts: where a subject's use is heading by its period's end, and when it passes the limit.
 
 Pure and vectorised: `judge` adds the forecast columns to a frame of subjects (one row per
-budget subject x model-or-all x metric, with `used` and `limit`), and `WindowSums` sums the
-stored days of every subject at once (one `group_by` over the days, keys and models), so 20,000
-subjects cost a few polars queries, not a Python loop per subject. The README's "Forecast"
-section says the same for users.
+budget subject x model-or-all x metric, with `used` and `limit`); `daily` sums stored days per
+day and key (all models, and each model glob apart) as they are read, and `WindowSums` sums a
+window of those per key and day kind and selects every budget's keys, so 20,000 subjects cost a
+few polars queries, not a Python loop per subject. The README's "The forecast" says the same
+for users.
 
 The projection is what is spent plus what the remaining days will bring, by one of:
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -45,6 +47,7 @@ from costwatch.config import Budget, ForecastConfig
 from costwatch.config.budget import METRICS
 from costwatch.periods import Period, local_midnight
 from costwatch.selection import USAGE_COLUMN, mask, row_tokens, selections
+from costwatch.usage.model import SCHEMA
 
 __all__ = [
     "LINEAR",
@@ -52,10 +55,13 @@ __all__ = [
     "MIN_OF_EACH",
     "SPLIT_RATIO",
     "WEEKDAY_WEEKEND",
-    "History",
+    "Daily",
     "WindowSums",
+    "combine",
+    "daily",
     "judge",
     "trailing",
+    "wanted",
     "window",
 ]
 
@@ -69,6 +75,7 @@ SPLIT_RATIO = 1.5  # one kind's mean above this many times the other's: rates to
 
 WEEKDAY, WEEKEND = "_weekday", "_weekend"  # the columns `WindowSums.attach` adds
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EMPTY_DAYS = pl.DataFrame(schema={**SCHEMA, "day": pl.Date()})
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -78,69 +85,116 @@ def trailing(days: int) -> str:
 
 
 @dataclass(frozen=True)
-class History:
-    """Stored closed days of one export range's zone, for the forecast.
+class Daily:
+    """Stored closed days of one zone, as the forecast reads them: summed per day and key.
 
-    `frame` has usage.SCHEMA plus "day" (pl.Date, the local day): per day, key and model.
-    `days` are the local days it covers completely; a covered day without rows is a day
-    without use (zero), a day not covered is unknown and left out of every window."""
+    `sums` holds api_key_id, day (pl.Date, the local day), api_key_name (that day's), and per
+    metric its sum over all models (`cost_usd`, ...) and over each glob of `patterns` apart
+    (`cost_usd@0`, ... in the order of `patterns`). `days` are the days it covers completely:
+    a covered day without rows is a day without use (zero), a day not covered is unknown and
+    left out of every window. Per key, not per key and model: a 14-day window of a 20,000-key
+    workspace is 280,000 rows, whatever the models. Built by `daily` and `combine`.
+    """
 
-    frame: pl.DataFrame
+    sums: pl.DataFrame
     days: frozenset[date]
+    patterns: tuple[str, ...]
 
 
-def window(
-    history: History | None, forecast: ForecastConfig, zone: ZoneInfo, now: datetime
-) -> tuple[date, ...]:
-    """The covered closed days the rates are taken from at `now`: the last `forecast.window`
-    local days before today that `history` covers, oldest first. Empty when they are fewer than
-    `MIN_DAYS` or the method is linear: then the projection is linear."""
+def daily(usage: pl.DataFrame, days: Collection[date], patterns: Sequence[str] = ()) -> Daily:
+    """`Daily` from stored rows (usage.SCHEMA plus "day", per day, key and model, as the
+    store's `usage_by_day` returns them) covering `days`, with each model glob of `patterns`
+    summed apart (every glob a budget of this zone limits)."""
+    patterns = tuple(dict.fromkeys(patterns))
+    values = {
+        "cost_usd": pl.col(USAGE_COLUMN["cost_usd"]).cast(pl.Float64),
+        "requests": pl.col(USAGE_COLUMN["requests"]).cast(pl.Float64),
+        "tokens": row_tokens(usage),
+    }
+    aggs = [pl.col("api_key_name").last(), *(v.sum().alias(m) for m, v in values.items())]
+    for i, pattern in enumerate(patterns):
+        on_model = pl.col("model").str.contains(globs.to_regex(pattern))
+        aggs += [pl.when(on_model).then(v).sum().alias(f"{m}@{i}") for m, v in values.items()]
+    sums = (
+        usage.lazy()
+        .filter(pl.col("day").is_in(list(days)))
+        .group_by("api_key_id", "day")
+        .agg(aggs)
+        .collect()
+    )
+    return Daily(sums, frozenset(days), patterns)
+
+
+def combine(parts: Sequence[Daily], patterns: Sequence[str] = ()) -> Daily:
+    """Days read apart (one at a time, so that no more than a day of rows is held), as one."""
+    sums = [part.sums for part in parts if part.sums.height]
+    days = frozenset().union(*(part.days for part in parts))
+    if not sums:
+        return daily(_EMPTY_DAYS, days, patterns)
+    return Daily(pl.concat(sums, how="vertical"), days, parts[0].patterns)
+
+
+def window(history: Daily | None, rule: _Rule, now: datetime) -> tuple[date, ...]:
+    """The covered closed days the rule's rates are taken from at `now`: the last
+    `forecast.window` local days before today that `history` covers, oldest first. Empty when
+    they are fewer than `MIN_DAYS`, the method is linear, or a model glob of the budget was not
+    summed apart in `history`: then the projection is linear."""
+    forecast = rule.forecast
     if history is None or forecast.method == "linear":
         return ()
-    today = now.astimezone(zone).date()
+    if not set(rule.budget.models) <= set(history.patterns):
+        return ()
+    today = now.astimezone(rule.period.zone).date()
     first = today - timedelta(days=forecast.window)
     days = tuple(sorted(day for day in history.days if first <= day < today))
     return days if len(days) >= MIN_DAYS else ()
 
 
+def wanted(forecast: ForecastConfig, zone: ZoneInfo, now: datetime) -> tuple[date, date] | None:
+    """The closed days a rule's `window` may take at `now` (first, last), for reading the
+    store; None when its forecast reads no stored days."""
+    if not forecast.enabled or forecast.method == "linear":
+        return None
+    today = now.astimezone(zone).date()
+    return today - timedelta(days=forecast.window), today - timedelta(days=1)
+
+
+class _Rule(Protocol):
+    """What `window` reads of a `budgets.Rule` (which imports this module)."""
+
+    @property
+    def budget(self) -> Budget: ...
+    @property
+    def period(self) -> Period: ...
+    @property
+    def forecast(self) -> ForecastConfig: ...
+
+
 class WindowSums:
-    """One range's stored days over one window, summed per key: every metric on weekdays and
-    on weekend days, for all models and for each model glob in use, and every budget's
-    selection over those keys (`selection.selections`, the rule the evaluation applies).
+    """One zone's stored days over one window, summed per key: every metric on weekdays and
+    on weekend days, for all models and for each model glob, and every budget's selection over
+    those keys (`selection.selections`, the rule the evaluation applies).
 
     Keys are taken from the stored days, not from this period's export: a pool's rate counts a
     key that spent last week and nothing yet this period.
     """
 
-    def __init__(
-        self,
-        history: History,
-        days: Collection[date],
-        budgets: Sequence[Budget],
-        patterns: Sequence[str],
-    ) -> None:
-        self._prefixes: dict[str | None, str] = {None: ""}
-        for i, glob in enumerate(dict.fromkeys(patterns)):
-            self._prefixes[glob] = f"_glob_{i}"
-        frame = history.frame.filter(pl.col("day").is_in(list(days)))
-        values = {
-            "cost_usd": pl.col(USAGE_COLUMN["cost_usd"]).cast(pl.Float64),
-            "requests": pl.col(USAGE_COLUMN["requests"]).cast(pl.Float64),
-            "tokens": row_tokens(frame),
-        }
+    def __init__(self, history: Daily, days: Collection[date], budgets: Sequence[Budget]) -> None:
+        self._globs = {pattern: f"@{i}" for i, pattern in enumerate(history.patterns)}
         weekend = pl.col("day").dt.weekday() >= 6  # ISO: Saturday 6, Sunday 7
         aggs = [pl.col("api_key_name").sort_by("day").last()]
-        for pattern, prefix in self._prefixes.items():
-            on_model = (
-                pl.lit(True)
-                if pattern is None
-                else pl.col("model").str.contains(globs.to_regex(pattern))
-            )
-            for metric, value in values.items():
-                for suffix, kind in ((WEEKDAY, ~weekend), (WEEKEND, weekend)):
-                    chosen = pl.when(on_model & kind).then(value)
-                    aggs.append(chosen.sum().alias(f"{prefix}{metric}{suffix}"))
-        self._sums = frame.lazy().group_by("api_key_id").agg(aggs).collect()
+        for suffix in ("", *self._globs.values()):
+            for metric in METRICS:
+                value = pl.col(f"{metric}{suffix}")
+                for kind, on_kind in ((WEEKDAY, ~weekend), (WEEKEND, weekend)):
+                    aggs.append(value.filter(on_kind).sum().alias(f"{metric}{suffix}{kind}"))
+        self._sums = (
+            history.sums.lazy()
+            .filter(pl.col("day").is_in(list(days)))
+            .group_by("api_key_id")
+            .agg(aggs)
+            .collect()
+        )
         self._masks = selections(budgets, self._sums)
 
     def attach(self, subjects: pl.DataFrame, index: int, budget: Budget) -> pl.DataFrame:
@@ -149,11 +203,10 @@ class WindowSums:
         selected = self._sums.filter(self._masks.get_column(mask(index)))
         parts = []
         for model in (None, *budget.models):
-            prefix = self._prefixes[model]
+            suffix = "" if model is None else self._globs[model]  # `window` checked it
             for metric in METRICS:
                 sums = [
-                    pl.col(f"{prefix}{metric}{suffix}").alias(suffix)
-                    for suffix in (WEEKDAY, WEEKEND)
+                    pl.col(f"{metric}{suffix}{kind}").alias(kind) for kind in (WEEKDAY, WEEKEND)
                 ]
                 if budget.scope == "shared":
                     sums = [total.sum() for total in sums]

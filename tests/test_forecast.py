@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from costwatch import budgets, forecast
 from costwatch.budgets import Finding
 from costwatch.config import Config, parse_config
-from costwatch.forecast import History
+from costwatch.forecast import Daily
 from costwatch.usage import SCHEMA
 
 DAY = timedelta(days=1)
@@ -60,29 +60,38 @@ def days(first: date, last: date) -> list[date]:
     return [first + n * DAY for n in range((last - first).days + 1)]
 
 
-def stored(first: date, last: date, rows: Callable[[date], list[Row]]) -> History:
-    """The days first..last, complete, each with `rows(day)`."""
-    covered = days(first, last)
-    parts = [frame(rows(day), day) for day in covered] or [frame([], first)]
-    return History(pl.concat(parts, how="vertical"), frozenset(covered))
+def stored(
+    first: date, last: date, rows: Callable[[date], list[Row]], patterns: Sequence[str] = ()
+) -> Daily:
+    """The days first..last, complete, each with `rows(day)`, read a day at a time."""
+    parts = [forecast.daily(frame(rows(day), day), [day], patterns) for day in days(first, last)]
+    return forecast.combine(parts, patterns)
+
+
+def as_rows(history: Daily) -> pl.DataFrame:
+    """The stored days' rows again, per day and key (all models summed)."""
+    return history.sums.select(
+        "api_key_id", "api_key_name", pl.lit("gpt-4o").alias("model"),
+        pl.col("requests").cast(pl.Int64), pl.col("cost_usd").alias("total_cost_usd"),
+        *(pl.lit(None, pl.Int64()).alias(c) for c in list(SCHEMA)[5:]), "day",
+    )  # fmt: skip
 
 
 def key_spends(cost: Callable[[date], float], key: str = "k") -> Callable[[date], list[Row]]:
     return lambda day: [(f"id-{key}", key, "gpt-4o", 1, cost(day))]
 
 
-def to_date(history: History, now: datetime, zone: ZoneInfo = UTC_ZONE) -> pl.DataFrame:
+def to_date(history: Daily, now: datetime, zone: ZoneInfo = UTC_ZONE) -> pl.DataFrame:
     """The period-to-date export at `now`: the stored days of the month before today, plus
     today's share of the day's spend so far (spend spread evenly over the day's real time)."""
     local = now.astimezone(zone)
     today, first = local.date(), local.date().replace(day=1)
-    closed = history.frame.filter((pl.col("day") >= first) & (pl.col("day") < today))
+    rows = as_rows(history)
+    closed = rows.filter((pl.col("day") >= first) & (pl.col("day") < today))
     start = datetime(today.year, today.month, today.day, tzinfo=zone).astimezone(UTC)
     end = datetime.combine(today + DAY, datetime.min.time(), zone).astimezone(UTC)
     share = (now.astimezone(UTC) - start) / (end - start)
-    todays = history.frame.filter(pl.col("day") == today).with_columns(
-        pl.col("total_cost_usd") * share
-    )
+    todays = rows.filter(pl.col("day") == today).with_columns(pl.col("total_cost_usd") * share)
     return (
         pl.concat([closed, todays], how="vertical")
         .group_by("api_key_id", "model", maintain_order=True)
@@ -95,7 +104,7 @@ def to_date(history: History, now: datetime, zone: ZoneInfo = UTC_ZONE) -> pl.Da
 
 
 def evaluate(
-    cfg: Config, usage: pl.DataFrame, now: datetime, history: History | None
+    cfg: Config, usage: pl.DataFrame, now: datetime, history: Daily | None
 ) -> list[Finding]:
     resolved = budgets.rules(cfg, now)
     ranges = budgets.export_ranges(resolved)
@@ -212,7 +221,7 @@ def test_days_not_stored_are_left_out_of_the_window() -> None:
     now = datetime(2026, 12, 10, tzinfo=UTC)
     full = stored(date(2026, 11, 26), date(2026, 12, 9), key_spends(lambda _: 10.0))
     gap = frozenset(days(date(2026, 11, 30), date(2026, 12, 4)))
-    history = History(full.frame.filter(~pl.col("day").is_in(list(gap))), full.days - gap)
+    history = forecast.daily(as_rows(full), full.days - gap)
     usage = frame([("id-k", "k", "gpt-4o", 1, 90.0)])
     finding = spend_finding(evaluate(config(), usage, now, history))
     assert (finding.forecast_method, finding.projected) == ("trailing 9-day rate", 310.0)
@@ -298,12 +307,51 @@ def test_a_pool_rate_counts_every_selected_key_even_one_quiet_this_period() -> N
 
 def test_a_model_glob_has_its_own_rate_within_each_key() -> None:
     rows = lambda _: [("id-k", "k", "gpt-4o", 1, 10.0), ("id-k", "k", "claude", 1, 20.0)]  # noqa: E731
-    history = stored(date(2026, 11, 1), date(2026, 12, 9), rows)
+    history = stored(date(2026, 11, 1), date(2026, 12, 9), rows, patterns=["gpt-4*"])
     now = datetime(2026, 12, 10, tzinfo=UTC)
     cfg = config(', models: {"gpt-4*": {cost_usd: 1000}}')
-    found = evaluate(cfg, to_date(history, now), now, history)
+    usage = frame([("id-k", "k", "gpt-4o", 9, 90.0), ("id-k", "k", "claude", 9, 180.0)])
+    found = evaluate(cfg, usage, now, history)
     assert spend_finding(found).projected == 270 + 22 * 30
     assert spend_finding(found, model="gpt-4*").projected == 90 + 22 * 10
+
+
+def test_a_model_glob_not_summed_apart_in_the_stored_days_projects_linearly() -> None:
+    rows = lambda _: [("id-k", "k", "gpt-4o", 1, 10.0)]  # noqa: E731
+    history = stored(date(2026, 11, 1), date(2026, 12, 9), rows)  # no patterns
+    now = datetime(2026, 12, 10, tzinfo=UTC)
+    cfg = config(', models: {"gpt-4*": {cost_usd: 1000}}')
+    found = evaluate(cfg, frame([("id-k", "k", "gpt-4o", 9, 90.0)]), now, history)
+    assert {f.forecast_method for f in found} == {forecast.LINEAR}
+
+
+def test_days_read_one_at_a_time_sum_as_days_read_at_once() -> None:
+    def rows(day: date) -> list[Row]:
+        return [
+            ("id-a", f"a-{day.day}", "gpt-4o", day.day, day.day * 1.5),
+            ("id-a", f"a-{day.day}", "claude", 1, 0.25),
+            ("id-b", "b", "gpt-4o-mini", 2, 3.0),
+        ][: 1 + day.day % 3]
+
+    covered = days(date(2026, 11, 20), date(2026, 12, 9))
+    patterns = ["gpt-4o*", "claude"]
+    at_once = pl.concat([frame(rows(day), day) for day in covered], how="vertical")
+    whole = forecast.daily(at_once, covered, patterns)
+    apart = stored(covered[0], covered[-1], rows, patterns)
+    assert apart.days == whole.days == frozenset(covered)
+    order = ["api_key_id", "day"]
+    assert apart.sums.sort(order).equals(whole.sums.sort(order).select(apart.sums.columns))
+
+
+def test_the_days_to_read_are_the_longest_window_before_today() -> None:
+    cfg = config(forecast_options="{window: 21}", zone="Europe/Berlin")
+    (rule,) = budgets.rules(cfg, datetime(2026, 12, 9, 23, 30, tzinfo=UTC))  # 10 Dec in Berlin
+    assert forecast.wanted(rule.forecast, BERLIN, datetime(2026, 12, 9, 23, 30, tzinfo=UTC)) == (
+        date(2026, 11, 19),
+        date(2026, 12, 9),
+    )
+    linear = config(forecast_options="{method: linear}").defaults.forecast
+    assert forecast.wanted(linear, BERLIN, datetime(2026, 12, 9, tzinfo=UTC)) is None
 
 
 def test_every_key_gets_its_own_rate_in_one_pass() -> None:
@@ -321,7 +369,7 @@ def test_every_key_gets_its_own_rate_in_one_pass() -> None:
 
 def test_zero_history_and_nothing_spent_forecast_nothing() -> None:
     now = datetime(2026, 12, 10, tzinfo=UTC)
-    history = History(frame([], DECEMBER), frozenset(days(date(2026, 11, 1), date(2026, 12, 9))))
+    history = forecast.daily(frame([], DECEMBER), days(date(2026, 11, 1), date(2026, 12, 9)))
     cfg = config(limits="{requests: 1}", forecast_options="{min_elapsed: 0}")
     usage = frame([("id-k", "k", "gpt-4o", 0, 0.0)])
     found = evaluate(cfg, usage, now, history)
@@ -359,8 +407,8 @@ def test_a_forecast_is_never_nan_never_below_what_is_spent(
     today = now.date()
     series = {today - (n + 1) * DAY: cost for n, cost in enumerate(costs)}
     parts = [frame([("id-k", "k", "gpt-4o", 1, cost)], day) for day, cost in series.items()]
-    history = History(
-        pl.concat(parts, how="vertical") if parts else frame([], today), frozenset(series)
+    history = forecast.daily(
+        pl.concat(parts, how="vertical") if parts else frame([], today), series
     )
     cfg = config(limits=f"{{cost_usd: {limit!r}}}", forecast_options=f"{{method: {method}}}")
     finding = spend_finding(evaluate(cfg, frame([("id-k", "k", "gpt-4o", 1, spent)]), now, history))
