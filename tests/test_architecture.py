@@ -43,6 +43,7 @@ PURE = (
     "costwatch.detect.daily",
     "costwatch.detect.keys",
     "costwatch.detect.owners",
+    "costwatch.detect.rate",
     "costwatch.detect.unitcost",
     "costwatch.fmt",
     "costwatch.forecast",

@@ -81,6 +81,7 @@ class AnomalyConfig(Model):
         _one_or_many({"enum": list(ANOMALY_METRICS)}, "cost_usd, requests, or both"),
     ] = ANOMALY_METRICS
     models: bool = True  # also each key x model on its own
+    rate: bool = True  # also today so far against the same hours of normal days
     window_days: WindowDays = 28
     min_baseline_days: BaselineDays = 4
     seasonality: Seasonality = "auto"

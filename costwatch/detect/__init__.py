@@ -5,6 +5,7 @@ frame in, one frame of findings out, no per-key Python loop.
 daily.py     the daily usage the detectors read, checked once (`checked`)
 baseline.py  a subject's normal day: median and MAD of its trailing covered days
 anomaly.py   a key's (and key x model's) day far above its own normal
+rate.py      spend rate now: today so far against the same hours of normal days
 unitcost.py  a model's cost per request (per 1k tokens) against its trailing median; $0 rows
 keys.py      unowned spend, a key seen for the first time, a dormant key that starts again
 owners.py    who answers for each key (`owners:`)
@@ -13,6 +14,7 @@ owners.py    who answers for each key (`owners:`)
 from costwatch.detect.anomaly import anomalies
 from costwatch.detect.keys import key_events
 from costwatch.detect.owners import owners_of
+from costwatch.detect.rate import spend_rates
 from costwatch.detect.unitcost import unit_costs
 
-__all__ = ["anomalies", "key_events", "owners_of", "unit_costs"]
+__all__ = ["anomalies", "key_events", "owners_of", "spend_rates", "unit_costs"]

@@ -102,10 +102,10 @@ def anomalies(
         per_model = frame.select("api_key_id", "model", "day", value)
         models = baseline.stats(per_model, ["api_key_id", "model"], days)
         keys = baseline.stats(per_key, ["api_key_id"], days)
-        keys = _since(_judge(keys, ["api_key_id"], settings, metric), per_key, days)
+        keys = _since(judge(keys, ["api_key_id"], settings, metric), per_key, days)
         found.append(_with_drivers(keys, models))
         if config.models:
-            judged = _judge(models, ["api_key_id", "model"], settings, metric)
+            judged = judge(models, ["api_key_id", "model"], settings, metric)
             found.append(_since(judged, per_model, days))
     return (
         pl.concat([pl.DataFrame(schema=SCHEMA), *found], how="diagonal_relaxed")
@@ -140,7 +140,7 @@ def key_settings(
     return masks.select("api_key_id", *columns)
 
 
-def _judge(
+def judge(
     stats: pl.DataFrame, subject: list[str], settings: pl.DataFrame, metric: AnomalyMetric
 ) -> pl.DataFrame:
     """The anomalous subjects of `stats`, with their `level` and `ratio`."""

@@ -59,21 +59,30 @@ class Days:
         return cls(today, tuple(sorted(set(covered))), window)
 
 
-def stats(observations: pl.DataFrame, subject: Sequence[str], days: Days) -> pl.DataFrame:
+def stats(
+    observations: pl.DataFrame,
+    subject: Sequence[str],
+    days: Days,
+    *,
+    firsts: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """Per subject with a row `today`: the `subject` columns, `value` (today's), `first_seen`,
     `basis` (a name of BASES, null without a baseline), `baseline_days`, `normal` (median) and
     `spread` (1.4826 x MAD), both null without a baseline.
 
     `observations` has the `subject` columns, `day` and `value` (>= 0), one row per subject and
     day, for today and any days before it (earlier than the window too: they date first use).
+    `firsts` (the `subject` columns, `first_seen`) dates first use instead, when the
+    observations do not show every day of use.
     """
     keys, today, window = list(subject), days.today, days.window
     calendar = _calendar(today, days.covered, window.days)
-    firsts = (
-        observations.filter(pl.col("day") <= today)
-        .group_by(keys)
-        .agg(pl.col("day").min().alias("first_seen"))
-    )
+    if firsts is None:
+        firsts = (
+            observations.filter(pl.col("day") <= today)
+            .group_by(keys)
+            .agg(pl.col("day").min().alias("first_seen"))
+        )
     current = (
         observations.filter(pl.col("day") == today)
         .select(*keys, "value")
