@@ -50,6 +50,7 @@ from costwatch.selection import USAGE_COLUMN, mask, row_tokens, selections
 from costwatch.usage.model import SCHEMA
 
 __all__ = [
+    "EMPTY_DAYS",
     "LINEAR",
     "MIN_DAYS",
     "MIN_OF_EACH",
@@ -75,7 +76,7 @@ SPLIT_RATIO = 1.5  # one kind's mean above this many times the other's: rates to
 
 WEEKDAY, WEEKEND = "_weekday", "_weekend"  # the columns `WindowSums.attach` adds
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EMPTY_DAYS = pl.DataFrame(schema={**SCHEMA, "day": pl.Date()})
+EMPTY_DAYS = pl.DataFrame(schema={**SCHEMA, "day": pl.Date()})  # stored rows of no day
 _MICROSECOND = timedelta(microseconds=1)
 
 
@@ -130,7 +131,7 @@ def combine(parts: Sequence[Daily], patterns: Sequence[str] = ()) -> Daily:
     sums = [part.sums for part in parts if part.sums.height]
     days = frozenset().union(*(part.days for part in parts))
     if not sums:
-        return daily(_EMPTY_DAYS, days, patterns)
+        return daily(EMPTY_DAYS, days, patterns)
     return Daily(pl.concat(sums, how="vertical"), days, parts[0].patterns)
 
 
