@@ -28,20 +28,35 @@ fired, the limit it fired against, the use at that moment and when it was last s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from typing import Literal
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar, overload
 
-from costwatch import globs
-from costwatch.budgets import Finding, FindingKey, Rule, reaches
-from costwatch.config import Silence, Threshold, severity_for
+import polars as pl
+
+from costwatch.budgets import FINDING_SCHEMA, Finding, FindingKey, Rule
+from costwatch.config import Silence
+from costwatch.lifecycle import ALERT_COLUMNS, FORECAST_LEVEL, LEDGER_SCHEMA, decide, threshold_at
 
 Kind = Literal["actual", "forecast"]
 LedgerKey = tuple[str, str, str, str, str, str]  # budget, subject, model, metric, kind, period
 
-FORECAST_LEVEL = 100.0
-_NEVER = datetime.min.replace(tzinfo=UTC)
+__all__ = [
+    "ALERT_SCHEMA",
+    "FORECAST_LEVEL",
+    "Alert",
+    "Kind",
+    "LedgerEntry",
+    "LedgerKey",
+    "Plan",
+    "Rows",
+    "alert_frame",
+    "known_findings",
+    "ledger_frame",
+    "plan",
+    "threshold_at",
+]
 
 
 @dataclass(frozen=True)
@@ -99,11 +114,89 @@ class Alert:
         return self.api_key_id if self.api_key_id is not None else "*"
 
 
+# The columns of a frame of alerts: one per `Alert` field, the context last.
+ALERT_SCHEMA: dict[str, pl.DataType] = {
+    **{name: FINDING_SCHEMA[name] for name in ("budget", "scope", "api_key_id", "api_key_name")},
+    "model": pl.String(),
+    "metric": pl.String(),
+    **{name: ALERT_COLUMNS[name] for name in ("threshold", "kind", "severity")},
+    **{name: FINDING_SCHEMA[name] for name in ("used", "limit", "ratio", "projected")},
+    **{name: FINDING_SCHEMA[name] for name in ("forecast_ratio", "overrun_at", "period")},
+    **{name: ALERT_COLUMNS[name] for name in ("channel", "mention", "repeat", "previous_used")},
+    **{name: ALERT_COLUMNS[name] for name in ("silenced_by", "silenced_until")},
+    "spend_usd": pl.Float64(),
+    "requests": pl.Float64(),
+    "top_models": pl.List(pl.Struct({"model": pl.String(), "cost": pl.Float64()})),
+    "forecast_method": FINDING_SCHEMA["forecast_method"],
+}
+_T = TypeVar("_T")
+
+
+class Rows(Sequence[_T], Generic[_T]):
+    """Alerts or ledger entries held as a frame, each built as an object only when read: a
+    storm's 30,000 are counted, sliced and written without 30,000 objects made first.
+    Equal to any sequence of the same objects."""
+
+    def __init__(self, frame: pl.DataFrame, build: type[_T]) -> None:
+        self.frame = frame
+        self._build = build
+        self._built: tuple[_T, ...] | None = None
+
+    def _all(self) -> tuple[_T, ...]:
+        if self._built is None:
+            self._built = tuple(
+                _object(self._build, row) for row in self.frame.iter_rows(named=True)
+            )
+        return self._built
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    @overload
+    def __getitem__(self, index: int) -> _T: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> tuple[_T, ...]: ...
+
+    def __getitem__(self, index: int | slice) -> _T | tuple[_T, ...]:
+        if self._built is not None:
+            return self._built[index]
+        if isinstance(index, slice):
+            start, stop, step = index.indices(self.frame.height)
+            if step == 1:
+                part = self.frame.slice(start, max(0, stop - start))
+                return tuple(_object(self._build, row) for row in part.iter_rows(named=True))
+            return self._all()[index]
+        return _object(self._build, self.frame.row(index, named=True))
+
+    def __iter__(self) -> Iterator[_T]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and self._all() == tuple(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Rows({list(self._all())!r})"
+
+
+def _object(build: type[_T], row: dict[str, Any]) -> _T:
+    """One `Alert` or `LedgerEntry` from its row (lists back to tuples)."""
+    if build is Alert:
+        row["mention"] = tuple(row["mention"] or ())
+        row["top_models"] = tuple((top["model"], top["cost"]) for top in row["top_models"] or ())
+        row["repeat"] = bool(row["repeat"])
+    return build(**row)
+
+
 @dataclass(frozen=True)
 class Plan:
-    alerts: tuple[Alert, ...]  # to deliver
-    silenced: tuple[Alert, ...]  # due, but suppressed by a silence
-    ledger: tuple[LedgerEntry, ...]  # entries to write (insert or replace)
+    alerts: Sequence[Alert]  # to deliver
+    silenced: Sequence[Alert]  # due, but suppressed by a silence
+    ledger: Sequence[LedgerEntry]  # entries to write (insert or replace)
 
 
 def known_findings(ledger: Iterable[LedgerKey]) -> set[FindingKey]:
@@ -114,200 +207,62 @@ def known_findings(ledger: Iterable[LedgerKey]) -> set[FindingKey]:
     }
 
 
-def ledger_key(finding: Finding, kind: Kind) -> LedgerKey:
-    return (
-        finding.budget,
-        finding.subject,
-        finding.model or "",
-        finding.metric,
-        kind,
-        finding.period,
-    )
-
-
-def threshold_at(level: float, thresholds: Sequence[Threshold]) -> Threshold:
-    """The configured threshold at `level`, or the default severity for it."""
-    for threshold in thresholds:
-        if threshold.at == level:
-            return threshold
-    return Threshold(at=level, severity=severity_for(level), mention=())
-
-
-def active_silence(silences: Sequence[Silence], finding: Finding, now: datetime) -> Silence | None:
-    for silence in silences:
-        if silence.until <= now:
-            continue
-        if silence.budget is not None and not globs.matches(silence.budget, finding.budget):
-            continue
-        if silence.keys is not None and not _silenced_key(silence.keys, finding):
-            continue
-        return silence
-    return None
-
-
 def plan(
-    findings: Sequence[Finding],
+    findings: Sequence[Finding] | pl.DataFrame,
     rules: Mapping[str, Rule],
     ledger: Mapping[LedgerKey, LedgerEntry],
     silences: Sequence[Silence],
     now: datetime,
 ) -> Plan:
-    """Decide what to send for `findings` at `now`, given the `ledger` of what already fired.
+    """Decide what to send for `findings` (a frame with FINDING_SCHEMA, or objects) at `now`,
+    given the `ledger` of what already fired: `costwatch.lifecycle` applies the rules of this
+    module's docstring to all of them at once.
 
-    `findings` must include every finding that has a ledger entry (`budgets.noteworthy(frame,
-    ledger)` does), not only those at a threshold: a limit raised past the subject's use re-arms
-    its thresholds only if this sees the subject in that cycle.
+    `findings` must include every finding that has a ledger entry (all of `evaluate`'s do, as
+    does `budgets.noteworthy(frame, ledger)`), not only those at a threshold: a limit raised
+    past the subject's use re-arms its thresholds only if this sees the subject in that cycle.
     """
-    alerts: list[Alert] = []
-    silenced: list[Alert] = []
-    writes: dict[LedgerKey, LedgerEntry] = {}
-    for finding in findings:
-        rule = rules[finding.budget]
-        stored_actual = ledger.get(ledger_key(finding, "actual"))
-        stored_forecast = ledger.get(ledger_key(finding, "forecast"))
-        actual_entry = _rearm_actual(stored_actual, finding)
-        forecast_entry = _rearm_forecast(stored_forecast, finding)
-        for entry, stored in ((actual_entry, stored_actual), (forecast_entry, stored_forecast)):
-            if entry is not None and entry != stored:
-                writes[entry.key] = entry  # a limit change re-armed it
-        last_sent = _last_sent(actual_entry, forecast_entry)
-        due = _actual(finding, rule, actual_entry, last_sent, now)
-        if due is None and finding.forecast_due:
-            due = _forecast(finding, rule, actual_entry, forecast_entry, last_sent)
-        if due is None:
-            continue
-        silence = active_silence(silences, finding, now)
-        if silence is not None:
-            silenced.append(replace(due, silenced_by=silence.reason, silenced_until=silence.until))
-            continue
-        alerts.append(due)
-        for entry in _record(due, finding, actual_entry, now):
-            writes[entry.key] = entry
-    return Plan(alerts=tuple(alerts), silenced=tuple(silenced), ledger=tuple(writes.values()))
-
-
-def _rearm_actual(entry: LedgerEntry | None, finding: Finding) -> LedgerEntry | None:
-    """Under a changed limit the fired level becomes min(fired, level under the new limit)."""
-    if entry is None or entry.limit == finding.limit:
-        return entry
-    return replace(entry, level=min(entry.level, finding.level or 0.0), limit=finding.limit)
-
-
-def _rearm_forecast(entry: LedgerEntry | None, finding: Finding) -> LedgerEntry | None:
-    """Under a changed limit a fired forecast stays fired only while it is still due."""
-    if entry is None or entry.limit == finding.limit:
-        return entry
-    return replace(entry, level=entry.level if finding.forecast_due else 0.0, limit=finding.limit)
-
-
-def _last_sent(*entries: LedgerEntry | None) -> LedgerEntry | None:
-    """The entry of the subject's most recent alert, actual or forecast ("since the last
-    alert" counts from whichever went out last)."""
-    sent = [entry for entry in entries if entry is not None and entry.sent_at is not None]
-    return max(sent, key=lambda entry: entry.sent_at or _NEVER, default=None)
-
-
-def _actual(
-    finding: Finding,
-    rule: Rule,
-    entry: LedgerEntry | None,
-    last_sent: LedgerEntry | None,
-    now: datetime,
-) -> Alert | None:
-    """The actual-threshold alert due for `finding`, given its (re-armed) ledger entry."""
-    level = finding.level
-    if level is None:
-        return None
-    if level > (entry.level if entry is not None else 0.0):
-        return _alert(finding, rule, "actual", level, last_sent)
-    repeat = rule.budget.repeat
-    if (
-        repeat is not None
-        and entry is not None
-        and entry.sent_at is not None
-        and reaches(finding.used, finding.limit, 100)
-        and now - entry.sent_at >= _as_timedelta(repeat)
-    ):
-        return replace(_alert(finding, rule, "actual", level, last_sent), repeat=True)
-    return None
-
-
-def _forecast(
-    finding: Finding,
-    rule: Rule,
-    actual_entry: LedgerEntry | None,
-    forecast_entry: LedgerEntry | None,
-    last_sent: LedgerEntry | None,
-) -> Alert | None:
-    if actual_entry is not None and actual_entry.level >= 100:
-        return None  # the limit was already announced as reached
-    if forecast_entry is not None and forecast_entry.level >= FORECAST_LEVEL:
-        return None  # already forecast this period, against this limit
-    return _alert(finding, rule, "forecast", FORECAST_LEVEL, last_sent)
-
-
-def _alert(
-    finding: Finding, rule: Rule, kind: Kind, level: float, previous: LedgerEntry | None
-) -> Alert:
-    """The alert for `finding`; `previous` is the entry of the subject's last alert sent."""
-    threshold = threshold_at(level, rule.thresholds)
-    severity = threshold.severity if kind == "actual" else severity_for(80)
-    return Alert(
-        budget=finding.budget,
-        scope=finding.scope,
-        api_key_id=finding.api_key_id,
-        api_key_name=finding.api_key_name,
-        model=finding.model,
-        metric=finding.metric,
-        threshold=level,
-        kind=kind,
-        severity=severity,
-        used=finding.used,
-        limit=finding.limit,
-        ratio=finding.ratio,
-        projected=finding.projected,
-        forecast_ratio=finding.forecast_ratio,
-        overrun_at=finding.overrun_at,
-        forecast_method=finding.forecast_method,
-        period=finding.period,
-        channel=rule.budget.channel,
-        mention=tuple(dict.fromkeys((*threshold.mention, *rule.budget.mention))),
-        previous_used=previous.used if previous is not None and previous.sent_at else None,
+    frame = findings if isinstance(findings, pl.DataFrame) else _finding_frame(findings)
+    decision = decide(frame, rules, ledger_frame(ledger.values()), silences, now)
+    return Plan(
+        alerts=Rows(_as_alerts(decision.alerts), Alert),
+        silenced=Rows(_as_alerts(decision.silenced), Alert),
+        ledger=Rows(decision.ledger, LedgerEntry),
     )
 
 
-def _record(
-    alert: Alert, finding: Finding, entry: LedgerEntry | None, now: datetime
-) -> list[LedgerEntry]:
-    """Ledger writes for a sent alert. An actual alert also settles a due forecast."""
-    kinds: list[Kind] = [alert.kind]
-    if alert.kind == "actual" and finding.forecast_due:
-        kinds.append("forecast")
-    level = max(alert.threshold, entry.level if entry and alert.kind == "actual" else 0.0)
-    return [
-        LedgerEntry(
-            budget=finding.budget,
-            subject=finding.subject,
-            model=finding.model or "",
-            metric=finding.metric,
-            kind=kind,
-            period=finding.period,
-            level=level if kind == "actual" else FORECAST_LEVEL,
-            limit=finding.limit,
-            used=finding.used,
-            sent_at=now,
-        )
-        for kind in kinds
-    ]
+def alert_frame(alerts: Sequence[Alert]) -> pl.DataFrame:
+    """`alerts` as a frame with ALERT_SCHEMA (the frame itself when they are `Rows`)."""
+    if isinstance(alerts, Rows):
+        return alerts.frame
+    columns: dict[str, list[Any]] = {name: [] for name in ALERT_SCHEMA}
+    for alert in alerts:
+        for name in ALERT_SCHEMA:
+            columns[name].append(getattr(alert, name))
+    columns["mention"] = [list(m) for m in columns["mention"]]
+    columns["top_models"] = [[{"model": m, "cost": c} for m, c in t] for t in columns["top_models"]]
+    return pl.DataFrame(columns, schema=ALERT_SCHEMA)
 
 
-def _silenced_key(pattern: str, finding: Finding) -> bool:
-    """A silence's `keys` selects a key as a budget's `keys` do (`globs.key_matches`); a shared
-    pool, which is no one key, only by "*"."""
-    if finding.api_key_id is None:
-        return pattern == "*"
-    return globs.key_matches([pattern], finding.api_key_id, finding.api_key_name or "")
+def ledger_frame(entries: Iterable[LedgerEntry]) -> pl.DataFrame:
+    """Ledger entries as a frame with LEDGER_SCHEMA."""
+    columns: dict[str, list[Any]] = {name: [] for name in LEDGER_SCHEMA}
+    for entry in entries:
+        for name in LEDGER_SCHEMA:
+            columns[name].append(getattr(entry, name))
+    return pl.DataFrame(columns, schema=LEDGER_SCHEMA)
 
 
-def _as_timedelta(value: timedelta | float) -> timedelta:
-    return value if isinstance(value, timedelta) else timedelta(seconds=value)
+def _finding_frame(findings: Sequence[Finding]) -> pl.DataFrame:
+    names = list(FINDING_SCHEMA)
+    rows = [tuple(getattr(finding, name) for name in names) for finding in findings]
+    return pl.DataFrame(rows, schema=FINDING_SCHEMA, orient="row")
+
+
+def _as_alerts(decided: pl.DataFrame) -> pl.DataFrame:
+    """Decided alerts with ALERT_SCHEMA: the context (filled in later by `context`) empty."""
+    return decided.with_columns(
+        pl.lit(None, pl.Float64()).alias("spend_usd"),
+        pl.lit(None, pl.Float64()).alias("requests"),
+        pl.lit([], ALERT_SCHEMA["top_models"]).alias("top_models"),
+    ).select(pl.col(name).cast(dtype) for name, dtype in ALERT_SCHEMA.items())

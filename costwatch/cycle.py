@@ -161,8 +161,7 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
 
     def planned(ledger: Mapping[alerts.LedgerKey, alerts.LedgerEntry]) -> Outcome:
         by_name = {rule.name: rule for rule in rules}
-        noteworthy = budgets.noteworthy(findings, alerts.known_findings(ledger))
-        plan = alerts.plan(noteworthy, by_name, ledger, config.silences, now)
+        plan = alerts.plan(findings, by_name, ledger, config.silences, now)  # in columns
         return Outcome(
             now=now,
             period=default_period,

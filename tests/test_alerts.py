@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import textwrap
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 
 import polars as pl
@@ -82,6 +82,9 @@ class Sim:
             cfg.silences,
             now,
         )
+        # The cycle hands `plan` every finding as a frame: the same plan.
+        rules = {rule.name: rule for rule in resolved}
+        assert alerts.plan(evaluated, rules, self.ledger, cfg.silences, now) == result
         for entry in result.ledger:
             self.ledger[entry.key] = entry
         self.sent.extend((now, alert) for alert in result.alerts)
@@ -658,3 +661,29 @@ def test_growing_usage_sends_each_alert_once_in_rising_order_and_loses_nothing(
             if finding.level is not None and not silenced(finding.budget, at):
                 went_out = {a.threshold for _, a in sent if identity(a) == identity(finding)}
                 assert finding.level in went_out
+
+
+# --- the plan's rows -------------------------------------------------------------------------
+
+
+def test_alert_schema_names_every_alert_field_in_order() -> None:
+    assert list(alerts.ALERT_SCHEMA) == [f.name for f in fields(Alert)]
+
+
+def test_planned_rows_read_as_the_alerts_they_hold() -> None:
+    sim, cfg = Sim(), per_key(NO_FORECAST)
+    plan = sim.cycle(cfg, spend({"a": 60, "b": 85, "c": 150, "d": 1}), NOV)
+    assert isinstance(plan.alerts, alerts.Rows)
+    assert len(plan.alerts) == plan.alerts.frame.height == 3
+    listed = list(plan.alerts)
+    assert [a.threshold for a in listed] == [100, 80, 50]  # worst first, as the findings
+    assert plan.alerts[0] == listed[0]
+    assert plan.alerts[-1] == listed[-1]
+    assert plan.alerts[1:] == tuple(listed[1:])
+    assert plan.alerts[::2] == (listed[0], listed[2])
+    assert plan.alerts == listed
+    assert plan.alerts == tuple(listed)
+    assert plan.alerts != listed[:2]
+    assert alerts.alert_frame(listed).equals(plan.alerts.frame)
+    assert alerts.alert_frame(listed[:1]).height == 1
+    assert [e.key for e in plan.ledger] == [e.key for e in sim.ledger.values()]

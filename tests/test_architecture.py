@@ -51,6 +51,7 @@ PURE = (
     "costwatch.health",
     "costwatch.keeping",
     "costwatch.langdock.ranges",
+    "costwatch.lifecycle",
     "costwatch.metrics.exposition",
     "costwatch.notices",
     "costwatch.periods",

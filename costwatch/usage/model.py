@@ -131,14 +131,15 @@ def _per_key(usage: Usage) -> pl.DataFrame:
 
 def _top_models(usage: Usage, n: int, keys: Sequence[str] | None = None) -> pl.DataFrame:
     by_spend = pl.col("total_cost_usd").rank("ordinal", descending=True)
-    frame = usage.frame.lazy().select("api_key_id", "model", "total_cost_usd", "requests")
-    if keys is not None:  # a few keys: their rows first, in the frame's order
-        frame = frame.filter(pl.col("api_key_id").is_in(list(keys)))
+    rows = usage.frame.select("api_key_id", "model", "total_cost_usd", "requests")
+    if keys is not None:  # these keys' rows, in the frame's order
+        rows = rows.filter(pl.col("api_key_id").is_in(list(keys)))
+    frame = rows.lazy()
     # An export lists a key's rows together. Then the top n of each run of equal ids are a
     # superset of the top n of each key, found in cheap slice groups, where `over` a hash of
     # every id is not cheap; the exact pass below then sees only those candidates.
-    runs = usage.frame.get_column("api_key_id").rle_id()
-    if keys is None and runs.len() and (runs[-1] + 1) * 4 <= runs.len():
+    runs = rows.get_column("api_key_id").rle_id()
+    if runs.len() and (runs[-1] + 1) * 4 <= runs.len():
         frame = (
             frame.with_columns(runs.set_sorted().alias(_RUN))
             .filter(by_spend.over(_RUN) <= n)
