@@ -3,8 +3,10 @@ made from them through `budgets.evaluate`."""
 
 from __future__ import annotations
 
+import sqlite3
 import textwrap
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -108,3 +110,38 @@ def test_the_days_before_today_only(state: SqliteState) -> None:
     assert forecast.window(daily, budgets.rules(config(), NOW)[0], NOW) == tuple(
         date(2026, 12, 1) + n * DAY for n in range(9)
     )
+
+
+def test_a_cache_reads_a_stored_day_once_and_again_once_it_is_stored_anew(
+    state: SqliteState, tmp_path: Path
+) -> None:
+    put(state, BERLIN, date(2026, 11, 1), date(2026, 12, 9))
+    resolved = budgets.rules(config(), NOW)
+    cache = recent.Cache()
+
+    def spend_on(day: date) -> float:
+        daily = next(iter(recent.read(state, resolved, NOW, cache).values()))
+        return float(daily.sums.filter(pl.col("day") == day).get_column("cost_usd").item())
+
+    assert spend_on(date(2026, 12, 9)) == 15.0
+    assert len(cache) == 14  # the window's days, no more
+    # The rows change behind the store's back (its record of the day does not): still cached.
+    with closing(sqlite3.connect(tmp_path / "state.db")) as db, db:
+        db.execute("UPDATE usage_daily SET cost = cost * 2")
+    assert spend_on(date(2026, 12, 9)) == 15.0
+    assert (
+        recent.read(state, resolved, NOW)[budgets.export_key(resolved[0].period)]
+        .sums.get_column("cost_usd")
+        .max()
+        == 30.0
+    )  # without the cache: read again
+    # Stored anew (settled, reconciled): read again.
+    later = NOW + timedelta(hours=1)
+    state.put_day(BERLIN, date(2026, 12, 9), day_rows(4.0), exported_at=later, settled=True)
+    assert spend_on(date(2026, 12, 9)) == 6.0
+    assert spend_on(date(2026, 12, 8)) == 15.0
+    # The next day, the oldest day leaves the window and the cache.
+    tomorrow = NOW + DAY
+    put(state, BERLIN, date(2026, 12, 10), date(2026, 12, 10))
+    recent.read(state, budgets.rules(config(), tomorrow), tomorrow, cache)
+    assert len(cache) == 14
