@@ -115,7 +115,7 @@ _BUDGET_FAMILIES = (
     (
         "costwatch_budget_forecast_ratio",
         "forecast_ratio",
-        "Use projected linearly to the period's end, divided by the limit.",
+        "Use projected to the period's end (the forecast), divided by the limit.",
     ),
 )
 
