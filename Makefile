@@ -28,6 +28,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/bench_check.py
 	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_scrape.py
+	$(BIN)/python bench/bench_detect.py
 
 # requirements.lock: the exact runtime dependencies the container installs.
 lock:

@@ -95,18 +95,19 @@ def anomalies(
     today_rows = frame.filter(pl.col("day") == today)
     names = today_rows.group_by("api_key_id").agg(pl.col("api_key_name").last())
     settings = key_settings(names, config, budgets)
+    columns = [VALUE[metric] for metric in config.metrics]
+    per_key = frame.group_by("api_key_id", "day").agg(pl.col(c).sum() for c in columns)
+    per_model = frame.select("api_key_id", "model", "day", *columns)
+    by_key = baseline.stats(per_key, ["api_key_id"], days, values=columns)
+    by_model = baseline.stats(per_model, ["api_key_id", "model"], days, values=columns)
     found = []
     for metric in config.metrics:
-        value = pl.col(VALUE[metric]).alias("value")
-        per_key = frame.group_by("api_key_id", "day").agg(value.sum())
-        per_model = frame.select("api_key_id", "model", "day", value)
-        models = baseline.stats(per_model, ["api_key_id", "model"], days)
-        keys = baseline.stats(per_key, ["api_key_id"], days)
-        keys = _since(judge(keys, ["api_key_id"], settings, metric), per_key, days)
-        found.append(_with_drivers(keys, models))
+        models = baseline.metric(by_model, ["api_key_id", "model"], VALUE[metric])
+        keys = judge(baseline.metric(by_key, ["api_key_id"], VALUE[metric]), settings, metric)
+        found.append(_with_drivers(_since(keys, per_key, days, metric), models))
         if config.models:
-            judged = judge(models, ["api_key_id", "model"], settings, metric)
-            found.append(_since(judged, per_model, days))
+            judged = judge(models, settings, metric)
+            found.append(_since(judged, per_model, days, metric))
     return (
         pl.concat([pl.DataFrame(schema=SCHEMA), *found], how="diagonal_relaxed")
         .drop("api_key_name")
@@ -140,10 +141,10 @@ def key_settings(
     return masks.select("api_key_id", *columns)
 
 
-def judge(
-    stats: pl.DataFrame, subject: list[str], settings: pl.DataFrame, metric: AnomalyMetric
-) -> pl.DataFrame:
-    """The anomalous subjects of `stats`, with their `level` and `ratio`."""
+def judge(stats: pl.DataFrame, settings: pl.DataFrame, metric: AnomalyMetric) -> pl.DataFrame:
+    """The anomalous subjects of `stats` (`baseline.metric`'s columns), with their `level`
+    and `ratio`."""
+    subject = [c for c in ("api_key_id", "model") if c in stats.columns]
     normal, value = pl.col("normal"), pl.col("value")
     level = pl.max_horizontal(
         pl.col(FLOOR[metric]).cast(pl.Float64),
@@ -163,9 +164,11 @@ def judge(
     )
 
 
-def _since(judged: pl.DataFrame, observations: pl.DataFrame, days: baseline.Days) -> pl.DataFrame:
+def _since(
+    judged: pl.DataFrame, observations: pl.DataFrame, days: baseline.Days, metric: AnomalyMetric
+) -> pl.DataFrame:
     subject = [c for c in ("api_key_id", "model") if c in observations.columns]
-    start = baseline.run_start(observations, judged, subject, days)
+    start = baseline.run_start(observations, judged, subject, days, value=VALUE[metric])
     return judged.join(start, on=subject, how="left")
 
 

@@ -64,67 +64,108 @@ def stats(
     subject: Sequence[str],
     days: Days,
     *,
+    values: Sequence[str] = ("value",),
     firsts: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Per subject with a row `today`: the `subject` columns, `value` (today's), `first_seen`,
-    `basis` (a name of BASES, null without a baseline), `baseline_days`, `normal` (median) and
-    `spread` (1.4826 x MAD), both null without a baseline.
+    """Per subject with a row `today`: the `subject` columns, `first_seen`, `basis` (a name of
+    BASES, null without a baseline), `baseline_days`, and for each column `v` of `values`:
+    `v` (today's), `v:normal` (median) and `v:spread` (1.4826 x MAD), null without a
+    baseline. `metric(result, subject, v)` names them value, normal, spread.
 
-    `observations` has the `subject` columns, `day` and `value` (>= 0), one row per subject and
-    day, for today and any days before it (earlier than the window too: they date first use).
+    `observations` has the `subject` columns, `day` and `values` (>= 0), one row per subject
+    and day, for today and days before it (earlier than the window too: they date first use).
     `firsts` (the `subject` columns, `first_seen`) dates first use instead, when the
-    observations do not show every day of use.
+    observations do not show every day of use. One group_by reads the observations once.
     """
     keys, today, window = list(subject), days.today, days.window
     calendar = _calendar(today, days.covered, window.days)
-    if firsts is None:
-        firsts = (
-            observations.filter(pl.col("day") <= today)
-            .group_by(keys)
-            .agg(pl.col("day").min().alias("first_seen"))
+    options = _SEASONS[window.seasonality]
+    day = pl.col("day")
+    held = day.is_in(calendar.get_column("day").implode())
+    flags = {
+        0: held & (day.dt.weekday() == today.isoweekday()),
+        1: held & ((day.dt.weekday() >= 6) == (today.weekday() >= 5)),
+        2: held,
+    }
+    lists = [
+        pl.col(v).filter(pl.col(f"_in{i}")).sort().alias(f"_{v}:{i}")
+        for v in values
+        for i in options
+    ]
+    is_today = pl.col("_is_today")
+    grouped = (
+        observations.lazy()
+        .filter(day <= today)
+        .with_columns(
+            (day == today).alias("_is_today"), *(flags[i].alias(f"_in{i}") for i in options)
         )
-    current = (
-        observations.filter(pl.col("day") == today)
-        .select(*keys, "value")
-        .join(firsts, on=keys, how="left")
-        .sort("first_seen")
+        .group_by(keys)
+        .agg(
+            is_today.any().alias("_today"),
+            *(pl.col(v).filter(is_today).sum() for v in values),
+            *([] if firsts is not None else [day.min().alias("first_seen")]),
+            *lists,
+        )
+        .filter(pl.col("_today"))
+        .collect()
     )
-    counted = current.join_asof(
+    if firsts is not None:
+        grouped = grouped.join(firsts, on=keys, how="left")
+    counted = grouped.sort("first_seen").join_asof(
         calendar.select("day", *(f"_n{flag}" for flag in _FLAGS)),
         left_on="first_seen",
         right_on="day",
         strategy="forward",
-    ).drop("day")
+    )
     chosen = counted.with_columns(_basis(window).alias("_basis")).with_columns(
         pl.coalesce(
             *(pl.when(pl.col("_basis") == i).then(pl.col(f"_n{f}")) for i, f in enumerate(_FLAGS)),
             pl.lit(0, dtype=pl.UInt32),
-        ).alias("baseline_days")
+        )
+        .cast(pl.Int64)
+        .alias("_n")
     )
-    rows = _baseline_rows(observations, chosen, calendar, keys)
-    return _order_statistics(chosen, rows, keys).select(
+    for v in values:
+        chosen = _order_statistics(chosen, v, options)
+    return chosen.select(
         *keys,
-        "value",
         "first_seen",
         pl.col("_basis").replace_strict(dict(enumerate(BASES)), default=None).alias("basis"),
+        pl.col("_n").alias("baseline_days"),
+        *(pl.col(f"{v}{part}") for v in values for part in ("", ":normal", ":spread")),
+    )
+
+
+def metric(result: pl.DataFrame, subject: Sequence[str], value: str) -> pl.DataFrame:
+    """One value's columns of `stats` as value, normal and spread, beside the rest."""
+    return result.select(
+        *subject,
+        "first_seen",
+        "basis",
         "baseline_days",
-        "normal",
-        "spread",
+        pl.col(value).alias("value"),
+        pl.col(f"{value}:normal").alias("normal"),
+        pl.col(f"{value}:spread").alias("spread"),
     )
 
 
 def run_start(
-    observations: pl.DataFrame, levels: pl.DataFrame, subject: Sequence[str], days: Days
+    observations: pl.DataFrame,
+    levels: pl.DataFrame,
+    subject: Sequence[str],
+    days: Days,
+    *,
+    value: str = "value",
 ) -> pl.DataFrame:
     """`subject` columns and `since`: the first day of the unbroken run of covered days up to
-    today whose value reached the subject's `level` (a column of `levels`); today when the day
-    before did not (or is not covered). Looks back at most the window's days."""
+    today whose `value` reached the subject's `level` (a column of `levels`); today when the
+    day before did not (or is not covered). Looks back at most the window's days."""
     keys, today = list(subject), days.today
     calendar = _calendar(today, days.covered, days.window.days).select("day")
     above = (
         observations.join(calendar, on="day", how="semi")
         .join(levels.select(*keys, "level"), on=keys, how="inner")
-        .filter(pl.col("value") >= pl.col("level"))
+        .filter(pl.col(value) >= pl.col("level"))
         .with_columns((pl.lit(today) - pl.col("day")).dt.total_days().alias("_back"))
         .group_by(keys)
         .agg((pl.col("_back").sort() == pl.int_range(1, pl.len() + 1)).sum().alias("_run"))
@@ -163,53 +204,26 @@ def _basis(window: Window) -> pl.Expr:
     )
 
 
-def _baseline_rows(
-    observations: pl.DataFrame, chosen: pl.DataFrame, calendar: pl.DataFrame, keys: list[str]
-) -> pl.DataFrame:
-    """The observed rows that make each subject's baseline."""
-    in_basis = pl.coalesce(
-        *(pl.when(pl.col("_basis") == i).then(pl.col(flag)) for i, flag in enumerate(_FLAGS))
+def _order_statistics(chosen: pl.DataFrame, value: str, options: tuple[int, ...]) -> pl.DataFrame:
+    """`chosen` with `value:normal` (median) and `value:spread` (1.4826 x MAD) of each
+    subject's baseline: its observed values on the chosen basis's days (`_value:i`, sorted)
+    and, for the rest of its `_n` days, zeros. The deviations of those zeros from the median
+    are the median itself; they are merged into the deviations' order the same way."""
+    listed = pl.coalesce(
+        *(pl.when(pl.col("_basis") == i).then(pl.col(f"_{value}:{i}")) for i in options)
     )
-    return (
-        observations.select(*keys, "day", "value")
-        .join(calendar.select("day", *_FLAGS), on="day", how="inner")
-        .join(
-            chosen.filter(pl.col("_basis").is_not_null()).select(*keys, "_basis", "first_seen"),
-            on=keys,
-            how="inner",
-        )
-        .filter(in_basis & (pl.col("day") >= pl.col("first_seen")))
-        .select(*keys, "value")
-    )
-
-
-def _order_statistics(chosen: pl.DataFrame, rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """`chosen` with `normal` (median) and `spread` (1.4826 x MAD) of each subject's baseline:
-    its observed `rows` and, for the rest of its `baseline_days`, zeros."""
-    observed = rows.group_by(keys).agg(
-        pl.col("value").sort().alias("_values"), pl.len().alias("_observed")
-    )
-    with_median = chosen.join(observed, on=keys, how="left").with_columns(
-        pl.col("_observed").fill_null(0).cast(pl.Int64),
-        pl.col("baseline_days").cast(pl.Int64).alias("_n"),
+    normal, deviations = pl.col(f"{value}:normal"), pl.col("_devs")
+    with_median = chosen.with_columns(listed.alias("_values")).with_columns(
+        (pl.col("_n") - pl.col("_values").list.len().fill_null(0)).alias("_zeros")
     )
     with_median = with_median.with_columns(
-        (pl.col("_n") - pl.col("_observed")).alias("_zeros")
-    ).with_columns(_median("_values", fill=pl.lit(0.0), below=pl.lit(0)).alias("normal"))
-    deviations = (
-        rows.join(with_median.select(*keys, "normal"), on=keys, how="inner")
-        .with_columns((pl.col("value") - pl.col("normal")).abs().alias("_dev"))
-        .group_by(keys)
-        .agg(
-            pl.col("_dev").sort().alias("_devs"),
-            (pl.col("_dev") < pl.col("normal")).sum().alias("_below"),
+        _median("_values", fill=pl.lit(0.0), below=pl.lit(0)).alias(normal.meta.output_name())
+    ).with_columns((pl.col("_values") - normal).list.eval(pl.element().abs().sort()).alias("_devs"))
+    below = (deviations - normal).list.eval((pl.element() < 0).cast(pl.UInt32)).list.sum()
+    return with_median.with_columns(below.fill_null(0).alias("_below")).with_columns(
+        (_median("_devs", fill=normal, below=pl.col("_below")) * MAD_TO_SIGMA).alias(
+            f"{value}:spread"
         )
-    )
-    return with_median.join(deviations, on=keys, how="left").with_columns(
-        (
-            _median("_devs", fill=pl.col("normal"), below=pl.col("_below").fill_null(0))
-            * MAD_TO_SIGMA
-        ).alias("spread")
     )
 
 

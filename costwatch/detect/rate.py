@@ -80,13 +80,15 @@ def spend_rates(
         .agg(pl.col("api_key_name").last())
     )
     settings = anomaly.key_settings(names, config, budgets)
-    found = []
-    for metric in config.metrics:
-        observations = at_hour.group_by("api_key_id", "day").agg(
-            pl.col(anomaly.VALUE[metric]).sum().alias("value")
+    columns = [anomaly.VALUE[metric] for metric in config.metrics]
+    observations = at_hour.group_by("api_key_id", "day").agg(pl.col(c).sum() for c in columns)
+    stats = baseline.stats(observations, ["api_key_id"], days, values=columns, firsts=firsts)
+    found = [
+        anomaly.judge(
+            baseline.metric(stats, ["api_key_id"], anomaly.VALUE[metric]), settings, metric
         )
-        stats = baseline.stats(observations, ["api_key_id"], days, firsts=firsts)
-        found.append(anomaly.judge(stats, ["api_key_id"], settings, metric))
+        for metric in config.metrics
+    ]
     return (
         pl.concat([pl.DataFrame(schema=SCHEMA), *found], how="diagonal_relaxed")
         .drop("api_key_name")

@@ -218,3 +218,10 @@ def test_any_history_never_crashes_and_never_alerts_on_nothing(
     assert set(result.select("api_key_id", "driver_model").drop_nulls().rows()) <= today
     if all(value == 0 for *_, value in series):
         assert result.is_empty()
+
+
+def test_a_day_given_twice_for_a_key_and_model_is_summed() -> None:
+    rows = steady("bot", "gpt-4o", 10.0, 100, HISTORY)
+    rows += [(MONDAY, "bot", "gpt-4o", 40.0, 100), (MONDAY, "bot", "gpt-4o", 40.0, 100)]
+    key = cost(found(rows, AnomalyConfig(metrics=("cost_usd",))), model="gpt-4o")
+    assert (key["value"], key["ratio"]) == (80.0, 8.0)
