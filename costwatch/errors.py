@@ -4,6 +4,8 @@
     ├── ConfigError                 the YAML file is wrong; carries every problem at once
     ├── UsageError                  an export's CSV cannot be trusted (column, first bad row)
     ├── StateError                  the state file is damaged, locked, unwritable or too new
+    │   └── NotLeaderError          PostgreSQL: this process is no longer (or not) the leader,
+    │                               so it may not write: fenced by the epoch (`state/leader.py`)
     ├── DeliveryError               Slack did not take a message: Slack's `code`, the `remedy`
     │                               in plain words, and its `scope`: what else it rules out
     │                               (the workspace, the channel, the message, or nothing)
@@ -89,8 +91,13 @@ class UsageError(CostwatchError):
 
 
 class StateError(CostwatchError):
-    """The SQLite state cannot be used. Never answered by starting afresh: that would re-send
-    the whole period's alerts."""
+    """The state (the SQLite file, the PostgreSQL database) cannot be used. Never answered by
+    starting afresh: that would re-send the whole period's alerts."""
+
+
+class NotLeaderError(StateError):
+    """A write of a process that is not the leader (any more): refused in the transaction that
+    would have written it, so a deposed leader commits nothing."""
 
 
 class ExportError(CostwatchError):

@@ -63,7 +63,16 @@ PURE = (
     "costwatch.usage.model",
 )
 IO_LIBRARIES = frozenset(
-    {"httpx", "sqlite3", "slack_sdk", "prometheus_client", "socket", "time", "apscheduler"}
+    {
+        "httpx",
+        "sqlite3",
+        "psycopg",
+        "slack_sdk",
+        "prometheus_client",
+        "socket",
+        "time",
+        "apscheduler",
+    }
 )
 # Module-level mutable state, each with its reason.
 MUTABLE_GLOBALS = {

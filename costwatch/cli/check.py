@@ -124,7 +124,7 @@ def _deliver(
 
 
 def state_is_missing(config: Config, dry_run: bool) -> bool:
-    return dry_run and not config.state.path.exists()
+    return dry_run and config.state.url is None and not config.state.path.exists()
 
 
 @contextmanager

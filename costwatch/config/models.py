@@ -19,6 +19,7 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    SecretStr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -44,6 +45,8 @@ from costwatch.config.types import (
     header_token_problem,
     number,
     read_secret_files,
+    redacted_url,
+    refused,
     resolve_path,
     split_listen,
 )
@@ -115,16 +118,61 @@ class ScheduleConfig(Model):
         return zoneinfo.ZoneInfo(self.timezone)
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 class StateConfig(Model):
+    """SQLite at `path` (the default), or PostgreSQL at `url` (`url_file`), whose password may
+    also come on its own (`password`, `password_file`); `lease` is how long a leader that
+    stopped answering (paused, partitioned) keeps leadership before the database ends it."""
+
     path: Path = Path("/var/lib/costwatch/state.db")
+    url: Secret | None = None  # postgresql://user@host:5432/db; a Secret: it may hold a password
+    url_file: SecretPath | None = None
+    password: Secret | None = None
+    password_file: SecretPath | None = None
+    lease: Duration = timedelta(seconds=15)
     # How long delivered alerts, ended periods' ledger and stored days are kept (stored days: at
     # least 94 days, so a running quarter stays whole).
     retention: Duration = timedelta(days=90)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_files(cls, data: object, info: ValidationInfo) -> object:
+        if isinstance(data, dict) and "path" in data and (data.get("url") or data.get("url_file")):
+            return {**data, "url": refused("give path (SQLite) or url (PostgreSQL), not both")}
+        return read_secret_files(data, info, "url", "password")
 
     @field_validator("path")
     @classmethod
     def _relative_to_config(cls, path: Path, info: ValidationInfo) -> Path:
         return resolve_path(path, info)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(POSTGRES_SCHEMES):
+            raise ValueError("must be a postgresql:// URL (for SQLite, give path instead)")
+        return url
+
+    @model_validator(mode="after")
+    def _lease_long_enough(self) -> Self:
+        if self.lease < timedelta(seconds=2):
+            raise at("lease", "must be at least 2s (the leader renews it every third of it)")
+        if self.password is not None and self.url is None:
+            raise at("password", "goes with url (a PostgreSQL state); SQLite has none")
+        return self
+
+    @property
+    def postgres(self) -> bool:
+        """Whether the state is PostgreSQL (`url`) rather than the SQLite file at `path`."""
+        return self.url is not None
+
+    def where(self) -> str:
+        """The state as logs may name it: the file, or the database without its credentials."""
+        if self.url is None:
+            return str(self.path)
+        return redacted_url(self.url.get_secret_value())
 
 
 class HistoryConfig(Model):

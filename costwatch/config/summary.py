@@ -40,7 +40,7 @@ def summarize(
     lines = [
         f"langdock  {langdock.base_url} (API key {source})",
         f"schedule  {trigger}, time zone {schedule.timezone}",
-        f"state     {config.state.path}",
+        f"state     {config.state.where()}",
         f"slack     {_describe_slack(slack)}",
         f"metrics   {config.metrics.listen} (at most {config.metrics.max_series} series)",
         f"defaults  {_describe_defaults(config.defaults)}",

@@ -196,6 +196,23 @@ def _raise_invalid(value: object) -> object:
 Secret = Annotated[SecretStr, Field(min_length=1), BeforeValidator(_raise_invalid)]
 
 
+def refused(message: str) -> object:
+    """Put in place of a field's input by a `before` validator: the field reports `message`."""
+    return _Invalid(ValueError(message))
+
+
+def redacted_url(url: str) -> str:
+    """A database URL as logs may show it: scheme, host, port and path; never the user's
+    password nor the query (which may carry one)."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
+
+
 def header_token_problem(value: str) -> str | None:
     """What keeps `value` (a key sent as `Authorization: Bearer <value>`) out of an HTTP header,
     or None. Never quotes the value."""

@@ -209,7 +209,7 @@ class Daemon:
             "costwatch started: metrics on %s:%d, state %s, %s",
             self._config.metrics.host,
             self._server.port,
-            self._config.state.path,
+            self._config.state.where(),
             schedule.describe(self._config.schedule),
         )
         self._metrics.alerts_pending(self._state.pending_count())

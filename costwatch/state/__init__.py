@@ -1,23 +1,29 @@
 """What costwatch keeps between cycles: the alert ledger, the outbox, export health and the
 daily usage history, behind one interface (`Store`).
 
-    base.py    `Store`, `Transaction` and `History`: what a cycle, delivery, the keeper of the
-               history and the commands need; the records (`OutboxItem`, `Message`, `StoredDay`)
-    sqlite.py  `SqliteState`: the store in one SQLite file
-    daily.py   the daily usage history's SQL (`usage_day`, `usage_daily`, marks)
-    schema.py  creating, recognising and migrating the file (`MIGRATIONS`, `SCHEMA_VERSION`)
-    lock.py    one writer per state file (`flock` on `<state>.lock`)
-    rows.py    damaged rows read the safe way, each logged once and counted
+    base.py      `Store`, `Transaction` and `History`: what a cycle, delivery, the keeper of
+                 the history and the commands need; the records (`OutboxItem`, `Message`,
+                 `StoredDay`)
+    sqlite.py    `SqliteState`: the store in one SQLite file
+    daily.py     the daily usage history's SQL (`usage_day`, `usage_daily`, marks)
+    schema.py    creating, recognising and migrating the file (`MIGRATIONS`, `SCHEMA_VERSION`)
+    lock.py      one writer per state file (`flock` on `<state>.lock`)
+    rows.py      damaged rows read the safe way, each logged once and counted
+    postgres.py  `PostgresState`: the store in PostgreSQL, its writes fenced by the epoch
+    pgschema.py  its tables and migrations (`pgschema.MIGRATIONS`), its advisory locks
+    leader.py    leader election on PostgreSQL (`Elector`), `Leadership` for the daemon
 
-`open_store(config)` opens the store the configuration names (today: the SQLite file at
-`state.path`), for the commands and the daemon; code that means SQLite opens
-`SqliteState.open(path)`.
+`open_store(config)` opens the store the configuration names: the SQLite file at `state.path`,
+or the PostgreSQL database at `state.url`; `leadership(store)` says who of several processes
+leads. Code that means SQLite opens `SqliteState.open(path)`.
 """
 
 from __future__ import annotations
 
 from costwatch.config import StateConfig
 from costwatch.state.base import History, Message, OutboxItem, Store, StoredDay, Transaction
+from costwatch.state.leader import Elected, Leadership, SharedSnapshot, Sole
+from costwatch.state.postgres import PostgresState
 from costwatch.state.schema import MIGRATIONS, SCHEMA_VERSION
 from costwatch.state.sqlite import SqliteState
 
@@ -25,12 +31,16 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "History",
+    "Leadership",
     "Message",
     "OutboxItem",
+    "PostgresState",
+    "SharedSnapshot",
     "SqliteState",
     "Store",
     "StoredDay",
     "Transaction",
+    "leadership",
     "open_store",
 ]
 
@@ -41,8 +51,37 @@ def open_store(
     write: bool = True,
     wait: float = 0.0,
     command: str = "a costwatch process",
+    lead: bool = True,
 ) -> Store:
-    """The store `config` names, opened as `SqliteState.open` opens it (see there): to write,
-    this process first becomes its one writer (waiting up to `wait` seconds); `write=False`
-    opens it read-only."""
-    return SqliteState.open(config.path, write=write, wait=wait, command=command)
+    """The store `config` names. SQLite: opened as `SqliteState.open` opens it (see there): to
+    write, this process first becomes its one writer (waiting up to `wait` seconds);
+    `write=False` opens it read-only. PostgreSQL: to write, this process must lead (see
+    `leader.py`): with `lead`, it takes the leader lock first (waiting up to `wait` seconds,
+    else `StateError` naming the leader); without, it is a standby that writes nothing until
+    the daemon's campaign (`leadership(store)`) makes it lead. `write=False` writes nothing."""
+    if config.url is None:
+        return SqliteState.open(config.path, write=write, wait=wait, command=command)
+    password = config.password.get_secret_value() if config.password is not None else None
+    store = PostgresState.open(
+        config.url.get_secret_value(),
+        password=password,
+        where=config.where(),
+        lease=config.lease,
+        holder=command,
+        read_only=not write,
+    )
+    try:
+        if write and lead:
+            assert store.elector is not None
+            store.elector.lead(wait)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def leadership(store: Store) -> Leadership:
+    """Who leads among the processes on `store`: elected on PostgreSQL, this one on SQLite."""
+    if isinstance(store, PostgresState) and store.elector is not None:
+        return Elected(store.elector, store.share, store.shared)
+    return Sole()

@@ -64,7 +64,7 @@ class Damaged(ValueError):
 class Damage:
     """Logs each damaged row once per process and counts it through `on_damaged(table)`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self._path = path
         self._seen: set[tuple[str, Hashable]] = set()
         self.on_damaged: Callable[[str], None] | None = None
@@ -106,11 +106,15 @@ def number(value: Any, column: str) -> float:
 
 
 def aware_time(value: Any, column: str) -> datetime:
-    """A time as the state stores it: ISO 8601 with its UTC offset."""
-    try:
-        moment = datetime.fromisoformat(text(value, column))
-    except ValueError:
-        raise Damaged(f"{column} is not a time") from None
+    """A time as the state stores it: ISO 8601 with its UTC offset (SQLite), or an aware
+    datetime (PostgreSQL's timestamptz)."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(text(value, column))
+        except ValueError:
+            raise Damaged(f"{column} is not a time") from None
     if moment.utcoffset() is None:
         raise Damaged(f"{column} is a time without its UTC offset")
     return moment

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from costwatch import usage
 from costwatch.errors import StateError
-from costwatch.state import MIGRATIONS, SqliteState, StoredDay
+from costwatch.state import MIGRATIONS, SqliteState, Store, StoredDay
 
 ROOT = Path(__file__).resolve().parents[2]
 BERLIN = "Europe/Berlin"
@@ -51,7 +51,13 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def state(path: Path) -> Any:
+def state(store: Store) -> Store:
+    """Each implementation of the history in turn: the SQLite file and PostgreSQL (conftest)."""
+    return store
+
+
+@pytest.fixture
+def sqlite_state(path: Path) -> Any:
     with SqliteState.open(path) as opened:
         yield opened
 
@@ -207,7 +213,17 @@ def test_a_day_put_inside_a_transaction_is_part_of_it(state: SqliteState) -> Non
     assert state.stored_days(BERLIN, D1, D1)[D1].rows == 1
 
 
-def test_marks_are_named_instants(state: SqliteState, path: Path) -> None:
+def test_marks_are_named_instants(state: Store) -> None:
+    assert state.mark("reconciled:Europe/Berlin:2026-11") is None
+    state.set_mark("reconciled:Europe/Berlin:2026-11", T0)
+    state.set_mark("reconciled:Europe/Berlin:2026-11", T0 + timedelta(days=1))
+    assert state.mark("reconciled:Europe/Berlin:2026-11") == T0 + timedelta(days=1)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        state.set_mark("naive", datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
+
+
+def test_marks_are_read_back_by_a_reader_of_the_file(sqlite_state: SqliteState, path: Path) -> None:
+    state = sqlite_state
     assert state.mark("reconciled:Europe/Berlin:2026-11") is None
     state.set_mark("reconciled:Europe/Berlin:2026-11", T0)
     state.set_mark("reconciled:Europe/Berlin:2026-11", T0 + timedelta(days=1))
