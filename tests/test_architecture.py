@@ -52,6 +52,7 @@ PURE = (
     "costwatch.keeping",
     "costwatch.langdock.ranges",
     "costwatch.lifecycle",
+    "costwatch.metrics.cap",
     "costwatch.metrics.exposition",
     "costwatch.notices",
     "costwatch.periods",

@@ -160,6 +160,7 @@ class Daemon:
                 port=config.metrics.port,
                 basic_auth=_basic_auth(config),
                 tls=_tls(config),
+                gzipped=metrics.exposition_gzip,  # to scrapers that accept gzip
             )
             return cls(
                 config,

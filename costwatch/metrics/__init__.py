@@ -3,6 +3,7 @@
     registry.py    `Metrics`: the live registry (counters, histograms, gauges) and the snapshot
                    bytes it publishes; `exposition_parts()` is what `/metrics` serves
     exposition.py  the snapshot part, rendered once per cycle with polars (pure)
+    cap.py         one `max_series` over every family of that part: the rest folded (pure)
     server.py      `MetricsServer`: bounded threads and deadlines; it serves a callable
     http.py        one request: basic auth, `/metrics`, `/healthz`, `/readyz`
 
@@ -11,10 +12,11 @@ Metric names are an interface (docs/architecture.md lists them).
 
 from costwatch.metrics.exposition import (
     ALL_MODELS,
+    OTHER_KEY,
     OTHER_MODEL,
+    OTHER_NAME,
     SHARED_SUBJECT,
     Snapshot,
-    cap,
     render_snapshot,
 )
 from costwatch.metrics.http import Limits
@@ -24,12 +26,13 @@ from costwatch.metrics.server import MetricsServer
 __all__ = [
     "ALL_MODELS",
     "CYCLE_OUTCOMES",
+    "OTHER_KEY",
     "OTHER_MODEL",
+    "OTHER_NAME",
     "SHARED_SUBJECT",
     "Limits",
     "Metrics",
     "MetricsServer",
     "Snapshot",
-    "cap",
     "render_snapshot",
 ]

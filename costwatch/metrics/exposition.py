@@ -22,15 +22,12 @@ the same at 10 keys and at 50,000 series. All gauges, period to date:
 Label values come from the export and are escaped as the text format asks (backslash, double
 quote, line feed), so no key or model name can add a label or a series.
 
-Cardinality: `max_series` caps the key x model series, all `costwatch_key_model_*` families
-together: a row becomes 2 series (spend, requests) plus one per token kind the export reports,
-so with BYOK tokens 50,000 series hold 7,142 rows. Rows are ranked by spend (the biggest
-first); the largest prefix is kept such that kept rows plus one `model="other"` row per key
-with folded rows fit in the row budget; each key's remaining rows are summed into its "other"
-row (a real model named "other" is merged into it). When even one row per key exceeds the cap, the
-keys spending least are dropped entirely (from the per-key families too).
-`costwatch_series_truncated` counts the rows folded or dropped. Budget series are not capped:
-their number is set by the configuration.
+Cardinality: `max_series` bounds every family of this part together (per key, per key and
+model, per budget), as `cap.py` says: the largest spenders are kept, the rest folded into
+"other" series (per key `api_key_id="other"`, per key and model `model="other"`, per budget
+subject "(other)" with the highest ratios), so each family still sums to the workspace's;
+`costwatch_series_truncated` counts the series folded or dropped. The shared pools' budget
+series and the unevaluated family are set by the configuration and always served.
 
 Pure: frames in, bytes out.
 """
@@ -43,20 +40,21 @@ from datetime import datetime
 
 import polars as pl
 
-from costwatch.budgets import Unevaluated
+from costwatch.budgets import FINDING_SCHEMA, Unevaluated
+from costwatch.metrics.cap import OTHER_KEY, OTHER_MODEL, OTHER_NAME, bound
 from costwatch.usage import SCHEMA
 
 __all__ = [
     "ALL_MODELS",
+    "OTHER_KEY",
     "OTHER_MODEL",
+    "OTHER_NAME",
     "SHARED_SUBJECT",
     "Rendered",
     "Snapshot",
-    "cap",
     "render_snapshot",
 ]
 
-OTHER_MODEL = "other"  # the model label of a key's folded rows
 ALL_MODELS = "all"  # the model label of a budget's own (not per-model) limits
 SHARED_SUBJECT = "(shared)"  # the subject label of a shared budget's pool
 TOKEN_KINDS: dict[str, str] = {  # label value -> Usage.frame column
@@ -67,7 +65,6 @@ TOKEN_KINDS: dict[str, str] = {  # label value -> Usage.frame column
     "no_cache": "no_cache_tokens",
 }
 _LABELS = "__labels__"
-_RANK = "__rank__"
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,7 @@ class Rendered:
     """The snapshot part of the exposition and what the cap did."""
 
     text: bytes
-    truncated: int  # key x model rows folded into "other" or dropped
+    truncated: int  # series folded into an "other" series or dropped (`cap`)
 
 
 _KEY_FAMILIES = (
@@ -121,24 +118,28 @@ _BUDGET_FAMILIES = (
 
 
 def render_snapshot(snapshot: Snapshot | None, max_series: int) -> Rendered:
-    """The snapshot part of the exposition (HELP and TYPE of every family, even when empty)."""
+    """The snapshot part of the exposition (HELP and TYPE of every family, even when empty),
+    at most `max_series` series over every family together (`cap.bound`; the shared pools'
+    budget series and the unevaluated family are always served)."""
     usage = _usage_rows(snapshot.usage if snapshot is not None else None)
-    rows, truncated = cap(usage, max(1, max_series // _series_per_row(usage)))
-    keys = _sum_per_key(rows)
     findings = snapshot.findings if snapshot is not None else None
+    unevaluated = _unevaluated_family(snapshot.unevaluated if snapshot is not None else ())
+    bounded = bound(
+        usage,
+        findings if findings is not None else pl.DataFrame(schema=FINDING_SCHEMA),
+        max_series,
+        list(TOKEN_KINDS.values()),
+        fixed=unevaluated.count("\n") - 2,
+    )
     parts = [
-        *_usage_families(keys, _KEY_FAMILIES, ("api_key_id", "api_key_name")),
-        *_usage_families(rows, _KEY_MODEL_FAMILIES, ("api_key_id", "api_key_name", "model")),
-        *_budget_families(findings),
-        _unevaluated_family(snapshot.unevaluated if snapshot is not None else ()),
+        *_usage_families(bounded.keys, _KEY_FAMILIES, ("api_key_id", "api_key_name")),
+        *_usage_families(
+            bounded.rows, _KEY_MODEL_FAMILIES, ("api_key_id", "api_key_name", "model")
+        ),
+        *_budget_families(bounded.findings),
+        unevaluated,
     ]
-    return Rendered("".join(parts).encode("utf-8"), truncated)
-
-
-def _series_per_row(usage: pl.DataFrame) -> int:
-    """Series one key x model row becomes: spend, requests and each token kind reported."""
-    kinds = sum(1 for column in TOKEN_KINDS.values() if usage[column].null_count() < usage.height)
-    return 2 + kinds
+    return Rendered("".join(parts).encode("utf-8"), bounded.truncated)
 
 
 def _usage_rows(usage: pl.DataFrame | None) -> pl.DataFrame:
@@ -147,57 +148,7 @@ def _usage_rows(usage: pl.DataFrame | None) -> pl.DataFrame:
     if usage is None:
         return pl.DataFrame(schema=SCHEMA).select(columns)
     text = pl.col("api_key_id", "api_key_name", "model")
-    return usage.select(columns).with_columns(text.fill_null(""))
-
-
-def cap(usage: pl.DataFrame, max_series: int) -> tuple[pl.DataFrame, int]:
-    """At most `max_series` key x model rows, and how many rows were folded or dropped."""
-    rows = usage.height
-    if rows <= max_series:
-        return usage, 0
-    usage = _top_keys(usage, max_series)
-    ranked = usage.sort(
-        ["total_cost_usd", "api_key_id", "model"], descending=[True, False, False]
-    ).with_row_index(_RANK)
-    rank = pl.col(_RANK).cast(pl.Int64)
-    keys = usage.get_column("api_key_id").n_unique()
-    # Keeping the first t rows costs t series plus one "other" per key with a row at rank >= t,
-    # i.e. whose last row is at rank >= t: a count that only grows with t. Keep the largest t.
-    last_of_key = (rank == rank.max().over("api_key_id")).cast(pl.Int64)
-    series = rank + 1 + keys - last_of_key.cum_sum()
-    kept_rows = ranked.select((series <= max_series).sum()).item()
-    kept = ranked.filter(rank < kept_rows)
-    folded = ranked.filter(rank >= kept_rows)
-    real_other = pl.col("model") == OTHER_MODEL
-    clash = real_other & pl.col("api_key_id").is_in(
-        folded.get_column("api_key_id").unique().implode()
-    )
-    folded = pl.concat([folded, kept.filter(clash)])
-    kept = kept.filter(~clash).drop(_RANK)
-    others = _sum_per_key(folded.drop(_RANK)).with_columns(pl.lit(OTHER_MODEL).alias("model"))
-    return pl.concat([kept, others.select(kept.columns)]), rows - kept.height
-
-
-def _top_keys(usage: pl.DataFrame, max_series: int) -> pl.DataFrame:
-    """The rows of the `max_series` keys spending most (all rows when there are no more)."""
-    totals = usage.group_by("api_key_id").agg(pl.col("total_cost_usd").sum())
-    if totals.height <= max_series:
-        return usage
-    top = totals.sort(["total_cost_usd", "api_key_id"], descending=[True, False]).head(max_series)
-    return usage.join(top.select("api_key_id"), on="api_key_id", how="semi")
-
-
-def _sum_per_key(rows: pl.DataFrame) -> pl.DataFrame:
-    """Rows summed per key; a token sum is null only where every row's count is."""
-    tokens = [
-        pl.when(pl.col(c).is_not_null().any()).then(pl.col(c).sum()).alias(c)
-        for c in TOKEN_KINDS.values()
-    ]
-    return rows.group_by("api_key_id", maintain_order=True).agg(
-        pl.col("api_key_name").last(),
-        pl.col("requests", "total_cost_usd").sum(),
-        *tokens,
-    )
+    return usage.select(columns).with_columns(text.cast(pl.String).fill_null(""))
 
 
 def _usage_families(

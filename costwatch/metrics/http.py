@@ -3,7 +3,10 @@ loop has read: basic auth, the route, and the answer sent by the connection's de
 
 - `GET /metrics` serves what `App.exposition()` returns (`Metrics.exposition_parts`: stored
   bytes plus the small live registry) as `text/plain; version=0.0.4`; the server needs only
-  that callable, not the metrics, so a scrape does no work proportional to the keys.
+  that callable, not the metrics, so a scrape does no work proportional to the keys. To a
+  scraper that accepts gzip (`Accept-Encoding`, as Prometheus sends it) it serves
+  `App.gzipped()` instead (`Metrics.exposition_gzip`: the snapshot compressed once per cycle,
+  only the live part per scrape), with `Content-Encoding: gzip`.
 - `GET /healthz` and `GET /readyz` call their probe: `(True, text)` answers 200 with the text,
   `(False, reason)` 503 with the reason (a probe that raises counts as not ok). 404 elsewhere.
 - Optional basic auth covers every path (401 with `WWW-Authenticate` when missing or wrong;
@@ -50,6 +53,7 @@ class App:
     healthz: Probe
     readyz: Probe
     credentials: bytes | None  # b"user:password" when basic auth is on
+    gzipped: Exposition | None = None  # the same exposition as one gzip stream, when offered
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         path = urlsplit(self.path).path
         if path == "/metrics":
-            self._send_parts(200, tuple(app.exposition()), CONTENT_TYPE_METRICS)
+            if app.gzipped is not None and accepts_gzip(self.headers.get("Accept-Encoding")):
+                gzip = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+                self._send_parts(200, tuple(app.gzipped()), CONTENT_TYPE_METRICS, gzip)
+            else:
+                self._send_parts(200, tuple(app.exposition()), CONTENT_TYPE_METRICS)
         elif path == "/healthz":
             self._probe(app.healthz)
         elif path == "/readyz":
@@ -190,3 +198,21 @@ def authorized(header: str | None, credentials: bytes) -> bool:
     except (binascii.Error, ValueError):
         return False
     return hmac.compare_digest(given, credentials)
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an Accept-Encoding header accepts gzip (named, with a q-value above 0)."""
+    for item in (header or "").split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() not in ("gzip", "x-gzip"):
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        return quality > 0
+    return False

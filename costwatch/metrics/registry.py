@@ -14,6 +14,7 @@ front; free-form label values are bounded (`_BoundedLabels`).
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -33,6 +34,7 @@ __all__ = ["CYCLE_OUTCOMES", "DURATION_BUCKETS", "Metrics"]
 
 CYCLE_OUTCOMES: tuple[str, ...] = ("ok", "export_failed", "error")
 DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_GZIP_LEVEL = 5  # once per cycle: 7 MB in about a tenth of a second, to about a tenth
 _MAX_LABEL_VALUES = 32  # distinct free-form reasons / Slack errors before "other"
 _MAX_LABEL_LENGTH = 64
 
@@ -58,6 +60,7 @@ class Metrics:
         self._lock = threading.Lock()  # the snapshot bytes and their two gauges change together
         self._publishing = threading.Lock()  # one render at a time
         self._snapshot = render_snapshot(None, max_series).text
+        self._gzip_head, self._gzip_state = _gzip_start(self._snapshot)
         self._define(self.registry)
         self._build_info.labels(version=version).set(1)
         self._reasons = _BoundedLabels(EXPORT_FAILURE_REASONS)
@@ -133,8 +136,8 @@ class Metrics:
         )
         self._truncated = Gauge(
             "costwatch_series_truncated",
-            'Key x model rows of the served snapshot folded into model="other" or dropped '
-            "by metrics.max_series.",
+            "Series of the served snapshot (per key, per key and model, per budget) folded "
+            'into an "other" series or dropped by metrics.max_series.',
             registry=registry,
         )
 
@@ -191,8 +194,10 @@ class Metrics:
         """Render the snapshot's families once; scrapes serve these bytes until the next one."""
         with self._publishing:
             rendered = render_snapshot(snapshot, self.max_series)
+            gzip_head, gzip_state = _gzip_start(rendered.text)
             with self._lock:
                 self._snapshot = rendered.text
+                self._gzip_head, self._gzip_state = gzip_head, gzip_state
                 self._snapshot_at.set(snapshot.at.timestamp())
                 self._truncated.set(rendered.truncated)
 
@@ -200,6 +205,14 @@ class Metrics:
         """The snapshot bytes and the live registry's, consistent with each other."""
         with self._lock:
             return self._snapshot, generate_latest(self.registry)
+
+    def exposition_gzip(self) -> tuple[bytes, bytes]:
+        """`exposition_parts` as one gzip stream, in two pieces: the snapshot, compressed once
+        when it was published, and the live registry compressed onto it now."""
+        with self._lock:
+            head, state = self._gzip_head, self._gzip_state.copy()
+            live = generate_latest(self.registry)
+        return head, state.compress(live) + state.flush()
 
     def exposition(self) -> bytes:
         """What `/metrics` serves."""
@@ -224,6 +237,13 @@ class _BoundedLabels:
                 self._seen.add(text)
                 return text
         return "other"
+
+
+def _gzip_start(snapshot: bytes) -> tuple[bytes, zlib._Compress]:
+    """The gzip stream's first bytes (`snapshot`, flushed to a byte boundary) and the
+    compressor that continues it: each scrape copies it and adds the live part."""
+    state = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return state.compress(snapshot) + state.flush(zlib.Z_SYNC_FLUSH), state
 
 
 def _default_registry() -> CollectorRegistry:

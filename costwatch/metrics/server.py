@@ -60,7 +60,8 @@ def _unbound() -> tuple[bool, str]:
 class MetricsServer:
     """`/metrics` and the probes on `host:port`, served from background threads.
 
-    `exposition` returns the bytes `/metrics` serves (`Metrics.exposition_parts`). The probes
+    `exposition` returns the bytes `/metrics` serves (`Metrics.exposition_parts`), `gzipped`
+    the same as one gzip stream for scrapers that accept it (`Metrics.exposition_gzip`). The probes
     may be given later, before `start()`, by whoever answers them (`bind_probes`: the daemon
     is made from a server it is given); until then both answer 503 "starting".
     """
@@ -76,11 +77,12 @@ class MetricsServer:
         basic_auth: tuple[str, str] | None = None,
         tls: tuple[Path, Path] | None = None,
         limits: Limits = _LIMITS,
+        gzipped: Exposition | None = None,
     ) -> None:
         credentials = None
         if basic_auth is not None:
             credentials = f"{basic_auth[0]}:{basic_auth[1]}".encode()
-        self._app = App(exposition, healthz, readyz, credentials)
+        self._app = App(exposition, healthz, readyz, credentials, gzipped)
         self.host = host
         self.port = port  # the actual port once started (port=0 picks a free one)
         self._tls = tls

@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +34,9 @@ from costwatch.budgets import FINDING_SCHEMA
 from costwatch.errors import EXPORT_FAILURE_REASONS
 from costwatch.metrics import (
     CYCLE_OUTCOMES,
+    OTHER_KEY,
     OTHER_MODEL,
+    OTHER_NAME,
     SHARED_SUBJECT,
     Metrics,
     MetricsServer,
@@ -164,7 +167,12 @@ def metrics() -> Metrics:
 @pytest.fixture
 def served(metrics: Metrics) -> Iterator[MetricsServer]:
     with MetricsServer(
-        metrics.exposition_parts, host="127.0.0.1", port=0, healthz=ok_probe, readyz=ok_probe
+        metrics.exposition_parts,
+        host="127.0.0.1",
+        port=0,
+        healthz=ok_probe,
+        readyz=ok_probe,
+        gzipped=metrics.exposition_gzip,
     ) as server:
         yield server
 
@@ -348,14 +356,32 @@ def test_any_key_name_round_trips_through_the_exposition(names: list[str]) -> No
 # --- the cap --------------------------------------------------------------------------------
 
 
+SNAPSHOT_FAMILIES = (
+    "costwatch_key_spend_usd",
+    "costwatch_key_requests",
+    "costwatch_key_tokens",
+    "costwatch_key_model_spend_usd",
+    "costwatch_key_model_requests",
+    "costwatch_key_model_tokens",
+    "costwatch_budget_limit",
+    "costwatch_budget_used_ratio",
+    "costwatch_budget_forecast_ratio",
+)
+
+
+def snapshot_series(text: str) -> int:
+    return sum(len(samples(text, name)) for name in SNAPSHOT_FAMILIES)
+
+
 def test_cap_keeps_the_top_spenders_and_folds_the_rest_into_other_per_key() -> None:
-    # 3 keys x 4 models = 12 rows into 6 rows (12 series: spend and requests, no tokens): the
-    # 3 dearest rows, plus one "other" per key.
+    # 3 keys x 4 models, no tokens: 3 x 2 per-key series and 12 x 2 key x model series (30).
+    # Under 22 (4 held back for the keys a fold might need) the three keys and the 3 dearest
+    # rows fit, with one "other" row per key.
     costs = {"a": (100.0, 90.0, 1.0, 0.5), "b": (80.0, 2.0, 1.5, 0.25), "c": (3.0, 0.1, 0.2, 0.3)}
     rows = [
         row(key, f"m{i}", cost, 1) for key, spend in costs.items() for i, cost in enumerate(spend)
     ]
-    metrics = Metrics(max_series=12, registry=CollectorRegistry())
+    metrics = Metrics(max_series=22, registry=CollectorRegistry())
     metrics.publish(snapshot(usage_frame(rows)))
     text = metrics.exposition().decode()
     series = by_labels(text, "costwatch_key_model_spend_usd", "api_key_id", "model")
@@ -375,36 +401,106 @@ def test_cap_keeps_the_top_spenders_and_folds_the_rest_into_other_per_key() -> N
         ("b",): 83.75,
         ("c",): pytest.approx(3.6),
     }
-    assert samples(text, "costwatch_series_truncated") == [({}, 9.0)]
+    assert snapshot_series(text) == 18
+    assert samples(text, "costwatch_series_truncated") == [({}, 18.0)]  # 30 - 6 - 3 x 2
 
 
-def test_cap_drops_the_cheapest_keys_when_one_series_per_key_is_too_many() -> None:
+def test_cap_folds_the_keys_spending_least_into_one_other_key() -> None:
     rows = [row(f"k{i}", model, float(i)) for i in range(1, 6) for model in ("x", "y")]
-    metrics = Metrics(max_series=6, registry=CollectorRegistry())
+    metrics = Metrics(max_series=16, registry=CollectorRegistry())
     metrics.publish(snapshot(usage_frame(rows)))
     text = metrics.exposition().decode()
     assert by_labels(text, "costwatch_key_model_spend_usd", "api_key_id", "model") == {
         ("k5", OTHER_MODEL): 10.0,
         ("k4", OTHER_MODEL): 8.0,
         ("k3", OTHER_MODEL): 6.0,
+        (OTHER_KEY, OTHER_MODEL): 6.0,  # k1 and k2
     }
-    assert set(by_labels(text, "costwatch_key_spend_usd", "api_key_id")) == {
-        ("k3",),
-        ("k4",),
-        ("k5",),
+    assert by_labels(text, "costwatch_key_spend_usd", "api_key_id", "api_key_name") == {
+        ("k3", "name-k3"): 6.0,
+        ("k4", "name-k4"): 8.0,
+        ("k5", "name-k5"): 10.0,
+        (OTHER_KEY, OTHER_NAME): 6.0,
     }
-    assert samples(text, "costwatch_series_truncated") == [({}, 10.0)]
+    assert by_labels(text, "costwatch_key_requests", "api_key_id")[(OTHER_KEY,)] == 4
+    assert snapshot_series(text) == 16
+    assert samples(text, "costwatch_series_truncated") == [({}, 24.0)]  # 30 - 3 keys x 2
 
 
 def test_cap_merges_a_real_model_named_other_into_the_fold() -> None:
     rows = [row("a", "big", 10.0), row("a", OTHER_MODEL, 5.0), row("a", "small", 1.0)]
-    rows += [row("b", "tiny", 0.5)]
-    text = render_snapshot(snapshot(usage_frame(rows)), 6).text.decode()
+    rows += [row("a", "tiny", 0.75), row("b", "tiny", 0.5)]
+    text = render_snapshot(snapshot(usage_frame(rows)), 13).text.decode()
     assert by_labels(text, "costwatch_key_model_spend_usd", "api_key_id", "model") == {
         ("a", "big"): 10.0,
-        ("a", OTHER_MODEL): 6.0,
-        ("b", OTHER_MODEL): 0.5,
+        ("a", OTHER_MODEL): 6.75,
+        (OTHER_KEY, OTHER_MODEL): 0.5,
     }
+
+
+def test_cap_folds_budget_series_of_folded_keys_keeping_the_worst_ratio() -> None:
+    rows = [row(f"k{i}", "m", float(i)) for i in range(1, 11)]
+    findings = [
+        finding("each", f"k{i}", f"name-k{i}", used=float(i), limit=5.0, ratio=i / 5.0)
+        for i in range(1, 11)
+    ]
+    findings.append(finding("each", "k1", "name-k1", metric="requests", ratio=3.0, limit=1.0))
+    findings.append(finding("pool", None, None, ratio=0.1))
+    frame = findings_frame(findings)
+    # Per key: 2 series and 3 per finding; the pool's 3 are always served; 10 are held back
+    # for the folds (a key and its row, and two budget subjects): 27 left, 7 per key.
+    text = render_snapshot(snapshot(usage_frame(rows), frame), 40).text.decode()
+    ratios = by_labels(text, "costwatch_budget_used_ratio", "budget", "api_key_id", "metric")
+    kept = {key for _, key, _ in ratios if key not in ("", OTHER_KEY)}
+    assert kept == {"k10", "k9", "k8"}  # the dearest keys, whole
+    assert ratios[("each", OTHER_KEY, "cost_usd")] == 7 / 5  # the worst folded, k7
+    assert ratios[("each", OTHER_KEY, "requests")] == 3.0  # k1's only finding of its metric
+    assert ratios[("pool", "", "cost_usd")] == 0.1
+    subjects = by_labels(text, "costwatch_budget_limit", "budget", "subject", "metric")
+    assert subjects[("each", OTHER_NAME, "cost_usd")] == 5.0
+    assert snapshot_series(text) == 3 + 3 * 7 + 2 + 2 + 6
+    assert sum(v for _, v in samples(text, "costwatch_key_spend_usd")) == 55.0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spend=st.lists(
+        st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=5),
+        min_size=1,
+        max_size=12,
+    ),
+    tokens=st.booleans(),
+    budget=st.booleans(),
+    max_series=st.integers(min_value=24, max_value=160),
+)
+def test_cap_bounds_every_family_together_and_keeps_their_sums(
+    spend: list[list[int]], tokens: bool, budget: bool, max_series: int
+) -> None:
+    extra = {"sum_prompt_tokens": 3, "sum_completion_tokens": 1} if tokens else {}
+    rows = [
+        row(f"k{k}", f"m{m}", cost / 4, cost + 1, **extra)
+        for k, costs in enumerate(spend)
+        for m, cost in enumerate(costs)
+    ]
+    totals = [sum(costs) / 4 for costs in spend]
+    found = [
+        finding("each", f"k{k}", f"name-k{k}", used=total, limit=10.0, ratio=total / 10)
+        for k, total in enumerate(totals)
+        if budget
+    ]
+    uncapped = render_snapshot(snapshot(usage_frame(rows), findings_frame(found)), 10**6)
+    rendered = render_snapshot(snapshot(usage_frame(rows), findings_frame(found)), max_series)
+    text, full = rendered.text.decode(), snapshot_series(uncapped.text.decode())
+    assert snapshot_series(text) <= max_series
+    assert (rendered.truncated == 0) == (full <= max_series)
+    assert rendered.truncated <= full
+    for name in ("costwatch_key_spend_usd", "costwatch_key_model_spend_usd"):
+        assert sum(v for _, v in samples(text, name)) == pytest.approx(sum(totals))
+    for name in ("costwatch_key_requests", "costwatch_key_model_requests"):
+        assert sum(v for _, v in samples(text, name)) == sum(c + 1 for cs in spend for c in cs)
+    if found:
+        worst = max(v for _, v in samples(text, "costwatch_budget_used_ratio"))
+        assert worst == pytest.approx(max(totals) / 10)
 
 
 def test_no_truncation_below_the_cap(metrics: Metrics) -> None:
@@ -412,6 +508,67 @@ def test_no_truncation_below_the_cap(metrics: Metrics) -> None:
     text = metrics.exposition().decode()
     assert samples(text, "costwatch_series_truncated") == [({}, 0.0)]
     assert len(samples(text, "costwatch_key_model_spend_usd")) == 3
+
+
+# --- gzip -----------------------------------------------------------------------------------
+
+
+def one_gzip_stream(raw: bytes) -> bytes:
+    """`raw` decoded as a single gzip member (as httpx and Go's reader both read it)."""
+    stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    text = stream.decompress(raw)
+    assert stream.eof
+    assert stream.unused_data == b""
+    return text
+
+
+def test_a_scraper_that_accepts_gzip_gets_the_exposition_as_one_gzip_stream(
+    metrics: Metrics, served: MetricsServer
+) -> None:
+    metrics.publish(populated())
+    with httpx.Client() as http:
+        for accept in ("gzip", "deflate, gzip;q=0.5", "GZIP"):
+            with http.stream(
+                "GET", url(served), headers={"Accept-Encoding": accept}, timeout=30
+            ) as response:
+                raw = b"".join(response.iter_raw())
+            assert response.headers["content-encoding"] == "gzip"
+            assert response.headers["vary"] == "Accept-Encoding"
+            assert int(response.headers["content-length"]) == len(raw)
+            text = one_gzip_stream(raw).decode()
+            snapshot_part, _ = metrics.exposition_parts()
+            assert text.startswith(snapshot_part.decode())
+            assert declared(text) == declared(metrics.exposition().decode())
+            assert by_labels(text, "costwatch_key_spend_usd", "api_key_id") == {
+                ("k1",): 14.75,
+                ("k2",): 0.75,
+            }
+
+
+def test_identity_and_gzip_refused_with_q_0_get_plain_text(
+    metrics: Metrics, served: MetricsServer
+) -> None:
+    metrics.publish(populated())
+    with httpx.Client() as http:
+        for accept in ("identity", "gzip;q=0", "br", "gzip;q=x"):
+            with http.stream(
+                "GET", url(served), headers={"Accept-Encoding": accept}, timeout=30
+            ) as response:
+                raw = b"".join(response.iter_raw())
+            assert "content-encoding" not in response.headers
+            assert raw.startswith(b"# HELP costwatch_key_spend_usd")
+
+
+def test_the_gzip_stream_follows_each_published_snapshot(metrics: Metrics) -> None:
+    metrics.publish(populated())
+    first = one_gzip_stream(b"".join(metrics.exposition_gzip())).decode()
+    metrics.publish(snapshot(usage_frame([row("k9", "m", 3.0)])))
+    second = one_gzip_stream(b"".join(metrics.exposition_gzip())).decode()
+    assert set(by_labels(first, "costwatch_key_spend_usd", "api_key_id")) == {("k1",), ("k2",)}
+    assert by_labels(second, "costwatch_key_spend_usd", "api_key_id") == {("k9",): 3.0}
+    for _ in range(3):  # each scrape continues a copy: the stored stream is never used up
+        again = one_gzip_stream(b"".join(metrics.exposition_gzip()))
+        assert again.startswith(metrics.exposition_parts()[0])
 
 
 # --- the live metrics -----------------------------------------------------------------------
