@@ -41,6 +41,7 @@ PURE = (
     "costwatch.detect.anomaly",
     "costwatch.detect.baseline",
     "costwatch.detect.daily",
+    "costwatch.detect.findings",
     "costwatch.detect.keys",
     "costwatch.detect.owners",
     "costwatch.detect.rate",

@@ -9,12 +9,27 @@ rate.py      spend rate now: today so far against the same hours of normal days
 unitcost.py  a model's cost per request (per 1k tokens) against its trailing median; $0 rows
 keys.py      unowned spend, a key seen for the first time, a dormant key that starts again
 owners.py    who answers for each key (`owners:`)
+findings.py  every detector at once (`detect`), typed findings with owners; `due`: once per
+             subject and day
 """
 
 from costwatch.detect.anomaly import anomalies
+from costwatch.detect.findings import Anomaly, Finding, KeyEvent, UnitCost, detect, due
 from costwatch.detect.keys import key_events
 from costwatch.detect.owners import owners_of
 from costwatch.detect.rate import spend_rates
 from costwatch.detect.unitcost import unit_costs
 
-__all__ = ["anomalies", "key_events", "owners_of", "spend_rates", "unit_costs"]
+__all__ = [
+    "Anomaly",
+    "Finding",
+    "KeyEvent",
+    "UnitCost",
+    "anomalies",
+    "detect",
+    "due",
+    "key_events",
+    "owners_of",
+    "spend_rates",
+    "unit_costs",
+]
