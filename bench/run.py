@@ -3,8 +3,8 @@
     python bench/run.py [--runs 3] [--scrapes 200] [--cycles 2000]
 
 Runs `bench_check` (whole-process `costwatch check --csv` beside bare polars and pandas),
-`bench_scrape`, `bench_storm` and `bench_soak`, each measuring its baseline in the same run,
-then prints the table. Numbers only: nothing here fails on a missed target.
+`bench_scrape`, `bench_storm`, `bench_soak` and `bench_forecast`, each measuring its baseline
+in the same run, then prints the table. Numbers only: nothing here fails on a missed target.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_check  # noqa: E402 (bench/ is put on the path just above)
+import bench_forecast  # noqa: E402
 import bench_scrape  # noqa: E402
 import bench_soak  # noqa: E402
 import bench_storm  # noqa: E402
@@ -177,6 +178,29 @@ def soak_lines(cycles: int) -> list[Line]:
     ]
 
 
+def forecast_lines(runs: int) -> list[Line]:
+    result = bench_forecast.measure(runs=runs)
+    size = f"{result.keys:,} keys x {result.models} models"
+    return [
+        Line(
+            f"forecast: evaluate from a {result.days}-day window, {size}",
+            f"{result.window_seconds:.3f} s ({result.due:,} due, each with its overrun)",
+            f"{result.linear_seconds:.3f} s linear (no stored days)",
+            f"{result.window_seconds / result.linear_seconds:.2f}",
+            "",
+            None,
+        ),
+        Line(
+            f"forecast: a stored day of {result.keys * result.models:,} rows summed per key",
+            f"{result.day_seconds:.3f} s",
+            f"the window held as {result.daily_rows:,} rows",
+            "",
+            "once per day and process",
+            None,
+        ),
+    ]
+
+
 def render(lines: list[Line]) -> str:
     header = ("benchmark", "costwatch", "baseline(s)", "ratio", "target", "met?")
     cells = [
@@ -212,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         ("scrape", lambda: scrape_lines(args.scrapes)),
         ("storm", storm_lines),
         ("soak", lambda: soak_lines(args.cycles)),
+        ("forecast", lambda: forecast_lines(args.runs)),
     ]
     for name, step in steps:
         print(f"running {name} ...", file=sys.stderr, flush=True)

@@ -183,12 +183,13 @@ class WindowSums:
     def __init__(self, history: Daily, days: Collection[date], budgets: Sequence[Budget]) -> None:
         self._globs = {pattern: f"@{i}" for i, pattern in enumerate(history.patterns)}
         weekend = pl.col("day").dt.weekday() >= 6  # ISO: Saturday 6, Sunday 7
-        aggs = [pl.col("api_key_name").sort_by("day").last()]
+        aggs = [pl.col("api_key_name").get(pl.col("day").arg_max())]  # the latest day's name
         for suffix in ("", *self._globs.values()):
             for metric in METRICS:
                 value = pl.col(f"{metric}{suffix}")
                 for kind, on_kind in ((WEEKDAY, ~weekend), (WEEKEND, weekend)):
-                    aggs.append(value.filter(on_kind).sum().alias(f"{metric}{suffix}{kind}"))
+                    chosen = pl.when(on_kind).then(value).otherwise(0.0)
+                    aggs.append(chosen.sum().alias(f"{metric}{suffix}{kind}"))
         self._sums = (
             history.sums.lazy()
             .filter(pl.col("day").is_in(list(days)))
