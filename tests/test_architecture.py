@@ -60,6 +60,7 @@ PURE = (
     "costwatch.quote",
     "costwatch.selection",
     "costwatch.slack.blocks",
+    "costwatch.slack.findings",
     "costwatch.slack.render",
     "costwatch.usage.csvshape",
     "costwatch.usage.model",

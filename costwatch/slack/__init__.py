@@ -2,6 +2,7 @@
 
 render.py    Block Kit messages and their plain-text fallback (pure)
 blocks.py    blocks that keep names inert and messages inside Slack's limits (pure)
+findings.py  the detectors' findings as messages: `render_finding` (pure)
 answers.py   what Slack's answers mean: `DeliveryError`, its scope and remedy
 http.py      the HTTP under slack_sdk: no redirect followed, no answer crashes a round
 senders.py   `Sender`: the Web API (bot token) or an incoming webhook; `test_channels`

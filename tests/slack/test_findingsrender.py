@@ -1,0 +1,197 @@
+"""The detectors' findings as Slack messages: each kind reads as its reviewed snapshot, keeps
+names from the export inert and fits Slack's limits.
+
+Snapshots live in tests/slack/snapshots/finding_*.json (blocks, fallback text, how the message
+reads); review them by eye when they change.
+`COSTWATCH_UPDATE_SNAPSHOTS=1 pytest tests/slack/test_findingsrender.py` rewrites them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from slack_sdk.models.blocks import Block
+
+from costwatch.detect import Anomaly, Finding, KeyEvent, UnitCost
+from costwatch.slack import blocks as slackblocks
+from costwatch.slack.findings import render_finding
+from costwatch.slack.render import Rendered, as_terminal_text
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+UPDATE = os.environ.get("COSTWATCH_UPDATE_SNAPSHOTS") == "1"
+MONDAY = date(2026, 11, 30)
+TEAM = "<!subteam^S0123ABCD>"
+INJECTIONS = (
+    "<!channel> *urgent*",
+    "<@U123>",
+    "<https://evil.example|click>",
+    "<!here|here> _x_ ~y~ `z` ```w```",
+    "a & b &amp; <c>",
+    "line one\nline two\r\u2028three",
+)
+
+ANOMALY = Anomaly(
+    kind="anomaly",
+    day=MONDAY,
+    metric="cost_usd",
+    api_key_id="key_7f3a",
+    api_key_name="support-bot-prod",
+    model=None,
+    value=80.0,
+    normal=10.0,
+    ratio=8.0,
+    level=30.0,
+    basis="same weekday",
+    baseline_days=4,
+    since=date(2026, 11, 28),
+    driver_model="gpt-4o",
+    driver_share=0.97,
+    mention=(TEAM,),
+    channel="#support-eng",
+)
+UNIT = UnitCost(
+    day=MONDAY,
+    model="gpt-4o",
+    change="drift",
+    basis="per 1k tokens",
+    requests=12_000,
+    cost_usd=300.0,
+    rate=0.01,
+    normal=0.0025,
+    ratio=4.0,
+    baseline_days=28,
+    zero_cost_requests=0,
+    zero_cost_keys=0,
+)
+EVENT = KeyEvent(
+    kind="unowned",
+    day=MONDAY,
+    api_key_id="key_9c1d",
+    api_key_name="stray-script",
+    cost_usd=42.5,
+    requests=3_100,
+)
+CASES: dict[str, Finding] = {
+    "anomaly": ANOMALY,
+    "anomaly_model_requests": dataclasses.replace(
+        ANOMALY,
+        model="gpt-4o",
+        metric="requests",
+        value=12_000,
+        normal=1_000,
+        ratio=12.0,
+        level=3_000,
+        since=MONDAY,
+        driver_model=None,
+        driver_share=None,
+        basis="weekday/weekend",
+        baseline_days=20,
+    ),
+    "anomaly_normally_nothing": dataclasses.replace(
+        ANOMALY, normal=0.0, ratio=None, level=5.0, basis="all days", baseline_days=28
+    ),
+    "spend_rate": dataclasses.replace(
+        ANOMALY, kind="spend_rate", hour=10, value=72.0, normal=9.0, since=None, driver_model=None
+    ),
+    "unit_cost_drift": UNIT,
+    "unit_cost_cheaper": dataclasses.replace(
+        UNIT, basis="per request", rate=0.002, normal=0.03, ratio=0.0667
+    ),
+    "unit_cost_zero": dataclasses.replace(
+        UNIT,
+        change="zero_cost",
+        basis="per request",
+        cost_usd=0.0,
+        rate=0.0,
+        normal=0.03,
+        ratio=0.0,
+        zero_cost_requests=12_000,
+        zero_cost_keys=3,
+    ),
+    "unowned": EVENT,
+    "new_key": dataclasses.replace(EVENT, kind="new_key", mention=(TEAM,)),
+    "dormant_key": dataclasses.replace(
+        EVENT, kind="dormant_key", last_seen=date(2026, 10, 21), idle_days=40
+    ),
+}
+RENDERED = {name: render_finding(finding) for name, finding in CASES.items()}
+
+
+def snapshot_of(rendered: Rendered) -> dict[str, Any]:
+    return {
+        "text": rendered.text,
+        "reads_as": as_terminal_text(rendered).splitlines(),
+        "blocks": rendered.blocks,
+    }
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_finding_renders_exactly_as_its_reviewed_snapshot(name: str) -> None:
+    path = SNAPSHOTS / f"finding_{name}.json"
+    actual = snapshot_of(RENDERED[name])
+    if UPDATE:
+        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n")
+    assert path.exists(), f"no snapshot {path.name}: run with COSTWATCH_UPDATE_SNAPSHOTS=1"
+    assert actual == json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_finding_is_within_slack_limits_and_valid_for_slack_sdk(name: str) -> None:
+    rendered = RENDERED[name]
+    assert slackblocks.problems(rendered.blocks, rendered.text) == []
+    for block in rendered.blocks:
+        Block.parse(block).validate_json()  # type: ignore[union-attr]
+    assert len(rendered.text) <= 500
+
+
+def test_the_headers_say_how_far_above_normal_in_one_line() -> None:
+    def header(name: str) -> str:
+        return str(RENDERED[name].blocks[0]["text"]["text"])
+
+    assert header("anomaly") == (
+        ":chart_with_upwards_trend: support-bot-prod at 8.0x its normal spend today"
+    )
+    assert header("spend_rate") == ":stopwatch: support-bot-prod at 8.0x its normal spend by 10:00"
+    assert header("anomaly_normally_nothing") == (
+        ":chart_with_upwards_trend: support-bot-prod at $80 today, normally nothing"
+    )
+    assert (
+        header("unit_cost_cheaper")
+        == ":money_with_wings: gpt-4o costs 15.0x less per request than normal"
+    )
+    assert header("dormant_key") == ":zzz: stray-script is back after 40 days: $42.50 today"
+
+
+def all_text(rendered: Rendered) -> str:
+    return json.dumps(rendered.blocks, ensure_ascii=False) + rendered.text
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(INJECTIONS) | st.text(max_size=300),
+    model=st.sampled_from(INJECTIONS) | st.text(max_size=300),
+    case=st.sampled_from(sorted(CASES)),
+)
+def test_names_from_the_export_stay_inert_and_within_limits(
+    name: str, model: str, case: str
+) -> None:
+    finding = CASES[case]
+    if isinstance(finding, UnitCost):
+        changed: Finding = dataclasses.replace(finding, model=model)
+    elif isinstance(finding, Anomaly):
+        changed = dataclasses.replace(finding, api_key_name=name, driver_model=model, model=model)
+    else:
+        changed = dataclasses.replace(finding, api_key_name=name)
+    rendered = render_finding(changed)
+    assert slackblocks.problems(rendered.blocks, rendered.text) == []
+    text = all_text(rendered)
+    for live in ("<!channel>", "<@U123>", "<https://evil", "<!here"):
+        assert live not in text
