@@ -24,10 +24,9 @@ typecheck: $(VENV)/.installed
 pytest: $(VENV)/.installed
 	$(BIN)/pytest
 
+# One table: every benchmark beside its baseline measured in the same run, targets, met or not.
 bench: $(VENV)/.installed
-	$(BIN)/python bench/bench_check.py
-	$(BIN)/python bench/bench_load.py
-	$(BIN)/python bench/bench_scrape.py
+	$(BIN)/python bench/run.py
 	$(BIN)/python bench/bench_detect.py
 
 # requirements.lock: the exact runtime dependencies the container installs.

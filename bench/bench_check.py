@@ -8,8 +8,10 @@ machine load and page cache:
 
   (a) baseline      python -c: polars' bare scan_csv(...).group_by("api_key_id").agg().collect()
   (b) baseline      bench/pandas_check.py: the 200-budget evaluation written plainly in pandas
-  check, 1 budget    costwatch check --csv --dry-run with one per-key budget
-  check, 200        the same with a realistic 200-budget file (globs, per-model limits, pools)
+  check, quiet      costwatch check --csv --dry-run, one per-key budget no key comes near
+  check, storm      the same with two budgets every key crosses: ~30,000 alerts planned
+  check, 1 budget    one per-key budget of $200 (about 1,000 keys cross a threshold)
+  check, 200        a realistic 200-budget file (globs, per-model limits, pools)
 
 Prints best wall time and largest peak RSS per row, the ratios to (a) and RSS / CSV size.
 Numbers only: no assertions (these machines are shared and noisy).
@@ -52,6 +54,22 @@ def one_budget_config() -> str:
     return HEADER + 'budgets:\n  - name: every-key\n    keys: "*"\n    limits: {cost_usd: 200}\n'
 
 
+def quiet_config() -> str:
+    """One per-key budget far above every key: no threshold crossed, no forecast due."""
+    return HEADER + 'budgets:\n  - name: every-key\n    keys: "*"\n    limits: {cost_usd: 1e8}\n'
+
+
+def storm_config() -> str:
+    """Every key over one budget, and the half whose number ends in 0-4 over a second one:
+    about 30,000 crossings in one cycle."""
+    return HEADER + (
+        "budgets:\n"
+        '  - name: every-key\n    keys: "*"\n    limits: {cost_usd: 0.01}\n'
+        '  - name: half\n    keys: ["*0-*", "*1-*", "*2-*", "*3-*", "*4-*"]\n'
+        "    limits: {cost_usd: 0.01}\n"
+    )
+
+
 def two_hundred_budgets_config() -> str:
     """200 budgets like a large workspace writes them: team globs, pools, per-model limits."""
     lines = [HEADER, "budgets:"]
@@ -92,7 +110,15 @@ def two_hundred_budgets_config() -> str:
     return "\n".join(lines) + "\n"
 
 
-def ensure_inputs(keys: int, models: int) -> tuple[Path, Path, Path]:
+CONFIGS = {
+    "quiet": quiet_config,
+    "storm": storm_config,
+    "1": one_budget_config,
+    "200": two_hundred_budgets_config,
+}
+
+
+def ensure_export(keys: int, models: int) -> Path:
     from gen_export import generate
 
     DATA.mkdir(exist_ok=True)
@@ -100,11 +126,25 @@ def ensure_inputs(keys: int, models: int) -> tuple[Path, Path, Path]:
     if not export.exists():
         print(f"generating {export} ...", flush=True)
         generate(export, keys, models, byok=True, seed=1)
-    one = DATA / "budgets-1.yaml"
-    one.write_text(one_budget_config(), encoding="utf-8")
-    many = DATA / "budgets-200.yaml"
-    many.write_text(two_hundred_budgets_config(), encoding="utf-8")
-    return export, one, many
+    return export
+
+
+def ensure_config(name: str) -> Path:
+    """bench/data/budgets-<name>.yaml, written from CONFIGS."""
+    DATA.mkdir(exist_ok=True)
+    path = DATA / f"budgets-{name}.yaml"
+    path.write_text(CONFIGS[name](), encoding="utf-8")
+    return path
+
+
+def check_command(export: Path, config: Path) -> list[str]:
+    """`costwatch check --csv --dry-run` at an instant inside the export's period."""
+    command = [sys.executable, "-m", "costwatch", "check", "--csv", str(export), "--dry-run"]
+    return [*command, "--now", "2026-09-30T12:00:00+00:00", "--config", str(config)]
+
+
+def baseline_command(export: Path) -> list[str]:
+    return [sys.executable, "-c", BASELINE, str(export)]
 
 
 def run(command: list[str]) -> tuple[float, int, int]:
@@ -130,22 +170,28 @@ class Row:
 
 BASE = "(a) polars scan+group_by"
 PANDAS = "(b) pandas, 200 budgets"
+QUIET = "check, quiet (no crossing)"
+STORM = "check, storm (~30,000 alerts)"
 ONE = "check, 1 budget"
 MANY = "check, 200 budgets"
 
 
-def measure(keys: int = 20_000, models: int = 50, runs: int = 3) -> tuple[list[Row], int]:
+def measure(
+    keys: int = 20_000, models: int = 50, runs: int = 3, pandas: bool = True
+) -> tuple[list[Row], int]:
     """Every row, best of `runs` (alternating), and the CSV's size in bytes."""
-    export, one, many = ensure_inputs(keys, models)
+    export = ensure_export(keys, models)
     export.read_bytes()  # warm the page cache for everyone
-    costwatch = [sys.executable, "-m", "costwatch", "check", "--csv", str(export), "--dry-run"]
-    costwatch += ["--now", "2026-09-30T12:00:00+00:00"]  # inside the export's period (gen_export)
+    many = ensure_config("200")
     commands = {
-        BASE: [sys.executable, "-c", BASELINE, str(export)],
-        PANDAS: [sys.executable, str(HERE / "pandas_check.py"), str(export), str(many)],
-        ONE: [*costwatch, "--config", str(one)],
-        MANY: [*costwatch, "--config", str(many)],
+        BASE: baseline_command(export),
+        QUIET: check_command(export, ensure_config("quiet")),
+        STORM: check_command(export, ensure_config("storm")),
+        ONE: check_command(export, ensure_config("1")),
+        MANY: check_command(export, many),
     }
+    if pandas:
+        commands[PANDAS] = [sys.executable, str(HERE / "pandas_check.py"), str(export), str(many)]
     samples: dict[str, list[tuple[float, int, int]]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, command in commands.items():

@@ -12,8 +12,9 @@ In one run, over real HTTP on loopback, with httpx:
                     parsed back, one labelled `Gauge` per family, `.labels(...).set()` per
                     series), served by `prometheus_client.start_http_server`
 
-Scrapes alternate between the two so both see the same machine load; both are uncompressed
-(`Accept-Encoding: identity`) and read as a stream. Prints median and p99
+Scrapes alternate between the two so both see the same machine load; both are read as a
+stream, uncompressed (`Accept-Encoding: identity`), and costwatch's also as Prometheus asks
+for it (`Accept-Encoding: gzip`: the snapshot gzipped once per publish). Prints median and p99
 scrape time per row (the baseline renders every series per scrape, so it gets fewer scrapes
 by default), the body size and the one-off costs: `publish()` and filling the baseline.
 Numbers only: no assertions (these machines are shared and noisy).
@@ -45,6 +46,7 @@ from gen_export import _key_table, _model_table, _rows  # a sibling script, foun
 
 NOW = datetime(2026, 9, 20, 12, 0, tzinfo=UTC)
 IDENTITY = {"Accept-Encoding": "identity"}  # prometheus_client would gzip 100 MB per scrape
+GZIP = {"Accept-Encoding": "gzip"}  # what Prometheus sends
 CONFIG = """\
 langdock:
   api_key: not-used
@@ -90,12 +92,14 @@ def baseline_registry(exposition: bytes) -> tuple[CollectorRegistry, int]:
     return registry, series
 
 
-def timed_scrape(http: httpx.Client, url: str) -> tuple[float, int]:
-    """Seconds and bytes of one scrape, read as a stream (joining ~100 MB into one `bytes`
-    would cost the client more than the server's whole answer)."""
+def timed_scrape(
+    http: httpx.Client, url: str, headers: dict[str, str] | None = None
+) -> tuple[float, int]:
+    """Seconds and bytes (as sent) of one scrape, read as a stream (joining ~100 MB into one
+    `bytes` would cost the client more than the server's whole answer)."""
     started = time.perf_counter()
     size = 0
-    with http.stream("GET", url) as response:
+    with http.stream("GET", url, headers=headers) as response:
         response.raise_for_status()
         for chunk in response.iter_raw():
             size += len(chunk)
@@ -110,8 +114,9 @@ def p99(values: list[float]) -> float:
 @dataclass(frozen=True)
 class Scrapes:
     ours: list[float]  # seconds per scrape of costwatch's /metrics
+    gzipped: list[float]  # the same, asked for with Accept-Encoding: gzip
     theirs: list[float]  # seconds per scrape of the plain registry
-    sizes: dict[str, int]  # body bytes: "costwatch", "baseline"
+    sizes: dict[str, int]  # body bytes: "costwatch", "gzip", "baseline"
     rows: int
     findings: int
     series: int
@@ -135,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'/metrics':<28}{'scrapes':>8}{'median ms':>11}{'p99 ms':>10}{'body MB':>9}")
     for name, key, times in (
         ("costwatch (pre-rendered)", "costwatch", r.ours),
+        ("costwatch, gzip", "gzip", r.gzipped),
         ("prometheus_client registry", "baseline", r.theirs),
     ):
         print(
@@ -161,6 +167,7 @@ def measure(keys: int, models: int, scrapes: int = 200, baseline_scrapes: int = 
     fill_seconds = time.perf_counter() - started
 
     ours: list[float] = []
+    gzipped: list[float] = []
     theirs: list[float] = []
     sizes: dict[str, int] = {}
     every = max(1, scrapes // max(1, baseline_scrapes))
@@ -168,7 +175,12 @@ def measure(keys: int, models: int, scrapes: int = 200, baseline_scrapes: int = 
     try:
         with (
             MetricsServer(
-                metrics.exposition_parts, host="127.0.0.1", port=0, healthz=_ok, readyz=_ok
+                metrics.exposition_parts,
+                host="127.0.0.1",
+                port=0,
+                healthz=_ok,
+                readyz=_ok,
+                gzipped=metrics.exposition_gzip,
             ) as server,
             httpx.Client(timeout=300, headers=IDENTITY) as http,
         ):
@@ -177,6 +189,8 @@ def measure(keys: int, models: int, scrapes: int = 200, baseline_scrapes: int = 
             for n in range(scrapes):
                 seconds, sizes["costwatch"] = timed_scrape(http, ours_url)
                 ours.append(seconds)
+                seconds, sizes["gzip"] = timed_scrape(http, ours_url, GZIP)
+                gzipped.append(seconds)
                 if n % every == 0 and len(theirs) < baseline_scrapes:
                     seconds, sizes["baseline"] = timed_scrape(http, theirs_url)
                     theirs.append(seconds)
@@ -187,6 +201,7 @@ def measure(keys: int, models: int, scrapes: int = 200, baseline_scrapes: int = 
 
     return Scrapes(
         ours=ours,
+        gzipped=gzipped,
         theirs=theirs,
         sizes=sizes,
         rows=snap.usage.height,

@@ -7,7 +7,7 @@ loopback HTTP from the built-in simulator, load, evaluate, plan, commit, prune) 
 `slack.deliver` to a sender that only counts, with `now` advanced by `--step` each cycle. The
 daemon with `every: 1s` would spend 2,000 s waiting for its schedule; this loop runs the same
 per-cycle code back to back, and the simulated hour per cycle carries the state through about
-three months of periods, so history and delivered alerts outlive `state.retention` and must be
+three months of periods, so the ledger and delivered alerts outlive `state.retention` and must be
 pruned. The simulator's own request log is cleared every cycle (it is the bench's stand-in,
 not costwatch, whose growth is measured).
 
@@ -46,7 +46,7 @@ class Sample:
     rss: int  # bytes
     fds: int
     db_bytes: int  # database + WAL
-    history_rows: int
+    ledger_rows: int
     outbox_rows: int
 
 
@@ -110,9 +110,9 @@ def sample(n: int, state_path: Path) -> Sample:
         p.stat().st_size for p in state_path.parent.iterdir() if p.name.startswith(state_path.name)
     )
     with sqlite3.connect(state_path) as db:
-        (history,) = db.execute("SELECT count(*) FROM history").fetchone()
+        (ledger,) = db.execute("SELECT count(*) FROM ledger").fetchone()
         (outbox,) = db.execute("SELECT count(*) FROM outbox").fetchone()
-    return Sample(n, rss, len(os.listdir("/proc/self/fd")), size, int(history), int(outbox))
+    return Sample(n, rss, len(os.listdir("/proc/self/fd")), size, int(ledger), int(outbox))
 
 
 def measure(
@@ -161,11 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{soak.cycles:,} cycles in {soak.seconds:.0f} s, {soak.alerts_sent} Slack messages, "
         f"{soak.failed_cycles} failed cycles"
     )
-    print(f"{'cycle':>7}{'RSS MiB':>9}{'fds':>6}{'state KiB':>11}{'history':>9}{'outbox':>8}")
+    print(f"{'cycle':>7}{'RSS MiB':>9}{'fds':>6}{'state KiB':>11}{'ledger':>9}{'outbox':>8}")
     for s in soak.samples:
         print(
             f"{s.cycle:>7}{s.rss / 2**20:>9.1f}{s.fds:>6}{s.db_bytes / 1024:>11.0f}"
-            f"{s.history_rows:>9}{s.outbox_rows:>8}"
+            f"{s.ledger_rows:>9}{s.outbox_rows:>8}"
         )
     return 0
 

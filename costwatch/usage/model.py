@@ -56,6 +56,11 @@ _RUN = "__run__"
 MAX_COUNT = 2**53
 
 
+# Up to this many keys, `top_models` ranks only their rows (a copy of them); more, every key's
+# (ranked in place, kept, then filtered): a copy of most of the export costs more than it saves.
+_FEW_KEYS = 1_000
+
+
 @dataclass(frozen=True)
 class ExportFile:
     """One downloaded part of an export and the local dates its request covered."""
@@ -92,9 +97,9 @@ class Usage:
 
         `keys`: only these keys' (the 20 a table lists need not rank 1,000,000 rows); kept on
         the object only when every key's were asked for."""
+        if keys is not None and (n in self._top_models or len(keys) > _FEW_KEYS):
+            return self.top_models(n).filter(pl.col("api_key_id").is_in(list(keys)))
         if keys is not None:
-            if n in self._top_models:
-                return self._top_models[n].filter(pl.col("api_key_id").is_in(list(keys)))
             return _top_models(self, n, keys)
         if n not in self._top_models:
             self._top_models[n] = _top_models(self, n)

@@ -791,7 +791,8 @@ def test_top_models_of_some_keys_are_theirs_of_every_key(tmp_path: Path) -> None
     rows = [f"{SEPTEMBER},k{i % 7},n,m{i},1,{(i * 37) % 101}" for i in range(200)]
     path = write(tmp_path, csv(*rows))
     every = load_csv(path).top_models(3)
-    for keys in (["k3"], ["k1", "k5", "nobody"], []):
+    many = [f"k{i}" for i in range(1, 1500, 2)] + [f"x{i}" for i in range(500)]  # > _FEW_KEYS
+    for keys in (["k3"], ["k1", "k5", "nobody"], [], many):
         expected = every.filter(pl.col("api_key_id").is_in(keys)).rows()
         fresh = load_csv(path)
         assert fresh.top_models(3, keys).rows() == expected  # ranked for these keys alone
