@@ -20,12 +20,35 @@ leads. Code that means SQLite opens `SqliteState.open(path)`.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from costwatch.config import StateConfig
 from costwatch.state.base import History, Message, OutboxItem, Store, StoredDay, Transaction
-from costwatch.state.leader import Elected, Leadership, SharedSnapshot, Sole
-from costwatch.state.postgres import PostgresState
 from costwatch.state.schema import MIGRATIONS, SCHEMA_VERSION
 from costwatch.state.sqlite import SqliteState
+
+if TYPE_CHECKING:
+    from costwatch.state.leader import Leadership, SharedSnapshot
+    from costwatch.state.postgres import PostgresState
+
+# Names whose modules load psycopg: imported when first asked for (`__getattr__`), so that a
+# process on SQLite (`costwatch check` from cron) does not pay for PostgreSQL's driver.
+_ON_POSTGRES = (
+    ("Elected", "costwatch.state.leader"),
+    ("Leadership", "costwatch.state.leader"),
+    ("SharedSnapshot", "costwatch.state.leader"),
+    ("Sole", "costwatch.state.leader"),
+    ("PostgresState", "costwatch.state.postgres"),
+)
+
+
+def __getattr__(name: str) -> Any:
+    for known, module in _ON_POSTGRES:
+        if name == known:
+            return getattr(importlib.import_module(module), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MIGRATIONS",
@@ -61,6 +84,8 @@ def open_store(
     the daemon's campaign (`leadership(store)`) makes it lead. `write=False` writes nothing."""
     if config.url is None:
         return SqliteState.open(config.path, write=write, wait=wait, command=command)
+    from costwatch.state.postgres import PostgresState  # noqa: PLC0415 (psycopg, only here)
+
     password = config.password.get_secret_value() if config.password is not None else None
     store = PostgresState.open(
         config.url.get_secret_value(),
@@ -82,6 +107,9 @@ def open_store(
 
 def leadership(store: Store) -> Leadership:
     """Who leads among the processes on `store`: elected on PostgreSQL, this one on SQLite."""
+    from costwatch.state.leader import Elected, Sole  # noqa: PLC0415 (psycopg, only here)
+    from costwatch.state.postgres import PostgresState  # noqa: PLC0415
+
     if isinstance(store, PostgresState) and store.elector is not None:
         return Elected(store.elector, store.share, store.shared)
     return Sole()

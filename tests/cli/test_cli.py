@@ -736,3 +736,30 @@ def test_test_slack_through_a_webhook_names_the_webhooks_channel_not_an_empty_on
     assert "costwatch can post to the webhook's channel." in post.text
     assert "post to ." not in post.text
     assert post.body["text"] == "costwatch test message for the webhook's channel"
+
+
+def test_check_from_a_saved_csv_loads_neither_httpx_nor_psycopg(tmp_path: Path) -> None:
+    """`check --csv` (cron on SQLite) starts without the export client's nor PostgreSQL's
+    libraries: each costs a tenth of a second or more of every run's start."""
+    export = tmp_path / "export.csv"
+    export.write_text(
+        "api_key_id,api_key_name,model,requests,total_cost_usd\nk1,bot,gpt-4o,3,1.5\n",
+        encoding="utf-8",
+    )
+    config = tmp_path / "costwatch.yaml"
+    config.write_text(
+        f"langdock: {{api_key: x}}\nstate: {{path: {tmp_path / 'state.db'}}}\n"
+        'budgets:\n  - {name: b, keys: "*", limits: {cost_usd: 100}}\n',
+        encoding="utf-8",
+    )
+    script = (
+        "import sys\n"
+        "from costwatch.cli import main\n"
+        f"code = main(['check', '--config', {str(config)!r}, '--csv', {str(export)!r}])\n"
+        "loaded = sorted(m for m in ('httpx', 'psycopg') if m in sys.modules)\n"
+        "print('loaded:', loaded, 'exit:', code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.splitlines()[-1] == "loaded: [] exit: 0"
