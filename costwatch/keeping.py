@@ -31,7 +31,7 @@ DST) and stored settled when its export starts at or after its settle time.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
@@ -173,6 +173,7 @@ class Plan:
     work: tuple[Work, ...]
     missing_current: int  # closed days of current periods not stored, all zones
     missing_backfill: int  # older closed days within backfill_days not stored
+    missing_by_zone: Mapping[str, int] = field(default_factory=dict)  # both, per zone
 
     @property
     def next(self) -> Work | None:
@@ -238,9 +239,11 @@ def plan(
     repair: list[Work] = []
     reconcile: list[Work] = []
     backfill: list[Work] = []
+    missing: dict[str, int] = {}
     for scope in zones:
         days = stored.get(scope.name, {})
         first, last = window(scope, now, settings)
+        before = len(current) + len(backfill)
 
         for day in _newest_first(first, last):
             known = days.get(day)
@@ -251,12 +254,11 @@ def plan(
                 backfill.append(DayExport("backfill", scope.zone, day, settled))
             elif not known.settled and settled:
                 settle.append(DayExport("settle", scope.zone, day, settled))
+        missing[scope.name] = len(current) + len(backfill) - before
         repair += _repairs(scope, now, marks, settings)
         reconcile += _reconcile(scope, now, days, marks, settings)
-    missing_current = len(current)
-    missing_backfill = len(backfill)
     work = (*current, *settle, *repair, *reconcile, *backfill)
-    return Plan(work, missing_current, missing_backfill)
+    return Plan(work, len(current), len(backfill), missing)
 
 
 def _newest_first(first: date, last: date) -> Iterable[date]:

@@ -204,6 +204,7 @@ def test_each_zone_is_planned_from_its_earliest_running_period_current_days_firs
     assert kinds[17:19] == [("current", "America/New_York")] * 2
     assert kinds[19:] == [("backfill", "America/New_York")]
     assert plan.missing_current == 19
+    assert plan.missing_by_zone == {"Europe/Berlin": 17, "America/New_York": 3}
 
 
 def test_a_week_that_began_last_month_widens_the_current_days() -> None:

@@ -2,6 +2,7 @@
 
     costwatch run         the daemon (`costwatch.daemon`)
     costwatch check       one whole cycle, delivery included, then exit (`check.py`)
+    costwatch backfill    the usage history's missing closed days, day by day (`backfill.py`)
     costwatch validate    check a configuration file and summarise it
     costwatch test-slack  one test message to every configured channel
     costwatch demo        the daemon against the built-in simulator (`costwatch.demo`)
@@ -11,6 +12,7 @@
     output.py    `check --format json` (an interface) and what the table and JSON share
     table.py     the table for people
     delivery.py  check's one bounded delivery round
+    backfill.py  `run_backfill`: the missing days exported, paced, resumable
 
 A command that raises unexpectedly exits 2, never 1 (which reads as "a threshold crossed").
 """
@@ -33,6 +35,7 @@ from costwatch.config.durations import parse_duration
 from costwatch.config.schema import schema_text
 from costwatch.config.summary import summarize
 from costwatch.errors import ConfigError, CostwatchError, UsageError
+from costwatch.keeping import MAX_BACKFILL_DAYS
 from costwatch.quote import quote
 
 TOP = TOP_KEYS
@@ -126,6 +129,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(run=_check)
 
+    backfill = commands.add_parser(
+        "backfill",
+        help="export the closed days missing from the usage history, day by day",
+        description="Export the closed days missing from the usage history in the last N days,"
+        " one export per day, paced; a second run skips what is stored. Exit 0 when every day"
+        " is stored, 2 when not (what was stored is kept).",
+    )
+    backfill.add_argument("--config", required=True, type=Path, metavar="FILE")
+    backfill.add_argument(
+        "--days",
+        type=_parse_days,
+        metavar="N",
+        help=f"closed days back from today, at most {MAX_BACKFILL_DAYS} (the export API's 12"
+        " months; default: history.backfill_days, else the longest period in use)",
+    )
+    backfill.add_argument(
+        "--pace",
+        type=_parse_timeout,
+        metavar="DURATION",
+        help="the pause between two exports (default: history.pace)",
+    )
+    backfill.set_defaults(run=_backfill, default_level="info")
+
     schema = commands.add_parser(
         "schema", help="print the configuration file's JSON Schema (for editors and CI)"
     )
@@ -177,6 +203,20 @@ def _parse_timeout(text: str) -> timedelta:
         return parse_duration(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
+def _parse_days(text: str) -> int:
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of days: {quote(text)}") from None
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"{days}: at least 1 day")
+    if days > MAX_BACKFILL_DAYS:
+        raise argparse.ArgumentTypeError(
+            f"{days}: at most {MAX_BACKFILL_DAYS} days: the export API keeps 12 months of usage"
+        )
+    return days
 
 
 # The years a period can be computed in: its end (a quarter later) must still be a datetime.
@@ -290,6 +330,20 @@ def _check(args: argparse.Namespace) -> int:
         delivery_timeout=args.delivery_timeout,
         all_keys=args.all,
     )
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_ERROR
+    if not config.history.enabled:
+        print(
+            f"{args.config}: history.enabled is false: there is no history to fill", file=sys.stderr
+        )
+        return EXIT_ERROR
+    from costwatch.cli.backfill import run_backfill  # noqa: PLC0415 (httpx loads only here)
+
+    return run_backfill(config, days=args.days, pace=args.pace)
 
 
 def _schema(args: argparse.Namespace) -> int:

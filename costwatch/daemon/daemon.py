@@ -10,6 +10,9 @@
   planned. Each cycle runs in a thread of its own (a daemon thread: see shutdown).
 - Slack delivery (`courier.py`) runs in its own thread, after each cycle and every
   `slack.retry_every`: a round that waits (pacing, Slack's Retry-After) never holds a cycle up.
+- The usage history's keeper (`costwatch/keeper.py`) runs in its own thread too: backfill,
+  settling and the daily reconcile, one export at a time, `history.pace` apart. A cycle and the
+  keeper never export at once (`exports`, a lock): a cycle waits for the keeper's one export.
 - SIGTERM / SIGINT set the stop signal (`costwatch.deadline`): scheduling stops, and every wait
   ends at once: the Langdock request in flight is aborted (its socket shut down), retry sleeps,
   Slack pacing and Retry-After waits raise `Stopping`. The cycle it cuts short is logged at INFO
@@ -49,6 +52,7 @@ from costwatch.daemon.courier import Courier
 from costwatch.daemon.readiness import Readiness
 from costwatch.deadline import Deadline, StopSignal
 from costwatch.errors import ConfigError, StateError, Stopping
+from costwatch.keeper import Keeper
 from costwatch.metrics import Metrics, MetricsServer, Snapshot
 from costwatch.state import Store, open_store
 
@@ -108,6 +112,7 @@ class Daemon:
         self._stop = StopSignal()
         self._reload = threading.Event()
         self._cycle_lock = threading.Lock()
+        self._first_cycle = threading.Event()  # the keeper begins after it
         self._courier = Courier(
             state=state,
             metrics=metrics,
@@ -118,6 +123,14 @@ class Daemon:
             sender=sender,
         )
         self._readiness = Readiness(monotonic)
+        self._keeper = Keeper(
+            state=state,
+            connect=lambda deadline: langdock.connect(self._config.langdock, deadline=deadline),
+            stop=self._stop,
+            clock=clock,
+            metrics=metrics.history,
+            monotonic=monotonic,
+        )
         self._scheduler = BackgroundScheduler(timezone=config.schedule.zone)
         server.bind_probes(healthz=self.healthz, readyz=self.readyz)
 
@@ -218,9 +231,13 @@ class Daemon:
         # APScheduler runs on the real clock; `self._clock` is what cycles are told "now" is.
         self._schedule_cycle(first_run=datetime.now(UTC))
         _spawn("costwatch-delivery", self._courier.loop)
+        _spawn("costwatch-history", lambda: self._keeper.loop(self._current, self._first_cycle))
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _current(self) -> Config:
+        return self._config  # the keeper reads the configuration in force (reload)
 
     def _abandon(self) -> None:
         """Start-up failed: close what was opened, deliver nothing (the outbox waits)."""
@@ -238,7 +255,11 @@ class Daemon:
         self._stop.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
-        guarded = (("a cycle", self._cycle_lock), ("Slack delivery", self._courier.lock))
+        guarded = (
+            ("a cycle", self._cycle_lock),
+            ("Slack delivery", self._courier.lock),
+            ("the history's keeper", self._keeper.exports),
+        )
         busy = [what for what, lock in guarded if not _free_within(lock, left)]
         if not busy and not self._courier.flush(left):
             busy.append("the final Slack delivery")
@@ -268,7 +289,8 @@ class Daemon:
         try:
             if self._stop.is_set():  # stopped meanwhile: shutdown may be closing the state
                 return
-            self._cycle(self._clock())
+            with self._keeper.exclusive():  # the keeper's export in flight ends first
+                self._cycle(self._clock())
         except Stopping:
             log.info(
                 "cycle interrupted by shutdown after %.1fs; nothing of it was recorded",
@@ -282,6 +304,7 @@ class Daemon:
             self._metrics.cycle_finished("error", 0.0)
         finally:
             self._cycle_lock.release()
+            self._first_cycle.set()
         self._courier.ask()
 
     def _start_cycle(self) -> None:

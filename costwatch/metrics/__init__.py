@@ -4,6 +4,7 @@
                    bytes it publishes; `exposition_parts()` is what `/metrics` serves
     exposition.py  the snapshot part, rendered once per cycle with polars (pure)
     cap.py         one `max_series` over every family of that part: the rest folded (pure)
+    history.py     `HistoryMetrics`: the usage history's keeper, on the live registry
     server.py      `MetricsServer`: bounded threads and deadlines; it serves a callable
     http.py        one request: basic auth, `/metrics`, `/healthz`, `/readyz`
 

@@ -26,6 +26,7 @@ from prometheus_client.process_collector import ProcessCollector
 from costwatch import __version__
 from costwatch.errors import EXPORT_FAILURE_REASONS
 from costwatch.metrics.exposition import Snapshot, render_snapshot
+from costwatch.metrics.history import HistoryMetrics
 from costwatch.slack.answers import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from costwatch.slack.deliver import DeliveryReport
 from costwatch.state.rows import TABLES
@@ -62,6 +63,7 @@ class Metrics:
         self._snapshot = render_snapshot(None, max_series).text
         self._gzip_head, self._gzip_state = _gzip_start(self._snapshot)
         self._define(self.registry)
+        self.history = HistoryMetrics(self.registry)  # set by the history's keeper
         self._build_info.labels(version=version).set(1)
         self._reasons = _BoundedLabels(EXPORT_FAILURE_REASONS)
         self._slack_errors = _BoundedLabels((*PERMANENT_ERRORS, *TRANSIENT_ERRORS))
