@@ -225,7 +225,11 @@ class WindowSums:
                 )
         long = pl.concat(parts, how="vertical").collect()
         return subjects.join(
-            long, on=["api_key_id", "model", "metric"], how="left", nulls_equal=True
+            long,
+            on=["api_key_id", "model", "metric"],
+            how="left",
+            nulls_equal=True,
+            maintain_order="left",
         ).with_columns(pl.col(WEEKDAY, WEEKEND).fill_null(0.0))
 
 
@@ -398,7 +402,7 @@ def _overrun(rated: pl.DataFrame, ahead: pl.DataFrame, period: Period) -> pl.Dat
             .group_by("_row")
             .agg(at.min().alias("overrun_at"))
         )
-    joined = rated.join(overrun, on="_row", how="left").with_columns(
+    joined = rated.join(overrun, on="_row", how="left", maintain_order="left").with_columns(
         pl.when(pl.col("forecast_due"))
         .then(pl.col("overrun_at").fill_null(end_us))
         .otherwise(None)
