@@ -5,6 +5,12 @@ state file, the planner's work done step by step on a clock the test moves."""
 from __future__ import annotations
 
 import logging
+import random
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -42,8 +48,12 @@ def berlin(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=BERLIN)
 
 
-def config_for(sim: Simulator, tmp_path: Path, history: str = "") -> Config:
-    text = f"""\
+def config_for(sim: Simulator, tmp_path: Path) -> Config:
+    return parse_config(config_text(sim, tmp_path))
+
+
+def config_text(sim: Simulator, tmp_path: Path) -> str:
+    return f"""\
 langdock:
   base_url: {sim.base_url}
   api_key: {KEY}
@@ -59,14 +69,13 @@ history:
   settle_after: 6h
   backfill_days: 8
   pace: 1s
-{history}defaults:
+defaults:
   period: month
 budgets:
   - name: all
     keys: "*"
     limits: {{cost_usd: 1000000}}
 """
-    return parse_config(text)
 
 
 class Rig:
@@ -306,3 +315,66 @@ def test_the_keeper_waits_for_a_cycles_export_and_stops_waiting_at_the_stop_sign
         blocked.result(3, "a keeper waiting for a cycle")
     release.set()
     other.join(5)
+
+
+# --- SIGKILL during a reconcile and its repair ------------------------------------------------
+
+PROCESS = Path(__file__).resolve().parent / "keeper_process.py"
+
+
+def keeper_process(config: Path, now: datetime, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as sink:
+        return subprocess.Popen(
+            [sys.executable, str(PROCESS), str(config), now.isoformat()], stderr=sink
+        )
+
+
+def test_sigkill_during_a_reconcile_and_its_repair_loses_and_duplicates_nothing(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(berlin("2026-11-10T12:00"))
+    with Simulator(Workspace(keys=4), api_key=KEY, clock=clock) as sim:
+        path = tmp_path / "costwatch.yaml"
+        path.write_text(config_text(sim, tmp_path), encoding="utf-8")
+        log = tmp_path / "keeper.log"
+        first = keeper_process(path, clock.now, log)
+        assert first.wait(60) == 0
+        # a stored day gone wrong (a disk fault, a bug): the 5th at twice its cost
+        with sqlite3.connect(tmp_path / "state.db") as db:
+            fifth = (day("2026-11-05") - date(1970, 1, 1)).days  # the store's day number
+            changed = db.execute("UPDATE usage_daily SET cost = cost * 2 WHERE day = ?", (fifth,))
+            assert changed.rowcount > 0
+        db.close()
+        clock.now = berlin("2026-11-11T12:00")  # the next day's reconcile finds it
+        sim.faults.delay_export(0.4, times=1000)  # so that kills land inside exports too
+        rng = random.Random(20261111)
+        for _ in range(6):
+            process = keeper_process(path, clock.now, log)
+            time.sleep(rng.uniform(1.5, 6.0))  # start-up takes ~1.5 s of it
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        last = keeper_process(path, clock.now, log)
+        assert last.wait(90) == 0, log.read_text()
+        with SqliteState.open(tmp_path / "state.db", write=False) as state:
+            stored = state.stored_days("Europe/Berlin", day("2026-10-01"), day("2026-11-30"))
+            assert sorted(stored) == days("2026-11-01", "2026-11-10")
+            for each in days("2026-11-01", "2026-11-10"):
+                frame = state.usage_between("Europe/Berlin", each, each)
+                got = {
+                    (r["api_key_id"], r["model"]): (r["requests"], round(r["total_cost_usd"] * 1e6))
+                    for r in frame.iter_rows(named=True)
+                }
+                start = local_midnight(each, BERLIN)
+                end = local_midnight(each + timedelta(days=1), BERLIN)
+                assert got == {
+                    (r.api_key_id, r.model): (r.requests, round(r.total_cost_usd * 1e6))
+                    for r in sim.workspace.usage(start, end)
+                }, each
+            assert state.mark("repair-next:Europe/Berlin") == state.mark(
+                "repair-until:Europe/Berlin"
+            )
+            assert state.mark("reconciled:Europe/Berlin") is not None
+    said = log.read_text()
+    assert "2026-11-01..2026-11-10 (Europe/Berlin) differ from one export of them" in said
+    repaired = re.findall(r"history: stored (\S+) \(Europe/Berlin\).*\(repair\)", said)
+    assert set(repaired) == {each.isoformat() for each in days("2026-11-01", "2026-11-10")}
