@@ -1,7 +1,8 @@
 """One cycle of costwatch, as data flows (docs/architecture.md), and nothing else.
 
-    export the to-date range of every period in use -> load -> evaluate budgets
-    -> plan alerts against the ledger -> commit ledger + outbox + health at once
+    the usage of every period in use to date (`gather.py`: per zone, today's export + the
+    stored closed days, or period exports while the history is incomplete) -> evaluate
+    budgets -> plan alerts against the ledger -> commit ledger + outbox + health at once
 
 Everything that touches the outside world is handed in (`Deps`): the export client (or a saved
 CSV), the state, and `now`. A failed export or unusable data never evaluates budgets: it
@@ -13,23 +14,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
 
-from costwatch import alerts, budgets, health, notices, periods, usage
+from costwatch import alerts, budgets, gather, health, notices, periods, usage
 from costwatch.config import Config
 from costwatch.context import with_context
 from costwatch.errors import (
     ExportError,
     ExportInternalError,
-    ExportPeriodError,
     StateError,
     Stopping,
     UsageError,
@@ -39,17 +38,9 @@ from costwatch.periods import Period
 from costwatch.state import Message, Store
 
 if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)
-    from costwatch.langdock import ExportResult, LangdockClient
+    from costwatch.langdock import LangdockClient
 
 log = logging.getLogger("costwatch.cycle")
-
-
-@dataclass(frozen=True)
-class Fetched:
-    """Usage for a period to date, and how it was obtained."""
-
-    usage: usage.Usage
-    export: ExportResult | None  # None when the range was empty and nothing was asked
 
 
 @dataclass(frozen=True)
@@ -79,6 +70,8 @@ class Outcome:
     outbox_ids: tuple[int, ...] = ()
     unevaluated: tuple[budgets.Unevaluated, ...] = ()  # limits the export cannot evaluate
     error: ExportError | UsageError | None = None
+    exported_rows: int = 0  # data rows read from Langdock's exports in this cycle
+    stored_days: int = 0  # closed days of the default period read from the store
 
     @property
     def ok(self) -> bool:
@@ -88,37 +81,6 @@ class Outcome:
     def crossed(self) -> bool:
         """Some finding has reached a threshold."""
         return bool(self.findings.height) and self.findings["level"].is_not_null().any()
-
-
-def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetched:
-    """Export [period start, now) in the period's zone and load it (404 parts = zero usage)."""
-    end = min(now, period.end).astimezone(period.zone)
-    if end.astimezone(UTC) <= period.start.astimezone(UTC):  # in one zone, < ignores the fold
-        log.debug("period %s has not started yet; nothing to export", period.key())
-        return Fetched(usage=usage.load([]), export=None)
-    with tempfile.TemporaryDirectory(prefix="costwatch-export-") as workdir:
-        result = client.export_api_keys(period.start, end, Path(workdir))
-        files = [
-            usage.ExportFile(
-                part.path,
-                first_day=part.first_day,
-                last_day=part.last_day,
-                record_count=part.record_count,
-                shape=part.shape,
-            )
-            for part in result.parts
-            if part.path is not None
-        ]
-        loaded = usage.load(files)
-    log.debug(
-        "exported %s to %s: %d part(s), %d row(s), %d API call(s)",
-        period.start.isoformat(),
-        end.isoformat(),
-        len(result.parts),
-        loaded.rows_read,
-        result.api_calls,
-    )
-    return Fetched(usage=loaded, export=result)
 
 
 def run_once(deps: Deps, now: datetime) -> Outcome:
@@ -146,7 +108,8 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
     ranges = budgets.export_ranges(rules)
     default_key = budgets.export_key(default_period)
     ranges.setdefault(default_key, default_period)
-    usages, source = _usage_for(deps, ranges, now)
+    gathered = _gather(deps, ranges, now, default_key)
+    usages = gathered.usages
     frames = {key: u.frame for key, u in usages.items()}
     evaluation = budgets.evaluate(rules, frames, now)
     findings = evaluation.findings
@@ -166,7 +129,9 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
             now=now,
             period=default_period,
             usage=usages[default_key],
-            source=source,
+            source=gathered.source,
+            exported_rows=gathered.exported_rows,
+            stored_days=gathered.stored_days,
             findings=findings,
             plan=with_context(plan, rules, usages, evaluation.selected),
             unevaluated=unevaluated,
@@ -194,39 +159,26 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
     return dataclasses.replace(outcome, operational=operational, outbox_ids=tuple(ids))
 
 
-def _usage_for(
-    deps: Deps, ranges: Mapping[str, Period], now: datetime
-) -> tuple[dict[str, usage.Usage], str]:
+def _gather(
+    deps: Deps, ranges: Mapping[str, Period], now: datetime, default: str
+) -> gather.Gathered:
+    """The usage of every range: a saved file, the history and today's export, or exports of
+    the periods to date (no state, or `history.enabled: false`)."""
     if deps.csv is not None:
-        return dict.fromkeys(ranges, _saved_export(deps.csv, ranges, now)), f"file {deps.csv}"
+        return gather.saved_export(deps.csv, ranges, now)
     if deps.client is None:
         raise ValueError("a cycle needs an export client or a CSV file")
-    fetched = {key: fetch_usage(deps.client, period, now) for key, period in ranges.items()}
-    return {key: f.usage for key, f in fetched.items()}, _describe(fetched.values())
-
-
-def _saved_export(path: Path, ranges: Mapping[str, Period], now: datetime) -> usage.Usage:
-    """`check --csv`: one saved export for every range in use, refused (as a live export is)
-    when its period_start/period_end lie outside the period to date at `now` of any of them:
-    November's export read on 3 December would forecast December from November's spend."""
-    if len(ranges) > 1:
-        log.warning("--csv: one saved export stands in for %d different period ranges", len(ranges))
-    first = max(period.first_day for period in ranges.values())
-    last = min(_last_day_to_date(period, now) for period in ranges.values())
-    try:
-        return usage.load_csv(path, first_day=first, last_day=max(first, last))
-    except ExportPeriodError as error:
-        names = " and ".join(sorted({period.name for period in ranges.values()}))
-        raise UsageError(
-            f"{error}: that is the {names} to date at {now.isoformat()} (--now); "
-            "give a --now inside the file's period, or a file of the current one"
-        ) from error
-
-
-def _last_day_to_date(period: Period, now: datetime) -> date:
-    """The local date of the last instant of [period start, now)."""
-    end = min(now, period.end).astimezone(UTC) - timedelta(milliseconds=1)
-    return end.astimezone(period.zone).date()
+    if deps.state is None or not deps.config.history.enabled:
+        return gather.from_exports(deps.client, ranges, now)
+    return gather.from_store_or_exports(
+        deps.client,
+        deps.state,
+        ranges,
+        now,
+        deps.config.history,
+        default=default,
+        write=not deps.dry_run,
+    )
 
 
 def _internal(exc: Exception) -> ExportInternalError:
@@ -265,19 +217,6 @@ def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | Usag
         outbox_ids=tuple(ids),
         error=error,
     )
-
-
-def _describe(fetched: Iterable[Fetched]) -> str:
-    exported = [f for f in fetched if f.export is not None]
-    if not exported:
-        return "nothing exported (the period has just begun)"
-    rows = sum(f.usage.rows_read for f in exported)
-    parts = sum(len(f.export.parts) for f in exported if f.export is not None)
-    columns = sorted({f.usage.model_column for f in exported if f.usage.model_column})
-    split = f", {parts} parts" if parts > len(exported) else ""
-    column = f", model column {columns[0]!r}" if columns else ""
-    ranges = f" of {len(exported)} ranges" if len(exported) > 1 else ""
-    return f"Langdock export{ranges} ({rows:,} rows{split}{column})"
 
 
 def _message(notice: Notice, config: Config) -> Message:

@@ -50,6 +50,7 @@ PURE = (
     "costwatch.forecast",
     "costwatch.globs",
     "costwatch.health",
+    "costwatch.history",
     "costwatch.keeping",
     "costwatch.langdock.ranges",
     "costwatch.lifecycle",

@@ -3,7 +3,7 @@ skipped days, as the API reads them.
 
 The API reads `from` and `to` as local wall-clock times, and while a fall-back repeats an hour
 a wall time names two instants; which one the API takes is not documented. So each request a
-real cycle sends (`cycle.fetch_usage` through the real client to the simulator, split into
+real cycle sends (`fetch.fetch_usage` through the real client to the simulator, split into
 parts or not) must name instants that have exactly one reading, whichever occurrence the API
 would take, and those instants must tile [period start, now) with no gap and no overlap; and
 the usage the cycle loads must be exactly the workspace's usage over that range.
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from costwatch import cycle, periods
+from costwatch import fetch, periods
 from costwatch.langdock import LangdockClient, RetryPolicy
 from costwatch.periods import PERIOD_NAMES, PeriodName
 from costwatch.simulator import Simulator, Workspace
@@ -87,7 +87,7 @@ def _export(world: Any, name: PeriodName, zone: ZoneInfo, now: datetime, split: 
     split = split and last_day > period.first_day  # one day cannot be split
     if split:
         sim.faults.fail_export(400, body=TOO_LARGE)
-    fetched = cycle.fetch_usage(client, period, now)  # the period check on each part included
+    fetched = fetch.fetch_usage(client, period, now)  # the period check on each part included
     sim.faults.clear()
     if end <= period.start.astimezone(UTC):
         return

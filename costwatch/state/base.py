@@ -78,7 +78,7 @@ class History(Protocol):
 
     def usage_between(self, zone: str, first: date, last: date) -> pl.DataFrame:
         """usage.SCHEMA, one row per (api_key_id, model), summed over the stored days in
-        [first, last]; a key's api_key_name is the one of the latest day it was seen. A token
+        [first, last]; a key's api_key_name is the latest day's it was seen with one. A token
         sum is null where no day reported it."""
         ...
 
@@ -88,11 +88,19 @@ class History(Protocol):
         ...
 
     def put_day(
-        self, zone: str, day: date, frame: pl.DataFrame, *, exported_at: datetime, settled: bool
+        self,
+        zone: str,
+        day: date,
+        frame: pl.DataFrame,
+        *,
+        exported_at: datetime,
+        settled: bool,
+        has_tokens: bool | None = None,
     ) -> None:
         """Replace the day's rows with `frame` (usage.SCHEMA, one row per key and model; an
         empty frame is a day without usage) and its `StoredDay`, all at once: a crash leaves
-        the day as it was or as given, never half of it, never twice."""
+        the day as it was or as given, never half of it, never twice. `has_tokens` is the
+        export's (`Usage.has_tokens`); None: whether any token cell is filled."""
         ...
 
     def mark(self, name: str) -> datetime | None:

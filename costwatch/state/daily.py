@@ -90,10 +90,10 @@ _BETWEEN = """
         WHERE zone = :zone AND day BETWEEN :first AND :last GROUP BY key, model
     ), latest AS (
         SELECT key, name, max(day) FROM usage_daily
-        WHERE zone = :zone AND day BETWEEN :first AND :last GROUP BY key
+        WHERE zone = :zone AND day BETWEEN :first AND :last AND name != 0 GROUP BY key
     )
     SELECT k.api_key_id, n.name, m.name, sums.*
-    FROM sums JOIN latest USING (key) JOIN usage_key k ON k.id = sums.key
+    FROM sums LEFT JOIN latest USING (key) JOIN usage_key k ON k.id = sums.key
     LEFT JOIN usage_name n ON n.id = latest.name LEFT JOIN usage_model m ON m.id = sums.model
     ORDER BY sums.key, sums.model
 """
