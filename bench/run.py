@@ -3,11 +3,13 @@
     python bench/run.py [--runs 3] [--scrapes 200] [--cycles 2000] [--skip soak,growth]
 
 Runs `bench_check` (whole-process `costwatch check --csv` beside bare polars and pandas),
-`bench_scrape`, `bench_storm`, `bench_soak` and `bench_forecast`, each measuring its baseline
-in the same run, then prints the table, and below it how a cycle grows with keys and budgets
-(`bench_growth`). Numbers only: nothing here fails on a missed target. Another bench adds its
-lines by appending a step to `STEPS` (a name and a function returning `Line`s), and its rows of
-the growth table to `GROWTH` (functions returning `bench_growth.GrowthRow`s, e.g. days stored).
+`bench_scrape`, `bench_storm`, `bench_soak`, `bench_forecast` and `bench_history` (a steady
+cycle from the store against the month-to-date cycle; the store's size), each measuring its
+baseline in the same run, then prints the table, and below it how a cycle grows with keys and
+budgets (`bench_growth`). Numbers only: nothing here fails on a missed target. Another bench
+adds its lines by appending a step to `STEPS` (a name and a function returning `Line`s), and
+its rows of the growth table to `GROWTH` (functions returning `bench_growth.GrowthRow`s, e.g.
+days stored).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ sys.path.insert(0, str(HERE))
 import bench_check  # noqa: E402 (bench/ is put on the path just above)
 import bench_forecast  # noqa: E402
 import bench_growth  # noqa: E402
+import bench_history  # noqa: E402
 import bench_scrape  # noqa: E402
 import bench_soak  # noqa: E402
 import bench_storm  # noqa: E402
@@ -240,6 +243,63 @@ def forecast_lines(runs: int) -> list[Line]:
     ]
 
 
+def history_lines(runs: int) -> list[Line]:
+    result = bench_history.steady_vs_month(1000, 20, runs)
+    month, steady = result.month, result.steady
+    dense, big = bench_history.store_size(500, 20, 30), bench_history.store_size(20_000, 50, 1)
+    work = f"{result.keys:,} keys x {result.models} models"
+    return [
+        Line(
+            f"history: steady cycle at day 28 ({work}), time, simulator",
+            f"{steady.seconds:.3f} s (today + 27 stored days)",
+            f"month-to-date cycle {month.seconds:.3f} s",
+            f"{month.seconds / steady.seconds:.1f}x cheaper",
+            ">= 10x cheaper",
+            month.seconds >= 10 * steady.seconds,
+        ),
+        Line(
+            "history: the same with Langdock's materialisation (modelled)",
+            f"{steady.modelled:.3f} s",
+            f"month-to-date cycle {month.modelled:.3f} s",
+            f"{month.modelled / steady.modelled:.1f}x cheaper",
+            ">= 10x cheaper",
+            month.modelled >= 10 * steady.modelled,
+        ),
+        Line(
+            "history: steady cycle, rows Langdock aggregates (key x model x day)",
+            f"{steady.aggregated:,}",
+            f"month to date {month.aggregated:,}",
+            f"{month.aggregated / max(1, steady.aggregated):.1f}x fewer",
+            ">= 10x fewer",
+            month.aggregated >= 10 * steady.aggregated,
+        ),
+        Line(
+            "history: steady cycle, CSV rows exported",
+            f"{steady.csv_rows:,} ({steady.requests} export)",
+            f"month to date {month.csv_rows:,} ({month.requests} export)",
+            f"{month.csv_rows / max(1, steady.csv_rows):.1f}x fewer",
+            "",
+            None,
+        ),
+        Line(
+            "history: store size, 500 keys x 20 models, a year (dense)",
+            f"{dense.per_day * 365 / MIB:,.0f} MiB ({dense.per_row:.0f} B/row)",
+            f"{dense.days} days put, {dense.put_seconds:.2f} s each",
+            "",
+            "a few hundred MB",
+            dense.per_day * 365 <= 300 * MIB,
+        ),
+        Line(
+            "history: store size, 20,000 keys x 50 models, a day (dense)",
+            f"{big.per_day / MIB:.1f} MiB/day ({big.per_row:.0f} B/row)",
+            f"put_day {big.put_seconds:.1f} s",
+            "",
+            "",
+            None,
+        ),
+    ]
+
+
 def render(lines: list[Line]) -> str:
     header = ("benchmark", "costwatch", "baseline(s)", "ratio", "target", "met?")
     cells = [
@@ -282,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         ("storm", storm_lines),
         ("soak", lambda: soak_lines(args.cycles)),
         ("forecast", lambda: forecast_lines(args.runs)),
+        ("history", lambda: history_lines(args.runs)),
         *STEPS,
     ]
     for name, step in steps:
