@@ -9,7 +9,9 @@ not active every day), on day 28 of November at 10:00 Europe/Berlin. The month-t
 (`history.enabled: false`) exports 1-28 November whole; the steady cycle has 1-27 November in
 the store (put there beforehand, as the keeper would) and exports today only. Both are
 `cycle.run_once` in this process, over loopback HTTP to the simulator, evaluating one budget
-per key and committing to a real SQLite file; best of `--runs`. Reported: time, CSV rows
+per key and committing to a real SQLite file: the first run (as a `check` process runs it,
+with nothing summed yet) and the best of the later ones (as the daemon runs it: the store
+remembers the stored days' sums until a day changes). Reported: time, CSV rows
 exported, export requests, and the key x model x day rows each export aggregates (what
 Langdock's materialisation works through: about 30 s for a month to date of a large
 workspace). The simulator computes any range in the same time, so its time does not grow
@@ -58,7 +60,8 @@ LANGDOCK_SECONDS_PER_ROW = 30 / 15_000_000  # materialisation per key x model x 
 
 @dataclass(frozen=True)
 class Run:
-    seconds: float
+    seconds: float  # best of the runs after the first (a daemon's cycle)
+    cold: float  # the first run (a `check` process: nothing summed yet)
     csv_rows: int  # data rows read from the exports
     requests: int  # export requests made
     aggregated: int  # key x model x day rows the exports cover
@@ -150,12 +153,15 @@ def steady_vs_month(keys: int, models: int, runs: int = 3) -> Steady:
                 requests = sim.exports_made() - before
                 assert outcome.ok, outcome.error
             assert outcome is not None
-            return Run(min(timings), outcome.exported_rows, requests, outcome.exported_rows)
+            warm = min(timings[1:]) if len(timings) > 1 else timings[0]
+            return Run(warm, timings[0], outcome.exported_rows, requests, outcome.exported_rows)
 
         month, steady = best(False), best(True)
         # Langdock aggregates every key x model x day of a range: today's export is one day's
         # rows, the month to date the 27 stored days' rows and today's.
-        month = Run(month.seconds, month.csv_rows, month.requests, stored_rows + steady.csv_rows)
+        month = Run(
+            month.seconds, month.cold, month.csv_rows, month.requests, stored_rows + steady.csv_rows
+        )
         return Steady(keys, models, month, steady, stored_rows)
 
 
@@ -187,12 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     result = steady_vs_month(args.keys, args.models, args.runs)
     print(f"workspace: {result.keys:,} keys x {result.models} models, day 28 of the month")
     print(
-        f"{'cycle':<24}{'seconds':>9}{'CSV rows':>10}{'exports':>9}{'rows aggregated':>17}"
-        f"{'modelled s':>12}"
+        f"{'cycle':<24}{'first s':>9}{'later s':>9}{'CSV rows':>10}{'exports':>9}"
+        f"{'rows aggregated':>17}{'modelled s':>12}"
     )
     for name, run in (("month to date", result.month), ("today + 27 stored days", result.steady)):
         print(
-            f"{name:<24}{run.seconds:>9.3f}{run.csv_rows:>10,}{run.requests:>9}"
+            f"{name:<24}{run.cold:>9.3f}{run.seconds:>9.3f}{run.csv_rows:>10,}{run.requests:>9}"
             f"{run.aggregated:>17,}{run.modelled:>12.3f}"
         )
     for size in (store_size(500, 20, 30), store_size(20_000, 50, 1)):

@@ -21,12 +21,14 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
+from costwatch import history
 from costwatch.state.base import StoredDay
 from costwatch.usage import SCHEMA, TOKEN_COLUMNS
 
 __all__ = [
     "KEEP_AT_LEAST",
     "InTransaction",
+    "Sums",
     "day_number",
     "delete_before",
     "mark",
@@ -41,6 +43,7 @@ __all__ = [
 _EPOCH = date(1970, 1, 1)
 # A running quarter (92 days) must stay whole whatever `state.retention` says, in any zone.
 KEEP_AT_LEAST = timedelta(days=94)
+_MEMO_RANGES = 16  # ranges a writer remembers (a few per zone: day, week, month, quarter)
 
 
 def day_number(day: date) -> int:
@@ -221,8 +224,9 @@ def _coded(column: str, ids: pl.DataFrame) -> pl.Expr:
     return mapping.alias(column)
 
 
-def delete_before(db: sqlite3.Connection, cutoff: date) -> int:
-    """Delete the stored days before `cutoff`, zone by zone (each a range scan); rows deleted."""
+def delete_before(db: sqlite3.Connection, cutoff: date, sums: Sums | None = None) -> int:
+    """Delete the stored days before `cutoff`, zone by zone (each a range scan); rows deleted.
+    `sums` forgets what it summed over them."""
     number = day_number(cutoff)
     deleted = 0
     for (zone_id,) in db.execute(
@@ -234,6 +238,8 @@ def delete_before(db: sqlite3.Connection, cutoff: date) -> int:
         deleted += db.execute(
             "DELETE FROM usage_day WHERE zone = ? AND day < ?", (zone_id, number)
         ).rowcount
+    if deleted and sums is not None:
+        sums.clear()
     return deleted
 
 
@@ -258,9 +264,47 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
+class Sums:
+    """The one writer's memo of `usage_between`: per zone and first day, the sum up to the last
+    day asked for. A cycle asks for [period start, yesterday] again and again, a day further
+    each day: a repeated range is answered from the memo, a longer one by adding only the new
+    days (SQL sums those, `history.combine` adds them on, the same rules), so a daemon sums a
+    period's stored days once, not every cycle. A day put (or pruned) inside a remembered range
+    drops that range. Only a writer keeps one: the writer lock makes its writes the only ones.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[tuple[str, date], tuple[date, pl.DataFrame]] = {}
+
+    def between(self, db: sqlite3.Connection, zone: str, first: date, last: date) -> pl.DataFrame:
+        known = self._sums.get((zone, first))
+        if known is not None and known[0] == last:
+            return known[1]
+        if known is not None and known[0] < last:
+            newer = usage_between(db, zone, known[0] + timedelta(days=1), last)
+            frame = history.combine([known[1], newer])
+        else:
+            frame = usage_between(db, zone, first, last)
+        if len(self._sums) >= _MEMO_RANGES:
+            self._sums.clear()
+        self._sums[(zone, first)] = (last, frame)
+        return frame
+
+    def forget(self, zone: str, day: date) -> None:
+        """`day` of `zone` changed: drop every remembered range that holds it."""
+        for (each, first), (last, _) in list(self._sums.items()):
+            if each == zone and first <= day <= last:
+                del self._sums[(each, first)]
+
+    def clear(self) -> None:
+        self._sums.clear()
+
+
 class InTransaction:
     """The history's reads and writes inside an open transaction (`SqliteTransaction`); the
     transaction commits them, with whatever else it writes, or rolls them back."""
+
+    _sums: Sums | None = None  # the writer's memo, told of every day put
 
     def _usable(self) -> sqlite3.Connection:
         raise NotImplementedError
@@ -285,6 +329,8 @@ class InTransaction:
         has_tokens: bool | None = None,
     ) -> None:
         """Replace the day's rows and its `StoredDay`, committed with this transaction."""
+        if self._sums is not None:  # before the write: a failed one leaves nothing to trust
+            self._sums.forget(zone, day)
         put_day(
             self._usable(),
             zone,

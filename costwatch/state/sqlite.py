@@ -72,6 +72,7 @@ class SqliteState:
         self.path = path
         self._damage = Damage(path)
         self._has_history = has_history(connection)
+        self._sums = daily.Sums() if writer is not None else None  # the one writer's memo
 
     @property
     def on_damaged(self) -> Callable[[str], None] | None:
@@ -143,7 +144,7 @@ class SqliteState:
         true when the plan is committed. Rolled back whole on any error; other threads' calls
         on this SqliteState wait until it ends."""
         with self._transaction() as db:
-            transaction = SqliteTransaction(db, self._damage)
+            transaction = SqliteTransaction(db, self._damage, self._sums)
             try:
                 yield transaction
             finally:
@@ -167,7 +168,8 @@ class SqliteState:
         return self._read(daily.stored_days, zone, first, last)
 
     def usage_between(self, zone: str, first: date, last: date) -> pl.DataFrame:
-        return self._read(daily.usage_between, zone, first, last)
+        sums = self._sums.between if self._sums is not None else daily.usage_between
+        return self._read(sums, zone, first, last)
 
     def usage_by_day(self, zone: str, first: date, last: date) -> pl.DataFrame:
         return self._read(daily.usage_by_day, zone, first, last)
@@ -182,8 +184,7 @@ class SqliteState:
         settled: bool,
         has_tokens: bool | None = None,
     ) -> None:
-        """Replace the day's rows and its `StoredDay` in one transaction of its own;
-        `has_tokens` (None: whether a token cell is filled) is what `StoredDay` keeps."""
+        """Replace the day's rows and its `StoredDay` in one transaction of its own."""
         with self.transaction() as transaction:
             transaction.put_day(
                 zone, day, frame, exported_at=exported_at, settled=settled, has_tokens=has_tokens
@@ -253,7 +254,7 @@ class SqliteState:
         them would lose an alert or send one twice."""
         cutoff = now - retention
         with self._transaction() as db:
-            deleted = daily.delete_before(db, daily.prune_cutoff(now, retention))
+            deleted = daily.delete_before(db, daily.prune_cutoff(now, retention), self._sums)
             deleted += db.execute(
                 "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (_iso(cutoff),)
             ).rowcount
@@ -296,9 +297,8 @@ class SqliteTransaction(daily.InTransaction):
     """What a cycle reads and writes inside `SqliteState.transaction()`; usable only within it.
     The history's reads and writes (`daily.InTransaction`) are part of it."""
 
-    def __init__(self, db: sqlite3.Connection, damage: Damage) -> None:
-        self._db = db
-        self._damage = damage
+    def __init__(self, db: sqlite3.Connection, damage: Damage, sums: daily.Sums | None) -> None:
+        self._db, self._damage, self._sums = db, damage, sums
         self.ended = False
 
     def ledger(self, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:

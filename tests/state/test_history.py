@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costwatch import usage
+from costwatch import history, usage
 from costwatch.errors import StateError
 from costwatch.state import MIGRATIONS, SqliteState, Store, StoredDay
 
@@ -323,7 +323,7 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 import polars as pl
-from costwatch import usage
+from costwatch import history, usage
 from costwatch.state import SqliteState
 
 state = SqliteState.open(Path(sys.argv[1]))
@@ -372,3 +372,58 @@ def test_sigkill_during_put_day_leaves_each_day_whole_as_one_of_its_puts(path: P
                 assert frame.get_column("api_key_name").unique().to_list() == [f"run {n}"]
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_a_writers_remembered_sums_follow_every_day_put_and_pruned(state: SqliteState) -> None:
+    days = [D1 + timedelta(days=n) for n in range(5)]
+    for n, day in enumerate(days):
+        frame = day_frame(
+            [row("k1", "m", n + 1, 0.5, name=f"name {n}"), row(f"k{n + 2}", "m", 1, 0.1)]
+        )
+        state.put_day(BERLIN, day, frame, exported_at=T0, settled=True)
+
+    def fresh(first: date, last: date) -> list[dict[str, Any]]:
+        """The stored days one by one, added up here."""
+        each = [
+            state.usage_by_day(BERLIN, day, day).drop("day")
+            for day in history.closed_days(first, last + timedelta(days=1))
+        ]
+        return sorted_rows(history.combine(each))
+
+    def same(first: date, last: date) -> None:
+        got, want = sorted_rows(state.usage_between(BERLIN, first, last)), fresh(first, last)
+        assert [{k: v for k, v in r.items() if k != "total_cost_usd"} for r in got] == [
+            {k: v for k, v in r.items() if k != "total_cost_usd"} for r in want
+        ]
+        assert [r["total_cost_usd"] for r in got] == pytest.approx(
+            [r["total_cost_usd"] for r in want]
+        )
+
+    same(days[0], days[2])  # remembered
+    same(days[0], days[2])  # from the memo
+    same(days[0], days[4])  # extended by two days
+    state.put_day(
+        BERLIN,
+        days[1],
+        day_frame([row("k1", "m", 100, 9.0, name="renamed")]),
+        exported_at=T0,
+        settled=True,
+    )
+    same(days[0], days[4])  # a day inside the range changed: summed afresh
+    with state.transaction() as transaction:
+        transaction.put_day(BERLIN, days[4], day_frame([]), exported_at=T0, settled=True)
+    same(days[0], days[4])
+    assert state.usage_between(BERLIN, days[0], days[4]).filter(pl.col("api_key_id") == "k1")[
+        "api_key_name"
+    ].to_list() == ["name 3"]  # day 4 now has no rows: day 3's name is the latest
+    same(days[1], days[3])
+    state.put_day(
+        BERLIN,
+        days[4] + timedelta(days=1),
+        day_frame([row("k1", "m", 1, 0.1)]),
+        exported_at=T0,
+        settled=True,
+    )
+    same(days[0], days[4] + timedelta(days=1))
+    state.prune(datetime(2027, 6, 1, tzinfo=UTC), timedelta(days=30))  # everything goes
+    assert state.usage_between(BERLIN, days[0], days[4]).height == 0
