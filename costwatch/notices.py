@@ -1,6 +1,8 @@
-"""What the outbox carries, typed: a budget `Alert` or an `Operational` notice, and its JSON.
+"""What the outbox carries, typed: a budget `Alert`, an `Operational` notice or a detector's
+finding (`detect.Finding`: anomaly, spend rate, unit cost, unowned, new or dormant key), and
+its JSON.
 
-    kind(notice) -> "alert" | "exports_failing" | "exports_recovered"
+    kind(notice) -> "alert" | "exports_failing" | "exports_recovered" | a finding's kind
     payload(notice) -> dict                     the JSON object an outbox row stores
     read(kind, payload, *, written_at) -> Notice   the notice a row holds, or ValueError
 
@@ -17,17 +19,28 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, get_args
 
 from costwatch.alerts import Alert
+from costwatch.detect.findings import Anomaly, Finding, KeyEvent, UnitCost
 from costwatch.health import Operational, OperationalKind
 
-__all__ = ["KINDS", "Notice", "kind", "payload", "read"]
+__all__ = ["FINDING_KINDS", "KINDS", "Notice", "kind", "payload", "read"]
 
-Notice = Alert | Operational
+Notice = Alert | Operational | Finding
 OPERATIONAL_KINDS: tuple[OperationalKind, ...] = get_args(OperationalKind)
-KINDS: tuple[str, ...] = ("alert", *OPERATIONAL_KINDS)
+_FINDING_TYPES: dict[str, type[Anomaly] | type[UnitCost] | type[KeyEvent]] = {
+    "anomaly": Anomaly,
+    "spend_rate": Anomaly,
+    "unit_cost": UnitCost,
+    "unowned": KeyEvent,
+    "new_key": KeyEvent,
+    "dormant_key": KeyEvent,
+}
+FINDING_KINDS: tuple[str, ...] = tuple(_FINDING_TYPES)
+KINDS: tuple[str, ...] = ("alert", *OPERATIONAL_KINDS, *FINDING_KINDS)
+_FINDING_DATES = ("day", "since", "last_seen")
 
 _ALERT_FIELDS = frozenset(field.name for field in dataclasses.fields(Alert))
 _ALERT_TIMES = ("overrun_at", "silenced_until")
@@ -48,6 +61,8 @@ def read(kind: str, payload: Mapping[str, Any], *, written_at: datetime) -> Noti
     """The notice an outbox row of `kind` holds; ValueError or TypeError when it holds none."""
     if kind == "alert":
         return _alert(payload)
+    if kind in _FINDING_TYPES:
+        return _finding(kind, payload)
     for operational in OPERATIONAL_KINDS:
         if kind == operational:
             return _operational(operational, payload, written_at)
@@ -63,6 +78,27 @@ def _alert(payload: Mapping[str, Any]) -> Alert:
         (str(model), float(cost)) for model, cost in values.pop("top_models", None) or ()
     )
     return Alert(**values)
+
+
+def _finding(kind: str, payload: Mapping[str, Any]) -> Finding:
+    """A finding of `kind` from its payload: its own fields, dates as ISO days, mentions as a
+    tuple; a field missing or of another shape is a ValueError."""
+    build = _FINDING_TYPES[kind]
+    names = {field.name for field in dataclasses.fields(build)}
+    values = {name: payload[name] for name in names & payload.keys()}
+    for name in _FINDING_DATES & values.keys():
+        if values[name] is not None:
+            if not isinstance(values[name], str):
+                raise ValueError(f"{name} is not a day")
+            values[name] = date.fromisoformat(values[name])
+    if "mention" in values:
+        values["mention"] = tuple(str(m) for m in values["mention"] or ())
+    if build is not UnitCost:
+        values["kind"] = kind
+    try:
+        return build(**values)
+    except TypeError as error:
+        raise ValueError(f"a {kind} notice without its fields: {error}") from None
 
 
 def _operational(
@@ -94,7 +130,7 @@ def _time(values: Mapping[str, Any], name: str) -> datetime | None:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
+    if isinstance(value, date):  # a datetime too
         return value.isoformat()
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}

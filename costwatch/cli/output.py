@@ -23,6 +23,7 @@ import polars as pl
 from costwatch import fmt, notices
 from costwatch.alerts import Alert
 from costwatch.budgets import Unevaluated
+from costwatch.detect import Anomaly, KeyEvent, UnitCost
 from costwatch.periods import Period
 from costwatch.state.base import OutboxItem
 
@@ -230,6 +231,17 @@ def describe_pending(item: OutboxItem) -> Pending:
 def notice_summary(notice: notices.Notice) -> str:
     if isinstance(notice, Alert):
         return alert_summary(notice)
+    if isinstance(notice, Anomaly):
+        on = f" on {notice.model}" if notice.model else ""
+        normal = fmt.amount(notice.metric, notice.normal)
+        return (
+            f"{printable(notice.api_key_name + on)}: {metric_word(notice.metric)} "
+            f"{fmt.amount(notice.metric, notice.value)}, normally {normal} [{notice.kind}]"
+        )
+    if isinstance(notice, UnitCost):
+        return f"{printable(notice.model)}: {notice.change} {notice.basis} [unit_cost]"
+    if isinstance(notice, KeyEvent):
+        return f"{printable(notice.api_key_name)}: {fmt.money(notice.cost_usd)} [{notice.kind}]"
     if notice.kind == "exports_failing":
         since = iso(notice.failing_since)
         return f"Langdock exports failing since {since} ({notice.failures} cycles, {notice.reason})"

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MAX_BLOCKS = 50
@@ -102,6 +102,14 @@ def plain(data: str, limit: int = MAX_SECTION_TEXT) -> str:
 def mrkdwn(data: str, limit: int = MAX_SECTION_TEXT) -> str:
     """Data made inert for mrkdwn (formatting characters defused too), cut to `limit`."""
     return _fit(_pieces(data, mrkdwn=True), limit)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One Slack message: `blocks` for chat.postMessage / webhooks, `text` for notifications."""
+
+    text: str
+    blocks: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

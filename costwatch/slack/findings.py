@@ -1,6 +1,6 @@
 """The detectors' findings as Slack messages: Block Kit blocks plus a plain-text fallback. Pure.
 
-    render_finding(finding) -> Rendered
+    render_finding(finding) -> Rendered        (`render.render` hands findings here)
 
 Each reads, top to bottom, as a budget alert does: a header that says it in one line
 ("support-bot-prod spent 8.0x its normal today"), the owner's mentions, the numbers (today,
@@ -17,10 +17,11 @@ from datetime import date
 from costwatch import fmt
 from costwatch.detect.findings import Anomaly, Finding, KeyEvent, UnitCost
 from costwatch.slack import blocks as sb
-from costwatch.slack.blocks import Data
-from costwatch.slack.render import Rendered
+from costwatch.slack.blocks import Data, Rendered
 
-__all__ = ["render_finding"]
+__all__ = ["FINDINGS", "finding_line", "render_finding"]
+
+FINDINGS = (Anomaly, UnitCost, KeyEvent)  # the notice types rendered here
 
 NAME_CAP = 80
 TEXT_NAME_CAP = 60
@@ -50,6 +51,11 @@ def render_finding(finding: Finding) -> Rendered:
     if isinstance(finding, UnitCost):
         return _unit_cost(finding)
     return _key_event(finding)
+
+
+def finding_line(finding: Finding) -> str:
+    """One line for a digest: the message's header (plain text, names inert)."""
+    return str(render_finding(finding).blocks[0]["text"]["text"])
 
 
 def _message(

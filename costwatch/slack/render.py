@@ -17,16 +17,15 @@ Every message fits Slack's limits whatever the names are; `blocks.problems` chec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from costwatch import fmt, periods
 from costwatch.alerts import Alert
 from costwatch.health import Operational
 from costwatch.notices import Notice
 from costwatch.slack import blocks as sb
-from costwatch.slack.blocks import Data, escape
+from costwatch.slack.blocks import Data, Rendered, escape
+from costwatch.slack.findings import FINDINGS, finding_line, render_finding
 
 __all__ = ["Rendered", "as_terminal_text", "escape", "render", "render_digest", "render_test"]
 
@@ -43,18 +42,13 @@ NAME_CAP = 80  # a name on its own in a sentence (header room permitting)
 TEXT_NAME_CAP = 60  # a name in the notification text
 
 
-@dataclass(frozen=True)
-class Rendered:
-    """One Slack message: `blocks` for chat.postMessage / webhooks, `text` for notifications."""
-
-    text: str
-    blocks: list[dict[str, Any]] = field(default_factory=list)
-
-
 def render(notice: Notice, *, now: datetime) -> Rendered:
-    """The message for one notice: a budget alert, or an operational notice."""
+    """The message for one notice: a budget alert, a detector's finding (`slack/findings.py`),
+    or an operational notice."""
     if isinstance(notice, Alert):
         return _alert_message(notice, now)
+    if isinstance(notice, FINDINGS):
+        return render_finding(notice)
     return _operational(notice, now)
 
 
@@ -73,7 +67,9 @@ def render_digest(notices: Sequence[Notice], *, now: datetime) -> Rendered:
     tags = sb.mentions([m for a in alerts for m in a.mention])
     if tags:
         blocks.append(sb.section(sb.mrkdwn_text(" ".join(tags))))
-    lines = [_operational_line(o) for o in others]
+    lines = [
+        _operational_line(o) if isinstance(o, Operational) else finding_line(o) for o in others
+    ]
     lines += [_digest_line(a) for a in alerts[: max(DIGEST_ROWS - len(lines), 0)]]
     for text in sb.pack(lines):
         blocks.append(sb.section(sb.plain_text(text, emoji=True)))

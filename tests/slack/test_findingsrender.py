@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from slack_sdk.models.blocks import Block
 
+from costwatch import notices
+from costwatch.cli.output import notice_summary
 from costwatch.detect import Anomaly, Finding, KeyEvent, UnitCost
 from costwatch.slack import blocks as slackblocks
 from costwatch.slack.findings import render_finding
-from costwatch.slack.render import Rendered, as_terminal_text
+from costwatch.slack.render import Rendered, as_terminal_text, render, render_digest
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("COSTWATCH_UPDATE_SNAPSHOTS") == "1"
@@ -195,3 +197,46 @@ def test_names_from_the_export_stay_inert_and_within_limits(
     text = all_text(rendered)
     for live in ("<!channel>", "<@U123>", "<https://evil", "<!here"):
         assert live not in text
+
+
+# --- through the outbox ----------------------------------------------------------------------
+
+
+def through_the_outbox(finding: Finding) -> notices.Notice:
+    """The finding as delivery reads it: its payload written as JSON and read back."""
+    stored = json.loads(json.dumps(notices.payload(finding)))
+    return notices.read(
+        notices.kind(finding), stored, written_at=datetime(2026, 11, 30, tzinfo=UTC)
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_finding_reads_back_from_the_outbox_as_it_was_written_and_renders_so(name: str) -> None:
+    finding = CASES[name]
+    assert notices.kind(finding) in notices.FINDING_KINDS
+    back = through_the_outbox(finding)
+    assert back == finding
+    assert render(back, now=datetime(2026, 11, 30, tzinfo=UTC)) == RENDERED[name]
+
+
+def test_an_outbox_row_of_a_finding_without_its_fields_is_refused() -> None:
+    stored = notices.payload(ANOMALY)
+    del stored["value"]
+    with pytest.raises(ValueError, match="anomaly notice without its fields"):
+        notices.read("anomaly", stored, written_at=datetime(2026, 11, 30, tzinfo=UTC))
+    with pytest.raises(ValueError, match="day is not a day"):
+        notices.read("unowned", {**notices.payload(EVENT), "day": 3}, written_at=datetime.now(UTC))
+
+
+def test_check_lists_a_waiting_finding_in_one_line() -> None:
+    lines = {name: notice_summary(finding) for name, finding in CASES.items()}
+    assert lines["anomaly"] == "support-bot-prod: cost $80.00, normally $10.00 [anomaly]"
+    assert lines["unit_cost_zero"] == "gpt-4o: zero_cost per request [unit_cost]"
+    assert lines["dormant_key"] == "stray-script: $42.50 [dormant_key]"
+
+
+def test_a_digest_that_holds_a_finding_gives_it_its_header_line() -> None:
+    digest = render_digest([ANOMALY, EVENT], now=datetime(2026, 11, 30, tzinfo=UTC))
+    readable = as_terminal_text(digest)
+    assert "support-bot-prod at 8.0x its normal spend today" in readable
+    assert "stray-script spent $42.50 today and no budget names it" in readable
