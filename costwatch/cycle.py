@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from costwatch import alerts, budgets, gather, health, notices, periods, usage
+from costwatch import alerts, budgets, forecast, gather, health, notices, periods, recent, usage
 from costwatch.config import Config
 from costwatch.context import with_context
 from costwatch.errors import (
@@ -51,6 +51,7 @@ class Deps:
     client: LangdockClient | None = None
     csv: Path | None = None
     state: Store | None = None  # None: plan against an empty ledger, record nothing
+    recent_days: recent.Cache | None = None  # stored days already read (the daemon keeps one)
     dry_run: bool = False  # plan, but record nothing
 
 
@@ -111,7 +112,7 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
     gathered = _gather(deps, ranges, now, default_key)
     usages = gathered.usages
     frames = {key: u.frame for key, u in usages.items()}
-    evaluation = budgets.evaluate(rules, frames, now)
+    evaluation = budgets.evaluate(rules, frames, now, _recent_days(deps, rules, now))
     findings = evaluation.findings
     unevaluated = tuple(budgets.unevaluated(rules, frames, evaluation))
     if unevaluated:
@@ -157,6 +158,16 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
         )
     deps.state.prune(now, config.state.retention)
     return dataclasses.replace(outcome, operational=operational, outbox_ids=tuple(ids))
+
+
+def _recent_days(
+    deps: Deps, rules: Sequence[budgets.Rule], now: datetime
+) -> dict[str, forecast.Daily]:
+    """The stored days the forecasts read (`recent.py`); none for a saved file (`check --csv`
+    never touches the store), without a state or with the history off: linear forecasts."""
+    if deps.csv is not None or deps.state is None or not deps.config.history.enabled:
+        return {}
+    return recent.read(deps.state, rules, now, deps.recent_days)
 
 
 def _gather(

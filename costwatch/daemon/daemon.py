@@ -45,7 +45,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from costwatch import cycle, langdock, slack
+from costwatch import cycle, langdock, recent, slack
 from costwatch.config import Config, load_config
 from costwatch.daemon import schedule
 from costwatch.daemon.courier import Courier
@@ -101,6 +101,7 @@ class Daemon:
     ) -> None:
         self._config = config
         self._state = state
+        self._recent = recent.Cache()  # the stored days the forecasts read, between cycles
         self._metrics = metrics
         self._server = server
         self._clock = clock
@@ -318,7 +319,9 @@ class Daemon:
         started = self._monotonic()
         deadline = Deadline(stop=self._stop)
         with langdock.connect(config.langdock, deadline=deadline) as client:
-            deps = cycle.Deps(config=config, client=client, state=self._state)
+            deps = cycle.Deps(
+                config=config, client=client, state=self._state, recent_days=self._recent
+            )
             outcome = cycle.run_once(deps, now)
         seconds = self._monotonic() - started
         if outcome.error is not None:
