@@ -103,8 +103,10 @@ class Keeper:
         metrics: HistoryMetrics | None = None,
         exports: threading.Lock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._state = state
+        self._leading = leading  # a standby replica's keeper idles: the leader keeps the history
         self._connect = connect
         self._stop = stop
         self._clock = clock
@@ -259,7 +261,7 @@ class Keeper:
         while not self._stop.is_set():
             current = config()
             pace = current.history.pace.total_seconds()
-            if not current.history.enabled:
+            if not current.history.enabled or not self._leading():
                 wait = IDLE_SECONDS
             else:
                 try:

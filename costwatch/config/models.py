@@ -274,6 +274,16 @@ class MetricsConfig(Model):
         password = self.basic_auth_password
         return password.get_secret_value() if password is not None else None
 
+    def basic_auth(self) -> tuple[str, str] | None:
+        """(user, password) in clear when basic auth is on."""
+        password, user = self.secret_basic_auth_password(), self.basic_auth_user
+        return (user, password) if user is not None and password is not None else None
+
+    def tls(self) -> tuple[Path, Path] | None:
+        """(certificate, key) files when TLS is on."""
+        cert, key = self.tls_cert_file, self.tls_key_file
+        return (cert, key) if cert is not None and key is not None else None
+
     @property
     def host(self) -> str:
         return split_listen(self.listen)[0]

@@ -40,6 +40,7 @@ class Courier:
         monotonic: Callable[[], float],
         slack: SlackConfig | None,
         sender: slack.Sender | None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._state = state
         self._metrics = metrics
@@ -48,6 +49,7 @@ class Courier:
         self._monotonic = monotonic
         self.slack = slack
         self.sender = sender
+        self._leading = leading  # only the leader delivers (a standby's rounds do nothing)
         self.lock = threading.Lock()  # one round at a time
         self._now = threading.Event()  # a cycle asks the delivery thread for a round
         self._reported: set[tuple[str, str]] = set()  # Slack errors logged, for the process life
@@ -67,7 +69,7 @@ class Courier:
 
     def run_round(self) -> None:
         """One round of delivering due outbox rows; never raises."""
-        if self.sender is None or self._stop.is_set():
+        if self.sender is None or self._stop.is_set() or not self._leading():
             return
         with self.lock:
             if self._stop.is_set():  # stopped meanwhile: the final flush has the outbox
@@ -95,7 +97,9 @@ class Courier:
 
     def _deliver(self, now: datetime, deadline: Deadline) -> None:
         config, sender = self.slack, self.sender
-        if config is None or sender is None or not self._state.pending(now, limit=1):
+        if config is None or sender is None or not self._leading():
+            return
+        if not self._state.pending(now, limit=1):
             return
         report = slack.deliver(
             self._state,

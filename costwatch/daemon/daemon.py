@@ -1,7 +1,9 @@
 """The daemon: APScheduler runs cycles, delivery follows, signals stop and reload it.
 
-- Start-up, in this order: the configuration, the state file (its writer lock first: a second
-  `run` on the same file exits 2 naming the holder), the metrics port, the scheduler. Nothing
+- Start-up, in this order: the configuration, the state (a SQLite file's writer lock first: a
+  second `run` on the same file exits 2 naming the holder; on PostgreSQL several `run`s are
+  replicas, and the elected leader alone runs cycles and delivers: `succession.py`), the
+  metrics port, the campaign for leader, the scheduler. Nothing
   is delivered and no cycle runs until all of it succeeded: a taken port exits 2 having sent
   nothing.
 - One cycle at start-up, then on `schedule.every` (optionally jittered) or `schedule.cron`, in
@@ -50,11 +52,12 @@ from costwatch.config import Config, load_config
 from costwatch.daemon import schedule
 from costwatch.daemon.courier import Courier
 from costwatch.daemon.readiness import Readiness
+from costwatch.daemon.succession import Succession
 from costwatch.deadline import Deadline, StopSignal
 from costwatch.errors import ConfigError, StateError, Stopping
 from costwatch.keeper import Keeper
 from costwatch.metrics import Metrics, MetricsServer, Snapshot
-from costwatch.state import Store, open_store
+from costwatch.state import Store, leadership, open_store
 
 log = logging.getLogger("costwatch.daemon")
 
@@ -122,7 +125,9 @@ class Daemon:
             monotonic=monotonic,
             slack=config.slack,
             sender=sender,
+            leading=lambda: self._succession.leading,
         )
+        self._succession = Succession(leadership(state), metrics, self._stop, self._start_cycle)
         self._readiness = Readiness(monotonic)
         self._keeper = Keeper(
             state=state,
@@ -131,6 +136,7 @@ class Daemon:
             clock=clock,
             metrics=metrics.history,
             monotonic=monotonic,
+            leading=lambda: self._succession.leading,
         )
         self._scheduler = BackgroundScheduler(timezone=config.schedule.zone)
         server.bind_probes(healthz=self.healthz, readyz=self.readyz)
@@ -146,8 +152,11 @@ class Daemon:
         """The daemon of `costwatch run`: the configuration read from `path` (raises
         ConfigError), then its state (StateError when another process holds it), metrics and
         server; it reloads `path` on SIGHUP or when the file changes."""
+        mtime = _mtime(path)  # before reading it: a change while starting up is one to reload
         config = load_config(path, env)
-        return cls.from_config(config, path=path, env=env, clock=clock, make_sender=_slack_sender)
+        daemon = cls.from_config(config, path=path, env=env, clock=clock, make_sender=_slack_sender)
+        daemon._mtime = mtime
+        return daemon
 
     @classmethod
     def from_config(
@@ -164,7 +173,7 @@ class Daemon:
         the same file is refused before anything else is made), the metrics and the server
         (bound at `start`); `sender` (default: `make_sender(config)`, Slack's)."""
         chosen = sender if sender is not None else make_sender(config)
-        state = open_store(config.state, command="costwatch run")
+        state = open_store(config.state, command="costwatch run", lead=False)
         try:
             metrics = Metrics(max_series=config.metrics.max_series)
             state.on_damaged = metrics.state_damaged
@@ -172,8 +181,8 @@ class Daemon:
                 metrics.exposition_parts,
                 host=config.metrics.host,
                 port=config.metrics.port,
-                basic_auth=_basic_auth(config),
-                tls=_tls(config),
+                basic_auth=config.metrics.basic_auth(),
+                tls=config.metrics.tls(),
                 gzipped=metrics.exposition_gzip,  # to scrapers that accept gzip
             )
             return cls(
@@ -208,6 +217,7 @@ class Daemon:
             raise
         try:
             while not self._stop.wait(WATCH_SECONDS):
+                self._succession.adopt()  # a standby serves the leader's last snapshot
                 changed = self._path is not None and _mtime(self._path) != self._mtime
                 if self._reload.is_set() or changed:
                     self._reload.clear()
@@ -220,6 +230,7 @@ class Daemon:
         """Serve metrics, then schedule the cycles and delivery: nothing is sent before the
         port is bound (and the state's writer lock was taken before, in `__init__`)."""
         self._server.start()
+        self._succession.start()
         log.info(
             "costwatch started: metrics on %s:%d, state %s, %s",
             self._config.metrics.host,
@@ -290,6 +301,8 @@ class Daemon:
         try:
             if self._stop.is_set():  # stopped meanwhile: shutdown may be closing the state
                 return
+            if not self._succession.may_run():  # a standby: the leader runs it
+                return
             with self._keeper.exclusive():  # the keeper's export in flight ends first
                 self._cycle(self._clock())
         except Stopping:
@@ -334,6 +347,7 @@ class Daemon:
         assert outcome.usage is not None
         snapshot = Snapshot(now, outcome.usage.frame, outcome.findings, outcome.unevaluated)
         self._metrics.cycle_succeeded(snapshot, seconds)
+        self._succession.share()
         self._metrics.alerts_pending(self._state.pending_count())
         planned = len(outcome.plan.alerts) if outcome.plan else 0
         crossed = outcome.findings.filter(outcome.findings["level"].is_not_null()).height
@@ -397,8 +411,11 @@ class Daemon:
         return True, "ok"
 
     def readyz(self) -> tuple[bool, str]:
-        """Ready while the last export succeeded within 3 intervals (real time)."""
-        return self._readiness.answer(schedule.interval(self._config.schedule))
+        """Ready while the last export succeeded within 3 intervals (real time); a standby is
+        not ready (503 "standby"): it serves no traffic, yet is alive."""
+        return self._succession.standby() or self._readiness.answer(
+            schedule.interval(self._config.schedule)
+        )
 
     def _install_signals(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -427,17 +444,6 @@ def _free_within(lock: threading.Lock, deadline: Deadline) -> bool:
         return False
     lock.release()
     return True
-
-
-def _basic_auth(config: Config) -> tuple[str, str] | None:
-    password = config.metrics.secret_basic_auth_password()
-    user = config.metrics.basic_auth_user
-    return (user, password) if user is not None and password is not None else None
-
-
-def _tls(config: Config) -> tuple[Path, Path] | None:
-    cert, key = config.metrics.tls_cert_file, config.metrics.tls_key_file
-    return (cert, key) if cert is not None and key is not None else None
 
 
 def _mtime(path: Path) -> float | None:

@@ -62,6 +62,8 @@ class Metrics:
         self._publishing = threading.Lock()  # one render at a time
         self._snapshot = render_snapshot(None, max_series).text
         self._gzip_head, self._gzip_state = _gzip_start(self._snapshot)
+        self._snapshot_time: datetime | None = None  # when the served snapshot was computed
+        self._snapshot_truncated = 0
         self._define(self.registry)
         self.history = HistoryMetrics(self.registry)  # set by the history's keeper
         self._build_info.labels(version=version).set(1)
@@ -136,6 +138,12 @@ class Metrics:
             "When the served per-key and per-budget values were computed (Unix time; 0: never).",
             registry=registry,
         )
+        self._leader = Gauge(
+            "costwatch_leader",
+            "1 on the replica that runs the cycles and delivers, 0 on a standby (PostgreSQL"
+            " state); always 1 on a SQLite state.",
+            registry=registry,
+        )
         self._truncated = Gauge(
             "costwatch_series_truncated",
             "Series of the served snapshot (per key, per key and model, per budget) folded "
@@ -200,8 +208,27 @@ class Metrics:
             with self._lock:
                 self._snapshot = rendered.text
                 self._gzip_head, self._gzip_state = gzip_head, gzip_state
+                self._snapshot_time, self._snapshot_truncated = snapshot.at, rendered.truncated
                 self._snapshot_at.set(snapshot.at.timestamp())
                 self._truncated.set(rendered.truncated)
+
+    def leader(self, leading: bool) -> None:
+        self._leader.set(1 if leading else 0)
+
+    def snapshot_state(self) -> tuple[bytes, datetime | None, int]:
+        """The served snapshot's bytes, when it was computed (None: never) and its truncation,
+        for a leader to share with the standbys."""
+        with self._lock:
+            return self._snapshot, self._snapshot_time, self._snapshot_truncated
+
+    def adopt(self, text: bytes, at: datetime, truncated: int) -> None:
+        """Serve a snapshot another replica rendered (a standby serves the leader's)."""
+        gzip_head, gzip_state = _gzip_start(text)
+        with self._lock:
+            self._snapshot, self._snapshot_time, self._snapshot_truncated = text, at, truncated
+            self._gzip_head, self._gzip_state = gzip_head, gzip_state
+            self._snapshot_at.set(at.timestamp())
+            self._truncated.set(truncated)
 
     def exposition_parts(self) -> tuple[bytes, bytes]:
         """The snapshot bytes and the live registry's, consistent with each other."""

@@ -123,6 +123,7 @@ class Elector:
         self._db: Connection | None = None
         self._fence: Fence | None = None
         self.on_change: Callable[[bool], None] | None = None
+        self.problem: str | None = None  # why the last attempt could not even ask the database
 
     def fence(self) -> Fence | None:
         """The fence while this process leads, else None."""
@@ -144,6 +145,7 @@ class Elector:
                 got = self._db.execute(
                     "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LEADER_LOCK)
                 ).fetchone()
+                self.problem = None
                 if not got or not got[0]:
                     return False
                 row = self._db.execute(
@@ -154,7 +156,10 @@ class Elector:
                 assert row is not None
                 self._fence = Fence(int(row[0]), self._db.info.backend_pid)
             except (psycopg.Error, StateError) as error:
-                log.warning("%s: cannot stand for leader: %s", self.where, _reason(error))
+                reason = _reason(error)
+                if reason != self.problem:
+                    log.warning("%s: cannot stand for leader: %s", self.where, reason)
+                self.problem = reason
                 self._drop()
                 return False
             epoch = self._fence.epoch
@@ -264,6 +269,11 @@ class Leadership(Protocol):
     @property
     def leading(self) -> bool: ...
 
+    @property
+    def problem(self) -> str | None:
+        """Why this process cannot even ask to lead (the database is unreachable), or None."""
+        ...
+
     def campaign(self, stop: StopSignal, on_change: Callable[[bool], None]) -> None:
         """Until `stop`, stand for leader; `on_change(leading)` on every change."""
         ...
@@ -281,6 +291,7 @@ class Sole:
     """The one process of a SQLite file: it always leads (its writer lock saw to that)."""
 
     leading = True
+    problem = None
 
     def campaign(self, stop: StopSignal, on_change: Callable[[bool], None]) -> None:
         on_change(True)
@@ -312,6 +323,10 @@ class Elected:
     @property
     def leading(self) -> bool:
         return self._elector.leading
+
+    @property
+    def problem(self) -> str | None:
+        return self._elector.problem
 
     def campaign(self, stop: StopSignal, on_change: Callable[[bool], None]) -> None:
         self._elector.on_change = on_change
