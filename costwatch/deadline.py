@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from costwatch.errors import Stopping
 
-__all__ = ["MIN_TIMEOUT", "UNBOUNDED", "Deadline", "StopSignal", "Stopping"]
+__all__ = ["MIN_TIMEOUT", "UNBOUNDED", "Deadline", "StopSignal", "Stopping", "free_within"]
 
 MIN_TIMEOUT = 0.01  # seconds: the shortest timeout handed to a socket
 
@@ -123,3 +123,11 @@ class Deadline:
 
 
 UNBOUNDED = Deadline()  # no limit, and a stop signal nobody sets: a plain sleep
+
+
+def free_within(lock: threading.Lock, deadline: Deadline) -> bool:
+    """Whether `lock` is free (nobody runs what it guards) before `deadline`."""
+    if not lock.acquire(timeout=deadline.remaining()):
+        return False
+    lock.release()
+    return True

@@ -53,7 +53,7 @@ from costwatch.daemon import schedule
 from costwatch.daemon.courier import Courier
 from costwatch.daemon.readiness import Readiness
 from costwatch.daemon.succession import Succession
-from costwatch.deadline import Deadline, StopSignal
+from costwatch.deadline import Deadline, StopSignal, free_within
 from costwatch.errors import ConfigError, StateError, Stopping
 from costwatch.keeper import Keeper
 from costwatch.metrics import Metrics, MetricsServer, Snapshot
@@ -272,7 +272,7 @@ class Daemon:
             ("Slack delivery", self._courier.lock),
             ("the history's keeper", self._keeper.exports),
         )
-        busy = [what for what, lock in guarded if not _free_within(lock, left)]
+        busy = [what for what, lock in guarded if not free_within(lock, left)]
         if not busy and not self._courier.flush(left):
             busy.append("the final Slack delivery")
         self._server.stop()
@@ -436,14 +436,6 @@ def _spawn(name: str, target: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return thread
-
-
-def _free_within(lock: threading.Lock, deadline: Deadline) -> bool:
-    """Whether `lock` is free (nobody runs what it guards) before `deadline`."""
-    if not lock.acquire(timeout=deadline.remaining()):
-        return False
-    lock.release()
-    return True
 
 
 def _mtime(path: Path) -> float | None:
