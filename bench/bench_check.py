@@ -149,6 +149,14 @@ def baseline_command(export: Path) -> list[str]:
 
 def run(command: list[str]) -> tuple[float, int, int]:
     """Wall seconds, peak RSS in bytes and exit code of one whole process."""
+    seconds, rss, _cpu, code = run_measured(command)
+    return seconds, rss, code
+
+
+def run_measured(command: list[str]) -> tuple[float, int, float, int]:
+    """Wall seconds, peak RSS in bytes, CPU seconds (user + system, all threads) and exit code
+    of one whole process. CPU time is the work done: on a machine others share, it moves far
+    less than the wall time does."""
     started = time.perf_counter()
     with subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as child:
         _, status, usage = os.wait4(child.pid, 0)
@@ -158,7 +166,8 @@ def run(command: list[str]) -> tuple[float, int, int]:
         errors = child.stderr.read().decode(errors="replace")
     if child.returncode not in (0, 1):
         raise SystemExit(f"{command[:4]} failed ({child.returncode}):\n{errors}")
-    return seconds, usage.ru_maxrss * 1024, child.returncode
+    cpu = usage.ru_utime + usage.ru_stime
+    return seconds, usage.ru_maxrss * 1024, cpu, child.returncode
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,7 @@ class Row:
     name: str
     seconds: float  # best wall time
     rss: int  # largest peak RSS, bytes
+    cpu: float = 0.0  # least CPU time (user + system), seconds
 
 
 BASE = "(a) polars scan+group_by"
@@ -192,12 +202,17 @@ def measure(
     }
     if pandas:
         commands[PANDAS] = [sys.executable, str(HERE / "pandas_check.py"), str(export), str(many)]
-    samples: dict[str, list[tuple[float, int, int]]] = {name: [] for name in commands}
+    samples: dict[str, list[tuple[float, int, float, int]]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, command in commands.items():
-            samples[name].append(run(command))
+            samples[name].append(run_measured(command))
     rows = [
-        Row(name, min(s for s, _, _ in results), max(r for _, r, _ in results))
+        Row(
+            name,
+            min(s for s, _, _, _ in results),
+            max(r for _, r, _, _ in results),
+            min(c for _, _, c, _ in results),
+        )
         for name, results in samples.items()
     ]
     return rows, export.stat().st_size
