@@ -165,6 +165,69 @@ def steady_vs_month(keys: int, models: int, runs: int = 3) -> Steady:
         return Steady(keys, models, month, steady, stored_rows)
 
 
+@dataclass(frozen=True)
+class ByDays:
+    days: int  # closed days of the quarter stored and read
+    first: float  # a `check` process's cycle (nothing summed yet), seconds
+    later: float  # the daemon's next cycle, seconds
+    whole: float  # the quarter to date exported whole (history disabled), seconds
+    aggregated: int  # key x model x day rows the quarter to date covers
+
+
+def by_days(
+    keys: int, models: int, days: tuple[int, ...] = (1, 7, 27, 89), runs: int = 2
+) -> list[ByDays]:
+    """A steady cycle of a quarterly budget against the closed days it reads from the store."""
+    quarter = date(2026, 10, 1)
+    workspace = Workspace(
+        keys=keys, models=MODELS[:models], created=datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    clock = [datetime(2026, 12, 30, 9, tzinfo=UTC)]
+    out = []
+    with (
+        tempfile.TemporaryDirectory(prefix="costwatch-bench-days-") as tmp,
+        Simulator(workspace, api_key=KEY, clock=lambda: clock[0]) as sim,
+        httpx.Client(timeout=120) as http,
+    ):
+        client = LangdockClient(
+            http, base_url=sim.base_url, api_key=KEY, allow_insecure_download=True
+        )
+        path = Path(tmp) / "state.db"
+        rows: dict[date, int] = {}
+        with SqliteState.open(path) as state:
+            for day in history.closed_days(quarter, quarter + timedelta(days=max(days))):
+                fetched = fetch.fetch_day(client, BERLIN, day)
+                state.put_day(
+                    "Europe/Berlin", day, fetched.usage.frame, exported_at=NOW, settled=True
+                )
+                rows[day] = fetched.rows
+        for count in days:
+            day = quarter + timedelta(days=count)
+            now = datetime(day.year, day.month, day.day, 10, tzinfo=BERLIN)  # 10:00 local
+            clock[0] = now
+            text = config(True, path) + "defaults:\n  period: quarter\n"
+            timings = []
+            with SqliteState.open(path) as state:
+                deps = cycle.Deps(parse_config(text), client=client, state=state)
+                for _ in range(max(2, runs)):
+                    started = time.perf_counter()
+                    outcome = cycle.run_once(deps, now)
+                    timings.append(time.perf_counter() - started)
+                    assert outcome.ok, outcome.error
+                today = outcome.exported_rows
+                whole_deps = cycle.Deps(
+                    parse_config(text.replace("enabled: true", "enabled: false")),
+                    client=client,
+                    state=state,
+                )
+                started = time.perf_counter()
+                assert cycle.run_once(whole_deps, now).ok
+                whole = time.perf_counter() - started
+            stored = sum(n for day, n in rows.items() if day < now.date())
+            out.append(ByDays(count, timings[0], min(timings[1:]), whole, stored + today))
+    return out
+
+
 def store_size(keys: int, models: int, days: int) -> Size:
     with tempfile.TemporaryDirectory(prefix="costwatch-bench-size-") as tmp:
         folder = Path(tmp)
@@ -200,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:<24}{run.cold:>9.3f}{run.seconds:>9.3f}{run.csv_rows:>10,}{run.requests:>9}"
             f"{run.aggregated:>17,}{run.modelled:>12.3f}"
+        )
+    print("a quarterly budget against the closed days read from the store:")
+    print(f"{'days stored':>12}{'first s':>9}{'later s':>9}{'whole s':>9}{'rows aggregated':>17}")
+    for each in by_days(args.keys, args.models, runs=args.runs):
+        print(
+            f"{each.days:>12}{each.first:>9.3f}{each.later:>9.3f}{each.whole:>9.3f}"
+            f"{each.aggregated:>17,}"
         )
     for size in (store_size(500, 20, 30), store_size(20_000, 50, 1)):
         print(

@@ -305,6 +305,17 @@ def history_lines(runs: int) -> list[Line]:
             "",
             None,
         ),
+        *(
+            Line(
+                f"history: quarterly budget, {each.days} days stored (first / later cycle)",
+                f"{each.first:.3f} / {each.later:.3f} s",
+                f"quarter exported whole {each.whole:.3f} s",
+                f"{each.whole / each.later:.2f}x",
+                "",
+                None,
+            )
+            for each in bench_history.by_days(1000, 20, runs=runs)
+        ),
         Line(
             "history: store size, 500 keys x 20 models, a year (dense)",
             f"{dense.per_day * 365 / MIB:,.0f} MiB ({dense.per_row:.0f} B/row)",
