@@ -269,14 +269,20 @@ class Sums:
     day asked for. A cycle asks for [period start, yesterday] again and again, a day further
     each day: a repeated range is answered from the memo, a longer one by adding only the new
     days (SQL sums those, `history.combine` adds them on, the same rules), so a daemon sums a
-    period's stored days once, not every cycle. A day put (or pruned) inside a remembered range
-    drops that range. Only a writer keeps one: the writer lock makes its writes the only ones.
+    period's stored days once, not every cycle. A day put (or pruned) through this connection
+    inside a remembered range drops that range; a commit by any other connection (a second
+    `SqliteState`, another program) changes SQLite's `data_version` and empties the memo.
     """
 
     def __init__(self) -> None:
         self._sums: dict[tuple[str, date], tuple[date, pl.DataFrame]] = {}
+        self._version: object = None  # PRAGMA data_version when the memo was filled
 
     def between(self, db: sqlite3.Connection, zone: str, first: date, last: date) -> pl.DataFrame:
+        version = db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._version:  # another connection has written the file since
+            self._sums.clear()
+            self._version = version
         known = self._sums.get((zone, first))
         if known is not None and known[0] == last:
             return known[1]

@@ -72,7 +72,7 @@ class SqliteState:
         self.path = path
         self._damage = Damage(path)
         self._has_history = has_history(connection)
-        self._sums = daily.Sums() if writer is not None else None  # the one writer's memo
+        self._sums = daily.Sums() if writer is not None else None  # a writer's memo
 
     @property
     def on_damaged(self) -> Callable[[str], None] | None:

@@ -427,3 +427,18 @@ def test_a_writers_remembered_sums_follow_every_day_put_and_pruned(state: Sqlite
     same(days[0], days[4] + timedelta(days=1))
     state.prune(datetime(2027, 6, 1, tzinfo=UTC), timedelta(days=30))  # everything goes
     assert state.usage_between(BERLIN, days[0], days[4]).height == 0
+
+
+def test_a_remembered_sum_follows_what_another_connection_writes(path: Path) -> None:
+    frame = day_frame([row("k1", "m", 1, 0.1)])
+    with SqliteState.open(path) as first, SqliteState.open(path) as second:  # one process
+        first.put_day(BERLIN, D1, frame, exported_at=T0, settled=True)
+        assert first.usage_between(BERLIN, D1, D2).get_column("requests").to_list() == [1]
+        second.put_day(BERLIN, D2, frame, exported_at=T0, settled=True)
+        assert first.usage_between(BERLIN, D1, D2).get_column("requests").to_list() == [2]
+        with closing(sqlite3.connect(path)) as other, other:  # another program
+            other.execute(
+                "UPDATE usage_daily SET requests = 40 WHERE day = ?",
+                ((D2 - date(1970, 1, 1)).days,),
+            )
+        assert first.usage_between(BERLIN, D1, D2).get_column("requests").to_list() == [41]
