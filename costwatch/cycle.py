@@ -23,9 +23,21 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from costwatch import alerts, budgets, forecast, gather, health, notices, periods, recent, usage
+from costwatch import (
+    alerts,
+    budgets,
+    detecting,
+    forecast,
+    gather,
+    health,
+    notices,
+    periods,
+    recent,
+    usage,
+)
 from costwatch.config import Config
 from costwatch.context import with_context
+from costwatch.detect import Anomaly, Finding, KeyEvent
 from costwatch.errors import (
     ExportError,
     ExportInternalError,
@@ -35,7 +47,7 @@ from costwatch.errors import (
 )
 from costwatch.notices import Notice
 from costwatch.periods import Period
-from costwatch.state import Message, Store
+from costwatch.state import Message, Store, Transaction
 
 if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)
     from costwatch.langdock import LangdockClient
@@ -73,6 +85,7 @@ class Outcome:
     error: ExportError | UsageError | None = None
     exported_rows: int = 0  # data rows read from Langdock's exports in this cycle
     stored_days: int = 0  # closed days of the default period read from the store
+    detected: tuple[Finding, ...] = ()  # the detectors' findings queued (`detecting`)
 
     @property
     def ok(self) -> bool:
@@ -150,14 +163,31 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
         # "Exports recovered" goes first: it explains why alerts arrive again.
         messages = [] if operational is None else [_message(operational, config)]
         messages += [_message(alert, config) for alert in outcome.plan.alerts]
+        detected = _detected(transaction, config, gathered, now)
+        messages += [_message(finding, config) for finding in detected]
         ids = transaction.commit(
             now=now,
             ledger=outcome.plan.ledger,
             messages=messages,
             health=new_health,
         )
+        detecting.record(transaction, detected, now)
     deps.state.prune(now, config.state.retention)
-    return dataclasses.replace(outcome, operational=operational, outbox_ids=tuple(ids))
+    return dataclasses.replace(
+        outcome, operational=operational, outbox_ids=tuple(ids), detected=detected
+    )
+
+
+def _detected(
+    transaction: Transaction, config: Config, gathered: gather.Gathered, now: datetime
+) -> tuple[Finding, ...]:
+    """The detectors' findings due now; none, logged with the traceback, when they fail: a
+    detector never keeps a budget alert from going out."""
+    try:
+        return detecting.due(transaction, config, gathered.today, now)
+    except Exception:
+        log.exception("the detectors failed; budget alerts go out without them")
+        return ()
 
 
 def _recent_days(
@@ -233,7 +263,7 @@ def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | Usag
 def _message(notice: Notice, config: Config) -> Message:
     """The outbox row for `notice`: its own channel (an alert's budget may name one), else the
     configured default channel."""
-    own = notice.channel if isinstance(notice, alerts.Alert) else None
+    own = notice.channel if isinstance(notice, alerts.Alert | Anomaly | KeyEvent) else None
     default = config.slack.channel if config.slack is not None else None
     return Message(
         kind=notices.kind(notice), channel=own or default, payload=notices.payload(notice)

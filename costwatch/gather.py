@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import polars as pl
 
 from costwatch import history, usage
 from costwatch.config import HistoryConfig
@@ -45,6 +47,7 @@ class Gathered:
     source: str  # for people: "today's export (812 rows) + 27 stored days"
     exported_rows: int = 0  # data rows read from Langdock's exports in this cycle
     stored_days: int = 0  # closed days read from the store (the default range's zone)
+    today: Mapping[str, pl.DataFrame] = field(default_factory=dict)  # open day's export, by zone
 
 
 def saved_export(path: Path, ranges: Mapping[str, Period], now: datetime) -> Gathered:
@@ -102,6 +105,7 @@ def from_store_or_exports(
     plans = history.plan(ranges, now, stored, settings.max_days_per_cycle)
     usages: dict[str, usage.Usage] = {}
     sources: list[str] = []
+    todays: dict[str, pl.DataFrame] = {}
     rows = stored_count = 0
     for plan in plans:
         if plan.whole:
@@ -116,11 +120,14 @@ def from_store_or_exports(
             )
             source = gathered.source
         usages.update(gathered.usages)
+        todays.update(gathered.today)
         rows += gathered.exported_rows
         sources.append(f"{plan.zone.key}: {source}" if len(plans) > 1 else source)
         if default in plan.ranges and not plan.whole:
             stored_count = gathered.stored_days
-    return Gathered(usages, "; ".join(sources), exported_rows=rows, stored_days=stored_count)
+    return Gathered(
+        usages, "; ".join(sources), exported_rows=rows, stored_days=stored_count, today=todays
+    )
 
 
 def _from_store(
@@ -176,7 +183,9 @@ def _from_store(
     if filled:
         what = "exported and stored" if write else "exported, not stored (a dry run)"
         source += f" ({len(filled)} closed day{'s' if len(filled) > 1 else ''} {what})"
-    return Gathered(usages, source, exported_rows=rows, stored_days=stored_days)
+    return Gathered(
+        usages, source, exported_rows=rows, stored_days=stored_days, today={zone: today.usage.frame}
+    )
 
 
 def describe(fetched: Iterable[Fetched]) -> str:

@@ -110,7 +110,7 @@ class UnownedConfig(Model):
     """Keys nobody answers for: spend no budget selects but a catch-all, a key seen for the
     first time, a key without use for `dormant_days` that starts again."""
 
-    enabled: bool = True
+    enabled: bool = False  # opt in: with a "*" per-key budget, every other key is unowned
     min_spend_usd: PositiveFloat = 1.0  # an unowned key's day under this says nothing
     new_keys: bool = True
     dormant: bool = True

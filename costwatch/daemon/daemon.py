@@ -348,6 +348,7 @@ class Daemon:
         snapshot = Snapshot(now, outcome.usage.frame, outcome.findings, outcome.unevaluated)
         self._metrics.cycle_succeeded(snapshot, seconds)
         self._succession.share()
+        self._metrics.findings_queued(finding.kind for finding in outcome.detected)
         self._metrics.alerts_pending(self._state.pending_count())
         planned = len(outcome.plan.alerts) if outcome.plan else 0
         crossed = outcome.findings.filter(outcome.findings["level"].is_not_null()).height

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,6 +27,7 @@ from costwatch import __version__
 from costwatch.errors import EXPORT_FAILURE_REASONS
 from costwatch.metrics.exposition import Snapshot, render_snapshot
 from costwatch.metrics.history import HistoryMetrics
+from costwatch.notices import FINDING_KINDS
 from costwatch.slack.answers import PERMANENT_ERRORS, TRANSIENT_ERRORS
 from costwatch.slack.deliver import DeliveryReport
 from costwatch.state.rows import TABLES
@@ -110,6 +111,15 @@ class Metrics:
             buckets=DURATION_BUCKETS,
             registry=registry,
         )
+        self._findings = Counter(
+            "costwatch_findings_total",
+            "Detector findings queued for Slack (anomalies, spend rates, unit costs, keys"
+            " nobody answers for), by kind: each once per subject and day.",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in FINDING_KINDS:  # every kind's series from the start, at 0
+            self._findings.labels(kind=kind)
         self._cycles = Counter(
             "costwatch_cycles_total", "Cycles run, by outcome.", ["outcome"], registry=registry
         )
@@ -183,6 +193,11 @@ class Metrics:
             raise ValueError(f"unknown cycle outcome {outcome!r}: one of {CYCLE_OUTCOMES}")
         self._cycles.labels(outcome=outcome).inc()
         self._cycle_duration.observe(duration_seconds)
+
+    def findings_queued(self, kinds: Iterable[str]) -> None:
+        """The detectors' findings one cycle queued, by kind."""
+        for kind in kinds:
+            self._findings.labels(kind=kind).inc()
 
     def alerts_sent(self, count: int) -> None:
         self._alerts_sent.inc(count)

@@ -23,7 +23,7 @@ def run_all(rows: list[Row], covered: list[date]) -> dict[str, pl.DataFrame]:
     return {
         "anomalies": anomalies(usage, MONDAY, covered, AnomalyConfig(), BUDGETS),
         "unit_costs": unit_costs(usage, MONDAY, covered, UnitCostConfig()),
-        "key_events": key_events(usage, MONDAY, covered, BUDGETS, UnownedConfig()),
+        "key_events": key_events(usage, MONDAY, covered, BUDGETS, UnownedConfig(enabled=True)),
     }
 
 

@@ -22,6 +22,7 @@ budgets:
 owners:
   - {keys: "support-*", mention: "<!subteam^SSUP>", channel: "#support-eng"}
   - {keys: "*", mention: "<@UFIN>"}
+unowned: {enabled: true}
 """,
     env={},
 )

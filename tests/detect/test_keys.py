@@ -23,7 +23,7 @@ EVERY = Budget(name="every-key", keys=("*",), limits=LIMITS)
 WORKSPACE = Budget(name="workspace", keys=("*",), scope="shared", limits=LIMITS)
 FALLBACK = Budget(name="others", keys=("*-bot",), fallback=True, limits=LIMITS)
 BUDGETS = (TEAM, POOL, EVERY, WORKSPACE, FALLBACK)
-CONFIG = UnownedConfig()
+CONFIG = UnownedConfig(enabled=True)
 
 
 def events(rows: list[Row], **kwargs: object) -> list[tuple[str, str]]:
@@ -66,7 +66,7 @@ def test_a_key_seen_for_the_first_time_once_the_history_holds_enough_days() -> N
     rows = [*known("etl"), (MONDAY, "etl", "m", 1.0, 1), (MONDAY, "fresh", "m", 0.0, 3)]
     assert events(rows) == [("new", "fresh")]
     assert events(rows, covered=HISTORY[-29:]) == []  # 29 of the 30 days: a fresh store
-    assert events(rows, config=UnownedConfig(new_keys=False)) == []
+    assert events(rows, config=UnownedConfig(enabled=True, new_keys=False)) == []
 
 
 def test_a_dormant_key_that_starts_again() -> None:
@@ -77,8 +77,8 @@ def test_a_dormant_key_that_starts_again() -> None:
         (MONDAY, "team-a-x", "m", 1, 1),
     ]
     assert table(rows).rows() == [("dormant", "etl", 1.0, old, 40)]
-    assert events(rows, config=UnownedConfig(dormant_days=45)) == []
-    assert events(rows, config=UnownedConfig(dormant=False)) == []
+    assert events(rows, config=UnownedConfig(enabled=True, dormant_days=45)) == []
+    assert events(rows, config=UnownedConfig(enabled=True, dormant=False)) == []
     # a day used at $0 without requests is no use: still dormant
     assert events([*rows, (MONDAY - timedelta(days=5), "etl", "m", 0.0, 0)]) == [("dormant", "etl")]
 
@@ -106,3 +106,8 @@ def test_any_history_never_crashes_and_never_reports_a_key_without_use_today(
     unowned = result.filter(pl.col("kind") == "unowned")
     assert (unowned.get_column("cost_usd") >= CONFIG.min_spend_usd).all()
     assert "team-a-x" not in unowned.get_column("api_key_name").to_list()
+
+
+def test_unowned_spend_is_opt_in_new_and_dormant_keys_are_not() -> None:
+    rows = [*known("stray"), (MONDAY, "stray", "gpt-4o", 5.0, 10), (MONDAY, "fresh", "m", 1, 1)]
+    assert events(rows, config=UnownedConfig()) == [("new", "fresh")]

@@ -34,6 +34,7 @@ budgets:
   - {{name: support, keys: "support-*", limits: {{cost_usd: 1000}}}}
 owners:
   - {{keys: "support-*", mention: "<!subteam^SSUP>", channel: "#support-eng"}}
+unowned: {{enabled: true}}
 """,
         env={},
     )
