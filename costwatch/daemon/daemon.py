@@ -346,9 +346,8 @@ class Daemon:
         self._readiness.succeeded()
         assert outcome.usage is not None
         snapshot = Snapshot(now, outcome.usage.frame, outcome.findings, outcome.unevaluated)
-        self._metrics.cycle_succeeded(snapshot, seconds)
+        self._metrics.cycle_succeeded(snapshot, seconds, [f.kind for f in outcome.detected])
         self._succession.share()
-        self._metrics.findings_queued(finding.kind for finding in outcome.detected)
         self._metrics.alerts_pending(self._state.pending_count())
         planned = len(outcome.plan.alerts) if outcome.plan else 0
         crossed = outcome.findings.filter(outcome.findings["level"].is_not_null()).height

@@ -56,7 +56,7 @@ def unit_costs(
     window = daily.covered_before(today, covered, config.window_days)
     enough = pl.col("requests") >= config.min_requests
     normals = (
-        per_day.filter(pl.col("day").is_in(window) & enough)
+        per_day.filter(pl.col("day").is_in(pl.Series(window, dtype=pl.Date()).implode()) & enough)
         .group_by("model")
         .agg(
             pl.col("rate").median().alias("_normal_request"),

@@ -161,9 +161,12 @@ class Metrics:
             registry=registry,
         )
 
-    def cycle_succeeded(self, snapshot: Snapshot, duration_seconds: float) -> None:
-        """A cycle whose export succeeded: its snapshot published, its export and the cycle
-        counted."""
+    def cycle_succeeded(
+        self, snapshot: Snapshot, duration_seconds: float, findings: Iterable[str] = ()
+    ) -> None:
+        """A cycle whose export succeeded: its snapshot published, its export, the cycle and
+        the kinds of the detectors' `findings` it queued counted."""
+        self.findings_queued(findings)
         self.export_succeeded(snapshot.at, duration_seconds)
         self.publish(snapshot)
         self.cycle_finished("ok", duration_seconds)
