@@ -7,11 +7,13 @@
     costwatch test-slack  one test message to every configured channel
     costwatch demo        the daemon against the built-in simulator (`costwatch.demo`)
     costwatch schema      the configuration's JSON Schema
+    costwatch migrate-state  a SQLite state moved into PostgreSQL (`migrate.py`)
 
     check.py     `run_check`: exit codes, the state, the export client, delivery, output
     output.py    `check --format json` (an interface) and what the table and JSON share
     table.py     the table for people
     delivery.py  check's one bounded delivery round
+    migrate.py   `run_migrate`: migrate-state
     backfill.py  `run_backfill`: the missing days exported, paced, resumable
 
 A command that raises unexpectedly exits 2, never 1 (which reads as "a threshold crossed").
@@ -156,6 +158,20 @@ def _parser() -> argparse.ArgumentParser:
         "schema", help="print the configuration file's JSON Schema (for editors and CI)"
     )
     schema.set_defaults(run=_schema)
+
+    migrate = commands.add_parser(
+        "migrate-state",
+        help="move a SQLite state into an empty PostgreSQL database (no alert sent again)",
+    )
+    migrate.add_argument("--from", dest="source", required=True, type=Path, metavar="FILE")
+    migrate.add_argument("--to", dest="target", required=True, metavar="POSTGRESQL_URL")
+    migrate.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help="the database password, if not in the URL",
+    )
+    migrate.set_defaults(run=_migrate)
 
     demo = commands.add_parser(
         "demo", help="run against the built-in Langdock simulator: no account, no token"
@@ -344,6 +360,12 @@ def _backfill(args: argparse.Namespace) -> int:
     from costwatch.cli.backfill import run_backfill  # noqa: PLC0415 (httpx loads only here)
 
     return run_backfill(config, days=args.days, pace=args.pace)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from costwatch.cli.migrate import run_migrate  # noqa: PLC0415 (psycopg loads only here)
+
+    return run_migrate(args.source, args.target, args.password_file)
 
 
 def _schema(args: argparse.Namespace) -> int:

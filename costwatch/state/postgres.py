@@ -32,7 +32,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -301,6 +301,11 @@ class PostgresState:
         return SharedSnapshot(bytes(text), at, int(truncated or 0))
 
     # -- plumbing -----------------------------------------------------------------------------
+
+    def bulk(self) -> AbstractContextManager[Connection]:
+        """One writing transaction on the connection itself, to move a whole state in
+        (`transfer.py`); fenced like every write."""
+        return self._writing()
 
     def _connection(self) -> Connection:
         """The connection, made (again) if there is none or the last one broke."""

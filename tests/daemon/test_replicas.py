@@ -44,7 +44,8 @@ ENV = {**os.environ, "LANGDOCK_API_KEY": "sk-replica-key", "SLACK_BOT_TOKEN": TO
 
 @dataclass(frozen=True)
 class Peers:
-    """What every replica talks to: the simulator, the Slack stand-in, the database."""
+    """What every replica talks to: the simulator, the Slack stand-in, the database (or, for
+    a SQLite installation, the state file's path)."""
 
     sim: Simulator
     stub: SlackStub
@@ -60,6 +61,8 @@ def write_config(path: Path, peers: Peers, port: int, n: int) -> None:
         for i in range(n)
     )
     sim, stub, url = peers.sim, peers.stub, peers.url
+    postgres = url.startswith("postgresql://")  # else the SQLite file at that path
+    state = f"  url: {url}\n  lease: {LEASE:g}s\n" if postgres else f"  path: {url}\n"
     text = f"""\
 langdock:
   base_url: {sim.base_url}
@@ -73,9 +76,7 @@ schedule:
   timezone: Europe/Berlin
   shutdown_grace: 5s
 state:
-  url: {url}
-  lease: {LEASE:g}s
-slack:
+{state}slack:
   token: ${{SLACK_BOT_TOKEN}}
   channel: "#c0"
   api_url: {stub.api_url}
@@ -441,3 +442,47 @@ def test_the_database_restarted_under_the_replicas_fails_cycles_counted_and_lose
             assert query(url, "SELECT epoch FROM costwatch.leader")[0][0] > epoch  # type: ignore[operator]
     finally:
         cluster.stop()
+
+
+def costwatch(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "costwatch", *arguments],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_a_sqlite_installation_migrated_mid_period_sends_no_alert_again(tmp_path: Path) -> None:
+    """A SQLite installation delivers three alerts, then plans two more it has not delivered
+    yet (`check --queue-only`); `migrate-state` moves it into PostgreSQL, and two replicas on
+    the database deliver the two waiting alerts and nothing else, ever: each alert once."""
+    sqlite = tmp_path / "state.db"
+    with (
+        pgserver.database() as url,
+        Simulator(Workspace(keys=6), api_key="sk-replica-key") as sim,
+        SlackStub() as stub,
+    ):
+        stub.add_channel("#c0")
+        stub.add_channel("#c1")
+        before = Peers(sim, stub, str(sqlite))
+        with replicas(1, tmp_path, before, 3) as (alone,):
+            wait_for(lambda: len(posted(stub)) == 3, 30, "the SQLite daemon's alerts")
+            assert alone.stop() == 0
+        write_config(alone.config, before, alone.port, 5)
+        queued = costwatch("check", "--config", str(alone.config), "--queue-only")
+        assert queued.returncode == 1, queued.stderr  # thresholds crossed, planned, not sent
+        moved = costwatch("migrate-state", "--from", str(sqlite), "--to", url)
+        assert moved.returncode == 0, moved.stderr
+        assert "5 outbox rows (2 not yet delivered)" in moved.stdout
+        again = costwatch("migrate-state", "--from", str(sqlite), "--to", url)
+        assert again.returncode == 2
+        assert "holds state already" in again.stderr
+        after = Peers(sim, stub, url)
+        with replicas(2, tmp_path, after, 5) as group:
+            wait_for(lambda: all_delivered(url, 5), 30, "the waiting alerts delivered")
+            time.sleep(4 * INTERVAL)  # more cycles: none of them plans anything again
+            assert [replica.stop() for replica in group] == [0, 0]
+        assert_once_outside_the_window(url, stub, 5, Counter())
