@@ -170,7 +170,7 @@ def test_every_rule_has_a_unit_test_that_fires_and_one_that_does_not() -> None:
 
 def test_every_rule_has_a_severity_summary_and_a_runbook_hint() -> None:
     alerts = [rule["alert"] for rule in rules()]
-    assert len(alerts) == len(set(alerts)) == 7
+    assert len(alerts) == len(set(alerts)) == 9
     for rule in rules():
         assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
         assert rule["annotations"]["summary"].strip(), rule["alert"]

@@ -66,6 +66,7 @@ class HistoryMetrics:
     def progress(self, zone: str, *, stored: int, remaining: int) -> None:
         self._days.labels(zone=zone).set(stored)
         self._remaining.labels(zone=zone).set(remaining)
+        self._differences.labels(zone=zone)  # at 0 from the first plan: increase() sees a first
 
     def exported(self, kind: str) -> None:
         self._exports.labels(kind=kind).inc()
