@@ -24,19 +24,18 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from costwatch import budgets, keeping, periods, usage
 from costwatch.config import Config
 from costwatch.deadline import Deadline, StopSignal
 from costwatch.errors import ExportError, StateError, Stopping, UsageError
+from costwatch.fetch import fetch_range
 from costwatch.keeping import DayExport, Reconcile, Work
 from costwatch.langdock import LangdockClient
 from costwatch.metrics.history import HistoryMetrics
@@ -167,7 +166,7 @@ class Keeper:
         started = self._monotonic()
         try:
             with self._connect(Deadline(stop=self._stop)) as client:
-                exported = _export(client, work.start, work.end)
+                exported = fetch_range(client, work.start, work.end).usage
         except (ExportError, UsageError):
             if self._metrics is not None:
                 self._metrics.failed(work.kind)
@@ -308,21 +307,3 @@ def _failure(error: ExportError | UsageError | StateError) -> str:
     if isinstance(error, UsageError):
         return f"export failed (usage): {error}"
     return f"cannot write the state: {error}"
-
-
-def _export(client: LangdockClient, start: datetime, end: datetime) -> usage.Usage:
-    """Export [start, end) and load it, checked as a cycle's export is (404 parts: zero)."""
-    with tempfile.TemporaryDirectory(prefix="costwatch-history-") as workdir:
-        result = client.export_api_keys(start, end, Path(workdir))
-        files = [
-            usage.ExportFile(
-                part.path,
-                first_day=part.first_day,
-                last_day=part.last_day,
-                record_count=part.record_count,
-                shape=part.shape,
-            )
-            for part in result.parts
-            if part.path is not None
-        ]
-        return usage.load(files)
