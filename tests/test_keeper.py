@@ -22,7 +22,7 @@ import pytest
 from loopback import Background
 from prometheus_client import CollectorRegistry
 
-from costwatch import langdock
+from costwatch import cycle, langdock
 from costwatch.config import Config, parse_config
 from costwatch.deadline import StopSignal
 from costwatch.errors import ExportError, Stopping
@@ -243,6 +243,30 @@ def test_usage_later_than_the_settle_time_is_found_by_the_next_reconcile_and_rep
     rig.clock.now = berlin("2026-11-07T09:00")
     assert rig.run()[-1] == "reconcile 2026-11-01..2026-11-06 (Europe/Berlin)"
     assert rig.metric("costwatch_history_reconcile_difference_usd", zone="Europe/Berlin") == 0
+
+
+@pytest.mark.parametrize("rig", [(STEADY, berlin("2026-11-20T10:00"))], indirect=True)
+def test_once_the_keeper_has_stored_the_months_days_a_cycle_evaluates_from_the_store(
+    rig: Rig,
+) -> None:
+    def totals(outcome: cycle.Outcome) -> dict[tuple[str, str], tuple[int, int]]:
+        assert outcome.usage is not None
+        return {
+            (row["api_key_id"], row["model"]): (row["requests"], round(row["total_cost_usd"] * 1e6))
+            for row in outcome.usage.frame.iter_rows(named=True)
+        }
+
+    with langdock.connect(rig.config.langdock) as client:
+        deps = cycle.Deps(config=rig.config, client=client, state=rig.state)
+        before = cycle.run_once(deps, rig.clock.now)
+        assert before.source.startswith("period export (history incomplete: 0 of 19"), before.source
+        rig.run()
+        exports = rig.sim.exports_made()
+        after = cycle.run_once(deps, rig.clock.now)
+    assert after.source.startswith("today's export ("), after.source
+    assert after.source.endswith("+ 19 stored days")
+    assert rig.sim.exports_made() == exports + 1  # the open day only
+    assert totals(after) == totals(before) != {}
 
 
 @pytest.mark.parametrize(
