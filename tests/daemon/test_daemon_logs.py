@@ -116,12 +116,17 @@ def test_run_logs_one_info_line_per_cycle_and_a_slack_503_as_one_warning_with_th
     # thread, a DEBUG line per day); everything else at INFO is start, cycles and stop
     history = [m for m in info if m.startswith("history: ")]
     assert [m.split(" to export")[0].split()[-2:] for m in history] == [["closed", "day(s)"]]
-    others = [m for m in info if m not in cycles and m not in history]
+    # on a loaded machine the SIGTERM may land inside a cycle: that is one INFO line saying
+    # so (never an error), and that cycle may have warned already
+    cut = [m for m in info if m.startswith("cycle interrupted by shutdown")]
+    assert len(cut) <= 1, cut
+    others = [m for m in info if m not in cycles and m not in history and m not in cut]
     assert all(m.startswith(START_AND_STOP) for m in others), others
     assert len(others) == len(START_AND_STOP)
     warnings = [line["message"] for line in lines if line["level"] == "warning"]
     unevaluated = [m for m in warnings if "not evaluated" in m]
-    assert len(unevaluated) == len(cycles)  # one WARNING per cycle, naming the budget
+    # one WARNING per cycle, naming the budget
+    assert len(cycles) <= len(unevaluated) <= len(cycles) + len(cut)
     assert "budget 'tokens-cap': its tokens limit is not evaluated" in unevaluated[0]
     (failed,) = [m for m in warnings if "not evaluated" not in m]
     assert failed.startswith("Slack delivery to #ai-spend failed: http_503")
