@@ -160,7 +160,8 @@ def leader_pid(url: str) -> int | None:
         url,
         "SELECT l.holder FROM costwatch.leader l WHERE EXISTS (SELECT 1 FROM pg_locks"
         " WHERE locktype = 'advisory' AND granted AND classid = %s AND objid = %s"
-        " AND objsubid = 2)",
+        " AND objsubid = 2 AND database = (SELECT oid FROM pg_database"
+        " WHERE datname = current_database()))",
         LOCK_CLASS,
         LEADER_LOCK,
     )
@@ -382,8 +383,10 @@ def test_a_leader_whose_backend_is_terminated_stops_writing_and_another_takes_ov
             assert other.get("/healthz").status_code == 200  # type: ignore[union-attr]
             ((backend,),) = query(
                 url,
+                # advisory locks are per database; pg_locks shows the whole cluster's
                 "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND classid = %s AND objid = %s",
+                " AND classid = %s AND objid = %s AND database = (SELECT oid FROM"
+                " pg_database WHERE datname = current_database())",
                 LOCK_CLASS,
                 LEADER_LOCK,
             )
