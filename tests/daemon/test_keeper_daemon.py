@@ -71,7 +71,9 @@ def start(config: Path) -> subprocess.Popen[str]:
 
 
 def config(tmp_path: Path, sim: Simulator, stub: SlackStub, port: int) -> Path:
-    history = "history:\n  backfill_days: 3\n  pace: 1s\n"
+    # settle_after 1s: yesterday is settled a second after the day turns, so the daily reconcile is
+    # due whatever the hour this runs at (with the 6 h default it waits until 06:00 Berlin).
+    history = "history:\n  backfill_days: 3\n  pace: 1s\n  settle_after: 1s\n"
     path = write_daemon_config(
         tmp_path / "costwatch.yaml", sim, stub, port, BUDGET, every="2s", shutdown_grace="5s"
     )
@@ -119,7 +121,9 @@ def test_run_fills_the_history_beside_its_cycles_and_says_so(
     assert [line for line in lines if line["level"] == "error"] == []
     info = [line["message"] for line in lines if line["level"] == "info"]
     said = [m for m in info if m.startswith("history: ")]
-    announced = re.fullmatch(r"history: (\d+) closed day\(s\) to export .*", said[0])
+    announcing = [m for m in said if re.fullmatch(r"history: \d+ closed day\(s\) to export .*", m)]
+    assert len(announcing) == 1, said
+    announced = re.fullmatch(r"history: (\d+) closed day\(s\) to export .*", announcing[0])
     assert announced is not None, said
     assert 1 <= int(announced[1]) <= max(month_days, 3)
     assert "history: every closed day of the keeper's window is stored" in said
