@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from costwatch import budgets, keeping, periods, usage
 from costwatch.config import Config
@@ -40,6 +40,7 @@ from costwatch.keeping import DayExport, Reconcile, Work
 from costwatch.langdock import LangdockClient
 from costwatch.metrics.history import HistoryMetrics
 from costwatch.state import Store
+from costwatch.state.daily import prune_cutoff
 
 __all__ = ["Done", "Keeper", "settings_for"]
 
@@ -48,8 +49,6 @@ log = logging.getLogger("costwatch.keeper")
 IDLE_SECONDS = 60.0  # with nothing to do, how often the keeper looks again
 MAX_BACKOFF_SECONDS = 900.0  # after failed exports, the longest pause before the next one
 _LOCK_POLL = 0.5  # seconds between looks at the stop signal while a cycle exports
-# The store keeps at least a running quarter (92 days) whatever state.retention says.
-KEEP_AT_LEAST = timedelta(days=94)
 
 Connect = Callable[[Deadline], AbstractContextManager[LangdockClient]]
 
@@ -81,11 +80,11 @@ def settings_for(
     if backfill_days is None:
         longest = max(p.length for p in running_periods(config, now))
         backfill_days = math.ceil(longest / timedelta(days=1))
-    kept = now - max(config.state.retention, KEEP_AT_LEAST)
     return keeping.Settings(
         settle_after=history.settle_after,
         backfill_days=min(backfill_days, keeping.MAX_BACKFILL_DAYS),
-        keep_from=kept.astimezone(UTC).date() + timedelta(days=1),
+        # the day after the store's prune cutoff: what pruning would take is never exported
+        keep_from=prune_cutoff(now, config.state.retention) + timedelta(days=1),
     )
 
 

@@ -343,10 +343,10 @@ class Daemon:
             self._metrics.cycle_failed_export(reason, seconds)
             log.warning("cycle failed in %.2fs: export %s (%s)", seconds, reason, outcome.error)
             return
-        self._readiness.succeeded()
         assert outcome.usage is not None
         snapshot = Snapshot(now, outcome.usage.frame, outcome.findings, outcome.unevaluated)
         self._metrics.cycle_succeeded(snapshot, seconds, [f.kind for f in outcome.detected])
+        self._readiness.succeeded()  # after the snapshot: a ready replica's /metrics is whole
         self._succession.share()
         self._metrics.alerts_pending(self._state.pending_count())
         planned = len(outcome.plan.alerts) if outcome.plan else 0
