@@ -116,6 +116,7 @@ class Daemon:
         self._stop = StopSignal()
         self._reload = threading.Event()
         self._cycle_lock = threading.Lock()
+        self._cycle_started = 0.0  # `monotonic()` when the running (or last) cycle began
         self._first_cycle = threading.Event()  # the keeper begins after it
         self._courier = Courier(
             state=state,
@@ -295,9 +296,17 @@ class Daemon:
         if self._stop.is_set():
             return
         if not self._cycle_lock.acquire(blocking=False):
-            log.warning("a cycle is still running; skipping this one")
+            # A cycle overlapping a fresh one (a promotion's, a reload's) is routine; one still
+            # running after a whole interval is what an operator should hear about.
+            running = self._monotonic() - self._cycle_started
+            overdue = running > schedule.interval(self._config.schedule).total_seconds()
+            log.log(
+                logging.WARNING if overdue else logging.INFO,
+                "a cycle is still running (for %.0fs); skipping this one",
+                running,
+            )
             return
-        started = self._monotonic()
+        started = self._cycle_started = self._monotonic()
         try:
             if self._stop.is_set():  # stopped meanwhile: shutdown may be closing the state
                 return

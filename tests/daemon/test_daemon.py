@@ -288,3 +288,44 @@ def test_the_final_flush_gets_only_what_is_left_of_the_grace_and_keeps_the_rows(
     assert first_attempts == 1  # posted, and given up at the grace, not at its 10 s timeout
     assert str(first_error).startswith("timeout")
     assert second_attempts == 0  # no time left to start the other channel's post
+
+
+@pytest.mark.parametrize(
+    "case", [("1m", 0.0, logging.INFO), ("2s", 3.0, logging.WARNING)], ids=["fresh", "overdue"]
+)
+def test_a_cycle_skipped_beside_a_running_one_warns_only_once_that_one_is_overdue(
+    tmp_path: Path,
+    sim: Simulator,
+    stub: SlackStub,
+    caplog: pytest.LogCaptureFixture,
+    case: tuple[str, float, int],
+) -> None:
+    """A cycle asked for while another runs (a promotion's or a reload's beside the schedule's:
+    routine) is skipped at INFO; one running for longer than an interval is a WARNING."""
+    every, running_for, level = case
+    config = write_daemon_config(
+        tmp_path / "c.yaml",
+        sim,
+        stub,
+        free_port(),
+        EVERY_KEY,
+        every=every,
+        timeout=30,
+        retry_max_elapsed=30,
+    )
+    sim.faults.delay_export(running_for + 3.0)
+    daemon = Daemon.from_path(config, env={"LANGDOCK_API_KEY": SECRET, "SLACK_BOT_TOKEN": TOKEN})
+    first = threading.Thread(target=daemon.run_cycle)
+    try:
+        first.start()
+        wait_for(lambda: len(sim.requests) >= 1, 30, "the first cycle's export")
+        time.sleep(running_for)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="costwatch"):
+            daemon.run_cycle()
+        skipped = [r for r in caplog.records if r.getMessage().startswith("a cycle is still")]
+        assert [r.levelno for r in skipped] == [level], caplog.text
+    finally:
+        first.join(60)
+        daemon.shutdown()
+    assert not first.is_alive()
