@@ -135,7 +135,7 @@ def measure(
         started = time.perf_counter()
         with (
             SqliteState.open(state_path) as state,
-            langdock.connect(config.langdock, sleep=lambda _: None) as client,
+            langdock.connect(config.sole_langdock(), sleep=lambda _: None) as client,
         ):
             deps = cycle.Deps(config, client=client, state=state)
             for n in range(1, cycles + 1):

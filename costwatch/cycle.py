@@ -245,7 +245,7 @@ def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | Usag
                 transaction.export_health(),
                 reason,
                 now,
-                deps.config.langdock.failures_before_alert,
+                deps.config.sole_langdock().failures_before_alert,
             )
             messages = [] if operational is None else [_message(operational, deps.config)]
             ids = transaction.commit(now=now, messages=messages, health=new_health)

@@ -123,7 +123,7 @@ def demo_config(*, base_url: str, api_key: str, state_path: Path, listen: str) -
     config = load_config(config_path(), env={})
     return config.model_copy(
         update={
-            "langdock": config.langdock.model_copy(
+            "langdock": config.sole_langdock().model_copy(
                 update={"base_url": base_url, "api_key": SecretStr(api_key)}
             ),
             "state": config.state.model_copy(update={"path": state_path}),

@@ -25,7 +25,7 @@ def main(config_path: str, now_text: str) -> int:
     with open_store(config.state, wait=5.0, command="keeper_process") as state:
         keeper = Keeper(
             state=state,
-            connect=lambda deadline: langdock.connect(config.langdock, deadline=deadline),
+            connect=lambda deadline: langdock.connect(config.sole_langdock(), deadline=deadline),
             stop=stop,
             clock=lambda: now,
         )

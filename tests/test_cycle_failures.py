@@ -99,7 +99,7 @@ def test_an_api_key_file_is_read_without_its_surrounding_whitespace(
 ) -> None:
     (tmp_path / "key").write_text(content, encoding="utf-8", newline="")
     config = parse_config("langdock:\n  api_key_file: key\n", base_dir=tmp_path)
-    assert config.langdock.secret_api_key() == KEY
+    assert config.sole_langdock().secret_api_key() == KEY
 
 
 @pytest.mark.parametrize("content", ["sk-lang EXITS\n", "sk-läng-EXITS\n", "sk\x00lang\n"])
@@ -276,7 +276,7 @@ def test_an_unexpected_exception_in_a_cycle_is_an_internal_failure_counted_and_l
     ):
         client = LangdockClient(
             http,
-            base_url=config.langdock.base_url,
+            base_url=config.sole_langdock().base_url,
             api_key=KEY,
             retry=RetryPolicy(max_attempts=2),
             sleep=clock.sleep,

@@ -333,7 +333,7 @@ def test_container_config_validates_and_uses_the_image_paths() -> None:
     )
     assert config.state.path == StateConfig().path
     assert config.metrics.listen == f"0.0.0.0:{PORT}"
-    assert config.langdock.secret_api_key() == SECRETS["LANGDOCK_API_KEY"]
+    assert config.sole_langdock().secret_api_key() == SECRETS["LANGDOCK_API_KEY"]
     assert config.slack is not None
     assert config.slack.secret_token() == SECRETS["SLACK_BOT_TOKEN"]
     assert config.budgets
@@ -521,7 +521,9 @@ def test_kubernetes_cronjob_runs_check_one_at_a_time_with_the_deployments_pod() 
     assert cron["args"][:3] == ["check", "--config", CONFIG_IN_IMAGE]
     config = parse_config(CONTAINER_CONFIG.read_text(encoding="utf-8"), env=SECRETS)
     delivery = float(cron["args"][cron["args"].index("--delivery-timeout") + 1].rstrip("s"))
-    export = config.langdock.retry_max_elapsed_seconds + config.langdock.timeout_seconds
+    export = (
+        config.sole_langdock().retry_max_elapsed_seconds + config.sole_langdock().timeout_seconds
+    )
     assert export + delivery < job_spec["activeDeadlineSeconds"] <= 15 * 60
 
 

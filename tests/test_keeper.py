@@ -90,7 +90,9 @@ class Rig:
         self.stop = StopSignal()
         self.keeper = Keeper(
             state=self.state,
-            connect=lambda deadline: langdock.connect(self.config.langdock, deadline=deadline),
+            connect=lambda deadline: langdock.connect(
+                self.config.sole_langdock(), deadline=deadline
+            ),
             stop=self.stop,
             clock=self.clock,
             metrics=HistoryMetrics(self.registry),
@@ -256,7 +258,7 @@ def test_once_the_keeper_has_stored_the_months_days_a_cycle_evaluates_from_the_s
             for row in outcome.usage.frame.iter_rows(named=True)
         }
 
-    with langdock.connect(rig.config.langdock) as client:
+    with langdock.connect(rig.config.sole_langdock()) as client:
         deps = cycle.Deps(config=rig.config, client=client, state=rig.state)
         before = cycle.run_once(deps, rig.clock.now)
         assert before.source.startswith("period export (history incomplete: 0 of 19"), before.source

@@ -32,7 +32,7 @@ from pathlib import Path
 from costwatch import __version__, budgets, usage
 from costwatch.cli.check import DELIVERY_TIMEOUT, EXIT_CROSSED, EXIT_ERROR, EXIT_OK, run_check
 from costwatch.cli.output import TOP_KEYS
-from costwatch.config import Config, load_config
+from costwatch.config import Config, load_config, one_workspace
 from costwatch.config.durations import parse_duration
 from costwatch.config.schema import schema_text
 from costwatch.config.summary import summarize
@@ -253,9 +253,12 @@ def _parse_now(text: str) -> datetime:
     return now
 
 
-def _load(path: Path, env: dict[str, str] | None = None) -> Config | None:
+def _load(path: Path, env: dict[str, str] | None = None, *, cycles: bool = False) -> Config | None:
+    """The configuration at `path`, or None once its problems are printed; `cycles`: for a
+    command that runs cycles (one workspace, so far)."""
     try:
-        return load_config(path, env)
+        config = load_config(path, env)
+        return one_workspace(config, str(path)) if cycles else config
     except ConfigError as error:
         print(error, file=sys.stderr)
         return None
@@ -333,7 +336,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, cycles=True)
     if config is None:
         return EXIT_ERROR
     return run_check(
@@ -349,7 +352,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, cycles=True)
     if config is None:
         return EXIT_ERROR
     if not config.history.enabled:

@@ -54,7 +54,9 @@ def run_backfill(
         with state:
             keeper = Keeper(
                 state=state,
-                connect=lambda deadline: langdock.connect(config.langdock, deadline=deadline),
+                connect=lambda deadline: langdock.connect(
+                    config.sole_langdock(), deadline=deadline
+                ),
                 stop=stop,
                 clock=clock,
             )

@@ -150,7 +150,7 @@ def _client(config: Config, csv: Path | None) -> Iterator[LangdockClient | None]
         return
     from costwatch import langdock  # noqa: PLC0415 (httpx loads only to export)
 
-    with langdock.connect(config.langdock) as client:
+    with langdock.connect(config.sole_langdock()) as client:
         yield client
 
 

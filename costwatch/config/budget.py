@@ -2,9 +2,10 @@
 sections of the configuration.
 
 A budget's `period`, `timezone`, `thresholds` and `forecast` stay None when not written;
-`Budget.effective_*()` resolves them against `defaults` / `schedule`. Which keys a budget
-selects is one rule (`costwatch.globs.key_matches`), and which budgets leave keys to a
-fallback budget is another (`Budget.claims`); `costwatch.budgets` applies both to an export.
+`Budget.effective_*()` resolves them against `defaults` / `schedule`; its `workspaces` None is
+every workspace of the file (`Config.reads`). Which keys a budget selects is one rule
+(`costwatch.globs.key_matches`), and which budgets leave keys to a fallback budget is another
+(`Budget.claims`); `costwatch.budgets` applies both to an export.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from costwatch.config.types import (
     PositiveFloat,
     PositiveInt,
     Text,
+    WorkspaceName,
     ZoneName,
     fraction,
     non_empty,
@@ -159,6 +161,9 @@ class Budget(Model):
     channel: Channel | None = None
     mention: tuple[Mention, ...] = ()
     repeat: Duration | None = None
+    # The workspaces whose usage it reads (`workspaces:` of the file); None: all of them (an
+    # organisation total). A workspace's own budget reads that workspace alone.
+    workspaces: Annotated[tuple[WorkspaceName, ...], AfterValidator(non_empty)] | None = None
 
     @model_validator(mode="after")
     def _fallback_per_key(self) -> Self:

@@ -1,6 +1,7 @@
 """Reading a configuration file into a `Config`, or every problem with it at once.
 
     load_config(path, env=None) -> Config       read the file, or raise ConfigError
+    one_workspace(config, source) -> Config     the commands that run cycles read one, so far
     parse_config(text, *, source, env, base_dir) -> Config
 
 The YAML is read with positions (`costwatch.config.reader`), `${VAR}` / `${VAR:-x}` / `$$` are
@@ -21,7 +22,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from costwatch.config.models import Config
-from costwatch.config.reader import Loc, RawConfig, read_yaml, translate
+from costwatch.config.reader import Loc, RawConfig, format_path, read_yaml, translate
 from costwatch.errors import ConfigError, ConfigProblem
 
 # --- loading ---------------------------------------------------------------------------------
@@ -68,16 +69,51 @@ def parse_config(
     raise ConfigError(source, problems)
 
 
+def one_workspace(config: Config, source: str) -> Config:
+    """`config` when it has one workspace, what the cycle reads so far; ConfigError otherwise
+    (`costwatch validate` reads several already)."""
+    if len(config.connections) == 1:
+        return config
+    message = "several workspaces are read by `costwatch validate` only in this version"
+    raise ConfigError(source, [ConfigProblem("workspaces", message)])
+
+
 def _check_budget_names(raw: RawConfig) -> None:
-    budgets = raw.data.get("budgets") if isinstance(raw.data, dict) else None
+    """Budget names are unique in the whole file (a workspace's own budgets too: alerts are
+    remembered by budget name), and workspace names among the workspaces."""
+    data = raw.data if isinstance(raw.data, dict) else {}
+    places: list[Loc] = [("budgets", index) for index, _ in enumerate(_items(data, "budgets"))]
+    names: list[Loc] = []
+    for index, item in enumerate(_items(data, "workspaces")):
+        names.append(("workspaces", index))
+        own = _items(item, "budgets")
+        places += [("workspaces", index, "budgets", i) for i, _ in enumerate(own)]
+    _check_unique(raw, places, "budget")
+    _check_unique(raw, names, "workspace")
+
+
+def _items(data: object, key: str) -> list[object]:
+    value = data.get(key) if isinstance(data, dict) else None
+    return value if isinstance(value, list) else []
+
+
+def _check_unique(raw: RawConfig, places: list[Loc], what: str) -> None:
     first: dict[str, Loc] = {}
-    for index, budget in enumerate(budgets if isinstance(budgets, list) else []):
-        name = budget.get("name") if isinstance(budget, dict) else None
+    for place in sorted(places, key=lambda place: raw.line(place) or 0):  # the first written
+        item = _follow(raw.data, place)
+        name = item.get("name") if isinstance(item, dict) else None
         if not isinstance(name, str):
             continue
-        loc: Loc = ("budgets", index, "name")
+        loc: Loc = (*place, "name")
         if name.strip() in first:
-            where = f"budgets[{first[name.strip()][1]}], line {raw.line(first[name.strip()])}"
+            earlier = first[name.strip()]
+            where = f"{format_path(earlier[:-1])}, line {raw.line(earlier)}"
             shown = raw.shown(loc)(name)
-            raw.add(loc, f"duplicate budget name {shown} (also {where})", broken=False)
+            raw.add(loc, f"duplicate {what} name {shown} (also {where})", broken=False)
         first.setdefault(name.strip(), loc)
+
+
+def _follow(data: object, loc: Loc) -> object:
+    for part in loc:
+        data = data[part]  # type: ignore[index]  # the places were found in `data` itself
+    return data

@@ -11,6 +11,7 @@ are in `costwatch.config.budget`; reading a file into a `Config` in `costwatch.c
 from __future__ import annotations
 
 import zoneinfo
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -27,7 +28,7 @@ from pydantic import (
 
 from costwatch.config.budget import Budget, Defaults, Silence
 from costwatch.config.detect import AnomalyConfig, Owner, UnitCostConfig, UnownedConfig
-from costwatch.config.reader import at
+from costwatch.config.reader import Loc, at
 from costwatch.config.types import (
     Channel,
     Cron,
@@ -39,6 +40,7 @@ from costwatch.config.types import (
     SecretPath,
     Text,
     Url,
+    WorkspaceName,
     ZoneName,
     check_listen,
     check_url,
@@ -52,6 +54,7 @@ from costwatch.config.types import (
 )
 
 DEFAULT_EVERY = timedelta(minutes=15)
+DEFAULT_WORKSPACE = "default"  # the name of the one workspace of a file with `langdock:`
 
 
 # --- sections --------------------------------------------------------------------------------
@@ -91,6 +94,34 @@ class LangdockConfig(Model):
         """The API key in clear, whether written inline or read from `api_key_file`."""
         assert self.api_key is not None  # checked at load time
         return self.api_key.get_secret_value()
+
+
+class WorkspaceConfig(LangdockConfig):
+    """One item of `workspaces:`: a Langdock connection (the keys of `langdock:`), its name
+    (the `workspace` label of metrics, named in alerts), its own budgets (reading it alone) and
+    the default channel of the budgets that read it alone."""
+
+    name: WorkspaceName
+    budgets: tuple[Budget, ...] = ()
+    channel: Channel | None = None
+
+    @model_validator(mode="after")
+    def _own_budgets_read_it(self) -> Self:
+        for index, budget in enumerate(self.budgets):
+            if budget.workspaces is not None:
+                message = "a workspace's own budget reads that workspace alone (a budget"
+                message += " of the top-level budgets may name several)"
+                raise at(("budgets", index, "workspaces"), message)
+        return self
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A workspace as the cycle uses it: its name, how to reach it, its default channel."""
+
+    name: str
+    langdock: LangdockConfig
+    channel: str | None = None
 
 
 class ScheduleConfig(Model):
@@ -297,7 +328,12 @@ class MetricsConfig(Model):
 
 
 class Config(Model):
-    langdock: LangdockConfig
+    """The whole file. After loading, `budgets` holds every budget: the top-level ones, then
+    each workspace's own with `workspaces` set to it; a budget that reads one workspace alone
+    and names no channel has that workspace's `channel`."""
+
+    langdock: LangdockConfig | None = None
+    workspaces: tuple[WorkspaceConfig, ...] = ()
     schedule: ScheduleConfig = ScheduleConfig()
     state: StateConfig = StateConfig()
     history: HistoryConfig = HistoryConfig()
@@ -311,21 +347,87 @@ class Config(Model):
     unowned: UnownedConfig = UnownedConfig()
     owners: tuple[Owner, ...] = ()
 
+    @property
+    def connections(self) -> tuple[Connection, ...]:
+        """Every workspace: the `workspaces:` list, or `langdock:` as the one named "default"."""
+        if self.langdock is not None:
+            return (Connection(DEFAULT_WORKSPACE, self.langdock),)
+        return tuple(Connection(item.name, item, item.channel) for item in self.workspaces)
+
+    def sole_langdock(self) -> LangdockConfig:
+        """The connection of a file with one workspace (`langdock:`, or a list of one)."""
+        if len(self.connections) != 1:
+            raise ValueError("the file has several workspaces: read `connections`")
+        return self.connections[0].langdock
+
+    def reads(self, budget: Budget) -> tuple[str, ...]:
+        """The workspaces whose usage `budget` reads (not written: all of them)."""
+        if budget.workspaces is not None:
+            return budget.workspaces
+        return tuple(connection.name for connection in self.connections)
+
+    def _written_budgets(self) -> list[tuple[Loc, Budget]]:
+        """Each budget as written: where it is in the file, and the budget."""
+        found: list[tuple[Loc, Budget]] = [(("budgets", i), b) for i, b in enumerate(self.budgets)]
+        for index, item in enumerate(self.workspaces):
+            found += [(("workspaces", index, "budgets", i), b) for i, b in enumerate(item.budgets)]
+        return found
+
+    @model_validator(mode="after")
+    def _one_way_to_langdock(self) -> Self:
+        if self.langdock is not None and self.workspaces:
+            raise at("workspaces", "give langdock (one workspace) or workspaces, not both")
+        if self.langdock is None and not self.workspaces:
+            if "workspaces" in self.model_fields_set:
+                raise at("workspaces", "must not be empty")
+            raise at("langdock", "is required (or workspaces: a list of Langdock workspaces)")
+        names = {connection.name for connection in self.connections}
+        for index, budget in enumerate(self.budgets):
+            for place, name in enumerate(budget.workspaces or ()):
+                if name not in names:
+                    known = ", ".join(sorted(names))
+                    message = f"names no workspace of this file (workspaces: {known})"
+                    raise at(("budgets", index, "workspaces", place), message)
+        return self
+
     @model_validator(mode="after")
     def _channels_need_token(self) -> Self:
         if self.slack is not None and self.slack.mode == "webhook":
-            routed = [("budgets", i, b.channel) for i, b in enumerate(self.budgets)]
-            routed += [("owners", i, o.channel) for i, o in enumerate(self.owners)]
-            for section, index, channel in routed:
+            routed = [(loc, b.channel) for loc, b in self._written_budgets()]
+            routed += [(("owners", i), o.channel) for i, o in enumerate(self.owners)]
+            routed += [(("workspaces", i), w.channel) for i, w in enumerate(self.workspaces)]
+            for loc, channel in routed:
                 if channel is not None:
                     message = "needs slack.token: a webhook posts to its own channel only"
-                    raise at((section, index, "channel"), message)
+                    raise at((*loc, "channel"), message)
         return self
 
     @model_validator(mode="after")
     def _overrides_name_budgets(self) -> Self:
-        names = {budget.name for budget in self.budgets}
+        names = {budget.name for _loc, budget in self._written_budgets()}
         for name in self.anomalies.budgets:
             if name not in names:
                 raise at(("anomalies", "budgets", name), "names no budget of this file")
         return self
+
+    @model_validator(mode="after")
+    def _every_budget(self) -> Self:
+        """The last step: the workspaces' own budgets joined to `budgets`, channels resolved."""
+        if not self.workspaces:
+            return self
+        channels = {item.name: item.channel for item in self.workspaces}
+        scoped = [
+            budget.model_copy(update={"workspaces": (item.name,)})
+            for item in self.workspaces
+            for budget in item.budgets
+        ]
+        every = tuple(_routed(budget, channels) for budget in (*self.budgets, *scoped))
+        return self.model_copy(update={"budgets": every})
+
+
+def _routed(budget: Budget, channels: dict[str, str | None]) -> Budget:
+    """`budget` with the channel of the one workspace it reads, unless it names its own."""
+    if budget.channel is not None or budget.workspaces is None or len(budget.workspaces) != 1:
+        return budget
+    channel = channels.get(budget.workspaces[0])
+    return budget if channel is None else budget.model_copy(update={"channel": channel})

@@ -136,7 +136,7 @@ def read_yaml(text: str, env: Mapping[str, str]) -> RawConfig:
         raw.problems = [ConfigProblem("", "is nested too deeply or expands too many aliases")]
         raw.data = None
     if raw.data is None and not raw.problems:
-        raw.add((), "the file is empty: it needs at least a 'langdock' section")
+        raw.add((), "the file is empty: it needs at least a 'langdock' section (or 'workspaces')")
     elif raw.data is not None and not isinstance(raw.data, dict):
         line = root.start_mark.line + 1 if root is not None else None
         raw.add(

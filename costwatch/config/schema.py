@@ -44,6 +44,8 @@ class _FileSchema(GenerateJsonSchema):
 def schema() -> dict[str, Any]:
     """The configuration's JSON Schema (draft 2020-12)."""
     generated = Config.model_json_schema(schema_generator=_FileSchema)
+    # `langdock:` is a mapping when written (None only stands for "not written").
+    generated["properties"]["langdock"] = {"$ref": "#/$defs/LangdockConfig"}
     for name, forms in _SHORTHANDS.items():
         generated["$defs"][name] = {"anyOf": [*forms, generated["$defs"][name]]}
     document = _written(generated)
@@ -54,6 +56,8 @@ def schema() -> dict[str, Any]:
         "title": "costwatch configuration",
         "description": "The file `costwatch --config` reads; config.example.yaml documents it.",
         **{key: value for key, value in document.items() if key != "title"},
+        # One workspace under `langdock:`, or several under `workspaces:`; not both.
+        "oneOf": [{"required": ["langdock"]}, {"required": ["workspaces"]}],
     }
 
 

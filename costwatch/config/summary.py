@@ -11,6 +11,7 @@ from costwatch.config import (
     Config,
     Defaults,
     ForecastConfig,
+    LangdockConfig,
     Limits,
     SlackConfig,
     Threshold,
@@ -32,13 +33,12 @@ def summarize(
     Warnings end it: with `now`, silences that have expired (they are ignored); the limits of
     `unevaluated` (what a saved export cannot evaluate, e.g. tokens without token columns).
     """
-    langdock, schedule, slack = config.langdock, config.schedule, config.slack
-    source = f"read from {langdock.api_key_file}" if langdock.api_key_file else "given inline"
+    schedule, slack = config.schedule, config.slack
     trigger = (
         f"every {format_duration(schedule.every)}" if schedule.every else f"cron '{schedule.cron}'"
     )
     lines = [
-        f"langdock  {langdock.base_url} (API key {source})",
+        *_describe_workspaces(config),
         f"schedule  {trigger}, time zone {schedule.timezone}",
         f"state     {config.state.where()}",
         f"slack     {_describe_slack(slack)}",
@@ -75,6 +75,23 @@ def _warnings(
         if now is not None and silence.until <= now
     ]
     return warnings + [item.describe() for item in unevaluated]
+
+
+def _describe_workspaces(config: Config) -> list[str]:
+    if config.langdock is not None:
+        return [f"langdock  {_describe_connection(config.langdock)}"]
+    lines = [f"workspaces {len(config.workspaces)}"]
+    width = max(len(item.name) for item in config.workspaces)
+    for item in config.workspaces:
+        channel = f"; default channel {item.channel}" if item.channel else ""
+        owned = f"; {len(item.budgets)} own budget{'s' if len(item.budgets) != 1 else ''}"
+        lines.append(f"  {item.name:<{width}}  {_describe_connection(item)}{owned}{channel}")
+    return lines
+
+
+def _describe_connection(langdock: LangdockConfig) -> str:
+    source = f"read from {langdock.api_key_file}" if langdock.api_key_file else "given inline"
+    return f"{langdock.base_url} (API key {source})"
 
 
 def _describe_slack(slack: SlackConfig | None) -> str:
@@ -121,6 +138,13 @@ def _describe_budget(config: Config, budget: Budget) -> str:
         *(f"{model}: {_describe_limits(limits)}" for model, limits in budget.models.items()),
         _describe_thresholds(budget.effective_thresholds(config.defaults)),
     ]
+    if config.workspaces:
+        reads = budget.workspaces
+        parts.append(
+            "all workspaces (an organisation total)"
+            if reads is None
+            else f"workspace{'s' if len(reads) > 1 else ''} {', '.join(reads)}"
+        )
     channel = budget.channel or (config.slack.channel if config.slack else None)
     if channel:
         parts.append(f"to {channel}")

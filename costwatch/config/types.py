@@ -136,6 +136,19 @@ def _check_channel(name: str) -> str:
     return name
 
 
+_WORKSPACE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def _check_workspace_name(name: str) -> str:
+    if not _WORKSPACE_NAME.fullmatch(name):
+        raise Refusal(
+            "bad workspace name {}: lower-case letters, digits, '_' and '-', at most 63,"
+            " starting with a letter or digit (it labels metrics and alerts)",
+            name,
+        )
+    return name
+
+
 def _as_patterns(value: object) -> object:
     if isinstance(value, str):
         return [value]
@@ -171,6 +184,7 @@ Patterns = Annotated[
 Url = Annotated[str, AfterValidator(check_url)]
 Mention = Annotated[str, AfterValidator(_check_mention)]
 Channel = Annotated[str, AfterValidator(_check_channel)]
+WorkspaceName = Annotated[str, AfterValidator(_check_workspace_name)]
 
 
 class Model(BaseModel):

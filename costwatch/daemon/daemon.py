@@ -48,7 +48,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from costwatch import cycle, langdock, recent, slack
-from costwatch.config import Config, load_config
+from costwatch.config import Config, load_config, one_workspace
 from costwatch.daemon import schedule
 from costwatch.daemon.courier import Courier
 from costwatch.daemon.readiness import Readiness
@@ -132,7 +132,9 @@ class Daemon:
         self._readiness = Readiness(monotonic)
         self._keeper = Keeper(
             state=state,
-            connect=lambda deadline: langdock.connect(self._config.langdock, deadline=deadline),
+            connect=lambda deadline: langdock.connect(
+                self._config.sole_langdock(), deadline=deadline
+            ),
             stop=self._stop,
             clock=clock,
             metrics=metrics.history,
@@ -154,7 +156,7 @@ class Daemon:
         ConfigError), then its state (StateError when another process holds it), metrics and
         server; it reloads `path` on SIGHUP or when the file changes."""
         mtime = _mtime(path)  # before reading it: a change while starting up is one to reload
-        config = load_config(path, env)
+        config = one_workspace(load_config(path, env), str(path))
         daemon = cls.from_config(config, path=path, env=env, clock=clock, make_sender=_slack_sender)
         daemon._mtime = mtime
         return daemon
@@ -340,7 +342,7 @@ class Daemon:
         config = self._config
         started = self._monotonic()
         deadline = Deadline(stop=self._stop)
-        with langdock.connect(config.langdock, deadline=deadline) as client:
+        with langdock.connect(config.sole_langdock(), deadline=deadline) as client:
             deps = cycle.Deps(
                 config=config, client=client, state=self._state, recent_days=self._recent
             )
@@ -395,7 +397,7 @@ class Daemon:
             return
         self._mtime = _mtime(self._path)
         try:
-            new = load_config(self._path, self._env)
+            new = one_workspace(load_config(self._path, self._env), str(self._path))
         except ConfigError as error:
             log.error("configuration not reloaded, the old one stays in force:\n%s", error)
             return

@@ -90,14 +90,14 @@ INVALID = [
     pytest.param(
         "",
         [
-            "(file): the file is empty: it needs at least a 'langdock' section",
+            "(file): the file is empty: it needs at least a 'langdock' section (or 'workspaces')",
         ],
         id="empty-file",
     ),
     pytest.param(
         "# costwatch\n# nothing here yet\n",
         [
-            "(file): the file is empty: it needs at least a 'langdock' section",
+            "(file): the file is empty: it needs at least a 'langdock' section (or 'workspaces')",
         ],
         id="only-comments",
     ),
@@ -118,7 +118,7 @@ INVALID = [
     pytest.param(
         "budgets: []\n",
         [
-            "langdock: is required",
+            "langdock: is required (or workspaces: a list of Langdock workspaces)",
         ],
         id="missing-langdock",
     ),
@@ -244,8 +244,9 @@ INVALID = [
     pytest.param(
         L + "zzz: 1\n",
         [
-            "zzz (line 3): unknown key 'zzz' (known keys: langdock, schedule, state, history, "
-            "slack, metrics, defaults, budgets, silences, anomalies, unit_cost, unowned, owners)",
+            "zzz (line 3): unknown key 'zzz' (known keys: langdock, workspaces, schedule, state, "
+            "history, slack, metrics, defaults, budgets, silences, anomalies, unit_cost, "
+            "unowned, owners)",
         ],
         id="unknown-key-no-close-match",
     ),
@@ -767,8 +768,9 @@ def test_the_error_message_names_the_source_and_counts_the_problems() -> None:
     assert str(caught.value).splitlines() == [
         "costwatch.yaml: 2 problems",
         "  langdock.api_key (line 1): is required (or api_key_file)",
-        "  zzz (line 2): unknown key 'zzz' (known keys: langdock, schedule, state, history, "
-        "slack, metrics, defaults, budgets, silences, anomalies, unit_cost, unowned, owners)",
+        "  zzz (line 2): unknown key 'zzz' (known keys: langdock, workspaces, schedule, state, "
+        "history, slack, metrics, defaults, budgets, silences, anomalies, unit_cost, "
+        "unowned, owners)",
     ]
 
 
@@ -859,7 +861,7 @@ def test_load_config_defaults_env_to_os_environ(
     monkeypatch.setenv("LANGDOCK_API_KEY", SECRET)
     path = tmp_path / "costwatch.yaml"
     path.write_text(MINIMAL, encoding="utf-8")
-    assert load_config(path).langdock.secret_api_key() == SECRET
+    assert load_config(path).sole_langdock().secret_api_key() == SECRET
 
 
 def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
@@ -877,8 +879,8 @@ def test_api_key_file_is_read_stripped_relative_to_the_config_folder(tmp_path: P
     path = tmp_path / "costwatch.yaml"
     path.write_text("langdock:\n  api_key_file: secrets/langdock\n", encoding="utf-8")
     config = load_config(path, {})
-    assert config.langdock.secret_api_key() == SECRET
-    assert config.langdock.api_key_file == tmp_path / "secrets" / "langdock"
+    assert config.sole_langdock().secret_api_key() == SECRET
+    assert config.sole_langdock().api_key_file == tmp_path / "secrets" / "langdock"
     assert SECRET not in repr(config)
     assert SECRET not in summarize(config)
     assert f"read from {tmp_path / 'secrets' / 'langdock'}" in summarize(config)
@@ -933,8 +935,8 @@ def test_secrets_appear_in_no_repr_str_dump_or_summary() -> None:
     for shown in (
         repr(config),
         str(config),
-        repr(config.langdock),
-        str(config.langdock.api_key),
+        repr(config.sole_langdock()),
+        str(config.sole_langdock().api_key),
         config.model_dump_json(),
         str(config.model_dump()),
         summarize(config),
@@ -942,7 +944,7 @@ def test_secrets_appear_in_no_repr_str_dump_or_summary() -> None:
     ):
         assert SECRET not in shown
         assert SLACK_SECRET not in shown
-    assert config.langdock.secret_api_key() == SECRET
+    assert config.sole_langdock().secret_api_key() == SECRET
     assert config.slack.secret_token() == SLACK_SECRET
 
 
@@ -965,17 +967,17 @@ def test_variables_in_string_values_are_interpolated(
     value: str, env: dict[str, str], expected: str
 ) -> None:
     config = parse(f"langdock:\n  api_key: k\n  base_url: https://{value}/x\n", env=env)
-    assert config.langdock.base_url == expected
+    assert config.sole_langdock().base_url == expected
 
 
 def test_an_interpolated_value_is_not_interpolated_again() -> None:
     config = parse("langdock:\n  api_key: ${A}\n", env={"A": "${B}"})
-    assert config.langdock.secret_api_key() == "${B}"
+    assert config.sole_langdock().secret_api_key() == "${B}"
 
 
 def test_interpolated_numbers_are_validated_as_numbers() -> None:
     config = parse("langdock:\n  api_key: k\n  timeout_seconds: ${T}\n", env={"T": "30"})
-    assert config.langdock.timeout_seconds == 30
+    assert config.sole_langdock().timeout_seconds == 30
 
 
 # --- defaults and normalisation --------------------------------------------------------------
@@ -983,12 +985,12 @@ def test_interpolated_numbers_are_validated_as_numbers() -> None:
 
 def test_a_minimal_file_gets_every_default() -> None:
     config = parse(MINIMAL)
-    assert config.langdock.base_url == "https://api.langdock.com"
-    assert config.langdock.timeout_seconds == 120
-    assert config.langdock.max_download_mb == 512
-    assert config.langdock.allow_insecure_download is False
-    assert config.langdock.retry_max_elapsed_seconds == 300
-    assert config.langdock.max_attempts == 6
+    assert config.sole_langdock().base_url == "https://api.langdock.com"
+    assert config.sole_langdock().timeout_seconds == 120
+    assert config.sole_langdock().max_download_mb == 512
+    assert config.sole_langdock().allow_insecure_download is False
+    assert config.sole_langdock().retry_max_elapsed_seconds == 300
+    assert config.sole_langdock().max_attempts == 6
     assert config.schedule.every == timedelta(minutes=15)
     assert config.schedule.cron is None
     assert config.schedule.timezone == "UTC"
@@ -1123,7 +1125,7 @@ def test_urls_are_normalised() -> None:
         "langdock: {api_key: k, base_url: 'https://h.example/api/public/'}\n"
         "slack: {token: t, channel: C012AB3CD, api_url: 'http://127.0.0.1:8080/api'}\n"
     )
-    assert config.langdock.base_url == "https://h.example/api/public"
+    assert config.sole_langdock().base_url == "https://h.example/api/public"
     assert config.slack is not None
     assert config.slack.api_url == "http://127.0.0.1:8080/api/"
 
@@ -1399,7 +1401,7 @@ def test_any_bytes_give_a_config_or_a_config_error(data: bytes) -> None:
 
 def test_the_example_is_loaded_with_real_environment_too(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "environ", {**os.environ, **ENV})
-    assert load_config(EXAMPLE).langdock.secret_api_key() == SECRET
+    assert load_config(EXAMPLE).sole_langdock().secret_api_key() == SECRET
 
 
 def test_a_percent_sign_is_only_accepted_where_a_percentage_is_meant() -> None:
@@ -1472,7 +1474,7 @@ def test_a_secret_file_of_exactly_the_limit_behind_a_symlink_is_read(tmp_path: P
     real.write_bytes(b"k" * SECRET_FILE_MAX_BYTES)
     (tmp_path / "key").symlink_to(real)  # how Kubernetes mounts a secret
     config = parse("langdock:\n  api_key_file: key\n", base_dir=tmp_path)
-    assert config.langdock.secret_api_key() == "k" * SECRET_FILE_MAX_BYTES
+    assert config.sole_langdock().secret_api_key() == "k" * SECRET_FILE_MAX_BYTES
 
 
 def test_validate_with_a_secret_file_that_is_a_fifo_exits_2_at_once(tmp_path: Path) -> None:

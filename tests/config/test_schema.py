@@ -91,6 +91,13 @@ ACCEPTED = {
     ),
     "a number from the environment": "langdock: {api_key: x, max_attempts: '${N}'}",
     "a boolean from the environment": "langdock: {api_key: x, allow_insecure_download: '${B}'}",
+    "several workspaces, budgets scoped to them": (
+        "workspaces:\n"
+        "  - {name: a, api_key: x, channel: '#a',"
+        " budgets: [{name: o, keys: '*', limits: {cost_usd: 1}}]}\n"
+        "  - {name: b, api_key: y, base_url: 'https://b.example', timeout_seconds: '${N}'}\n"
+        "budgets: [{name: b, keys: '*', limits: {cost_usd: 10}, workspaces: [a, b]}]"
+    ),
     "a silence until a time": (
         "silences: [{budget: b, until: 2030-01-01T00:00:00+01:00, reason: planned}]\n"
         "budgets: [{name: b, keys: '*', limits: {cost_usd: 10}}]"
@@ -100,7 +107,7 @@ ACCEPTED = {
 
 @pytest.mark.parametrize("text", ACCEPTED.values(), ids=ACCEPTED.keys())
 def test_what_the_reader_accepts_the_schema_accepts(text: str) -> None:
-    if not text.startswith("langdock"):
+    if not text.startswith(("langdock", "workspaces")):
         text = "langdock: {api_key: x}\n" + text
     parse_config(text, env=ENV)  # the reader takes it
     assert problems(as_written(text)) == []
@@ -114,6 +121,11 @@ REFUSED = {
         "langdock: {api_key: x}\ndefaults: {period: fortnight}",
         "fortnight",
     ),
+    "langdock and workspaces together": (
+        "langdock: {api_key: x}\nworkspaces: [{name: a, api_key: y}]",
+        "is valid under each of",
+    ),
+    "a workspace without a name": ("workspaces: [{api_key: y}]", "'name' is a required property"),
     "a budget without limits": (
         "langdock: {api_key: x}\nbudgets: [{name: b, keys: '*'}]",
         "limits",
