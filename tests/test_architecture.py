@@ -63,6 +63,7 @@ PURE = (
     "costwatch.slack.blocks",
     "costwatch.slack.findings",
     "costwatch.slack.render",
+    "costwatch.suggest",
     "costwatch.usage.csvshape",
     "costwatch.usage.model",
 )

@@ -3,6 +3,7 @@
     costwatch run         the daemon (`costwatch.daemon`)
     costwatch check       one whole cycle, delivery included, then exit (`check.py`)
     costwatch backfill    the usage history's missing closed days, day by day (`backfill.py`)
+    costwatch suggest     limits proposed from the usage history, as YAML (`suggest.py`)
     costwatch validate    check a configuration file and summarise it
     costwatch test-slack  one test message to every configured channel
     costwatch demo        the daemon against the built-in simulator (`costwatch.demo`)
@@ -15,6 +16,7 @@
     delivery.py  check's one bounded delivery round
     migrate.py   `run_migrate`: migrate-state
     backfill.py  `run_backfill`: the missing days exported, paced, resumable
+    suggest.py   `costwatch suggest`: its arguments (`add_command`) and `run_suggest`
 
 A command that raises unexpectedly exits 2, never 1 (which reads as "a threshold crossed").
 """
@@ -30,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from costwatch import __version__, budgets, usage
+from costwatch.cli import suggest
 from costwatch.cli.check import DELIVERY_TIMEOUT, EXIT_CROSSED, EXIT_ERROR, EXIT_OK, run_check
 from costwatch.cli.output import TOP_KEYS
 from costwatch.config import Config, load_config, one_workspace
@@ -153,6 +156,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the pause between two exports (default: history.pace)",
     )
     backfill.set_defaults(run=_backfill, default_level="info")
+
+    suggest.add_command(commands, load=_load)
 
     schema = commands.add_parser(
         "schema", help="print the configuration file's JSON Schema (for editors and CI)"

@@ -1,0 +1,207 @@
+"""`costwatch suggest`: limits proposed from the usage history, printed as a budgets section
+(YAML, a comment per limit saying where it comes from). The numbers are `costwatch.suggest`'s.
+
+The history is read, never written: the state is opened read-only (a missing SQLite file is
+an empty history), and each closed day of the window it lacks is exported from Langdock one
+day at a time (`fetch.fetch_day`, as `backfill` does) and used in memory only. Days the
+export API no longer serves stay missing: periods with such days are not counted. The
+configuration file is never edited.
+
+Exit codes: 0 the snippet is printed; 2 the state, an export or the data cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from costwatch import fetch, keeping
+from costwatch.cli.check import EXIT_ERROR, EXIT_OK, state_is_missing
+from costwatch.config import Config
+from costwatch.errors import ExportError, StateError, UsageError
+from costwatch.quote import quote
+from costwatch.state import History, open_store
+from costwatch.suggest import MIN_PERIODS, Options, render, suggest, window
+from costwatch.usage import SCHEMA
+
+if TYPE_CHECKING:  # httpx loads only where an export is made
+    from costwatch.langdock import LangdockClient
+
+__all__ = ["add_command", "run_suggest"]
+
+Load = Callable[[Path], Config | None]  # the configuration read, or None (its errors printed)
+
+
+def add_command(commands: Any, *, load: Load) -> None:
+    """`costwatch suggest` added to the command parsers (`commands`: argparse's subparsers)."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "suggest",
+        help="propose budget limits from the usage history (prints YAML, edits nothing)",
+        description="Propose each budget's limits from its full periods in the usage history"
+        " (closed days not stored are exported, not stored): a high percentile plus headroom,"
+        " printed as a budgets section with a comment per limit. The file is never edited.",
+    )
+    parser.add_argument("--config", required=True, type=Path, metavar="FILE")
+    parser.add_argument(
+        "--months",
+        type=_months,
+        default=Options.months,
+        metavar="N",
+        help="calendar months before this one to read, 1 to 12 (default 6)",
+    )
+    parser.add_argument(
+        "--percentile",
+        type=_percentile,
+        default=Options.percentile,
+        metavar="P",
+        help="the percentile of the periods' use taken, 50 to 100 (default 90)",
+    )
+    parser.add_argument(
+        "--headroom",
+        type=_headroom,
+        default=Options.headroom,
+        metavar="X",
+        help="added on top: 0.2 or 20%% (default 20%%)",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        config = load(args.config)
+        if config is None:
+            return EXIT_ERROR
+        options = Options(months=args.months, percentile=args.percentile, headroom=args.headroom)
+        return run_suggest(config, options=options)
+
+    parser.set_defaults(run=run)
+
+
+def _months(text: str) -> int:
+    try:
+        months = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of months: {quote(text)}") from None
+    if not 1 <= months <= 12:
+        raise argparse.ArgumentTypeError(
+            f"{months}: 1 to 12 months (the export API keeps 12 months of usage)"
+        )
+    return months
+
+
+def _percentile(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a percentile: {quote(text)}") from None
+    if not 50 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{quote(text)}: a percentile from 50 to 100")
+    return value
+
+
+def _headroom(text: str) -> float:
+    written = text.strip()
+    try:
+        value = float(written[:-1]) / 100 if written.endswith("%") else float(written)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a fraction like 0.2 or 20%: {quote(text)}") from None
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"{quote(text)}: from 0 to 10 (1000%)")
+    return value
+
+
+def run_suggest(
+    config: Config,
+    *,
+    options: Options,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> int:
+    """Print the suggested budgets section (see the module); 0, or 2 when it cannot."""
+    now = clock()
+    zones = sorted({b.effective_timezone(config.schedule) for b in config.budgets})
+    try:
+        with _history(config) as store, _exports(config) as client:
+            daily, covered = {}, {}
+            for name in zones:
+                frame, days = _zone_history(
+                    store, client, ZoneInfo(name), now=now, options=options, err=err
+                )
+                daily[name], covered[name] = frame, frozenset(days)
+    except ExportError as error:
+        print(f"costwatch: the Langdock export failed ({error.reason}): {error}", file=err)
+        return EXIT_ERROR
+    except (UsageError, StateError) as error:
+        print(f"costwatch: {error}", file=err)
+        return EXIT_ERROR
+    suggestions = suggest(config, daily, covered, now, options)
+    out.write(render(suggestions, options, now))
+    short = [s.budget.name for s in suggestions if s.too_short]
+    if short:
+        print(
+            f"suggest: history too short (fewer than {MIN_PERIODS} full periods) for"
+            f" {len(short)} budget(s): their comments say what the figure rests on",
+            file=err,
+        )
+    return EXIT_OK
+
+
+@contextmanager
+def _history(config: Config) -> Iterator[History | None]:
+    """The store, read-only; None when its SQLite file does not exist (nothing is stored)."""
+    if state_is_missing(config, dry_run=True):
+        yield None
+        return
+    with open_store(config.state, write=False) as store:
+        yield store
+
+
+@contextmanager
+def _exports(config: Config) -> Iterator[LangdockClient]:
+    from costwatch import langdock  # noqa: PLC0415 (httpx loads only here)
+
+    with langdock.connect(config.langdock) as client:
+        yield client
+
+
+def _zone_history(
+    store: History | None,
+    client: LangdockClient,
+    zone: ZoneInfo,
+    *,
+    now: datetime,
+    options: Options,
+    err: TextIO,
+) -> tuple[pl.DataFrame, set[date]]:
+    """The window's days of `zone`: stored ones read, missing closed ones exported (kept in
+    memory); the frame (usage.SCHEMA + day) and the days known."""
+    first, last = window(options.months, zone, now)
+    stored = set(store.stored_days(zone.key, first, last)) if store is not None else set()
+    frames = [store.usage_by_day(zone.key, first, last)] if store is not None else []
+    reachable = max(first, keeping.oldest_exportable(zone, now))
+    missing = [day for day in _days(reachable, last) if day not in stored]
+    if missing:
+        print(
+            f"suggest: {len(missing)} closed day(s) of {zone.key} are not stored; exporting"
+            " them (nothing is written)",
+            file=err,
+            flush=True,
+        )
+    for day in missing:
+        loaded = fetch.fetch_day(client, zone, day).usage.frame
+        frames.append(loaded.with_columns(pl.lit(day, dtype=pl.Date).alias("day")))
+    schema = pl.Schema({**SCHEMA, "day": pl.Date()})
+    frame = pl.concat(
+        [pl.DataFrame(schema=schema), *(f.select(list(schema)).cast(schema) for f in frames)]
+    )
+    return frame, stored | set(missing)
+
+
+def _days(first: date, last: date) -> Sequence[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
