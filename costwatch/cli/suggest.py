@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from zoneinfo import ZoneInfo
 
 import polars as pl
@@ -37,7 +37,11 @@ if TYPE_CHECKING:  # httpx loads only where an export is made
 
 __all__ = ["add_command", "run_suggest"]
 
-Load = Callable[[Path], Config | None]  # the configuration read, or None (its errors printed)
+
+class Load(Protocol):
+    """The configuration read (`cycles`: of one workspace), or None once its errors are printed."""
+
+    def __call__(self, path: Path, *, cycles: bool = ...) -> Config | None: ...
 
 
 def add_command(commands: Any, *, load: Load) -> None:
@@ -73,7 +77,7 @@ def add_command(commands: Any, *, load: Load) -> None:
     )
 
     def run(args: argparse.Namespace) -> int:
-        config = load(args.config)
+        config = load(args.config, cycles=True)  # one workspace's history, so far
         if config is None:
             return EXIT_ERROR
         options = Options(months=args.months, percentile=args.percentile, headroom=args.headroom)
@@ -166,7 +170,7 @@ def _history(config: Config) -> Iterator[History | None]:
 def _exports(config: Config) -> Iterator[LangdockClient]:
     from costwatch import langdock  # noqa: PLC0415 (httpx loads only here)
 
-    with langdock.connect(config.langdock) as client:
+    with langdock.connect(config.sole_langdock()) as client:
         yield client
 
 
