@@ -4,8 +4,10 @@
     ├── ConfigError                 the YAML file is wrong; carries every problem at once
     ├── UsageError                  an export's CSV cannot be trusted (column, first bad row)
     ├── StateError                  the state file is damaged, locked, unwritable or too new
-    │   └── NotLeaderError          PostgreSQL: this process is no longer (or not) the leader,
-    │                               so it may not write: fenced by the epoch (`state/leader.py`)
+    │   ├── NotLeaderError          PostgreSQL: this process is no longer (or not) the leader,
+    │   │                           so it may not write: fenced by the epoch (`state/leader.py`)
+    │   └── StateMissing            opened to read only (a dry run), the database holds no
+    │                               costwatch state yet: read as "nothing stored", never created
     ├── DeliveryError               Slack did not take a message: Slack's `code`, the `remedy`
     │                               in plain words, and its `scope`: what else it rules out
     │                               (the workspace, the channel, the message, or nothing)
@@ -98,6 +100,11 @@ class StateError(CostwatchError):
 class NotLeaderError(StateError):
     """A write of a process that is not the leader (any more): refused in the transaction that
     would have written it, so a deposed leader commits nothing."""
+
+
+class StateMissing(StateError):
+    """A read-only open found no state to read (an empty PostgreSQL database): the reader goes
+    on without one, as `check --dry-run` does without a SQLite file; a writer would create it."""
 
 
 class ExportError(CostwatchError):

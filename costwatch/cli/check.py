@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from costwatch import cycle
 from costwatch.cli import output, table
 from costwatch.config import Config
-from costwatch.errors import CostwatchError, ExportError, StateError
+from costwatch.errors import CostwatchError, ExportError, StateError, StateMissing
 from costwatch.state import Store, open_store
 
 if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)
@@ -136,7 +136,13 @@ def _state(config: Config, dry_run: bool) -> Iterator[Store | None]:
         yield None
         return
     if dry_run:
-        opened = open_store(config.state, write=False)
+        try:
+            opened = open_store(config.state, write=False)
+        except StateMissing:  # an empty database: read as no state, as a missing file is
+            opened = None
+        if opened is None:
+            yield None
+            return
     else:
         opened = open_store(config.state, wait=STATE_WAIT_SECONDS, command="costwatch check")
     with opened as state:

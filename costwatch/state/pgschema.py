@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from costwatch.errors import StateError
+from costwatch.errors import StateError, StateMissing
 
 __all__ = [
     "LEADER_LOCK",
@@ -113,21 +113,8 @@ def migrate(connection: psycopg.Connection[Any], where: str) -> int:
                 "SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, MIGRATE_LOCK), prepare=False
             )
             connection.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-            tables = _tables(connection)
-            if tables and "schema_version" not in tables:
-                raise StateError(
-                    f"{where}: the schema {SCHEMA!r} holds tables of another application"
-                    f" ({', '.join(sorted(tables)[:5])}), not costwatch's state; use another"
-                    " database"
-                )
+            version = _version(connection, where) or 0
             connection.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer)")
-            row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
-            version = int(row[0] or 0) if row else 0
-            if version > SCHEMA_VERSION:
-                raise StateError(
-                    f"{where}: written by a newer costwatch (schema {version}, this one knows"
-                    f" {SCHEMA_VERSION}); upgrade costwatch"
-                )
             for number in range(version, SCHEMA_VERSION):
                 for statement in MIGRATIONS[number].split(";"):
                     if statement.strip():
@@ -136,6 +123,48 @@ def migrate(connection: psycopg.Connection[Any], where: str) -> int:
     except psycopg.Error as error:
         raise StateError(f"{where}: cannot prepare the state: {_first_line(error)}") from None
     return SCHEMA_VERSION
+
+
+def inspect(connection: psycopg.Connection[Any], where: str) -> int:
+    """The version of the schema as it is, for a process that writes nothing (`check
+    --dry-run`): nothing is created or migrated. `StateMissing` when the database holds no
+    costwatch state yet; `StateError` for a schema of another application, a newer costwatch's,
+    or an older one (which this costwatch would have to migrate before reading it)."""
+    try:
+        with connection.transaction():
+            version = _version(connection, where)
+    except psycopg.Error as error:
+        raise StateError(f"{where}: cannot read the state: {_first_line(error)}") from None
+    if version is None:
+        raise StateMissing(f"{where}: holds no costwatch state yet")
+    if version < SCHEMA_VERSION:
+        raise StateError(
+            f"{where}: written by an older costwatch (schema {version} of {SCHEMA_VERSION}); a"
+            " dry run does not migrate it: run `costwatch check` once without --dry-run (it"
+            " migrates the database, after which an older costwatch cannot use it)"
+        )
+    return version
+
+
+def _version(connection: psycopg.Connection[Any], where: str) -> int | None:
+    """The schema's version as it is (None: no table yet). Refuses tables of another application in
+    costwatch's schema and a schema of a newer costwatch."""
+    tables = _tables(connection)
+    if not tables:
+        return None
+    if "schema_version" not in tables:
+        raise StateError(
+            f"{where}: the schema {SCHEMA!r} holds tables of another application"
+            f" ({', '.join(sorted(tables)[:5])}), not costwatch's state; use another database"
+        )
+    row = connection.execute("SELECT max(version) FROM schema_version").fetchone()
+    version = int(row[0] or 0) if row else 0
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"{where}: written by a newer costwatch (schema {version}, this one knows"
+            f" {SCHEMA_VERSION}); upgrade costwatch"
+        )
+    return version
 
 
 def _tables(connection: psycopg.Connection[Any]) -> set[str]:

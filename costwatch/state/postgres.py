@@ -46,7 +46,7 @@ from costwatch.state import pgdaily
 from costwatch.state.base import Message, OutboxItem, StoredDay
 from costwatch.state.daily import prune_cutoff
 from costwatch.state.leader import Elector, Fence, SharedSnapshot, check, connect
-from costwatch.state.pgschema import LOCK_CLASS, WRITE_LOCK, migrate
+from costwatch.state.pgschema import LOCK_CLASS, WRITE_LOCK, inspect, migrate
 from costwatch.state.pgschema import _first_line as first_line
 from costwatch.state.pgtransaction import PostgresTransaction, aware, placeholders, read_health
 from costwatch.state.rows import Damage, Damaged, outbox_item, read_ledger
@@ -98,11 +98,15 @@ class PostgresState:
         """Connect to the database at `url` and migrate it; `StateError` if it cannot be used.
         `where` names it in messages (without credentials). With `lease`, an `Elector` on a
         connection of its own is attached (not yet leading: see `Elector.lead`), and `holder`
-        says who this process is ("costwatch run"). `read_only` refuses every write."""
+        says who this process is ("costwatch run"). `read_only` creates, migrates and writes
+        nothing (`StateMissing` when there is no state yet; `pgschema.inspect`)."""
         state = cls(lambda: connect(url, password, where), where)
         state.read_only = read_only
         try:
-            migrate(state._connection(), where)
+            if read_only:  # nothing created or migrated: StateMissing on an empty database
+                inspect(state._connection(), where)
+            else:
+                migrate(state._connection(), where)
             if lease is not None and not read_only:
                 who = f"{holder} (pid {os.getpid()} on host {socket.gethostname()})"
                 state.elector = Elector(

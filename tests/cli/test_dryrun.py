@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 
+import pgserver
+import psycopg
 import pytest
 from test_cli import NOW, SECRET, write_config
 
@@ -128,3 +130,24 @@ def test_a_dry_run_on_a_file_too_old_to_read_says_so_and_leaves_it(
     assert "written by an older costwatch and missing" in done.stderr
     assert "run `costwatch check` once without --dry-run" in done.stderr
     assert snapshot(state.parent) == before
+
+
+def test_a_dry_run_against_an_empty_postgresql_database_reads_no_state_and_creates_nothing(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """The PostgreSQL counterpart of a missing state file: checked as if nothing were stored
+    yet, and the database is left empty (no schema created, nothing migrated)."""
+    with pgserver.database() as url:
+        config = write_config(tmp_path, sim.base_url, limit=20)
+        text = config.read_text().replace(f"path: {tmp_path / 'state.db'}", f"url: {url}")
+        config.write_text(text)
+
+        done = check(config, "--dry-run")
+
+        assert done.returncode == 1, done.stderr  # over the $20 limit: the usage was checked
+        with psycopg.connect(url, autocommit=True) as db:
+            schemas = db.execute(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = 'costwatch'"
+            ).fetchone()
+        assert schemas == (0,)
+        assert not (tmp_path / "state.db").exists()

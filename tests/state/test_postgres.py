@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from costwatch.config import StateConfig
-from costwatch.errors import NotLeaderError, StateError
+from costwatch.errors import NotLeaderError, StateError, StateMissing
 from costwatch.state import Message, PostgresState, leadership, open_store
 from costwatch.state.pgschema import SCHEMA_VERSION
 
@@ -244,3 +244,21 @@ def test_the_leaders_snapshot_is_shared_with_the_standbys(pg_url: str) -> None:
         assert stand.shared() == SharedSnapshot(b"costwatch_key_spend_usd 1\n", T0, 3)
         with pytest.raises(NotLeaderError):
             stand.share(SharedSnapshot(b"x", T0, 0))
+
+
+def test_opened_to_read_only_an_empty_database_is_missing_state_and_stays_empty(
+    pg_url: str,
+) -> None:
+    config = StateConfig.model_validate({"url": pg_url})
+    with pytest.raises(StateMissing, match="holds no costwatch state yet"):
+        open_store(config, write=False)
+    assert sql(pg_url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'costwatch'") == [(0,)]
+
+
+def test_opened_to_read_only_an_older_schema_is_refused_and_left_as_it_is(pg_url: str) -> None:
+    PostgresState.open(pg_url, where="db").close()
+    sql(pg_url, "UPDATE schema_version SET version = 0 WHERE version = %s", SCHEMA_VERSION)
+    sql(pg_url, "INSERT INTO schema_version VALUES (0)")
+    with pytest.raises(StateError, match=r"older costwatch .* a dry run does not migrate it"):
+        open_store(StateConfig.model_validate({"url": pg_url}), write=False)
+    assert sql(pg_url, "SELECT max(version) FROM schema_version") == [(0,)]
