@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import pytest
 from fakes import FakeClock
+from slackrounds import enqueue, make_alert, sender, token_config, webhook_config
+from slackrounds import run as deliver
 from slackstub import SlackStub
-from test_slack import enqueue, make_alert, sender, token_config, webhook_config
-from test_slack import run as deliver
 
 from costwatch import cycle
 from costwatch.config import Config, parse_config

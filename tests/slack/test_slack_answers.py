@@ -21,8 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slack_sdk.web.base_client import BaseClient
 from slack_sdk.webhook import WebhookClient
-from slackstub import TOKEN, WEBHOOK_SECRET, SlackStub
-from test_slack import (
+from slackrounds import (
     DEFAULT,
     NOW,
     enqueue,
@@ -32,6 +31,7 @@ from test_slack import (
     token_config,
     webhook_config,
 )
+from slackstub import TOKEN, WEBHOOK_SECRET, SlackStub
 
 from costwatch import slack
 from costwatch.config import SlackConfig

@@ -24,9 +24,9 @@ from fakes import FakeClock
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from loopback import free_port, wait_for, write_daemon_config
+from slackrounds import enqueue, make_alert, run, token_config
 from slackstub import TOKEN, SlackStub
 from test_faults import CONFIG, KEY, NOW, STEP, Clock, alert_identities
-from test_slack import enqueue, make_alert, run, token_config
 
 from costwatch import cycle
 from costwatch.config import parse_config
