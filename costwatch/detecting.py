@@ -1,20 +1,20 @@
 """The detectors in a cycle: the stored days and today's export in, the findings due out.
 
-    due(history, config, today_frames, now) -> tuple[Finding, ...]   what to queue now
-    record(history, found, now)                                      never again today
+    due(state, config, today_frames, now) -> tuple[Finding, ...]   what to queue now
+    record(state, found, now)                                      never again today
 
 The schedule's zone is the detectors' day: its stored closed days of the longest window any
 detector reads (`anomalies`, `unit_cost`, `unowned.dormant_days`) and the open day's export
 that the cycle made for it (`gather.Gathered.today`) make the daily usage, the stored days
 are the covered ones (a day the store lacks is unknown, never $0), and `detect.detect` judges
-today so far. Each finding is sent once per subject and day: a mark per finding identity
-(`finding:<identity>`), set in the transaction that queues it. Without an open-day export for
+today so far. Each finding is sent once per subject and day: a notice in the ledger per
+finding identity (`notice`: its kind, subject, model, metric and local day; `Notices` in
+`state/base.py`), recorded in the transaction that queues it. Without an open-day export for
 the zone (no state, no history, a saved file, the period exported whole) nothing is judged.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
@@ -23,9 +23,9 @@ import polars as pl
 from costwatch import detect
 from costwatch.config import Config
 from costwatch.detect import Finding
-from costwatch.state.base import History
+from costwatch.state.base import NoticeKey, Transaction
 
-__all__ = ["due", "record", "window_days"]
+__all__ = ["due", "notice", "record", "window_days"]
 
 
 def window_days(config: Config) -> int:
@@ -36,7 +36,7 @@ def window_days(config: Config) -> int:
 
 
 def due(
-    history: History, config: Config, today_frames: Mapping[str, pl.DataFrame], now: datetime
+    history: Transaction, config: Config, today_frames: Mapping[str, pl.DataFrame], now: datetime
 ) -> tuple[Finding, ...]:
     """The findings of today not sent yet, in the detectors' order."""
     zone = config.schedule.timezone
@@ -54,15 +54,17 @@ def due(
         how="diagonal_relaxed",
     )
     found = detect.detect(config, usage, today, stored)
-    sent = [f.identity for f in found if history.mark(_mark(f)) is not None]
-    return detect.due(found, sent)
+    sent = history.notices_sent(notice(f) for f in found)
+    return detect.due(found, [f.identity for f in found if notice(f) in sent])
 
 
-def record(history: History, found: Iterable[Finding], now: datetime) -> None:
-    """Remember each finding as sent today (in the caller's transaction)."""
-    for finding in found:
-        history.set_mark(_mark(finding), now)
+def record(history: Transaction, found: Iterable[Finding], now: datetime) -> None:
+    """Record each finding as sent today (in the caller's transaction)."""
+    history.record_notices((notice(f) for f in found), now)
 
 
-def _mark(finding: Finding) -> str:
-    return "finding:" + json.dumps(list(finding.identity), separators=(",", ":"))
+def notice(finding: Finding) -> NoticeKey:
+    """The notice a finding is sent once as: its identity's kind, subject, model, metric and
+    day (the ledger key `detect.findings` gives it, with no budget)."""
+    _, subject, model, metric, kind, day = finding.identity
+    return NoticeKey(kind=kind, subject=subject, period=day, model=model, metric=metric)

@@ -1,13 +1,14 @@
 """What costwatch keeps between cycles: the alert ledger, the outbox, export health and the
 daily usage history, behind one interface (`Store`).
 
-    base.py      `Store`, `Transaction` and `History`: what a cycle, delivery, the keeper of
-                 the history and the commands need; the records (`OutboxItem`, `Message`,
-                 `StoredDay`)
+    base.py      `Store`, `Transaction`, `History` and `Notices`: what a cycle, delivery, the
+                 keeper of the history and the commands need; the records (`OutboxItem`,
+                 `Message`, `StoredDay`, `NoticeKey`)
     sqlite.py    `SqliteState`: the store in one SQLite file
     daily.py     the daily usage history's SQL (`usage_day`, `usage_daily`, marks)
     schema.py    creating, recognising and migrating the file (`MIGRATIONS`, `SCHEMA_VERSION`)
     lock.py      one writer per state file (`flock` on `<state>.lock`)
+    notices.py   notices sent once per kind, subject and period, in the ledger (both engines)
     rows.py      damaged rows read the safe way, each logged once and counted
     postgres.py  `PostgresState`: the store in PostgreSQL, its writes fenced by the epoch
     pgschema.py  its tables and migrations (`pgschema.MIGRATIONS`), its advisory locks
@@ -24,7 +25,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from costwatch.config import StateConfig
-from costwatch.state.base import History, Message, OutboxItem, Store, StoredDay, Transaction
+from costwatch.state.base import (
+    History,
+    Message,
+    NoticeKey,
+    Notices,
+    OutboxItem,
+    Store,
+    StoredDay,
+    Transaction,
+)
 from costwatch.state.schema import MIGRATIONS, SCHEMA_VERSION
 from costwatch.state.sqlite import SqliteState
 
@@ -56,6 +66,8 @@ __all__ = [
     "History",
     "Leadership",
     "Message",
+    "NoticeKey",
+    "Notices",
     "OutboxItem",
     "PostgresState",
     "SharedSnapshot",

@@ -14,7 +14,18 @@ A cycle, delivery and the commands need exactly this of a state, whatever holds 
   known of each stored day (`stored_days` -> `StoredDay`), the sums over a range of days
   (`usage_between`, the frame `budgets.evaluate` takes) and the days one by one
   (`usage_by_day`, for forecasts and reports); and small named instants (`mark`, `set_mark`)
-  that the keeper of the history keeps (when a period was last reconciled).
+  that the keeper of the history keeps (when a period was last reconciled);
+- **notices sent once** (`Notices`): a notice that is not a budget's alert (a detector's
+  finding, a scheduled report) is sent once per kind, subject and period. The sender asks
+  `notices_sent(keys)` which of the notices it is about to queue were sent already, and
+  `record_notices(keys, at)` in the transaction that queues the rest, so a restart, a second
+  replica or the next cycle never sends one twice. A `NoticeKey` is (kind, subject, period)
+  and, where a kind needs them, a model and a metric: e.g. `NoticeKey("anomaly", key_id,
+  "2026-12-02", metric="cost_usd")` for a detector's day (the local day of the schedule's
+  zone), `NoticeKey("report", "weekly", week.key())` for a report. The period is a
+  `Period.key()` or a local day's ISO date: either ends (`notices.period_end`), so `prune`
+  lets the record go like the ledger of a closed period. They are kept in the ledger itself
+  as rows with no budget (`notices.py`), which `Store.ledger` never returns.
 
 `SqliteState` (`costwatch.state.sqlite`) is the first implementation; `open_store(config)` opens
 the one the configuration names.
@@ -33,7 +44,16 @@ import polars as pl
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.health import ExportHealth
 
-__all__ = ["History", "Message", "OutboxItem", "Store", "StoredDay", "Transaction"]
+__all__ = [
+    "History",
+    "Message",
+    "NoticeKey",
+    "Notices",
+    "OutboxItem",
+    "Store",
+    "StoredDay",
+    "Transaction",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,30 @@ class StoredDay:
     settled: bool  # exported at/after the day's settle time (the keeper decides; a cycle: False)
     rows: int  # key x model rows stored for it (0: a day with no usage, still stored)
     has_tokens: bool = False  # its export carried the BYOK token columns
+
+
+@dataclass(frozen=True, order=True)
+class NoticeKey:
+    """A notice sent once: per kind, subject and period (see the module docstring)."""
+
+    kind: str  # "anomaly", "spend_rate", "new_key", "report", ...: the notice's own kind
+    subject: str  # what it is about: a key's id, a model, a report's name; "" for none
+    period: str  # a `Period.key()`, or a local day's ISO date ("2026-12-02")
+    model: str = ""  # where a kind tells models apart (a key x model anomaly)
+    metric: str = ""  # where a kind tells metrics apart (cost_usd, requests)
+
+
+class Notices(Protocol):
+    """Which notices were sent, on a `Store` and inside its `Transaction` alike."""
+
+    def notices_sent(self, keys: Iterable[NoticeKey]) -> set[NoticeKey]:
+        """Those of `keys` recorded as sent (in any earlier cycle, by any process)."""
+        ...
+
+    def record_notices(self, keys: Iterable[NoticeKey], at: datetime) -> None:
+        """Record `keys` as sent at `at` (in a transaction: with it; on a store: at once). A
+        key recorded already keeps its first time."""
+        ...
 
 
 class History(Protocol):
@@ -110,7 +154,7 @@ class History(Protocol):
     def set_mark(self, name: str, at: datetime) -> None: ...
 
 
-class Transaction(History, Protocol):
+class Transaction(History, Notices, Protocol):
     """What a cycle reads and writes inside `Store.transaction()`; usable only within it."""
 
     def ledger(self, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:
@@ -131,7 +175,7 @@ class Transaction(History, Protocol):
         ...
 
 
-class Store(History, Protocol):
+class Store(History, Notices, Protocol):
     """The state a cycle, delivery and the commands share (see the module docstring)."""
 
     @property

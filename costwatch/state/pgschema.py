@@ -99,6 +99,21 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO leader (id, epoch) VALUES (1, 0);
     """  # noqa: S608  (constant DDL)
     + HISTORY_SQL,
+    # 2: the detectors' findings are notices in the ledger (`notices.py`): each finding's mark
+    # (`finding:` and its identity as JSON: budget, subject, model, metric, kind, day) becomes
+    # the ledger row of its notice, so an upgrade sends none of today's findings again
+    """
+    INSERT INTO ledger (budget, subject, model, metric, kind, period, level, limit_value,
+        used, sent_at)
+    SELECT '', identity->>1, identity->>2, identity->>3, identity->>4, identity->>5, 0, 0, 0, at
+    FROM (SELECT substr(name, 9)::jsonb AS identity, at FROM marks
+        WHERE name LIKE 'finding:%') AS found
+    WHERE jsonb_typeof(identity) = 'array' AND jsonb_array_length(identity) = 6
+        AND identity->>1 IS NOT NULL AND identity->>2 IS NOT NULL AND identity->>3 IS NOT NULL
+        AND identity->>4 IS NOT NULL AND identity->>5 IS NOT NULL
+    ON CONFLICT DO NOTHING;
+    DELETE FROM marks WHERE name LIKE 'finding:%'
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -13,8 +13,8 @@ import psycopg
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
-from costwatch.state import pgdaily
-from costwatch.state.base import Message
+from costwatch.state import notices, pgdaily
+from costwatch.state.base import Message, NoticeKey
 from costwatch.state.rows import Damage, read_ledger
 
 __all__ = ["PostgresTransaction", "aware", "placeholders", "read_health"]
@@ -79,6 +79,14 @@ class PostgresTransaction(pgdaily.InTransaction):
                     ),
                 )
         return ids
+
+    def notices_sent(self, keys: Iterable[NoticeKey]) -> set[NoticeKey]:
+        return notices.sent(self._query, keys)
+
+    def record_notices(self, keys: Iterable[NoticeKey], at: datetime) -> None:
+        """Record `keys` as sent at `at`, committed with this transaction."""
+        with self._usable().cursor() as cursor:
+            cursor.executemany(placeholders(notices.RECORD), notices.record_rows(keys, aware(at)))
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._usable().execute(placeholders(sql), params).fetchall()

@@ -42,15 +42,14 @@ import psycopg
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import NotLeaderError, StateError
 from costwatch.health import ExportHealth
-from costwatch.state import pgdaily
-from costwatch.state.base import Message, OutboxItem, StoredDay
+from costwatch.state import notices, pgdaily
+from costwatch.state.base import Message, NoticeKey, OutboxItem, StoredDay
 from costwatch.state.daily import prune_cutoff
 from costwatch.state.leader import Elector, Fence, SharedSnapshot, check, connect
 from costwatch.state.pgschema import LOCK_CLASS, WRITE_LOCK, inspect, migrate
 from costwatch.state.pgschema import _first_line as first_line
 from costwatch.state.pgtransaction import PostgresTransaction, aware, placeholders, read_health
 from costwatch.state.rows import Damage, Damaged, outbox_item, read_ledger
-from costwatch.state.sqlite import _period_end
 
 __all__ = ["PostgresState"]
 
@@ -211,6 +210,15 @@ class PostgresState:
         with self._writing() as db:
             pgdaily.set_mark(db, name, at)
 
+    # -- notices sent once (see `Notices` in base.py, `notices.py`) ---------------------------
+
+    def notices_sent(self, keys: Iterable[NoticeKey]) -> set[NoticeKey]:
+        return notices.sent(self._query, keys)
+
+    def record_notices(self, keys: Iterable[NoticeKey], at: datetime) -> None:
+        with self._writing() as db:
+            PostgresTransaction(db, self._damage).record_notices(keys, at)
+
     # -- the outbox -------------------------------------------------------------------------
 
     def pending(self, now: datetime | None = None, limit: int = 1000) -> list[OutboxItem]:
@@ -277,7 +285,7 @@ class PostgresState:
                 "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < %s", (cutoff,)
             ).rowcount
             for (period,) in db.execute("SELECT DISTINCT period FROM ledger").fetchall():
-                end = _period_end(period)
+                end = notices.period_end(period)
                 if end is not None and end <= cutoff:
                     deleted += db.execute(
                         "DELETE FROM ledger WHERE period = %s", (period,)

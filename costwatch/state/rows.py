@@ -14,6 +14,8 @@ delivery or planning, and never sends an alert twice.
   alert" from it. A kind other than actual or forecast is read as both, at an unknown level.
   Key text stored as a BLOB is read as that text. Only a key that is no text at all (a BLOB
   that is not UTF-8) identifies no alert: that row is skipped, and its alert may be sent again.
+  A row with no budget is no budget's alert but a notice sent once (a finding, a report:
+  `notices.py`, which reads them, of any kind): the budgets' ledger leaves it out.
 - Each damaged row is logged once per process, without its content, and counted through
   `Damage.on_damaged(table)` (the daemon's `costwatch_state_damaged_rows_total{table}`).
   Reading never writes, so `check --dry-run` stays read-only.
@@ -216,7 +218,7 @@ def read_ledger(
     for period in sorted(set(periods)):  # a cycle has one to three periods
         rows += query(
             "SELECT budget, subject, model, metric, kind, period, level, limit_value, used,"
-            " sent_at FROM ledger WHERE period = ?",
+            " sent_at FROM ledger WHERE period = ? AND budget != ''",
             (period,),
         )
     entries: dict[LedgerKey, LedgerEntry] = {}

@@ -52,6 +52,21 @@ HISTORY_TABLES_SQL = """
     CREATE TABLE marks (name TEXT PRIMARY KEY, at TEXT NOT NULL) WITHOUT ROWID;
 """
 
+# Migration 4's text (never edit it). A mark whose name is not a finding's identity stays a mark.
+FINDING_MARKS_TO_LEDGER = """
+    INSERT OR IGNORE INTO ledger (budget, subject, model, metric, kind, period, level,
+        limit_value, used, sent_at)
+    SELECT '', json_extract(identity, '$[1]'), json_extract(identity, '$[2]'),
+        json_extract(identity, '$[3]'), json_extract(identity, '$[4]'),
+        json_extract(identity, '$[5]'), 0, 0, 0, at
+    FROM (SELECT substr(name, 9) AS identity, at FROM marks WHERE name LIKE 'finding:%')
+    WHERE CASE WHEN json_valid(identity) THEN json_array_length(identity) = 6
+        AND json_type(identity, '$[1]') = 'text' AND json_type(identity, '$[2]') = 'text'
+        AND json_type(identity, '$[3]') = 'text' AND json_type(identity, '$[4]') = 'text'
+        AND json_type(identity, '$[5]') = 'text' ELSE 0 END;
+    DELETE FROM marks WHERE name LIKE 'finding:%'
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
     """
@@ -92,6 +107,10 @@ MIGRATIONS: tuple[str, ...] = (
     # per cycle, read by nothing) is dropped: it grew with every cycle; the daily history
     # replaces it.
     "DROP TABLE history;" + HISTORY_TABLES_SQL,
+    # 4: the detectors' findings are notices in the ledger (`notices.py`): each finding's mark
+    # (`finding:` and its identity as JSON: budget, subject, model, metric, kind, day) becomes
+    # the ledger row of its notice, so an upgrade sends none of today's findings again
+    FINDING_MARKS_TO_LEDGER,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # A file from before migration 2 has no application_id: it is ours if it holds only these tables.

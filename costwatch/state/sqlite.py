@@ -34,16 +34,14 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from costwatch import periods
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
-from costwatch.state import daily
-from costwatch.state.base import Message, OutboxItem, StoredDay
+from costwatch.state import daily, notices
+from costwatch.state.base import Message, NoticeKey, OutboxItem, StoredDay
 from costwatch.state.lock import WriterLock
 from costwatch.state.rows import Damage, Damaged, Query, outbox_item, read_ledger
 from costwatch.state.schema import (
@@ -197,6 +195,15 @@ class SqliteState:
         with self.transaction() as transaction:
             transaction.set_mark(name, at)
 
+    # -- notices sent once (see `Notices` in base.py, `notices.py`) ---------------------------
+
+    def notices_sent(self, keys: Iterable[NoticeKey]) -> set[NoticeKey]:
+        return notices.sent(self._query, keys)
+
+    def record_notices(self, keys: Iterable[NoticeKey], at: datetime) -> None:
+        with self.transaction() as transaction:
+            transaction.record_notices(keys, at)
+
     # -- the outbox -------------------------------------------------------------------------
 
     def pending(self, now: datetime | None = None, limit: int = 1000) -> list[OutboxItem]:
@@ -259,7 +266,7 @@ class SqliteState:
                 "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (_iso(cutoff),)
             ).rowcount
             for (period,) in db.execute("SELECT DISTINCT period FROM ledger").fetchall():
-                end = _period_end(period)
+                end = notices.period_end(period)
                 if end is not None and end <= cutoff:
                     deleted += db.execute("DELETE FROM ledger WHERE period = ?", (period,)).rowcount
         return deleted
@@ -357,6 +364,13 @@ class SqliteTransaction(daily.InTransaction):
             )
         return ids
 
+    def notices_sent(self, keys: Iterable[NoticeKey]) -> set[NoticeKey]:
+        return notices.sent(self._query, keys)
+
+    def record_notices(self, keys: Iterable[NoticeKey], at: datetime) -> None:
+        """Record `keys` as sent at `at`, committed with this transaction."""
+        self._usable().executemany(notices.RECORD, notices.record_rows(keys, _iso(at)))
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._usable().execute(sql, params).fetchall()
 
@@ -416,21 +430,6 @@ class _Immediate:
                     raise StateError(f"{self._state.path}: cannot write the state: {exc}") from None
         finally:
             self._state._lock.release()
-
-
-def _period_end(key: str) -> datetime | None:
-    """The end of the period that `key` (`Period.key()`) names, or None if it names none."""
-    name, _, rest = key.partition(":")
-    first, _, zone = rest.partition("@")
-    for kind in periods.PERIOD_NAMES:
-        if kind == name:
-            try:
-                tz = ZoneInfo(zone)
-                start = periods.local_midnight(date.fromisoformat(first), tz)
-            except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
-                return None
-            return periods.current(kind, tz, start).end
-    return None
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -16,13 +16,13 @@ import polars as pl
 import pytest
 from slackstub import TOKEN, SlackStub
 
-from costwatch import cycle, fetch
+from costwatch import cycle, detecting, fetch
 from costwatch.config import Config, parse_config
 from costwatch.detect import Anomaly
 from costwatch.langdock import LangdockClient, RetryPolicy
 from costwatch.simulator import Simulator, Workspace
 from costwatch.slack import deliver, sender_from_config
-from costwatch.state import SqliteState
+from costwatch.state import NoticeKey, SqliteState
 
 KEY = "ld-DETECT-k3y"
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -126,6 +126,27 @@ def test_a_day_ten_times_the_stored_normal_is_an_anomaly_in_its_owners_channel_o
     assert again.ok
     assert again.detected == ()
     assert again.outbox_ids == ()
+    # each finding is a notice in the ledger (kind, key, metric, day), not a mark
+    sent = world.state.notices_sent(detecting.notice(f) for f in outcome.detected)
+    assert sent == {
+        NoticeKey(f.kind, f.api_key_id, "2026-11-30", model=f.model or "", metric=f.metric)
+        for f in found + [f for f in outcome.detected if isinstance(f, Anomaly) and f.model]
+    }
+
+
+def test_a_restarted_process_sends_none_of_todays_findings_again(
+    world: World, tmp_path: Path
+) -> None:
+    world.store_quiet_history(35)
+    first = world.cycle(NOW)
+    assert first.ok, first.error
+    assert first.detected
+    with SqliteState.open(tmp_path / "state.db") as restarted:  # nothing of the first in memory
+        world.state = restarted
+        later = world.cycle(NOW + timedelta(hours=1))
+    assert later.ok, later.error
+    assert later.detected == ()
+    assert later.outbox_ids == ()
 
 
 def test_without_a_stored_history_nothing_is_judged(world: World) -> None:

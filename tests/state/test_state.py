@@ -174,7 +174,9 @@ def test_a_schema_1_file_is_migrated_in_order_and_keeps_its_rows(path: Path) -> 
     with SqliteState.open(path) as state:
         assert [item.payload for item in state.pending()] == [{"old": True}]
         assert state.ledger([PERIOD])[("b", "k", "", "cost_usd", "actual", PERIOD)].used == 101
-    assert query(path, "SELECT version FROM schema_version ORDER BY rowid") == [(1,), (2,), (3,)]
+    assert query(path, "SELECT version FROM schema_version ORDER BY rowid") == [
+        (n,) for n in range(1, SCHEMA_VERSION + 1)
+    ]
     assert query(path, "PRAGMA application_id") != [(0,)]
 
 
@@ -708,7 +710,7 @@ moments = st.builds(
 )
 ledger_entries = st.builds(
     entry,
-    budget=texts,
+    budget=texts.filter(bool),  # a budget's name is never empty: no budget is a notice's row
     subject=texts,
     model=texts,
     metric=texts,
