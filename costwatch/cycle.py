@@ -27,6 +27,7 @@ from costwatch import (
     alerts,
     budgets,
     detecting,
+    fetch,
     forecast,
     gather,
     health,
@@ -57,10 +58,11 @@ log = logging.getLogger("costwatch.cycle")
 
 @dataclass(frozen=True)
 class Deps:
-    """What a cycle reads from and writes to. `client` or `csv` provides the usage."""
+    """What a cycle reads from and writes to. `client`, `source` or `csv` provides the usage."""
 
     config: Config
     client: LangdockClient | None = None
+    source: fetch.Source | None = None  # instead of `client`: a backtest's held days
     csv: Path | None = None
     state: Store | None = None  # None: plan against an empty ledger, record nothing
     recent_days: recent.Cache | None = None  # stored days already read (the daemon keeps one)
@@ -207,12 +209,13 @@ def _gather(
     the periods to date (no state, or `history.enabled: false`)."""
     if deps.csv is not None:
         return gather.saved_export(deps.csv, ranges, now)
-    if deps.client is None:
-        raise ValueError("a cycle needs an export client or a CSV file")
+    source = deps.source or (fetch.Exports(deps.client) if deps.client is not None else None)
+    if source is None:
+        raise ValueError("a cycle needs an export client, a source or a CSV file")
     if deps.state is None or not deps.config.history.enabled:
-        return gather.from_exports(deps.client, ranges, now)
+        return gather.from_exports(source, ranges, now)
     return gather.from_store_or_exports(
-        deps.client,
+        source,
         deps.state,
         ranges,
         now,

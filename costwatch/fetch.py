@@ -4,6 +4,11 @@ backfill get usage from Langdock.
     fetch_range(client, start, end)  [start, end) exported and loaded as one `Usage`
     fetch_usage(client, period, now) a period to date: [period start, min(now, period end))
     fetch_day(client, zone, day)     one whole local day: [its midnight, the next midnight)
+    Exports(client)                  those as a `Source`: what a cycle gathers its usage from
+
+A `Source` is where a cycle's usage over a range comes from: Langdock's export (`Exports`), or
+a backtest's days held in its scratch store (`backtest.HeldDays`), so that one gathering and one
+cycle serve the daemon and the replay alike.
 
 The export client splits a range too large for one export and treats 404 as zero usage; the
 loader checks every part against the days asked for (no file of another period is taken for
@@ -18,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from zoneinfo import ZoneInfo
 
 from costwatch import usage
@@ -27,7 +32,7 @@ from costwatch.periods import Period, local_midnight
 if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)
     from costwatch.langdock import ExportResult, LangdockClient
 
-__all__ = ["Fetched", "fetch_day", "fetch_range", "fetch_usage"]
+__all__ = ["Exports", "Fetched", "Source", "day_range", "fetch_day", "fetch_range", "fetch_usage"]
 
 log = logging.getLogger("costwatch.fetch")
 
@@ -85,6 +90,26 @@ def fetch_usage(client: LangdockClient, period: Period, now: datetime) -> Fetche
 def fetch_day(client: LangdockClient, zone: ZoneInfo, day: date) -> Fetched:
     """Export the local day `day` of `zone` whole, midnight to midnight (23 or 25 hours across
     a DST change), and load it."""
-    return fetch_range(
-        client, local_midnight(day, zone), local_midnight(day + timedelta(days=1), zone)
-    )
+    return fetch_range(client, *day_range(zone, day))
+
+
+def day_range(zone: ZoneInfo, day: date) -> tuple[datetime, datetime]:
+    """The local day `day` of `zone` as [its midnight, the next midnight)."""
+    return local_midnight(day, zone), local_midnight(day + timedelta(days=1), zone)
+
+
+class Source(Protocol):
+    """Usage over [start, end) (aware instants; a range in `start`'s zone), as `fetch_range`
+    gives it. Raises `ExportError` or `UsageError` when it cannot."""
+
+    def range(self, start: datetime, end: datetime) -> Fetched: ...
+
+
+@dataclass(frozen=True)
+class Exports:
+    """Langdock's export through `client`, as a `Source` (a cycle's, the daemon's)."""
+
+    client: LangdockClient
+
+    def range(self, start: datetime, end: datetime) -> Fetched:
+        return fetch_range(self.client, start, end)

@@ -11,6 +11,8 @@ Closed days a zone lacks, up to `history.max_days_per_cycle`, are exported here 
 stored (`put_day`, a transaction each) before anything is evaluated; a dry run exports them and
 adds them without storing. Whatever fails (an export, the data, the state) fails the whole
 gathering: a cycle never evaluates a period with a day missing.
+
+Exports come from a `fetch.Source`: Langdock's (`fetch.Exports`), or a backtest's held days.
 """
 
 from __future__ import annotations
@@ -20,19 +22,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import polars as pl
 
 from costwatch import history, usage
 from costwatch.config import HistoryConfig
 from costwatch.errors import ExportPeriodError, UsageError
-from costwatch.fetch import Fetched, fetch_day, fetch_range, fetch_usage
+from costwatch.fetch import Fetched, Source, day_range
 from costwatch.periods import Period
 from costwatch.state import Store, StoredDay
-
-if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)
-    from costwatch.langdock import LangdockClient
 
 __all__ = ["Gathered", "from_exports", "from_store_or_exports", "saved_export"]
 
@@ -75,9 +73,11 @@ def _last_day_to_date(period: Period, now: datetime) -> date:
     return end.astimezone(period.zone).date()
 
 
-def from_exports(client: LangdockClient, ranges: Mapping[str, Period], now: datetime) -> Gathered:
+def from_exports(source: Source, ranges: Mapping[str, Period], now: datetime) -> Gathered:
     """Every range exported whole, from its first day to `now`."""
-    fetched = {key: fetch_usage(client, period, now) for key, period in ranges.items()}
+    fetched = {
+        key: source.range(period.start, min(now, period.end)) for key, period in ranges.items()
+    }
     return Gathered(
         {key: f.usage for key, f in fetched.items()},
         describe(fetched.values()),
@@ -86,7 +86,7 @@ def from_exports(client: LangdockClient, ranges: Mapping[str, Period], now: date
 
 
 def from_store_or_exports(
-    client: LangdockClient,
+    source: Source,
     store: Store,
     ranges: Mapping[str, Period],
     now: datetime,
@@ -109,20 +109,20 @@ def from_store_or_exports(
     rows = stored_count = 0
     for plan in plans:
         if plan.whole:
-            gathered = from_exports(client, {key: ranges[key] for key in plan.ranges}, now)
+            gathered = from_exports(source, {key: ranges[key] for key in plan.ranges}, now)
             have = plan.stored
-            source = f"period export (history incomplete: {have} of {have + len(plan.missing)}"
-            source += f" closed days stored): {gathered.source}"
+            said = f"period export (history incomplete: {have} of {have + len(plan.missing)}"
+            said += f" closed days stored): {gathered.source}"
         else:
             known = stored[plan.zone.key]
             gathered = _from_store(
-                client, store, ranges, plan, known, now=now, settings=settings, write=write
+                source, store, ranges, plan, known, now=now, settings=settings, write=write
             )
-            source = gathered.source
+            said = gathered.source
         usages.update(gathered.usages)
         todays.update(gathered.today)
         rows += gathered.exported_rows
-        sources.append(f"{plan.zone.key}: {source}" if len(plans) > 1 else source)
+        sources.append(f"{plan.zone.key}: {said}" if len(plans) > 1 else said)
         if default in plan.ranges and not plan.whole:
             stored_count = gathered.stored_days
     return Gathered(
@@ -131,7 +131,7 @@ def from_store_or_exports(
 
 
 def _from_store(
-    client: LangdockClient,
+    source: Source,
     store: Store,
     ranges: Mapping[str, Period],
     plan: history.ZonePlan,
@@ -146,7 +146,7 @@ def _from_store(
     zone = plan.zone.key
     filled: dict[date, Fetched] = {}
     for day in plan.missing:
-        filled[day] = fetch_day(client, plan.zone, day)
+        filled[day] = source.range(*day_range(plan.zone, day))
         if write:
             store.put_day(
                 zone,
@@ -156,7 +156,7 @@ def _from_store(
                 settled=history.is_settled(day, plan.zone, now, settings.settle_after),
                 has_tokens=filled[day].usage.has_tokens,
             )
-    today = fetch_range(client, plan.since, now)
+    today = source.range(plan.since, now)
     exported = [*filled.values(), today]
     rows = sum(f.rows for f in exported)
     columns = [f.usage.model_column for f in (today, *filled.values()) if f.usage.model_column]
@@ -178,13 +178,13 @@ def _from_store(
             rows_read=rows,
         )
     stored_days = plan.stored + (len(plan.missing) if write else 0)
-    source = f"today's export ({today.rows:,} rows) + {stored_days} stored day"
-    source += "" if stored_days == 1 else "s"
+    said = f"today's export ({today.rows:,} rows) + {stored_days} stored day"
+    said += "" if stored_days == 1 else "s"
     if filled:
         what = "exported and stored" if write else "exported, not stored (a dry run)"
-        source += f" ({len(filled)} closed day{'s' if len(filled) > 1 else ''} {what})"
+        said += f" ({len(filled)} closed day{'s' if len(filled) > 1 else ''} {what})"
     return Gathered(
-        usages, source, exported_rows=rows, stored_days=stored_days, today={zone: today.usage.frame}
+        usages, said, exported_rows=rows, stored_days=stored_days, today={zone: today.usage.frame}
     )
 
 

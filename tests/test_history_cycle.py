@@ -234,7 +234,7 @@ def test_ranges_of_several_zones_and_lengths_each_equal_their_period_export(worl
     assert all(b["from"]["date"].endswith("T00:00:00.000Z") for b in bodies)
     world.clock[0] = now  # the simulator reports usage up to its now, as Langdock does
     gathered = gather.from_store_or_exports(
-        world.client,
+        fetch.Exports(world.client),
         world.state,
         _ranges(config, now),
         now,
@@ -348,7 +348,7 @@ def test_stored_days_plus_today_equal_the_period_export_in_any_zone(
             world.store_days(tz, day, day, now)
     world.clock[0] = now  # the simulator reports usage up to its now, as Langdock does
     gathered = gather.from_store_or_exports(
-        world.client,
+        fetch.Exports(world.client),
         world.state,
         _ranges(config, now),
         now,
