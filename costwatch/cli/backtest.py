@@ -1,0 +1,264 @@
+"""`costwatch backtest`: the budget file replayed over the usage history, day by day; what it
+would have sent, when, to which channel, with totals (`costwatch/backtest.py` replays).
+
+The days the replay reads (`backtest.needed`) are copied from the configured state, opened
+read-only (no writer lock: beside a running daemon too), into a scratch store in a temporary
+directory; the days the state lacks are exported from Langdock one day at a time, as the keeper
+and `costwatch backfill` export them (`fetch.fetch_day`, paced by `--pace`), into that scratch
+store only. The scratch store is deleted when the command ends: the state is never written,
+nothing is delivered.
+
+Exit codes as `check`: 0 no budget alert would have been sent, 1 some would have (a threshold
+crossed, a forecast overrun), 2 the dates, the configuration, the state or an export could not
+be used (what would have fired is then unknown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+from costwatch.cli.check import EXIT_CROSSED, EXIT_ERROR, EXIT_OK, state_is_missing
+from costwatch.config import Config
+from costwatch.errors import ExportError, StateError, UsageError
+from costwatch.quote import quote
+from costwatch.state import SqliteState, Store, StoredDay, open_store
+
+__all__ = ["parse_date", "parse_pace", "range_problem", "run_backtest"]
+
+
+def parse_date(text: str) -> date:
+    """A --from or --to: an ISO date (a local day of `schedule.timezone`)."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a date: {quote(text)} (give YYYY-MM-DD, e.g. 2026-10-01)"
+        ) from None
+
+
+def parse_pace(text: str) -> timedelta:
+    """The pause between two exports: "0s" (none), "1s", "500ms" is not a unit."""
+    from costwatch.config.durations import parse_duration  # noqa: PLC0415
+
+    if text.strip() in ("0", "0s"):
+        return timedelta(0)
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
+def range_problem(first: date, last: date, today: date, zone: str) -> str | None:
+    """Why [first, last] cannot be replayed at `today` (local, `zone`); None when it can."""
+    if first > last:
+        return f"--from {first} is after --to {last}"
+    if last > today:
+        return f"--to {last} is in the future (today is {today} in {zone})"
+    if last == today:
+        yesterday = today - timedelta(days=1)
+        return (
+            f"--to {last} is today, which is not over in {zone}: the last day a backtest"
+            f" replays is yesterday, {yesterday}"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Held:
+    """Where the replay's days came from."""
+
+    stored: int  # copied from the state
+    exported: int  # exported from Langdock (not stored anywhere)
+
+
+class HoldError(Exception):
+    """A day the replay needs can be had neither from the state nor from the export API."""
+
+
+def run_backtest(
+    config: Config,
+    *,
+    config_path: Path,
+    first: date,
+    last: date,
+    at: str,
+    output_format: str,
+    pace: timedelta | None = None,
+    out: TextIO = sys.stdout,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> int:
+    """Replay `config` over the local days [first, last]; print; the exit code (see module)."""
+    from costwatch import backtest  # noqa: PLC0415 (APScheduler loads only for this command)
+    from costwatch.cli import backtest_output  # noqa: PLC0415
+
+    now = clock()
+    zone = config.schedule.zone
+    problem = range_problem(first, last, now.astimezone(zone).date(), zone.key)
+    if problem is not None:
+        print(f"costwatch: {problem}", file=sys.stderr)
+        return EXIT_ERROR
+    mode: backtest.At = at  # type: ignore[assignment]  # argparse's choices are AT
+    replayed = backtest.points(config.schedule, first, last, mode)
+    if not replayed:
+        print(
+            f"costwatch: no cycle of the schedule falls between {first} and {last}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    days = backtest.needed(config, replayed)
+    ahead = [
+        name for name, (_, end) in days.items() if end >= now.astimezone(ZoneInfo(name)).date()
+    ]
+    if ahead:
+        print(
+            f"costwatch: in {', '.join(ahead)} the last point falls on a day that is not over"
+            " yet; give an earlier --to",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="costwatch-backtest-") as scratch_dir,
+            SqliteState.open(Path(scratch_dir) / "backtest.db") as scratch,
+        ):
+            held = _hold(
+                config, scratch, days, now=now, pace=config.history.pace if pace is None else pace
+            )
+            result = backtest.replay(config, scratch, replayed)
+    except HoldError as error:
+        print(f"costwatch: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except ExportError as error:
+        print(f"costwatch: the Langdock export failed ({error.reason}): {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except (UsageError, StateError, backtest.ReplayError) as error:
+        print(f"costwatch: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as error:
+        print(f"costwatch: {error.filename}: {error.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    for line in result.unevaluated:
+        print(f"costwatch: {line}", file=sys.stderr)
+    report = backtest_output.Backtest(
+        config=str(config_path),
+        first=first,
+        last=last,
+        zone=zone,
+        at=mode,
+        replay=result,
+        stored_days=held.stored,
+        exported_days=held.exported,
+    )
+    render = {
+        "json": backtest_output.render_json,
+        "markdown": backtest_output.render_markdown,
+    }.get(output_format, backtest_output.render_table)
+    out.write(render(report))
+    return EXIT_CROSSED if result.alerts else EXIT_OK
+
+
+def _hold(
+    config: Config,
+    scratch: Store,
+    days: dict[str, tuple[date, date]],
+    *,
+    now: datetime,
+    pace: timedelta,
+) -> Held:
+    """Copy the days the state holds into `scratch`, export the others into it."""
+    from costwatch import history, keeping  # noqa: PLC0415
+
+    missing: list[tuple[ZoneInfo, date]] = []
+    stored = 0
+    with _state(config) as state:
+        for name, (first, last) in days.items():
+            known = {} if state is None else _copy(state, scratch, name, first, last)
+            stored += len(known)
+            zone = ZoneInfo(name)
+            missing += [
+                (zone, day)
+                for day in history.closed_days(first, last + timedelta(days=1))
+                if day not in known
+            ]
+    too_old = [(zone, day) for zone, day in missing if day < keeping.oldest_exportable(zone, now)]
+    if too_old:
+        zone, day = too_old[0]
+        raise HoldError(
+            f"{len(too_old)} day(s) the replay needs are not in the state and older than the"
+            f" export API's 12 months (the first: {day}, {zone.key}; the API serves"
+            f" {keeping.oldest_exportable(zone, now)} on): give a later --from (the replay"
+            " also reads back to the first day of each period running at --from, and the"
+            " forecasts' and detectors' windows)"
+        )
+    if missing:
+        _export(config, scratch, missing, now=now, pace=pace)
+    return Held(stored=stored, exported=len(missing))
+
+
+def _copy(
+    state: Store, scratch: Store, zone: str, first: date, last: date
+) -> dict[date, StoredDay]:
+    """The days of [first, last] `state` holds, copied into `scratch` one day at a time."""
+    known = state.stored_days(zone, first, last)
+    for day, kept in sorted(known.items()):
+        scratch.put_day(
+            zone,
+            day,
+            state.usage_between(zone, day, day),
+            exported_at=kept.exported_at,
+            settled=kept.settled,
+            has_tokens=kept.has_tokens,
+        )
+    return known
+
+
+def _export(
+    config: Config,
+    scratch: Store,
+    missing: list[tuple[ZoneInfo, date]],
+    *,
+    now: datetime,
+    pace: timedelta,
+) -> None:
+    from costwatch import history, langdock  # noqa: PLC0415 (httpx loads only to export)
+    from costwatch.fetch import fetch_day  # noqa: PLC0415
+
+    print(
+        f"backtest: {len(missing)} day(s) not in the state: exporting them from Langdock, one"
+        " a day (into the scratch store only; the state is not written)",
+        file=sys.stderr,
+        flush=True,
+    )
+    with langdock.connect(config.sole_langdock()) as client:
+        for index, (zone, day) in enumerate(missing):
+            if index and pace:
+                time.sleep(pace.total_seconds())
+            fetched = fetch_day(client, zone, day)
+            scratch.put_day(
+                zone.key,
+                day,
+                fetched.usage.frame,
+                exported_at=now,
+                settled=history.is_settled(day, zone, now, config.history.settle_after),
+                has_tokens=fetched.usage.has_tokens,
+            )
+
+
+@contextmanager
+def _state(config: Config) -> Iterator[Store | None]:
+    """The configured state, read-only; None when its SQLite file does not exist (yet)."""
+    if state_is_missing(config, dry_run=True):
+        yield None
+        return
+    with open_store(config.state, write=False) as state:
+        yield state
