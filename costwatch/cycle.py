@@ -48,6 +48,7 @@ from costwatch.errors import (
 )
 from costwatch.notices import Notice
 from costwatch.periods import Period
+from costwatch.reports import Report
 from costwatch.state import Message, Store, Transaction
 
 if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)
@@ -266,7 +267,7 @@ def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | Usag
 def _message(notice: Notice, config: Config) -> Message:
     """The outbox row for `notice`: its own channel (an alert's budget may name one), else the
     configured default channel."""
-    own = notice.channel if isinstance(notice, alerts.Alert | Anomaly | KeyEvent) else None
+    own = notice.channel if isinstance(notice, alerts.Alert | Anomaly | KeyEvent | Report) else None
     default = config.slack.channel if config.slack is not None else None
     return Message(
         kind=notices.kind(notice), channel=own or default, payload=notices.payload(notice)

@@ -1,8 +1,9 @@
-"""What the outbox carries, typed: a budget `Alert`, an `Operational` notice or a detector's
-finding (`detect.Finding`: anomaly, spend rate, unit cost, unowned, new or dormant key), and
-its JSON.
+"""What the outbox carries, typed: a budget `Alert`, an `Operational` notice, a detector's
+finding (`detect.Finding`: anomaly, spend rate, unit cost, unowned, new or dormant key) or a
+spend `Report` (`reports.py`), and its JSON.
 
     kind(notice) -> "alert" | "exports_failing" | "exports_recovered" | a finding's kind
+                    | "report"
     payload(notice) -> dict                     the JSON object an outbox row stores
     read(kind, payload, *, written_at) -> Notice   the notice a row holds, or ValueError
 
@@ -25,10 +26,11 @@ from typing import Any, get_args
 from costwatch.alerts import Alert
 from costwatch.detect.findings import Anomaly, Finding, KeyEvent, UnitCost
 from costwatch.health import Operational, OperationalKind
+from costwatch.reports import AtRisk, Line, Report, Span
 
 __all__ = ["FINDING_KINDS", "KINDS", "Notice", "kind", "payload", "read"]
 
-Notice = Alert | Operational | Finding
+Notice = Alert | Operational | Finding | Report
 OPERATIONAL_KINDS: tuple[OperationalKind, ...] = get_args(OperationalKind)
 _FINDING_TYPES: dict[str, type[Anomaly] | type[UnitCost] | type[KeyEvent]] = {
     "anomaly": Anomaly,
@@ -39,7 +41,7 @@ _FINDING_TYPES: dict[str, type[Anomaly] | type[UnitCost] | type[KeyEvent]] = {
     "dormant_key": KeyEvent,
 }
 FINDING_KINDS: tuple[str, ...] = tuple(_FINDING_TYPES)
-KINDS: tuple[str, ...] = ("alert", *OPERATIONAL_KINDS, *FINDING_KINDS)
+KINDS: tuple[str, ...] = ("alert", *OPERATIONAL_KINDS, *FINDING_KINDS, "report")
 _FINDING_DATES = ("day", "since", "last_seen")
 
 _ALERT_FIELDS = frozenset(field.name for field in dataclasses.fields(Alert))
@@ -47,7 +49,9 @@ _ALERT_TIMES = ("overrun_at", "silenced_until")
 
 
 def kind(notice: Notice) -> str:
-    return "alert" if isinstance(notice, Alert) else notice.kind
+    if isinstance(notice, Alert):
+        return "alert"
+    return "report" if isinstance(notice, Report) else notice.kind
 
 
 def payload(notice: Notice) -> dict[str, Any]:
@@ -63,6 +67,8 @@ def read(kind: str, payload: Mapping[str, Any], *, written_at: datetime) -> Noti
         return _alert(payload)
     if kind in _FINDING_TYPES:
         return _finding(kind, payload)
+    if kind == "report":
+        return _report(payload)
     for operational in OPERATIONAL_KINDS:
         if kind == operational:
             return _operational(operational, payload, written_at)
@@ -99,6 +105,51 @@ def _finding(kind: str, payload: Mapping[str, Any]) -> Finding:
         return build(**values)
     except TypeError as error:
         raise ValueError(f"a {kind} notice without its fields: {error}") from None
+
+
+def _report(payload: Mapping[str, Any]) -> Report:
+    """A report from its payload: its spans, lines, budgets at risk and findings rebuilt; a
+    field missing or of another shape is a ValueError."""
+    try:
+        findings = payload["findings"]
+        return Report(
+            **{
+                **{name: payload[name] for name in _REPORT_VALUES},
+                "span": _span(payload["span"]),
+                "previous": _span(payload["previous"]),
+                "top_keys": tuple(Line(**line) for line in payload["top_keys"]),
+                "top_models": tuple(Line(**line) for line in payload["top_models"]),
+                "at_risk": tuple(AtRisk(**risk) for risk in payload["at_risk"]),
+                "findings": tuple(_finding(str(f["kind"]), f) for f in findings),
+                "at": datetime.fromisoformat(payload["at"]),
+                "mention": tuple(str(m) for m in payload.get("mention") or ()),
+            }
+        )
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"a report notice without its fields: {error!r}") from None
+
+
+_REPORT_VALUES = (
+    "name",
+    "cost_usd",
+    "requests",
+    "previous_cost_usd",
+    "previous_requests",
+    "keys",
+    "models",
+    "findings_count",
+    "channel",
+)
+
+
+def _span(values: Mapping[str, Any]) -> Span:
+    return Span(
+        name=values["name"],
+        zone=str(values["zone"]),
+        first=date.fromisoformat(values["first"]),
+        last=date.fromisoformat(values["last"]),
+        whole=bool(values["whole"]),
+    )
 
 
 def _operational(

@@ -5,6 +5,7 @@
     costwatch backfill    the usage history's missing closed days, day by day (`backfill.py`)
     costwatch suggest     limits proposed from the usage history, as YAML (`suggest.py`)
     costwatch backtest    the budget file replayed over the history: what would have fired when
+    costwatch report      a period's spend report: table, Markdown or JSON; `--send` (`report.py`)
     costwatch validate    check a configuration file and summarise it
     costwatch test-slack  one test message to every configured channel
     costwatch demo        the daemon against the built-in simulator (`costwatch.demo`)
@@ -20,6 +21,8 @@
     suggest.py   `costwatch suggest`: its arguments (`add_command`) and `run_suggest`
     backtest.py  `run_backtest`: the days held in a scratch store, the replay, exit codes
     backtest_output.py  what backtest prints: table, Markdown, JSON (an interface)
+    report.py    `run_report`: a spend report of a period, printed or sent
+    reportformat.py  the report as a table, Markdown or JSON
 
 A command that raises unexpectedly exits 2, never 1 (which reads as "a threshold crossed").
 """
@@ -35,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from costwatch import __version__, budgets, usage
-from costwatch.cli import suggest
+from costwatch.cli import report, suggest
 from costwatch.cli.backtest import parse_date, parse_pace
 from costwatch.cli.check import DELIVERY_TIMEOUT, EXIT_CROSSED, EXIT_ERROR, EXIT_OK, run_check
 from costwatch.cli.output import TOP_KEYS
@@ -188,6 +191,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the pause between two exports of missing days (default: history.pace; 0s: none)",
     )
     backtest.set_defaults(run=_backtest)
+
+    report.add_command(commands, load=_load, parse_now=_parse_now)
 
     schema = commands.add_parser(
         "schema", help="print the configuration file's JSON Schema (for editors and CI)"

@@ -59,7 +59,7 @@ def run_check(
         now = now.replace(tzinfo=zone)
     delivery: output.DeliverySummary | None = None
     try:
-        with _state(config, dry_run) as state, _client(config, csv) as client:
+        with state_for(config, dry_run) as state, _client(config, csv) as client:
             deps = cycle.Deps(config=config, client=client, csv=csv, state=state, dry_run=dry_run)
             outcome = cycle.run_once(deps, now)
             if state is not None and not dry_run and deliver is not None:
@@ -128,7 +128,7 @@ def state_is_missing(config: Config, dry_run: bool) -> bool:
 
 
 @contextmanager
-def _state(config: Config, dry_run: bool) -> Iterator[Store | None]:
+def state_for(config: Config, dry_run: bool) -> Iterator[Store | None]:
     """The state file; a dry run reads an existing one and never creates it (nor takes the
     writer lock: it writes nothing); otherwise this process becomes the file's one writer,
     waiting a little for another one to finish."""

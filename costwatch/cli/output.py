@@ -25,6 +25,7 @@ from costwatch.alerts import Alert
 from costwatch.budgets import Unevaluated
 from costwatch.detect import Anomaly, KeyEvent, UnitCost
 from costwatch.periods import Period
+from costwatch.reports import Report
 from costwatch.state.base import OutboxItem
 
 NAME_WIDTH = 32
@@ -242,6 +243,9 @@ def notice_summary(notice: notices.Notice) -> str:
         return f"{printable(notice.model)}: {notice.change} {notice.basis} [unit_cost]"
     if isinstance(notice, KeyEvent):
         return f"{printable(notice.api_key_name)}: {fmt.money(notice.cost_usd)} [{notice.kind}]"
+    if isinstance(notice, Report):
+        name = printable(notice.name or "report")
+        return f"{name}: {notice.span.key}, {fmt.money(notice.cost_usd)} [report]"
     if notice.kind == "exports_failing":
         since = iso(notice.failing_since)
         return f"Langdock exports failing since {since} ({notice.failures} cycles, {notice.reason})"

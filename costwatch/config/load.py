@@ -80,7 +80,8 @@ def one_workspace(config: Config, source: str) -> Config:
 
 def _check_budget_names(raw: RawConfig) -> None:
     """Budget names are unique in the whole file (a workspace's own budgets too: alerts are
-    remembered by budget name), and workspace names among the workspaces."""
+    remembered by budget name), workspace names among the workspaces, and report names among
+    the reports (a report is remembered as sent by its name)."""
     data = raw.data if isinstance(raw.data, dict) else {}
     places: list[Loc] = [("budgets", index) for index, _ in enumerate(_items(data, "budgets"))]
     names: list[Loc] = []
@@ -90,6 +91,8 @@ def _check_budget_names(raw: RawConfig) -> None:
         places += [("workspaces", index, "budgets", i) for i, _ in enumerate(own)]
     _check_unique(raw, places, "budget")
     _check_unique(raw, names, "workspace")
+    reports: list[Loc] = [("reports", index) for index, _ in enumerate(_items(data, "reports"))]
+    _check_unique(raw, reports, "report")
 
 
 def _items(data: object, key: str) -> list[object]:

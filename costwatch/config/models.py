@@ -29,6 +29,7 @@ from pydantic import (
 from costwatch.config.budget import Budget, Defaults, Silence
 from costwatch.config.detect import AnomalyConfig, Owner, UnitCostConfig, UnownedConfig
 from costwatch.config.reader import Loc, at
+from costwatch.config.reports import ReportConfig
 from costwatch.config.types import (
     Channel,
     Cron,
@@ -346,6 +347,7 @@ class Config(Model):
     unit_cost: UnitCostConfig = UnitCostConfig()
     unowned: UnownedConfig = UnownedConfig()
     owners: tuple[Owner, ...] = ()
+    reports: tuple[ReportConfig, ...] = ()
 
     @property
     def connections(self) -> tuple[Connection, ...]:
@@ -396,6 +398,7 @@ class Config(Model):
             routed = [(loc, b.channel) for loc, b in self._written_budgets()]
             routed += [(("owners", i), o.channel) for i, o in enumerate(self.owners)]
             routed += [(("workspaces", i), w.channel) for i, w in enumerate(self.workspaces)]
+            routed += [(("reports", i), r.channel) for i, r in enumerate(self.reports)]
             for loc, channel in routed:
                 if channel is not None:
                     message = "needs slack.token: a webhook posts to its own channel only"

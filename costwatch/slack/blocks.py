@@ -266,6 +266,7 @@ _EMOJI = {
     ":chart_with_upwards_trend:": "\N{CHART WITH UPWARDS TREND}",
     ":white_check_mark:": "\N{WHITE HEAVY CHECK MARK}",
     ":bell:": "\N{BELL}",
+    ":bar_chart:": "\N{BAR CHART}",
 }
 _MENTION_PARTS = re.compile(r"<(?:@([A-Z0-9]+)|!subteam\^([A-Z0-9]+)(?:\|([^<>]*))?|!(\w+))>")
 

@@ -23,9 +23,11 @@ from costwatch import fmt, periods
 from costwatch.alerts import Alert
 from costwatch.health import Operational
 from costwatch.notices import Notice
+from costwatch.reports import Report
 from costwatch.slack import blocks as sb
 from costwatch.slack.blocks import Data, Rendered, escape
 from costwatch.slack.findings import FINDINGS, finding_line, render_finding
+from costwatch.slack.report import render_report
 
 __all__ = ["Rendered", "as_terminal_text", "escape", "render", "render_digest", "render_test"]
 
@@ -49,6 +51,8 @@ def render(notice: Notice, *, now: datetime) -> Rendered:
         return _alert_message(notice, now)
     if isinstance(notice, FINDINGS):
         return render_finding(notice)
+    if isinstance(notice, Report):
+        return render_report(notice)
     return _operational(notice, now)
 
 
@@ -67,9 +71,7 @@ def render_digest(notices: Sequence[Notice], *, now: datetime) -> Rendered:
     tags = sb.mentions([m for a in alerts for m in a.mention])
     if tags:
         blocks.append(sb.section(sb.mrkdwn_text(" ".join(tags))))
-    lines = [
-        _operational_line(o) if isinstance(o, Operational) else finding_line(o) for o in others
-    ]
+    lines = [_other_line(o) for o in others]
     lines += [_digest_line(a) for a in alerts[: max(DIGEST_ROWS - len(lines), 0)]]
     for text in sb.pack(lines):
         blocks.append(sb.section(sb.plain_text(text, emoji=True)))
@@ -267,6 +269,16 @@ def _operational(notice: Operational, now: datetime) -> Rendered:
         blocks.append(sb.context([sb.mrkdwn_text(note)]))
     text = _operational_line(notice, now, markup=True)
     return Rendered(text=text, blocks=blocks)
+
+
+def _other_line(notice: Notice) -> str:
+    """A notice other than an alert, as one line of a digest."""
+    if isinstance(notice, Operational):
+        return _operational_line(notice)
+    if isinstance(notice, Report):
+        return str(render_report(notice).blocks[0]["text"]["text"])
+    assert not isinstance(notice, Alert)
+    return finding_line(notice)
 
 
 def _operational_line(

@@ -246,7 +246,7 @@ INVALID = [
         [
             "zzz (line 3): unknown key 'zzz' (known keys: langdock, workspaces, schedule, state, "
             "history, slack, metrics, defaults, budgets, silences, anomalies, unit_cost, "
-            "unowned, owners)",
+            "unowned, owners, reports)",
         ],
         id="unknown-key-no-close-match",
     ),
@@ -548,6 +548,29 @@ INVALID = [
         id="slack-webhook-with-budget-channel",
     ),
     pytest.param(
+        L + "reports:\n  - {name: w, every: fortnight, at: 'Mox 9:00', top: 500}\n"
+        "  - {name: w, every: month, at: '25:00'}\n  - {name: m, every: week, at: noon}\n",
+        [
+            "reports[0].every (line 4): must be one of 'day', 'week', 'month' or 'quarter'",
+            "reports[0].at (line 4): unknown weekday: give one of Mon, Tue, Wed, Thu, Fri, Sat,"
+            " Sun (or the whole name)",
+            "reports[0].top (line 4): must be at most 50",
+            "reports[1].name (line 5): duplicate report name 'w' (also reports[0], line 4)",
+            "reports[1].at (line 5): 25:00 is not a time of day (00:00 to 23:59)",
+            'reports[2].at (line 6): must be a local time like "09:00" or "Mon 09:00"',
+        ],
+        id="bad-reports",
+    ),
+    pytest.param(
+        L + "slack:\n  webhook_url: https://hooks.slack.com/services/x\nreports:\n"
+        "  - {name: w, every: week, channel: '#b'}\n",
+        [
+            "reports[0].channel (line 6): needs slack.token: a webhook posts to its own "
+            "channel only",
+        ],
+        id="slack-webhook-with-report-channel",
+    ),
+    pytest.param(
         L + "metrics:\n  listen: 0.0.0.0\n",
         [
             "metrics.listen (line 4): must be host:port, like 0.0.0.0:9108 or [::]:9108",
@@ -770,7 +793,7 @@ def test_the_error_message_names_the_source_and_counts_the_problems() -> None:
         "  langdock.api_key (line 1): is required (or api_key_file)",
         "  zzz (line 2): unknown key 'zzz' (known keys: langdock, workspaces, schedule, state, "
         "history, slack, metrics, defaults, budgets, silences, anomalies, unit_cost, "
-        "unowned, owners)",
+        "unowned, owners, reports)",
     ]
 
 

@@ -1,0 +1,166 @@
+"""Spend reports from the usage history: the days read (and, for `costwatch report`, the
+missing ones exported), the report made (`reports.py`), and in the daemon's cycle the reports
+due now.
+
+    read_days(history, config, span, client=None) -> Days    a span's days and the detectors'
+    make(config, span, days, findings, now, ...) -> Report   the report, pure from here on
+    due(history, config, findings, now, sent) -> [(ReportConfig, Report)]   what a cycle queues
+
+The span and the period before it (for the comparison) are read from the store; a day it lacks
+is exported (`fetch.fetch_day`) when a client is given (the command), else it stays missing:
+the daemon waits for the keeper to store it and never reports part of a period as the whole.
+The detectors' windows before the span are read as stored (a day not stored is unknown to
+them, as in a cycle). Nothing here writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from costwatch import detecting, reports
+from costwatch.config import Config
+from costwatch.config.reports import ReportConfig
+from costwatch.fetch import fetch_day
+from costwatch.forecast import EMPTY_DAYS
+from costwatch.reports import Report, Span
+from costwatch.state.base import History
+
+if TYPE_CHECKING:  # httpx loads only where an export is made
+    from costwatch.langdock import LangdockClient
+
+__all__ = ["Days", "days_needed", "due", "make", "read_days"]
+
+log = logging.getLogger("costwatch.reporting")
+
+
+@dataclass(frozen=True)
+class Days:
+    """The daily usage a report reads (usage.SCHEMA plus "day"), the days it covers whole,
+    and how many of them were exported for it rather than read from the store."""
+
+    usage: pl.DataFrame
+    covered: frozenset[date]
+    exported: int = 0
+
+
+def read_days(
+    history: History | None,
+    config: Config,
+    span: Span,
+    client: LangdockClient | None = None,
+    *,
+    progress: Callable[[date], None] | None = None,
+) -> Days:
+    """The stored days of `span`, of the period before it and of the detectors' windows; with
+    `client`, the days of the span and of the period before that the store lacks exported
+    (`progress` is told each day before its export)."""
+    previous = span.previous()
+    first = min(previous.first, span.first - timedelta(days=detecting.window_days(config)))
+    stored = history.stored_days(span.zone, first, span.last) if history is not None else {}
+    frames = [history.usage_by_day(span.zone, first, span.last)] if history is not None else []
+    covered = set(stored)
+    exported = 0
+    if client is not None:
+        zone = span.period.zone
+        for day in [*previous.days, *span.days]:
+            if day in covered:
+                continue
+            if progress is not None:
+                progress(day)
+            frame = fetch_day(client, zone, day).usage.frame
+            frames.append(frame.with_columns(pl.lit(day).alias("day")))
+            covered.add(day)
+            exported += 1
+    usage = pl.concat(frames, how="diagonal_relaxed") if frames else EMPTY_DAYS
+    return Days(usage.select(EMPTY_DAYS.columns), frozenset(covered), exported)
+
+
+def make(
+    config: Config,
+    span: Span,
+    days: Days,
+    findings: pl.DataFrame | None,
+    now: datetime,
+    *,
+    name: str = "",
+    top: int = 10,
+    channel: str | None = None,
+    mention: tuple[str, ...] = (),
+) -> Report:
+    """The report of `span` (ValueError when a day of it is not covered)."""
+    detected = reports.findings_of(config, days.usage, span, days.covered)
+    return reports.build(
+        span,
+        days.usage,
+        days.covered,
+        at=now,
+        findings=findings,
+        detected=detected,
+        top=top,
+        name=name,
+        channel=channel,
+        mention=mention,
+    )
+
+
+def due(
+    history: History,
+    config: Config,
+    findings: pl.DataFrame,
+    now: datetime,
+    sent: Callable[[ReportConfig, Span], bool],
+) -> list[tuple[ReportConfig, Report]]:
+    """The configured reports due at `now` that were not `sent` yet, made from the store, with
+    the budgets at risk of `findings` (the cycle's evaluation at `now`). A report whose period
+    has a day the store lacks waits (logged, with the days); one of a period without use is
+    returned too (the caller records it, and sends nothing)."""
+    out = []
+    for report in config.reports:
+        span = period_of(report, config, now)
+        if now < reports.due_at(span, *report.due) or sent(report, span):
+            continue
+        days = read_days(history, config, span)
+        absent = reports.missing(span, days.covered)
+        if absent:
+            log.info(
+                "report %r of %s waits: %d day(s) not stored yet (%s)",
+                report.name,
+                span.key,
+                len(absent),
+                ", ".join(day.isoformat() for day in absent[:7]),
+            )
+            continue
+        made = make(
+            config,
+            span,
+            days,
+            findings,
+            now,
+            name=report.name,
+            top=report.top,
+            channel=report.channel,
+        )
+        out.append((report, made))
+    return out
+
+
+def period_of(report: ReportConfig, config: Config, now: datetime) -> Span:
+    """The period a configured report covers at `now`: the last whole one."""
+    return reports.last_whole(report.every, report.effective_zone(config.schedule.timezone), now)
+
+
+def days_needed(config: Config, now: datetime) -> int:
+    """How many closed days back the configured reports read at `now` (their period and the
+    one before): the keeper keeps at least these stored. 0 without reports."""
+    needed = 0
+    for report in config.reports:
+        previous = period_of(report, config, now).previous()
+        today = now.astimezone(previous.period.zone).date()
+        needed = max(needed, (today - previous.first).days)
+    return needed
