@@ -21,8 +21,7 @@
     suggest.py   `costwatch suggest`: its arguments (`add_command`) and `run_suggest`
     backtest.py  `run_backtest`: the days held in a scratch store, the replay, exit codes
     backtest_output.py  what backtest prints: table, Markdown, JSON (an interface)
-    report.py    `run_report`: a spend report of a period, printed or sent
-    reportformat.py  the report as a table, Markdown or JSON
+    report.py    `costwatch report`: its arguments and `run_report` (reportformat.py: its text)
 
 A command that raises unexpectedly exits 2, never 1 (which reads as "a threshold crossed").
 """
@@ -164,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     backfill.set_defaults(run=_backfill, default_level="info")
 
-    suggest.add_command(commands, load=_load)
+    _history_commands(commands)
     backtest = commands.add_parser(
         "backtest",
         help="replay the budget file over the usage history: what would have fired when",
@@ -191,8 +190,6 @@ def _parser() -> argparse.ArgumentParser:
         help="the pause between two exports of missing days (default: history.pace; 0s: none)",
     )
     backtest.set_defaults(run=_backtest)
-
-    report.add_command(commands, load=_load, parse_now=_parse_now)
 
     schema = commands.add_parser(
         "schema", help="print the configuration file's JSON Schema (for editors and CI)"
@@ -222,6 +219,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--format", choices=["table", "json"], default="table", help="with --once")
     demo.set_defaults(run=_demo, default_level="info")
     return parser
+
+
+def _history_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """The commands that read the usage history and live in their own modules."""
+    suggest.add_command(commands, load=_load)
+    report.add_command(commands, load=_load, parse_now=_parse_now)
 
 
 class JsonFormatter(logging.Formatter):
