@@ -257,6 +257,7 @@ def evaluate(
 UNEVALUATED_REASONS: dict[str, str] = {
     "export_has_no_tokens": "the export reports no tokens (only BYOK workspaces do)",
     "keys_report_no_tokens": "none of the keys it selects reports tokens in the export",
+    "export_failed": "the export of a workspace it reads failed in this cycle",
 }
 
 

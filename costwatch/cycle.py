@@ -35,6 +35,7 @@ from costwatch import (
     periods,
     recent,
     usage,
+    workspaces,
 )
 from costwatch.config import Config
 from costwatch.context import with_context
@@ -59,11 +60,13 @@ log = logging.getLogger("costwatch.cycle")
 
 @dataclass(frozen=True)
 class Deps:
-    """What a cycle reads from and writes to. `client`, `source` or `csv` provides the usage."""
+    """What a cycle reads from and writes to. `client`, `source` or `csv` provides the usage;
+    for a file with `workspaces:`, `clients` (by workspace name)."""
 
     config: Config
     client: LangdockClient | None = None
     source: fetch.Source | None = None  # instead of `client`: a backtest's held days
+    clients: Mapping[str, LangdockClient] = field(default_factory=dict)
     csv: Path | None = None
     state: Store | None = None  # None: plan against an empty ledger, record nothing
     recent_days: recent.Cache | None = None  # stored days already read (the daemon keeps one)
@@ -89,10 +92,22 @@ class Outcome:
     exported_rows: int = 0  # data rows read from Langdock's exports in this cycle
     stored_days: int = 0  # closed days of the default period read from the store
     detected: tuple[Finding, ...] = ()  # the detectors' findings queued (`detecting`)
+    # Workspaces whose export failed while others' did not (their budgets are `unevaluated`).
+    failed_workspaces: Mapping[str, ExportError | UsageError] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds of the detectors' findings it queued (`detected`)."""
+        return [finding.kind for finding in self.detected]
+
+    @property
+    def failed_reasons(self) -> list[str]:
+        """Why each workspace of `failed_workspaces` failed (metric labels)."""
+        return [_reason(error) for error in self.failed_workspaces.values()]
 
     @property
     def crossed(self) -> bool:
@@ -125,12 +140,16 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
     ranges = budgets.export_ranges(rules)
     default_key = budgets.export_key(default_period)
     ranges.setdefault(default_key, default_period)
-    gathered = _gather(deps, ranges, now, default_key)
+    gathered, failed = _gather(deps, ranges, now, default_key)
+    rules, unread = workspaces.reading(config, rules, failed)
     usages = gathered.usages
     frames = {key: u.frame for key, u in usages.items()}
     evaluation = budgets.evaluate(rules, frames, now, _recent_days(deps, rules, now))
     findings = evaluation.findings
-    unevaluated = tuple(budgets.unevaluated(rules, frames, evaluation))
+    unevaluated = (
+        *budgets.unevaluated(rules, frames, evaluation),
+        *workspaces.unevaluated(unread),
+    )
     if unevaluated:
         log.warning(
             "%d budget limit(s) not evaluated: %s",
@@ -152,6 +171,7 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
             findings=findings,
             plan=with_context(plan, rules, usages, evaluation.selected),
             unevaluated=unevaluated,
+            failed_workspaces=failed,
         )
 
     if deps.state is None or deps.dry_run:
@@ -160,9 +180,7 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
     with deps.state.transaction() as transaction:
         outcome = planned(transaction.ledger(period_keys))
         assert outcome.plan is not None
-        new_health, operational = (
-            health.succeeded(transaction.export_health(), now) if deps.csv is None else (None, None)
-        )
+        new_health, operational = _health(deps, transaction, failed, now)
         # "Exports recovered" goes first: it explains why alerts arrive again.
         messages = [] if operational is None else [_message(operational, config)]
         messages += [_message(alert, config) for alert in outcome.plan.alerts]
@@ -179,6 +197,29 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
     return dataclasses.replace(
         outcome, operational=operational, outbox_ids=tuple(ids), detected=detected
     )
+
+
+def _health(
+    deps: Deps,
+    transaction: Transaction,
+    failed: Mapping[str, ExportError | UsageError],
+    now: datetime,
+) -> tuple[health.ExportHealth | None, health.Operational | None]:
+    """Export health after a cycle that evaluated: a success, or a failure while the export of
+    some workspace failed (counted toward that workspace's `failures_before_alert`)."""
+    if deps.csv is not None:
+        return None, None
+    if not failed:
+        return health.succeeded(transaction.export_health(), now)
+    name, error = next(iter(failed.items()))
+    after = next(c.langdock for c in deps.config.connections if c.name == name)
+    return health.failed(
+        transaction.export_health(), _reason(error), now, after.failures_before_alert
+    )
+
+
+def _reason(error: ExportError | UsageError) -> str:
+    return error.reason if isinstance(error, ExportError) else "usage"
 
 
 def _detected(
@@ -200,21 +241,28 @@ def _recent_days(
     never touches the store), without a state or with the history off: linear forecasts."""
     if deps.csv is not None or deps.state is None or not deps.config.history.enabled:
         return {}
+    if deps.config.keyed_by_workspace:  # the stored days are one workspace's (so far)
+        return {}
     return recent.read(deps.state, rules, now, deps.recent_days)
 
 
 def _gather(
     deps: Deps, ranges: Mapping[str, Period], now: datetime, default: str
-) -> gather.Gathered:
-    """The usage of every range: a saved file, the history and today's export, or exports of
-    the periods to date (no state, or `history.enabled: false`)."""
+) -> tuple[gather.Gathered, dict[str, ExportError | UsageError]]:
+    """The usage of every range and the workspaces whose export failed (only while another's
+    did not): a saved file, the history and today's export, exports of the periods to date
+    (no state, or `history.enabled: false`), or those of each workspace (`workspaces:`)."""
     if deps.csv is not None:
-        return gather.saved_export(deps.csv, ranges, now)
-    source = deps.source or (fetch.Exports(deps.client) if deps.client is not None else None)
+        return gather.saved_export(deps.csv, ranges, now), {}
+    if deps.config.keyed_by_workspace:
+        sources = {name: fetch.Exports(client) for name, client in deps.clients.items()}
+        return gather.from_workspaces(sources, ranges, now)
+    client = deps.client or next(iter(deps.clients.values()), None)
+    source = deps.source or (fetch.Exports(client) if client is not None else None)
     if source is None:
         raise ValueError("a cycle needs an export client, a source or a CSV file")
     if deps.state is None or not deps.config.history.enabled:
-        return gather.from_exports(source, ranges, now)
+        return gather.from_exports(source, ranges, now), {}
     return gather.from_store_or_exports(
         source,
         deps.state,
@@ -223,7 +271,7 @@ def _gather(
         deps.config.history,
         default=default,
         write=not deps.dry_run,
-    )
+    ), {}
 
 
 def _internal(exc: Exception) -> ExportInternalError:
@@ -249,7 +297,7 @@ def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | Usag
                 transaction.export_health(),
                 reason,
                 now,
-                deps.config.sole_langdock().failures_before_alert,
+                min(c.langdock.failures_before_alert for c in deps.config.connections),
             )
             messages = [] if operational is None else [_message(operational, deps.config)]
             ids = transaction.commit(now=now, messages=messages, health=new_health)

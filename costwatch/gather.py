@@ -25,14 +25,14 @@ from pathlib import Path
 
 import polars as pl
 
-from costwatch import history, usage
+from costwatch import history, usage, workspaces
 from costwatch.config import HistoryConfig
-from costwatch.errors import ExportPeriodError, UsageError
+from costwatch.errors import ExportError, ExportPeriodError, UsageError
 from costwatch.fetch import Fetched, Source, day_range
 from costwatch.periods import Period
 from costwatch.state import Store, StoredDay
 
-__all__ = ["Gathered", "from_exports", "from_store_or_exports", "saved_export"]
+__all__ = ["Gathered", "from_exports", "from_store_or_exports", "from_workspaces", "saved_export"]
 
 log = logging.getLogger("costwatch.gather")
 
@@ -83,6 +83,32 @@ def from_exports(source: Source, ranges: Mapping[str, Period], now: datetime) ->
         describe(fetched.values()),
         exported_rows=sum(f.rows for f in fetched.values()),
     )
+
+
+def from_workspaces(
+    sources: Mapping[str, Source], ranges: Mapping[str, Period], now: datetime
+) -> tuple[Gathered, dict[str, ExportError | UsageError]]:
+    """Every range exported whole in each workspace (by name), their keys qualified
+    (`workspaces.combine`), and the workspaces whose export or data failed. All of them
+    failed: the first one's error is raised, as for one workspace."""
+    done: dict[str, Gathered] = {}
+    failed: dict[str, ExportError | UsageError] = {}
+    for name, source in sources.items():
+        try:
+            done[name] = from_exports(source, ranges, now)
+        except (ExportError, UsageError) as error:
+            log.error("workspace %s: the export failed: %s", name, error)
+            failed[name] = error
+    if not done:
+        raise next(iter(failed.values()))
+    usages = {
+        key: workspaces.combine({name: part.usages[key] for name, part in done.items()})
+        for key in ranges
+    }
+    sources = [f"{name}: {part.source}" for name, part in done.items()]
+    sources += [f"{name}: export failed" for name in failed]
+    rows = sum(part.exported_rows for part in done.values())
+    return Gathered(usages, "; ".join(sources), exported_rows=rows), failed
 
 
 def from_store_or_exports(

@@ -259,7 +259,8 @@ class Keeper:
         while not self._stop.is_set():
             current = config()
             pace = current.history.pace.total_seconds()
-            if not current.history.enabled or not self._leading():
+            # Several workspaces: the stored days are one workspace's, so far (docs/history.md).
+            if not current.history.enabled or current.keyed_by_workspace or not self._leading():
                 wait = IDLE_SECONDS
             else:
                 try:

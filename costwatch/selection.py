@@ -6,6 +6,10 @@ does not, and, for a `fallback: true` budget, no budget that `claims` its keys s
 (`Budget.claims`: a per-key budget that is not a fallback). `selections` evaluates that rule
 for every budget over a table of keys at once; the evaluation (`KeyTables`) and `costwatch
 validate`'s key counts both use it.
+
+Keys of several workspaces (`workspaces:`) come with a `workspace` column and an api_key_id of
+"workspace/id" (`costwatch.workspaces`): a budget then selects only the keys of the workspaces
+it reads, and a pattern equal to the id matches it either way, as "id" or "workspace/id".
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from costwatch import globs
 from costwatch.config import Budget
 from costwatch.config.budget import METRICS, Metric
 
+WORKSPACE = "workspace"  # the column of keys of several workspaces
 USAGE_COLUMN: dict[Metric, str] = {
     "cost_usd": "total_cost_usd",
     "requests": "requests",
@@ -37,9 +42,10 @@ def selections(budgets: Sequence[Budget], keys: pl.DataFrame) -> pl.DataFrame:
     claimers = [i for i, budget in enumerate(budgets) if budget.claims]
     others = [i for i, budget in enumerate(budgets) if not budget.claims]
     claimed = pl.any_horizontal(pl.col(mask(i)) for i in claimers) if claimers else pl.lit(False)
-    chosen = [selection_of(budget, pl.col("_claimed")) for budget in budgets]
+    scoped = WORKSPACE in keys.columns
+    chosen = [selection_of(budget, pl.col("_claimed"), scoped=scoped) for budget in budgets]
     return (
-        keys.select("api_key_id", "api_key_name")
+        keys.select("api_key_id", "api_key_name", *([WORKSPACE] if scoped else []))
         .with_columns(chosen[i].alias(mask(i)) for i in claimers)
         .with_columns(claimed.alias("_claimed"))
         .with_columns(chosen[i].alias(mask(i)) for i in others)
@@ -81,36 +87,53 @@ def subject_rows(
     if selected is not None and budget.name in selected.columns:
         keys = selected.filter(pl.col(budget.name))
     else:
-        keys = key_claims(budgets, usage).filter(selection_of(budget, pl.col("_claimed")))
+        claims = key_claims(budgets, usage)
+        keys = claims.filter(
+            selection_of(budget, pl.col("_claimed"), scoped=WORKSPACE in claims.columns)
+        )
     return usage.join(keys.select("api_key_id"), on="api_key_id", how="semi")
 
 
 def key_claims(budgets: Sequence[Budget], usage: pl.DataFrame) -> pl.DataFrame:
     """Each key of `usage` once: api_key_id, api_key_name, and `_claimed` (some non-fallback
     per-key budget selects it)."""
+    scoped = WORKSPACE in usage.columns
     return (
         usage.group_by("api_key_id")
-        .agg(pl.col("api_key_name").last())
-        .with_columns(claimed_by_own_budgets(budgets).alias("_claimed"))
+        .agg(pl.col("api_key_name").last(), *([pl.col(WORKSPACE).first()] if scoped else []))
+        .with_columns(claimed_by_own_budgets(budgets, scoped=scoped).alias("_claimed"))
     )
 
 
-def _selects(patterns: Sequence[str]) -> pl.Expr:
-    return globs.any_matches(patterns, names=pl.col("api_key_name"), ids=pl.col("api_key_id"))
+def _selects(patterns: Sequence[str], *, scoped: bool) -> pl.Expr:
+    names, ids = pl.col("api_key_name"), pl.col("api_key_id")
+    selected = globs.any_matches(patterns, names=names, ids=ids)
+    if scoped:  # "workspace/id": the id alone matches too
+        own = ids.str.slice(pl.col(WORKSPACE).str.len_chars() + 1)
+        selected = selected | globs.any_matches(patterns, names=names, ids=own)
+    return selected
 
 
-def selection_of(budget: Budget, claimed: pl.Expr) -> pl.Expr:
-    selected = _selects(budget.keys)
+def selection_of(budget: Budget, claimed: pl.Expr, *, scoped: bool = False) -> pl.Expr:
+    """Whether `budget` selects a key (`scoped`: keys of several workspaces, a `workspace`
+    column; the budget's `workspaces` narrow it)."""
+    selected = _selects(budget.keys, scoped=scoped)
     if budget.exclude:
-        selected = selected & ~_selects(budget.exclude)
+        selected = selected & ~_selects(budget.exclude, scoped=scoped)
+    if scoped and budget.workspaces is not None:
+        selected = selected & pl.col(WORKSPACE).is_in(list(budget.workspaces))
     if budget.fallback:
         selected = selected & ~claimed
     return selected
 
 
-def claimed_by_own_budgets(budgets: Sequence[Budget]) -> pl.Expr:
+def claimed_by_own_budgets(budgets: Sequence[Budget], *, scoped: bool = False) -> pl.Expr:
     """True for keys that some budget which `claims` its keys selects."""
-    claims = [selection_of(budget, pl.lit(value=False)) for budget in budgets if budget.claims]
+    claims = [
+        selection_of(budget, pl.lit(value=False), scoped=scoped)
+        for budget in budgets
+        if budget.claims
+    ]
     return pl.any_horizontal(claims) if claims else pl.lit(value=False)
 
 
@@ -148,6 +171,8 @@ class KeyTables:
             "tokens": tokens,
         }
         aggs = [pl.col("api_key_name").last(), *_sums(values, "")]
+        if WORKSPACE in usage.columns:
+            aggs.append(pl.col(WORKSPACE).first())
         matches = [
             pl.col("model").str.contains(globs.to_regex(pattern)).alias(f"{prefix}_match")
             for pattern, prefix in self._patterns.items()

@@ -62,6 +62,7 @@ PURE = (
     "costwatch.quote",
     "costwatch.reports",
     "costwatch.selection",
+    "costwatch.workspaces",
     "costwatch.slack.blocks",
     "costwatch.slack.findings",
     "costwatch.slack.render",

@@ -59,8 +59,8 @@ def run_check(
         now = now.replace(tzinfo=zone)
     delivery: output.DeliverySummary | None = None
     try:
-        with state_for(config, dry_run) as state, _client(config, csv) as client:
-            deps = cycle.Deps(config=config, client=client, csv=csv, state=state, dry_run=dry_run)
+        with state_for(config, dry_run) as state, _clients(config, csv) as clients:
+            deps = cycle.Deps(config=config, clients=clients, csv=csv, state=state, dry_run=dry_run)
             outcome = cycle.run_once(deps, now)
             if state is not None and not dry_run and deliver is not None:
                 delivery = _deliver(config, state, now, deliver, delivery_timeout)
@@ -98,6 +98,17 @@ def run_check(
     )
     text = output.render_json(result) if output_format == "json" else table.render_table(result)
     sys.stdout.write(text)
+    for name, failure in outcome.failed_workspaces.items():
+        print(
+            f"costwatch: workspace {name}: the Langdock export failed: {failure}", file=sys.stderr
+        )
+    if outcome.failed_workspaces:
+        print(
+            "costwatch: the budgets reading those workspaces were not evaluated; they are not"
+            " known to be within limits.",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     if outcome.unevaluated and not outcome.findings.height:
         print(
             "costwatch: nothing was evaluated: no configured limit can be compared with this"
@@ -150,14 +161,15 @@ def state_for(config: Config, dry_run: bool) -> Iterator[Store | None]:
 
 
 @contextmanager
-def _client(config: Config, csv: Path | None) -> Iterator[LangdockClient | None]:
+def _clients(config: Config, csv: Path | None) -> Iterator[dict[str, LangdockClient]]:
+    """An export client per workspace; none for a saved file."""
     if csv is not None:
-        yield None
+        yield {}
         return
     from costwatch import langdock  # noqa: PLC0415 (httpx loads only to export)
 
-    with langdock.connect(config.sole_langdock()) as client:
-        yield client
+    with langdock.connect_all(config) as clients:
+        yield clients
 
 
 def _print_failure(error: CostwatchError, delivery: output.DeliverySummary | None) -> None:

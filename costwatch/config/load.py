@@ -1,7 +1,7 @@
 """Reading a configuration file into a `Config`, or every problem with it at once.
 
     load_config(path, env=None) -> Config       read the file, or raise ConfigError
-    one_workspace(config, source) -> Config     the commands that run cycles read one, so far
+    one_workspace(config, source) -> Config     what backfill fills: one workspace, so far
     parse_config(text, *, source, env, base_dir) -> Config
 
 The YAML is read with positions (`costwatch.config.reader`), `${VAR}` / `${VAR:-x}` / `$$` are
@@ -70,11 +70,12 @@ def parse_config(
 
 
 def one_workspace(config: Config, source: str) -> Config:
-    """`config` when it has one workspace, what the cycle reads so far; ConfigError otherwise
-    (`costwatch validate` reads several already)."""
-    if len(config.connections) == 1:
+    """`config` when it keeps one workspace's usage history (`langdock:`), what `backfill`
+    fills so far; ConfigError otherwise."""
+    if not config.keyed_by_workspace:
         return config
-    message = "several workspaces are read by `costwatch validate` only in this version"
+    message = "backfill fills the history of a file with langdock: only, so far (with"
+    message += " workspaces:, cycles export each period whole)"
     raise ConfigError(source, [ConfigProblem("workspaces", message)])
 
 

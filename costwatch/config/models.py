@@ -362,6 +362,12 @@ class Config(Model):
             raise ValueError("the file has several workspaces: read `connections`")
         return self.connections[0].langdock
 
+    @property
+    def keyed_by_workspace(self) -> bool:
+        """Whether keys are named by workspace (`workspaces:`): an api_key_id is then
+        "workspace/id" throughout a cycle, so one id in two workspaces is two keys."""
+        return bool(self.workspaces)
+
     def reads(self, budget: Budget) -> tuple[str, ...]:
         """The workspaces whose usage `budget` reads (not written: all of them)."""
         if budget.workspaces is not None:
@@ -415,9 +421,13 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _every_budget(self) -> Self:
-        """The last step: the workspaces' own budgets joined to `budgets`, channels resolved."""
+        """The last step: the workspaces' own budgets joined to `budgets`, channels resolved;
+        with `langdock:`, `workspaces: [default]` is every workspace (None)."""
         if not self.workspaces:
-            return self
+            if all(budget.workspaces is None for budget in self.budgets):
+                return self
+            every = tuple(budget.model_copy(update={"workspaces": None}) for budget in self.budgets)
+            return self.model_copy(update={"budgets": every})
         channels = {item.name: item.channel for item in self.workspaces}
         scoped = [
             budget.model_copy(update={"workspaces": (item.name,)})

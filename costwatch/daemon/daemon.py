@@ -48,7 +48,7 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from costwatch import cycle, langdock, recent, slack
-from costwatch.config import Config, load_config, one_workspace
+from costwatch.config import Config, load_config
 from costwatch.daemon import schedule
 from costwatch.daemon.courier import Courier
 from costwatch.daemon.readiness import Readiness
@@ -132,9 +132,7 @@ class Daemon:
         self._readiness = Readiness(monotonic)
         self._keeper = Keeper(
             state=state,
-            connect=lambda deadline: langdock.connect(
-                self._config.sole_langdock(), deadline=deadline
-            ),
+            connect=lambda deadline: langdock.connect(self._config, deadline=deadline),
             stop=self._stop,
             clock=clock,
             metrics=metrics.history,
@@ -156,7 +154,7 @@ class Daemon:
         ConfigError), then its state (StateError when another process holds it), metrics and
         server; it reloads `path` on SIGHUP or when the file changes."""
         mtime = _mtime(path)  # before reading it: a change while starting up is one to reload
-        config = one_workspace(load_config(path, env), str(path))
+        config = load_config(path, env)
         daemon = cls.from_config(config, path=path, env=env, clock=clock, make_sender=_slack_sender)
         daemon._mtime = mtime
         return daemon
@@ -342,9 +340,9 @@ class Daemon:
         config = self._config
         started = self._monotonic()
         deadline = Deadline(stop=self._stop)
-        with langdock.connect(config.sole_langdock(), deadline=deadline) as client:
+        with langdock.connect_all(config, deadline=deadline) as clients:
             deps = cycle.Deps(
-                config=config, client=client, state=self._state, recent_days=self._recent
+                config=config, clients=clients, state=self._state, recent_days=self._recent
             )
             outcome = cycle.run_once(deps, now)
         seconds = self._monotonic() - started
@@ -356,7 +354,7 @@ class Daemon:
             return
         assert outcome.usage is not None
         snapshot = Snapshot(now, outcome.usage.frame, outcome.findings, outcome.unevaluated)
-        self._metrics.cycle_succeeded(snapshot, seconds, [f.kind for f in outcome.detected])
+        self._metrics.cycle_succeeded(snapshot, seconds, outcome.kinds, outcome.failed_reasons)
         self._readiness.succeeded()  # after the snapshot: a ready replica's /metrics is whole
         self._succession.share()
         self._metrics.alerts_pending(self._state.pending_count())
@@ -397,7 +395,7 @@ class Daemon:
             return
         self._mtime = _mtime(self._path)
         try:
-            new = one_workspace(load_config(self._path, self._env), str(self._path))
+            new = load_config(self._path, self._env)
         except ConfigError as error:
             log.error("configuration not reloaded, the old one stays in force:\n%s", error)
             return

@@ -1,13 +1,14 @@
-"""The export client the configuration describes, with its HTTP connections: `connect(config)`."""
+"""The export client the configuration describes, with its HTTP connections: `connect(config)`;
+`connect_all(config)`: one per workspace of a file with `workspaces:`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import httpx
 
-from costwatch.config import LangdockConfig
+from costwatch.config import Config, LangdockConfig
 from costwatch.deadline import UNBOUNDED, Deadline
 from costwatch.langdock.client import LangdockClient
 from costwatch.langdock.retry import RetryPolicy
@@ -17,7 +18,7 @@ USER_AGENT = "costwatch (+https://github.com/costwatch/costwatch)"
 
 @contextmanager
 def connect(
-    config: LangdockConfig,
+    config: LangdockConfig | Config,
     *,
     deadline: Deadline = UNBOUNDED,
     sleep: Callable[[float], None] | None = None,
@@ -26,7 +27,10 @@ def connect(
 
     The daemon passes a `deadline` whose stop signal aborts requests and retry sleeps on
     shutdown; `sleep` (default: the deadline's wait) is for benchmarks that must not wait.
+    A whole `Config` must have one workspace (`Config.sole_langdock`).
     """
+    if isinstance(config, Config):
+        config = config.sole_langdock()
     timeout = httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0))
     with httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}) as http:
         yield LangdockClient(
@@ -43,3 +47,21 @@ def connect(
             deadline=deadline,
             sleep=sleep,
         )
+
+
+@contextmanager
+def connect_all(
+    config: Config,
+    *,
+    deadline: Deadline = UNBOUNDED,
+    sleep: Callable[[float], None] | None = None,
+) -> Iterator[dict[str, LangdockClient]]:
+    """An export client per workspace (by name), each with its own connections, all closed on
+    exit."""
+    with ExitStack() as stack:
+        yield {
+            workspace.name: stack.enter_context(
+                connect(workspace.langdock, deadline=deadline, sleep=sleep)
+            )
+            for workspace in config.connections
+        }

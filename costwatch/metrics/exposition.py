@@ -104,7 +104,8 @@ _KEY_MODEL_FAMILIES = (
 UNEVALUATED = "costwatch_budgets_unevaluated"
 _UNEVALUATED_HELP = (
     "Limits of a budget the last export could not evaluate, by reason "
-    "(export_has_no_tokens, keys_report_no_tokens): no finding, never read as within budget."
+    "(export_has_no_tokens, keys_report_no_tokens, export_failed): no finding, never read as"
+    " within budget."
 )
 _BUDGET_FAMILIES = (
     ("costwatch_budget_limit", "limit", "A budget's limit, in the unit of its metric."),

@@ -162,11 +162,18 @@ class Metrics:
         )
 
     def cycle_succeeded(
-        self, snapshot: Snapshot, duration_seconds: float, findings: Iterable[str] = ()
+        self,
+        snapshot: Snapshot,
+        duration_seconds: float,
+        findings: Iterable[str] = (),
+        failed: Iterable[str] = (),
     ) -> None:
         """A cycle whose export succeeded: its snapshot published, its export, the cycle and
-        the kinds of the detectors' `findings` it queued counted."""
+        the kinds of the detectors' `findings` it queued counted; the reasons of the exports
+        that `failed` in some workspaces while others succeeded, counted as failures."""
         self.findings_queued(findings)
+        for reason in failed:
+            self._export_failures.labels(reason=self._reasons.value(reason)).inc()
         self.export_succeeded(snapshot.at, duration_seconds)
         self.publish(snapshot)
         self.cycle_finished("ok", duration_seconds)

@@ -213,12 +213,12 @@ def test_costwatch_validate_reads_a_file_of_several_workspaces(
     assert "workspaces 2" in capsys.readouterr().out
 
 
-def test_check_refuses_several_workspaces_until_its_cycle_reads_them(
+def test_backfill_refuses_several_workspaces_until_the_history_keeps_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     path = tmp_path / "costwatch.yaml"
     path.write_text(TWO)
-    assert main(["check", "--config", str(path)]) == 2
-    assert "several workspaces are read by `costwatch validate` only" in capsys.readouterr().err
+    assert main(["backfill", "--config", str(path)]) == 2
+    assert "backfill fills the history of a file with langdock: only" in capsys.readouterr().err
