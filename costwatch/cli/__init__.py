@@ -296,12 +296,12 @@ def _parse_now(text: str) -> datetime:
     return now
 
 
-def _load(path: Path, env: dict[str, str] | None = None, *, history: bool = False) -> Config | None:
-    """The configuration at `path`, or None once its problems are printed; `history`: for
-    backfill, which fills one workspace's history (so far)."""
+def _load(path: Path, env: dict[str, str] | None = None, *, cycles: bool = False) -> Config | None:
+    """The configuration at `path`, or None once its problems are printed; `cycles`: for a
+    command that reads one workspace's usage history (backfill, suggest), so far."""
     try:
         config = load_config(path, env)
-        return one_workspace(config, str(path)) if history else config
+        return one_workspace(config, str(path)) if cycles else config
     except ConfigError as error:
         print(error, file=sys.stderr)
         return None
@@ -395,7 +395,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    config = _load(args.config, history=True)
+    config = _load(args.config, cycles=True)
     if config is None:
         return EXIT_ERROR
     if not config.history.enabled:

@@ -1,7 +1,7 @@
 """Reading a configuration file into a `Config`, or every problem with it at once.
 
     load_config(path, env=None) -> Config       read the file, or raise ConfigError
-    one_workspace(config, source) -> Config     what backfill fills: one workspace, so far
+    one_workspace(config, source) -> Config     one workspace's history (backfill), so far
     parse_config(text, *, source, env, base_dir) -> Config
 
 The YAML is read with positions (`costwatch.config.reader`), `${VAR}` / `${VAR:-x}` / `$$` are
@@ -71,11 +71,11 @@ def parse_config(
 
 def one_workspace(config: Config, source: str) -> Config:
     """`config` when it keeps one workspace's usage history (`langdock:`), what `backfill`
-    fills so far; ConfigError otherwise."""
+    and `suggest` read so far; ConfigError otherwise."""
     if not config.keyed_by_workspace:
         return config
-    message = "backfill fills the history of a file with langdock: only, so far (with"
-    message += " workspaces:, cycles export each period whole)"
+    message = "this command reads the usage history of a file with langdock: only, so far"
+    message += " (with workspaces:, check and run export each period whole)"
     raise ConfigError(source, [ConfigProblem("workspaces", message)])
 
 

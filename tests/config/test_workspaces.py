@@ -221,4 +221,4 @@ def test_backfill_refuses_several_workspaces_until_the_history_keeps_them(
     path = tmp_path / "costwatch.yaml"
     path.write_text(TWO)
     assert main(["backfill", "--config", str(path)]) == 2
-    assert "backfill fills the history of a file with langdock: only" in capsys.readouterr().err
+    assert "reads the usage history of a file with langdock: only" in capsys.readouterr().err
