@@ -105,10 +105,10 @@ def from_workspaces(
         key: workspaces.combine({name: part.usages[key] for name, part in done.items()})
         for key in ranges
     }
-    sources = [f"{name}: {part.source}" for name, part in done.items()]
-    sources += [f"{name}: export failed" for name in failed]
+    said = [f"{name}: {part.source}" for name, part in done.items()]
+    said += [f"{name}: export failed" for name in failed]
     rows = sum(part.exported_rows for part in done.values())
-    return Gathered(usages, "; ".join(sources), exported_rows=rows), failed
+    return Gathered(usages, "; ".join(said), exported_rows=rows), failed
 
 
 def from_store_or_exports(
