@@ -202,6 +202,7 @@ class Replay:
     fired: tuple[Fired, ...]
     silenced: tuple[tuple[datetime, Alert], ...] = ()  # due, but an active silence held them
     unevaluated: tuple[str, ...] = ()  # limits the history cannot evaluate, described once
+    evaluated: int = 0  # points at which some limit was evaluated (had a finding)
 
     @property
     def alerts(self) -> tuple[Fired, ...]:
@@ -226,12 +227,14 @@ def replay(config: Config, scratch: Store, replayed: Sequence[datetime]) -> Repl
     fired: list[Fired] = []
     silenced: list[tuple[datetime, Alert]] = []
     unevaluated: dict[str, None] = {}
+    evaluated = 0
     for now in replayed:
         deps = cycle.Deps(config, source=source, state=scratch, recent_days=cache)
         outcome = cycle.run_once(deps, now)
         if outcome.error is not None:
             raise ReplayError(f"the cycle at {now.isoformat()} failed: {outcome.error}")
         unevaluated.update(dict.fromkeys(item.describe() for item in outcome.unevaluated))
+        evaluated += bool(outcome.findings.height)
         if outcome.plan is not None:
             silenced += [(now, alert) for alert in outcome.plan.silenced]
         ids = set(outcome.outbox_ids)
@@ -243,4 +246,6 @@ def replay(config: Config, scratch: Store, replayed: Sequence[datetime]) -> Repl
             for item in sorted(queued, key=lambda item: item.id)
         ]
         scratch.mark_sent(ids, now)
-    return Replay(tuple(replayed), tuple(fired), tuple(silenced), tuple(unevaluated))
+    return Replay(
+        tuple(replayed), tuple(fired), tuple(silenced), tuple(unevaluated), evaluated=evaluated
+    )

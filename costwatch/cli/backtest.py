@@ -10,7 +10,8 @@ nothing is delivered.
 
 Exit codes as `check`: 0 no budget alert would have been sent, 1 some would have (a threshold
 crossed, a forecast overrun), 2 the dates, the configuration, the state or an export could not
-be used (what would have fired is then unknown).
+be used, or no configured limit could be compared with the history (a tokens limit over days
+without token counts): what would have fired is then unknown.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 from costwatch.cli.check import EXIT_CROSSED, EXIT_ERROR, EXIT_OK, state_is_missing
 from costwatch.config import Config
-from costwatch.errors import ExportError, StateError, UsageError
+from costwatch.errors import ExportError, StateError, StateMissing, UsageError
 from costwatch.quote import quote
 from costwatch.state import SqliteState, Store, StoredDay, open_store
 
@@ -149,6 +150,13 @@ def run_backtest(
         return EXIT_ERROR
     for line in result.unevaluated:
         print(f"costwatch: {line}", file=sys.stderr)
+    if result.unevaluated and not result.evaluated:
+        print(
+            "costwatch: nothing was evaluated: no configured limit can be compared with this"
+            " history; the budgets are not known to have stayed within their limits.",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     report = backtest_output.Backtest(
         config=str(config_path),
         first=first,
@@ -256,9 +264,15 @@ def _export(
 
 @contextmanager
 def _state(config: Config) -> Iterator[Store | None]:
-    """The configured state, read-only; None when its SQLite file does not exist (yet)."""
+    """The configured state, read-only; None when its SQLite file does not exist (yet) or its
+    PostgreSQL database holds no state."""
     if state_is_missing(config, dry_run=True):
         yield None
         return
-    with open_store(config.state, write=False) as state:
+    try:
+        opened = open_store(config.state, write=False)
+    except StateMissing:  # an empty PostgreSQL database: nothing stored yet
+        yield None
+        return
+    with opened as state:
         yield state

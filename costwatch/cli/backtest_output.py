@@ -165,8 +165,20 @@ def finding_subject(fired: Fired) -> str:
     return printable(str(name or model or "-"))
 
 
+def finding_word(fired: Fired) -> str:
+    """anomaly (cost_usd), unit_cost (zero_cost), new_key."""
+    found = notices.payload(fired.notice)
+    detail = found.get("metric") or found.get("change")
+    return f"{fired.kind} ({detail})" if detail else fired.kind
+
+
 def _finding_cells(fired: Fired, zone: ZoneInfo) -> tuple[str, ...]:
-    return (_when(fired.at, zone), fired.kind, finding_subject(fired), fired.channel or NO_CHANNEL)
+    return (
+        _when(fired.at, zone),
+        finding_word(fired),
+        finding_subject(fired),
+        fired.channel or NO_CHANNEL,
+    )
 
 
 def _columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -18,6 +18,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import pgserver
+import psycopg
 import pytest
 from histories import Row, frame
 
@@ -27,7 +29,7 @@ from costwatch.cli.backtest import run_backtest
 from costwatch.config import Config, load_config
 from costwatch.langdock import LangdockClient, RetryPolicy
 from costwatch.simulator import Simulator, Workspace
-from costwatch.state import SqliteState
+from costwatch.state import PostgresState, SqliteState
 
 KEY = "sim-backtest-key"
 NOW = datetime(2026, 12, 2, 9, 30, tzinfo=UTC)  # the test's "today": 2 December 2026
@@ -215,6 +217,49 @@ def test_nothing_firing_exits_0_and_says_so(tmp_path: Path) -> None:
     assert "This file would have sent no budget alert from 2026-11-01 to 2026-11-30." in table
 
 
+def test_a_silence_holds_alerts_until_it_ends_and_then_the_level_reached_fires(
+    tmp_path: Path,
+) -> None:
+    store(tmp_path / "state.db", known_rows())
+    silence = """silences:
+  - budget: alpha-month
+    keys: alpha
+    until: 2026-11-12T00:00:00+00:00
+    reason: approved overspend
+"""
+    path = write(tmp_path, "http://127.0.0.1:9", KNOWN + silence)
+    code, text = backtest(path, "--from", "2026-11-01", "--to", "2026-11-30", "--format", "json")
+    assert code == 1
+    result = json.loads(text)
+    alpha = [(a["day"], a["threshold"]) for a in result["alerts"] if a["budget"] == "alpha-month"]
+    # held (not recorded) from the 7th to the 11th; on the 12th 80 % is due, 50 % inhibited
+    assert alpha == [("2026-11-12", 80.0), ("2026-11-13", 100.0)]
+    held = [(s["day"], s["threshold"], s["silenced_by"]) for s in result["silenced"]]
+    assert held == [
+        *((f"2026-11-{day:02d}", 50.0, "approved overspend") for day in range(7, 11)),
+        ("2026-11-11", 80.0, "approved overspend"),
+    ]
+    _, table = backtest(path, "--from", "2026-11-01", "--to", "2026-11-30")
+    assert "Held by silences: 5 alerts" in table
+
+
+def test_limits_the_history_cannot_evaluate_are_said_and_alone_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store(tmp_path / "state.db", known_rows())  # no day reports tokens
+    tokens = '  - {name: tokens, keys: "*", limits: {tokens: 1000}}\n'
+    both = write(tmp_path, "http://127.0.0.1:9", KNOWN + tokens, name="both.yaml")
+    code, _ = backtest(both, "--from", "2026-11-01", "--to", "2026-11-30")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.count("budget 'tokens': its tokens limit is not evaluated") == 1
+    alone = KNOWN[: KNOWN.index("budgets:")] + "budgets:\n" + tokens
+    only = write(tmp_path, "http://127.0.0.1:9", alone, name="only.yaml")
+    code, out = backtest(only, "--from", "2026-11-01", "--to", "2026-11-30")
+    assert (code, out) == (2, "")
+    assert "nothing was evaluated" in capsys.readouterr().err
+
+
 # -- the same code decides both -----------------------------------------------------------------
 
 EQUIVALENCE = """\
@@ -365,6 +410,41 @@ def test_missing_days_come_from_the_api_and_nothing_is_written(
     assert len(exports(sim)) - before_exports == needed - stored
     assert rounded(partly["alerts"]) == rounded(everything["alerts"])  # wherever the days were
     assert list(scratch.iterdir()) == []  # the scratch store is gone
+
+
+def test_a_postgresql_state_is_read_and_left_as_it_was(tmp_path: Path) -> None:
+    daily = frame(known_rows())
+    with pgserver.database() as url:
+        with PostgresState.open(url, where="test database") as state:
+            for day in NOVEMBER:
+                part = daily.filter(daily["day"] == day).drop("day")
+                state.put_day("UTC", day, part, exported_at=NOW, settled=True)
+        path = write(tmp_path, "http://127.0.0.1:9", KNOWN)
+        path.write_text(path.read_text().replace(f"path: {tmp_path / 'state.db'}", f"url: {url}"))
+        tables = ("ledger", "outbox", "usage_day", "usage_daily")
+        before = pg_counts(url, tables)
+        code, text = backtest(
+            path, "--from", "2026-11-01", "--to", "2026-11-30", "--format", "json"
+        )
+        assert code == 1
+        result = json.loads(text)
+        assert result["history"] == {"stored_days": 30, "exported_days": 0}
+        assert [a["day"] for a in result["alerts"]] == [
+            *("2026-11-07", "2026-11-10", "2026-11-11", "2026-11-13", "2026-11-20")
+        ]
+        assert pg_counts(url, tables) == before
+        assert before["ledger"] == before["outbox"] == 0
+        assert not (tmp_path / "state.db").exists()
+
+
+def pg_counts(url: str, tables: tuple[str, ...]) -> dict[str, int]:
+    with psycopg.connect(url, autocommit=True) as db:
+        counts = {}
+        for table in tables:
+            row = db.execute(f"SELECT count(*) FROM costwatch.{table}").fetchone()  # noqa: S608
+            assert row is not None
+            counts[table] = int(row[0])
+        return counts
 
 
 def exports(sim: Simulator) -> list[dict[str, Any]]:
