@@ -108,6 +108,9 @@ class Alert:
     requests: float | None = None  # the subject's requests in the period, all models
     top_models: tuple[tuple[str, float], ...] = ()  # (model, spend) by spend, at most 3
     forecast_method: str | None = None  # how `projected` was made (`costwatch.forecast`)
+    # Who answers for the subject (`owners:`, `costwatch.owning`): told, and posted to as well
+    owner_mention: tuple[str, ...] = ()
+    owner_channel: str | None = None
 
     @property
     def subject(self) -> str:
@@ -128,6 +131,8 @@ ALERT_SCHEMA: dict[str, pl.DataType] = {
     "requests": pl.Float64(),
     "top_models": pl.List(pl.Struct({"model": pl.String(), "cost": pl.Float64()})),
     "forecast_method": FINDING_SCHEMA["forecast_method"],
+    "owner_mention": pl.List(pl.String()),
+    "owner_channel": pl.String(),
 }
 _T = TypeVar("_T")
 
@@ -187,6 +192,7 @@ def _object(build: type[_T], row: dict[str, Any]) -> _T:
     """One `Alert` or `LedgerEntry` from its row (lists back to tuples)."""
     if build is Alert:
         row["mention"] = tuple(row["mention"] or ())
+        row["owner_mention"] = tuple(row["owner_mention"] or ())
         row["top_models"] = tuple((top["model"], top["cost"]) for top in row["top_models"] or ())
         row["repeat"] = bool(row["repeat"])
     return build(**row)
@@ -240,6 +246,7 @@ def alert_frame(alerts: Sequence[Alert]) -> pl.DataFrame:
         for name in ALERT_SCHEMA:
             columns[name].append(getattr(alert, name))
     columns["mention"] = [list(m) for m in columns["mention"]]
+    columns["owner_mention"] = [list(m) for m in columns["owner_mention"]]
     columns["top_models"] = [[{"model": m, "cost": c} for m, c in t] for t in columns["top_models"]]
     return pl.DataFrame(columns, schema=ALERT_SCHEMA)
 
@@ -265,4 +272,6 @@ def _as_alerts(decided: pl.DataFrame) -> pl.DataFrame:
         pl.lit(None, pl.Float64()).alias("spend_usd"),
         pl.lit(None, pl.Float64()).alias("requests"),
         pl.lit([], ALERT_SCHEMA["top_models"]).alias("top_models"),
+        pl.lit([], ALERT_SCHEMA["owner_mention"]).alias("owner_mention"),
+        pl.lit(None, pl.String()).alias("owner_channel"),
     ).select(pl.col(name).cast(dtype) for name, dtype in ALERT_SCHEMA.items())

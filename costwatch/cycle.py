@@ -32,6 +32,7 @@ from costwatch import (
     gather,
     health,
     notices,
+    owning,
     periods,
     recent,
     usage,
@@ -39,7 +40,7 @@ from costwatch import (
 )
 from costwatch.config import Config
 from costwatch.context import with_context
-from costwatch.detect import Anomaly, Finding, KeyEvent
+from costwatch.detect import Finding
 from costwatch.errors import (
     ExportError,
     ExportInternalError,
@@ -49,7 +50,6 @@ from costwatch.errors import (
 )
 from costwatch.notices import Notice
 from costwatch.periods import Period
-from costwatch.reports import Report
 from costwatch.state import Message, Store, Transaction
 
 if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)
@@ -169,7 +169,13 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
             exported_rows=gathered.exported_rows,
             stored_days=gathered.stored_days,
             findings=findings,
-            plan=with_context(plan, rules, usages, evaluation.selected),
+            plan=owning.with_owners(
+                with_context(plan, rules, usages, evaluation.selected),
+                rules,
+                config.owners,
+                usages,
+                evaluation.selected,
+            ),
             unevaluated=unevaluated,
             failed_workspaces=failed,
         )
@@ -182,10 +188,10 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
         assert outcome.plan is not None
         new_health, operational = _health(deps, transaction, failed, now)
         # "Exports recovered" goes first: it explains why alerts arrive again.
-        messages = [] if operational is None else [_message(operational, config)]
-        messages += [_message(alert, config) for alert in outcome.plan.alerts]
+        messages = [] if operational is None else _messages(operational, config)
+        messages += [m for alert in outcome.plan.alerts for m in _messages(alert, config)]
         detected = _detected(transaction, config, gathered, now)
-        messages += [_message(finding, config) for finding in detected]
+        messages += [m for finding in detected for m in _messages(finding, config)]
         ids = transaction.commit(
             now=now,
             ledger=outcome.plan.ledger,
@@ -299,7 +305,7 @@ def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | Usag
                 now,
                 min(c.langdock.failures_before_alert for c in deps.config.connections),
             )
-            messages = [] if operational is None else [_message(operational, deps.config)]
+            messages = [] if operational is None else _messages(operational, deps.config)
             ids = transaction.commit(now=now, messages=messages, health=new_health)
     return Outcome(
         now=now,
@@ -312,11 +318,9 @@ def _failed(deps: Deps, now: datetime, period: Period, error: ExportError | Usag
     )
 
 
-def _message(notice: Notice, config: Config) -> Message:
-    """The outbox row for `notice`: its own channel (an alert's budget may name one), else the
-    configured default channel."""
-    own = notice.channel if isinstance(notice, alerts.Alert | Anomaly | KeyEvent | Report) else None
+def _messages(notice: Notice, config: Config) -> list[Message]:
+    """The outbox rows for `notice`: one per channel it goes to (`owning.routes`: its own, else
+    the configured default, and its owner's)."""
     default = config.slack.channel if config.slack is not None else None
-    return Message(
-        kind=notices.kind(notice), channel=own or default, payload=notices.payload(notice)
-    )
+    kind, payload = notices.kind(notice), notices.payload(notice)
+    return [Message(kind, channel, payload) for channel in owning.routes(notice, default)]

@@ -80,6 +80,7 @@ def _alert(payload: Mapping[str, Any]) -> Alert:
     for name in _ALERT_TIMES:
         values[name] = _time(values, name)
     values["mention"] = tuple(values.pop("mention", None) or ())
+    values["owner_mention"] = tuple(str(m) for m in values.pop("owner_mention", None) or ())
     values["top_models"] = tuple(
         (str(model), float(cost)) for model, cost in values.pop("top_models", None) or ()
     )

@@ -58,6 +58,7 @@ PURE = (
     "costwatch.metrics.cap",
     "costwatch.metrics.exposition",
     "costwatch.notices",
+    "costwatch.owning",
     "costwatch.periods",
     "costwatch.quote",
     "costwatch.reports",

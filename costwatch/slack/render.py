@@ -7,7 +7,8 @@ channel, worst first; `render_test` is what `costwatch test-slack` sends; `as_te
 reads any of them back as plain text for `costwatch demo`.
 
 An alert reads, top to bottom: a header that says it all in one line ("support-bot-prod at 82%
-of its $1,500 monthly budget", with a severity marker), the configured mentions, the numbers
+of its $1,500 monthly budget", with a severity marker), the configured mentions (the subject's
+owner's last, as "owner: @team", from `owners:`), the numbers
 (spend against the limit, requests, the period with its zone and the time left, the forecast,
 the change since the last alert), the top models by spend, and a context line naming the
 budget, key and threshold. Names from the export are data and never markup (`blocks.py`).
@@ -68,7 +69,7 @@ def render_digest(notices: Sequence[Notice], *, now: datetime) -> Rendered:
     total = len(notices)
     head = f"{total:,} budget alert{'s' if total != 1 else ''}" + (f": {counts}" if counts else "")
     blocks = [sb.header(f"{marker} {head}")]
-    tags = sb.mentions([m for a in alerts for m in a.mention])
+    tags = sb.mentions([m for a in alerts for m in (*a.mention, *a.owner_mention)])
     if tags:
         blocks.append(sb.section(sb.mrkdwn_text(" ".join(tags))))
     lines = [_other_line(o) for o in others]
@@ -112,9 +113,9 @@ def render_test(channel: str | None, *, now: datetime) -> Rendered:
 def _alert_message(alert: Alert, now: datetime) -> Rendered:
     period = _period(alert.period)
     blocks = [sb.header(_headline(alert, period))]
-    tags = sb.mentions(alert.mention)
+    tags = sb.mentions((*alert.mention, *alert.owner_mention))
     if tags:
-        blocks.append(sb.section(sb.mrkdwn_text(" ".join(tags))))
+        blocks.append(sb.section(sb.mrkdwn_text(_tags_line(alert, tags))))
     blocks.append(sb.fields([sb.mrkdwn_text(f) for f in _facts(alert, period, now)]))
     if alert.top_models:
         parts: list[str | Data] = ["Top models by spend: "]
@@ -349,6 +350,15 @@ def _severity_counts(alerts: Sequence[Alert]) -> str:
         counts[alert.severity] = counts.get(alert.severity, 0) + 1
     ordered = sorted(counts, key=lambda s: (SEVERITY_ORDER.get(s, 9), s))
     return ", ".join(f"{counts[s]:,} {sb.plain(s, 20)}" for s in ordered)
+
+
+def _tags_line(alert: Alert, tags: Sequence[str]) -> str:
+    """The mentions, the owner's after the budget's as "owner: ..." (mentions only: each tag
+    is real mention syntax from the configuration, `blocks.mentions`)."""
+    owner = [tag for tag in tags if tag in alert.owner_mention and tag not in alert.mention]
+    others = [tag for tag in tags if tag not in owner]
+    owned = f"owner: {' '.join(owner)}" if owner else ""
+    return " · ".join(part for part in (" ".join(others), owned) if part)
 
 
 def _tagline(tags: Sequence[str]) -> str:

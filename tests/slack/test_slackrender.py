@@ -42,6 +42,7 @@ NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 PERIOD = "month:2026-11-01@Europe/Berlin"
 TEAM = "<!subteam^S0123ABCD>"
 ONCALL = "<@U0456EFGH>"
+OWNER = "<!subteam^S0OWNERS|support-team>"
 INJECTIONS = (
     "<!channel> *urgent*",
     "<@U123>",
@@ -238,6 +239,15 @@ def snapshot_cases() -> dict[str, Rendered]:
             now=NOW + timedelta(minutes=15),
         ),
         "digest": render_digest([as_item(a) for a in digest_alerts], now=NOW),
+        "owner": render(as_item(dataclasses.replace(base, owner_mention=(OWNER,))), now=NOW),
+        "owner_and_mentions": render(
+            as_item(dataclasses.replace(base, mention=(TEAM,), owner_mention=(OWNER, TEAM))),
+            now=NOW,
+        ),
+        "owner_digest": render_digest(
+            [as_item(dataclasses.replace(a, owner_mention=(OWNER,))) for a in digest_alerts[:3]],
+            now=NOW,
+        ),
         "test_message": render_test("#ai-spend", now=NOW),
     }
 
@@ -634,3 +644,24 @@ def test_exports_failing_before_any_good_export_says_there_is_no_good_data_yet()
     payload = {**FAILING, "last_success": None}
     line = render(operational_item("exports_failing", payload), now=NOW).blocks[1]["text"]["text"]
     assert "; last good data none yet; budgets are not being checked." in line
+
+
+def test_an_alert_names_its_owner_after_the_budgets_mentions_each_once() -> None:
+    rendered = render(
+        as_item(make_alert(mention=(TEAM,), owner_mention=(OWNER, TEAM, ONCALL))), now=NOW
+    )
+    section = rendered.blocks[1]["text"]
+    assert section["text"] == f"{TEAM} · owner: {OWNER} {ONCALL}"
+    assert rendered.text.endswith(f" {TEAM} {OWNER} {ONCALL}")  # the notification pings them
+
+
+@pytest.mark.parametrize("name", INJECTIONS)
+def test_an_owner_mention_that_is_not_mention_syntax_reaches_no_message(name: str) -> None:
+    rendered = render(as_item(make_alert(owner_mention=(name, OWNER))), now=NOW)
+    shown = json.dumps(rendered.blocks) + rendered.text
+    assert rendered.blocks[1]["text"]["text"].endswith(f"{OWNER}")
+    assert rendered.blocks[1]["text"]["text"].startswith("owner: ")
+    if name != "<@U123>":  # that one is real mention syntax, as config validates it
+        assert name not in shown
+        assert "<!channel>" not in shown
+        assert "<!here" not in shown
