@@ -172,6 +172,25 @@ def test_a_known_history_gives_exactly_its_alerts_with_dates_channels_and_totals
     assert result["silenced"] == []
 
 
+def test_with_the_history_off_the_periods_are_summed_whole_and_fire_alike(
+    tmp_path: Path,
+) -> None:
+    """`history.enabled: false`: the cycle exports each period whole; the replay's held days
+    answer those ranges too (the forecasts are off here, so nothing else differs)."""
+    store(tmp_path / "state.db", known_rows())
+    path = write(tmp_path, "http://127.0.0.1:9", KNOWN + "history: {enabled: false}\n")
+    code, text = backtest(path, "--from", "2026-11-01", "--to", "2026-11-30", "--format", "json")
+    assert code == 1
+    alerts = json.loads(text)["alerts"]
+    assert [(a["day"], a["budget"], a["used"]) for a in alerts] == [
+        ("2026-11-07", "alpha-month", 54.0),
+        ("2026-11-10", "beta-day", 12.0),
+        ("2026-11-11", "alpha-month", 86.0),
+        ("2026-11-13", "alpha-month", 102.0),
+        ("2026-11-20", "beta-day", 12.0),
+    ]
+
+
 def test_the_table_and_markdown_say_the_same_with_the_totals_in_a_sentence(known: Path) -> None:
     span = ("--from", "2026-11-01", "--to", "2026-11-30")
     code, table = backtest(known, *span)
@@ -512,3 +531,25 @@ def test_the_command_runs_as_a_process_and_its_exit_code_is_checks(known: Path) 
     )
     assert completed.returncode == 1, completed.stderr
     assert json.loads(completed.stdout)["totals"]["alerts"] == 5
+
+
+def test_a_file_with_workspaces_is_refused_naming_the_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The usage history is one workspace's (`langdock:`), so far: no replay of several."""
+    path = tmp_path / "workspaces.yaml"
+    path.write_text(
+        f"""\
+workspaces:
+  - {{name: a, api_key: {KEY}, base_url: "http://127.0.0.1:9"}}
+  - {{name: b, api_key: {KEY}, base_url: "http://127.0.0.1:9"}}
+state: {{path: {tmp_path / "state.db"}}}
+budgets: [{{name: all, keys: "*", limits: {{cost_usd: 10}}}}]
+""",
+        encoding="utf-8",
+    )
+    assert (
+        main(["backtest", "--config", str(path), "--from", "2026-11-01", "--to", "2026-11-02"]) == 2
+    )
+    assert "reads the usage history of a file with langdock: only" in capsys.readouterr().err
+    assert not (tmp_path / "state.db").exists()
