@@ -173,8 +173,22 @@ def _parser() -> argparse.ArgumentParser:
         " Exit 0: no alert would have fired; 1: some would have; 2: an error.",
     )
     backtest.add_argument("--config", required=True, type=Path, metavar="FILE")
-    backtest.add_argument("--from", dest="first", required=True, type=parse_date, metavar="DATE")
-    backtest.add_argument("--to", dest="last", required=True, type=parse_date, metavar="DATE")
+    backtest.add_argument(
+        "--from",
+        dest="first",
+        required=True,
+        type=parse_date,
+        metavar="DATE",
+        help="the first day replayed (YYYY-MM-DD, a local day of schedule.timezone)",
+    )
+    backtest.add_argument(
+        "--to",
+        dest="last",
+        required=True,
+        type=parse_date,
+        metavar="DATE",
+        help="the last day replayed, included (yesterday at the latest)",
+    )
     backtest.add_argument(
         "--at",
         choices=["day-end", "cycles", "hourly"],

@@ -252,6 +252,12 @@ def _export(
             if index and pace:
                 time.sleep(pace.total_seconds())
             fetched = fetch_day(client, zone, day)
+            print(
+                f"[{index + 1}/{len(missing)}] {day.isoformat()} ({zone.key}):"
+                f" {fetched.rows:,} row(s)",
+                file=sys.stderr,
+                flush=True,
+            )
             scratch.put_day(
                 zone.key,
                 day,

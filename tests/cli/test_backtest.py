@@ -392,7 +392,10 @@ def files(path: Path) -> dict[str, bytes]:
 
 
 def test_missing_days_come_from_the_api_and_nothing_is_written(
-    tmp_path: Path, sim: Simulator, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    sim: Simulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = write(tmp_path, sim.base_url, EQUIVALENCE)
     config = load_config(path)
@@ -408,6 +411,9 @@ def test_missing_days_come_from_the_api_and_nothing_is_written(
     needed = everything["history"]["exported_days"]
     assert everything["history"]["stored_days"] == 0
     assert needed == len(exports(sim))
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[")]
+    assert len(progress) == needed
+    assert progress[-1].startswith(f"[{needed}/{needed}] 2026-11-15 (Europe/Berlin): ")
     # ... then with part of it stored: only the rest is exported, and the file is unchanged.
     with httpx.Client(timeout=10) as http:
         client = LangdockClient(
