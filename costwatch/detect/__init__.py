@@ -10,11 +10,19 @@ unitcost.py  a model's cost per request (per 1k tokens) against its trailing med
 keys.py      unowned spend, a key seen for the first time, a dormant key that starts again
 owners.py    who answers for each key (`owners:`)
 findings.py  every detector at once (`detect`), typed findings with owners; `due`: once per
-             subject and day
+             subject and day (a key's anomaly and its spend rate are one alert a day)
 """
 
 from costwatch.detect.anomaly import anomalies
-from costwatch.detect.findings import Anomaly, Finding, KeyEvent, UnitCost, detect, due
+from costwatch.detect.findings import (
+    Anomaly,
+    Finding,
+    KeyEvent,
+    UnitCost,
+    detect,
+    due,
+    identities,
+)
 from costwatch.detect.keys import key_events
 from costwatch.detect.owners import owners_of
 from costwatch.detect.rate import spend_rates
@@ -28,6 +36,7 @@ __all__ = [
     "anomalies",
     "detect",
     "due",
+    "identities",
     "key_events",
     "owners_of",
     "spend_rates",

@@ -1,7 +1,9 @@
 """What the detectors found, typed, from one entry point a cycle and a backtest share. Pure.
 
-    detect(config, usage, today, covered, *, snapshots=None, hour=None) -> tuple[Finding, ...]
+    detect(config, usage, today, covered, *, snapshots=None, hour=None, recorded=None)
+        -> tuple[Finding, ...]
     due(found, sent) -> tuple[Finding, ...]          once per subject and day
+    identities(finding) -> tuple[LedgerKey, ...]     its own, then those of the same news
 
 `detect` runs every detector the configuration enables over the daily usage and turns their
 frames into frozen findings (a handful: the detectors have already reduced 20,000 keys to the
@@ -13,6 +15,13 @@ Each finding has an `identity` shaped as the ledger's key (`alerts.LedgerKey`: b
 subject, model, metric, kind, period) with no budget and the day as the period, so the ledger
 that keeps budget alerts once per threshold and period keeps these once per subject and day.
 `due` is that rule: the findings whose identity was not sent yet, each once.
+
+A key's day anomaly and its spend rate now (`spend_rate`) are the same news, "this key is far
+above its normal today": one alert per key, metric and day, whichever is found first
+(`identities` names both, and `due` sends neither once one was sent). The spend rate comes
+first on a runaway morning (at 10:00 the day so far is far above the same hours of normal
+days long before it is far above whole normal days); found in the same cycle, the anomaly
+supersedes it (it says since when and which model drives it).
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from costwatch.detect.owners import owners_of
 from costwatch.detect.rate import spend_rates
 from costwatch.detect.unitcost import unit_costs
 
-__all__ = ["Anomaly", "Finding", "KeyEvent", "UnitCost", "detect", "due"]
+__all__ = ["Anomaly", "Finding", "KeyEvent", "UnitCost", "detect", "due", "identities"]
 
 
 @dataclass(frozen=True)
@@ -118,17 +127,19 @@ def detect(
     *,
     snapshots: pl.DataFrame | None = None,
     hour: int | None = None,
+    recorded: Iterable[date] | None = None,
 ) -> tuple[Finding, ...]:
     """Every enabled detector over `usage` (the daily usage up to today) and, given the hourly
-    `snapshots` and the local `hour`, the spend rate now (the days of `covered` are then also
-    the days whose snapshot of `hour` was taken). Anomalies first, then the rate, unit costs
-    and key events, each in its detector's order."""
+    `snapshots` and the local `hour`, the spend rate now over the days `recorded` (those whose
+    snapshot of `hour` was taken; None: the days of `covered`). Anomalies first, then the
+    rate, unit costs and key events, each in its detector's order."""
     held = sorted(set(covered))
+    taken = held if recorded is None else sorted(set(recorded))
     budgets = config.budgets
     found = _key_level_first(anomalies(usage, today, held, config.anomalies, budgets))
     rates = None
     if snapshots is not None and hour is not None:
-        rates = spend_rates(snapshots, today, hour, held, config.anomalies, budgets=budgets)
+        rates = spend_rates(snapshots, today, hour, taken, config.anomalies, budgets=budgets)
     events = key_events(usage, today, held, budgets, config.unowned)
     keyed = [frame for frame in (found, rates, events) if frame is not None]
     owners = _owners(config, keyed)
@@ -148,14 +159,26 @@ def detect(
 
 
 def due(found: Iterable[Finding], sent: Iterable[LedgerKey]) -> tuple[Finding, ...]:
-    """The findings not sent yet (by `identity`), each identity once, in the order given."""
+    """The findings not sent yet (none of their `identities`), each news once, in the order
+    given."""
     seen = set(sent)
     fresh = []
     for finding in found:
-        if finding.identity not in seen:
-            seen.add(finding.identity)
+        same = identities(finding)
+        if seen.isdisjoint(same):
+            seen.update(same)
             fresh.append(finding)
     return tuple(fresh)
+
+
+def identities(finding: Finding) -> tuple[LedgerKey, ...]:
+    """The finding's `identity`, then those of the findings that tell the same news: a key's
+    day anomaly and its spend rate now, of the same metric and day."""
+    own = finding.identity
+    if isinstance(finding, Anomaly) and finding.model is None:
+        other = "spend_rate" if finding.kind == "anomaly" else "anomaly"
+        return own, (*own[:4], other, own[5])
+    return (own,)
 
 
 def _key_level_first(found: pl.DataFrame) -> pl.DataFrame:

@@ -35,7 +35,10 @@ MARKERS = {
 }
 ABOUT = {
     "anomaly": "Anomaly: far above this key's own normal day. Once per key and day.",
-    "spend_rate": "Spend rate: today so far against the same hour of normal days. Once a day.",
+    "spend_rate": (
+        "Spend rate: today so far against the same hour of normal days. Once per key and day,"
+        " instead of its anomaly."
+    ),
     "unit_cost": "Unit cost: the workspace's price of this model against its trailing median.",
     "unowned": "Unowned spend: no budget but a catch-all selects this key. Once a day.",
     "new_key": "New key: never seen in the stored history. Once.",
@@ -93,9 +96,10 @@ def _anomaly(a: Anomaly) -> Rendered:
         amount = fmt.amount(a.metric, a.value, brief=True)
         sentence = [*who, f" at {amount} {by}, normally nothing"]
     today = "Today so far" if a.hour is not None else "Today"
+    normal = f"Normal by {a.hour:02d}:00" if a.hour is not None else "Normal"
     facts = [
         f"*{today}*\n{fmt.amount(a.metric, a.value)}",
-        f"*Normal*\n{fmt.amount(a.metric, a.normal)} ({_median_of(a)})",
+        f"*{normal}*\n{fmt.amount(a.metric, a.normal)} ({_median_of(a)})",
         f"*Alert level*\n{fmt.amount(a.metric, a.level)}",
     ]
     if a.since is not None:

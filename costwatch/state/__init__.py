@@ -8,6 +8,7 @@ daily usage history, behind one interface (`Store`).
     daily.py     the daily usage history's SQL (`usage_day`, `usage_daily`, marks)
     schema.py    creating, recognising and migrating the file (`MIGRATIONS`, `SCHEMA_VERSION`)
     lock.py      one writer per state file (`flock` on `<state>.lock`)
+    hourly.py    the spend rate's hourly snapshots of today so far (`pghourly.py` on PostgreSQL)
     notices.py   notices sent once per kind, subject and period, in the ledger (both engines)
     rows.py      damaged rows read the safe way, each logged once and counted
     postgres.py  `PostgresState`: the store in PostgreSQL, its writes fenced by the epoch

@@ -15,6 +15,11 @@ A cycle, delivery and the commands need exactly this of a state, whatever holds 
   (`usage_between`, the frame `budgets.evaluate` takes) and the days one by one
   (`usage_by_day`, for forecasts and reports); and small named instants (`mark`, `set_mark`)
   that the keeper of the history keeps (when a period was last reconciled);
+- **hourly snapshots** (`Hourly`, inside a cycle's transaction): per local day and hour of a
+  zone, each key's usage of that day so far as the last cycle of that hour exported it
+  (`put_snapshot`, replacing that hour's), read back with the hours taken (`snapshots` ->
+  `Snapshots`) for the spend rate now (`detect/rate.py`); kept only as long as the
+  detectors' window (`keep_from`) and pruned with the days;
 - **notices sent once** (`Notices`): a notice that is not a budget's alert (a detector's
   finding, a scheduled report) is sent once per kind, subject and period. The sender asks
   `notices_sent(keys)` which of the notices it is about to queue were sent already, and
@@ -46,10 +51,12 @@ from costwatch.health import ExportHealth
 
 __all__ = [
     "History",
+    "Hourly",
     "Message",
     "NoticeKey",
     "Notices",
     "OutboxItem",
+    "Snapshots",
     "Store",
     "StoredDay",
     "Transaction",
@@ -86,6 +93,18 @@ class StoredDay:
     settled: bool  # exported at/after the day's settle time (the keeper decides; a cycle: False)
     rows: int  # key x model rows stored for it (0: a day with no usage, still stored)
     has_tokens: bool = False  # its export carried the BYOK token columns
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """The hourly snapshots of a zone's days (`Hourly.snapshots`)."""
+
+    frame: pl.DataFrame  # detect.rate.SNAPSHOT: day, hour, key, its name, requests, cost so far
+    taken: frozenset[tuple[date, int]]  # (day, hour) of every snapshot, keys or none
+
+    def recorded(self, hour: int) -> list[date]:
+        """The days whose snapshot of `hour` was taken (another day is unknown, never $0)."""
+        return sorted(day for day, taken in self.taken if taken == hour)
 
 
 @dataclass(frozen=True, order=True)
@@ -154,7 +173,31 @@ class History(Protocol):
     def set_mark(self, name: str, at: datetime) -> None: ...
 
 
-class Transaction(History, Notices, Protocol):
+class Hourly(Protocol):
+    """Today's usage so far, a snapshot per local hour (see the module docstring)."""
+
+    def put_snapshot(
+        self,
+        zone: str,
+        day: date,
+        hour: int,
+        frame: pl.DataFrame,
+        *,
+        taken_at: datetime,
+        keep_from: date,
+    ) -> None:
+        """Replace the snapshot of local `hour` (0-23) of `day` with `frame`: one row per key
+        (api_key_id, api_key_name, requests, total_cost_usd), its use from local midnight to
+        `taken_at`; an empty frame is an hour by which no key had used anything. The zone's
+        snapshots of days before `keep_from` are deleted with it."""
+        ...
+
+    def snapshots(self, zone: str, first: date, last: date) -> Snapshots:
+        """The snapshots of the days [first, last] of `zone`."""
+        ...
+
+
+class Transaction(History, Notices, Hourly, Protocol):
     """What a cycle reads and writes inside `Store.transaction()`; usable only within it."""
 
     def ledger(self, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:

@@ -114,6 +114,19 @@ MIGRATIONS: tuple[str, ...] = (
     ON CONFLICT DO NOTHING;
     DELETE FROM marks WHERE name LIKE 'finding:%'
     """,
+    # 3: the hourly snapshots of today so far, for the spend rate now (`pghourly.py`)
+    """
+    CREATE TABLE usage_hour (
+        zone integer NOT NULL, day date NOT NULL, hour smallint NOT NULL,
+        taken_at timestamptz NOT NULL, rows integer NOT NULL,
+        PRIMARY KEY (zone, day, hour)
+    );
+    CREATE TABLE usage_hourly (
+        zone integer NOT NULL, day date NOT NULL, hour smallint NOT NULL, key integer NOT NULL,
+        name integer NOT NULL, requests bigint NOT NULL, cost double precision NOT NULL,
+        PRIMARY KEY (zone, day, hour, key)
+    )
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

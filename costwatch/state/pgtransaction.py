@@ -13,7 +13,7 @@ import psycopg
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
-from costwatch.state import notices, pgdaily
+from costwatch.state import notices, pgdaily, pghourly
 from costwatch.state.base import Message, NoticeKey
 from costwatch.state.rows import Damage, read_ledger
 
@@ -22,9 +22,9 @@ __all__ = ["PostgresTransaction", "aware", "placeholders", "read_health"]
 Connection = psycopg.Connection[Any]
 
 
-class PostgresTransaction(pgdaily.InTransaction):
-    """What a cycle reads and writes inside `PostgresState.transaction()`, the history's reads
-    and writes (`pgdaily.InTransaction`) included."""
+class PostgresTransaction(pgdaily.InTransaction, pghourly.InTransaction):
+    """What a cycle reads and writes inside `PostgresState.transaction()`, the history's and
+    the snapshots' reads and writes (`pgdaily`, `pghourly`) included."""
 
     def __init__(self, db: Connection, damage: Damage) -> None:
         self._db = db

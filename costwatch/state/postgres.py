@@ -42,7 +42,7 @@ import psycopg
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import NotLeaderError, StateError
 from costwatch.health import ExportHealth
-from costwatch.state import notices, pgdaily
+from costwatch.state import notices, pgdaily, pghourly
 from costwatch.state.base import Message, NoticeKey, OutboxItem, StoredDay
 from costwatch.state.daily import prune_cutoff
 from costwatch.state.leader import Elector, Fence, SharedSnapshot, check, connect
@@ -281,6 +281,7 @@ class PostgresState:
         cutoff = (now - retention).astimezone(UTC)
         with self._writing() as db:
             deleted = pgdaily.delete_before(db, prune_cutoff(now, retention))
+            deleted += pghourly.delete_before(db, prune_cutoff(now, retention))
             deleted += db.execute(
                 "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < %s", (cutoff,)
             ).rowcount

@@ -111,6 +111,19 @@ MIGRATIONS: tuple[str, ...] = (
     # (`finding:` and its identity as JSON: budget, subject, model, metric, kind, day) becomes
     # the ledger row of its notice, so an upgrade sends none of today's findings again
     FINDING_MARKS_TO_LEDGER,
+    # 5: the hourly snapshots of today so far, for the spend rate now (`hourly.py`)
+    """
+    CREATE TABLE usage_hour (
+        zone INTEGER NOT NULL, day INTEGER NOT NULL, hour INTEGER NOT NULL,
+        taken_at TEXT NOT NULL, rows INTEGER NOT NULL,
+        PRIMARY KEY (zone, day, hour)
+    ) WITHOUT ROWID;
+    CREATE TABLE usage_hourly (
+        zone INTEGER NOT NULL, day INTEGER NOT NULL, hour INTEGER NOT NULL, key INTEGER NOT NULL,
+        name INTEGER NOT NULL, requests INTEGER NOT NULL, cost REAL NOT NULL,
+        PRIMARY KEY (zone, day, hour, key)
+    ) WITHOUT ROWID
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 # A file from before migration 2 has no application_id: it is ours if it holds only these tables.

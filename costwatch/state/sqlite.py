@@ -40,7 +40,7 @@ import polars as pl
 from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.errors import StateError
 from costwatch.health import ExportHealth
-from costwatch.state import daily, notices
+from costwatch.state import daily, hourly, notices
 from costwatch.state.base import Message, NoticeKey, OutboxItem, StoredDay
 from costwatch.state.lock import WriterLock
 from costwatch.state.rows import Damage, Damaged, Query, outbox_item, read_ledger
@@ -261,7 +261,9 @@ class SqliteState:
         them would lose an alert or send one twice."""
         cutoff = now - retention
         with self._transaction() as db:
-            deleted = daily.delete_before(db, daily.prune_cutoff(now, retention), self._sums)
+            first_kept = daily.prune_cutoff(now, retention)
+            deleted = daily.delete_before(db, first_kept, self._sums)
+            deleted += hourly.delete_before(db, first_kept)
             deleted += db.execute(
                 "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (_iso(cutoff),)
             ).rowcount
@@ -300,9 +302,9 @@ class SqliteState:
         return _Immediate(self)
 
 
-class SqliteTransaction(daily.InTransaction):
+class SqliteTransaction(daily.InTransaction, hourly.InTransaction):
     """What a cycle reads and writes inside `SqliteState.transaction()`; usable only within it.
-    The history's reads and writes (`daily.InTransaction`) are part of it."""
+    The history's and the snapshots' reads and writes (`daily`, `hourly`) are part of it."""
 
     def __init__(self, db: sqlite3.Connection, damage: Damage, sums: daily.Sums | None) -> None:
         self._db, self._damage, self._sums = db, damage, sums

@@ -3,11 +3,11 @@
 Everything that decides what is sent moves, as it is: the ledger (so nothing fires again), the
 outbox with its ids, attempts, errors, retry times and sent marks (so what waited is delivered
 once, and what was delivered is not again), export health, the daily usage history day by day
-with what is known of each day, and the keeper's marks. All of it in one PostgreSQL
-transaction, under the planners' lock: the target has all of it or none. A target that holds
-any state already is refused (merging two histories could send an alert twice or lose one).
-The SQLite file's writer lock is held throughout, so no daemon writes it meanwhile; the file is
-left as it was, for a way back.
+with what is known of each day, the spend rate's hourly snapshots and the keeper's marks. All
+of it in one PostgreSQL transaction, under the planners' lock: the target has all of it or
+none. A target that holds any state already is refused (merging two histories could send an
+alert twice or lose one). The SQLite file's writer lock is held throughout, so no daemon
+writes it meanwhile; the file is left as it was, for a way back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from costwatch.errors import StateError
-from costwatch.state import pgdaily
+from costwatch.state import hourly, pgdaily, pghourly
 from costwatch.state.pgschema import LOCK_CLASS, WRITE_LOCK
 from costwatch.state.pgtransaction import Connection
 from costwatch.state.postgres import PostgresState
@@ -28,7 +28,7 @@ from costwatch.state.sqlite import SqliteState
 __all__ = ["Moved", "sqlite_to_postgres"]
 
 _FIRST, _LAST = date(1970, 1, 1), date(9999, 12, 31)
-_TABLES = ("ledger", "outbox", "export_health", "usage_day", "marks")
+_TABLES = ("ledger", "outbox", "export_health", "usage_day", "usage_hour", "marks")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,7 @@ def sqlite_to_postgres(source: Path, target: PostgresState) -> Moved:
                 health = _health(read, db)
                 marks = _marks(read, db)
                 days = _history(read, sqlite, db)
+                _snapshots(read, db)
         except (sqlite3.Error, ValueError) as error:
             raise StateError(f"{source}: cannot be read for the move: {error}") from None
         finally:
@@ -170,3 +171,24 @@ def _history(read: sqlite3.Connection, sqlite: SqliteState, db: Connection) -> i
             )
             days += 1
     return days
+
+
+def _snapshots(read: sqlite3.Connection, db: Connection) -> None:
+    """Each zone's hourly snapshots, an hour at a time, when each was taken."""
+    for (zone,) in read.execute("SELECT name FROM usage_zone").fetchall():
+        taken = hourly.snapshots(read, zone, _FIRST, _LAST)
+        times = dict(
+            ((day, hour), at)
+            for day, hour, at in read.execute(
+                "SELECT day, hour, taken_at FROM usage_hour JOIN usage_zone z ON z.id = zone"
+                " WHERE z.name = ?",
+                (zone,),
+            ).fetchall()
+        )
+        for day, hour in sorted(taken.taken):
+            at = _time(times[(day - _FIRST).days, hour])
+            assert at is not None
+            rows = taken.frame.filter((taken.frame["day"] == day) & (taken.frame["hour"] == hour))
+            pghourly.put_snapshot(
+                db, zone, day, hour, rows.drop("day", "hour"), taken_at=at, keep_from=_FIRST
+            )

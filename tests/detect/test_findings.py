@@ -3,11 +3,13 @@ owners, and the once-per-subject-and-day rule, on a workspace whose answer is kn
 
 from __future__ import annotations
 
+import dataclasses
+
 import polars as pl
 from histories import MONDAY, Row, days_before, frame, steady
 
 from costwatch.config import parse_config
-from costwatch.detect import Anomaly, KeyEvent, UnitCost, detect, due
+from costwatch.detect import Anomaly, KeyEvent, UnitCost, detect, due, identities
 from costwatch.detect.rate import SNAPSHOT
 
 HISTORY = days_before(MONDAY, 30)
@@ -90,6 +92,35 @@ def test_the_spend_rate_comes_with_the_hourly_snapshots() -> None:
     assert (rate.hour, rate.value, rate.normal, rate.ratio) == (10, 40.0, 2.0, 20.0)
     assert rate.channel == "#support-eng"
     assert rate.identity == ("", "id-support-bot", "", "cost_usd", "spend_rate", "2026-11-30")
+
+
+def test_a_keys_anomaly_and_its_spend_rate_are_one_alert_per_key_metric_and_day() -> None:
+    bot = Anomaly(
+        kind="spend_rate",
+        day=MONDAY,
+        metric="cost_usd",
+        api_key_id="id-bot",
+        api_key_name="bot",
+        model=None,
+        value=40.0,
+        normal=2.0,
+        ratio=20.0,
+        level=6.0,
+        basis="same weekday",
+        baseline_days=4,
+        hour=10,
+    )
+    day = dataclasses.replace(bot, kind="anomaly", hour=None, since=MONDAY)
+    on_model = dataclasses.replace(day, model="gpt-4o")
+    requests = dataclasses.replace(bot, metric="requests")
+    assert identities(bot) == (bot.identity, day.identity)
+    assert identities(day) == (day.identity, bot.identity)
+    assert identities(on_model) == (on_model.identity,)
+    # found in one cycle: the day's anomaly supersedes the rate (it comes first)
+    assert due([day, bot, requests], []) == (day, requests)
+    # the rate was sent at ten: the evening's anomaly of the same key and metric is not
+    assert due([day, on_model, requests], [bot.identity]) == (on_model, requests)
+    assert due([bot], [day.identity]) == ()
 
 
 def test_a_quiet_workspace_finds_nothing() -> None:

@@ -16,10 +16,11 @@ import polars as pl
 import pytest
 from slackstub import TOKEN, SlackStub
 
-from costwatch import cycle, detecting, fetch
+from costwatch import cycle, detecting, fetch, periods
 from costwatch.config import Config, parse_config
 from costwatch.detect import Anomaly
 from costwatch.langdock import LangdockClient, RetryPolicy
+from costwatch.metrics import Metrics
 from costwatch.simulator import Simulator, Workspace
 from costwatch.slack import deliver, sender_from_config
 from costwatch.state import NoticeKey, SqliteState
@@ -153,3 +154,104 @@ def test_without_a_stored_history_nothing_is_judged(world: World) -> None:
     outcome = world.cycle(NOW)
     assert outcome.ok, outcome.error
     assert outcome.detected == ()
+
+
+# -- spend rate now: the hourly snapshots ------------------------------------------------------
+
+MORNING = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)  # Monday, 10:15 in Berlin
+RUNAWAY = WORKSPACE.key_ids()[0][0]  # the owned key (#owners)
+
+
+def quiet_runaway(frame: pl.DataFrame) -> pl.DataFrame:
+    """The runaway key at a tenth of its real spend: its normal before today."""
+    cost = pl.col("total_cost_usd")
+    return frame.with_columns(
+        pl.when(pl.col("api_key_id") == RUNAWAY)
+        .then(cost / 10)
+        .otherwise(cost)
+        .alias(cost.meta.output_name())
+    )
+
+
+def store_rate_history(world: World, days: int) -> None:
+    """Closed days and each day's snapshot of 10:00 (its use from midnight to 11:00), as the
+    cycles of those days would have left them: every key as the workspace spends, but the
+    runaway key at a tenth."""
+    world.clock[0] = MORNING
+    for back in range(days, 0, -1):
+        day = TODAY - timedelta(days=back)
+        frame = quiet_runaway(fetch.fetch_day(world.client, BERLIN, day).usage.frame)
+        world.state.put_day("Europe/Berlin", day, frame, exported_at=MORNING, settled=True)
+        midnight = periods.local_midnight(day, BERLIN)
+        by_eleven = fetch.fetch_range(world.client, midnight, midnight + timedelta(hours=11))
+        per_key = (
+            quiet_runaway(by_eleven.usage.frame)
+            .group_by("api_key_id")
+            .agg(pl.col("api_key_name").last(), pl.col("requests", "total_cost_usd").sum())
+        )
+        with world.state.transaction() as transaction:
+            transaction.put_snapshot(
+                "Europe/Berlin", day, 10, per_key, taken_at=MORNING, keep_from=TODAY - timedelta(28)
+            )
+
+
+def test_a_runaway_key_at_ten_is_a_spend_rate_alert_before_midnight_once_a_day(
+    world: World,
+) -> None:
+    store_rate_history(world, 35)
+    outcome = world.cycle(MORNING)
+    assert outcome.ok, outcome.error
+    (rate,) = outcome.detected  # the runaway key only; its day so far is no anomaly yet
+    assert isinstance(rate, Anomaly)
+    assert (rate.kind, rate.api_key_id, rate.metric, rate.hour) == (
+        "spend_rate",
+        RUNAWAY,
+        "cost_usd",
+        10,
+    )
+    assert rate.ratio is not None
+    assert 5 < rate.ratio < 12  # 10x its normal rate, by 10:15 against normal days by 11:00
+    assert rate.basis == "same weekday"
+
+    # today's snapshot of 10:00 is kept: the key's use so far, as the cycle exported it
+    with world.state.transaction() as transaction:
+        taken = transaction.snapshots("Europe/Berlin", TODAY, TODAY)
+    assert taken.taken == {(TODAY, 10)}
+    (value,) = taken.frame.filter(pl.col("api_key_id") == RUNAWAY)["total_cost_usd"]
+    assert value == pytest.approx(rate.value)
+
+    config = world.config()
+    assert config.slack is not None
+    sender = sender_from_config(config.slack, timeout=5.0, retry_interval=0.01)
+    assert deliver(world.state, sender, config.slack, now=MORNING).sent == 1
+    (post,) = world.slack.posts("#owners")
+    assert "<!subteam^SOWNER>" in post.text
+    assert "its normal spend by 10:00" in post.text
+    assert world.slack.posts("#ai-spend") == []
+    metrics = Metrics()
+    metrics.findings_queued(f.kind for f in outcome.detected)
+    assert b'costwatch_findings_total{kind="spend_rate"} 1.0' in metrics.exposition()
+
+    # later in the hour: the snapshot replaced (more spent), the alert not sent again
+    later = world.cycle(MORNING + timedelta(minutes=30))
+    assert later.ok, later.error
+    assert (later.detected, later.outbox_ids) == ((), ())
+    with world.state.transaction() as transaction:
+        again = transaction.snapshots("Europe/Berlin", TODAY, TODAY)
+    assert again.taken == {(TODAY, 10)}
+    (more,) = again.frame.filter(pl.col("api_key_id") == RUNAWAY)["total_cost_usd"]
+    assert more > value
+
+    # by the evening the day itself is an anomaly, the same news: one alert per key and day
+    evening = world.cycle(NOW)
+    assert evening.ok, evening.error
+    assert [f for f in evening.detected if getattr(f, "api_key_id", None) == RUNAWAY] == []
+
+
+def test_without_snapshots_of_that_hour_the_spend_rate_says_nothing(world: World) -> None:
+    world.store_quiet_history(35)  # closed days, but no cycle ever ran at ten
+    outcome = world.cycle(MORNING)
+    assert outcome.ok, outcome.error
+    assert [f for f in outcome.detected if f.kind == "spend_rate"] == []
+    with world.state.transaction() as transaction:  # its own snapshot taken, for the days to come
+        assert transaction.snapshots("Europe/Berlin", TODAY, TODAY).taken == {(TODAY, 10)}
