@@ -35,6 +35,7 @@ from costwatch import (
     owning,
     periods,
     recent,
+    reporting,
     usage,
     workspaces,
 )
@@ -94,6 +95,7 @@ class Outcome:
     detected: tuple[Finding, ...] = ()  # the detectors' findings queued (`detecting`)
     # Workspaces whose export failed while others' did not (their budgets are `unevaluated`).
     failed_workspaces: Mapping[str, ExportError | UsageError] = field(default_factory=dict)
+    reports: tuple[Report, ...] = ()  # the scheduled reports queued (`reporting`)
 
     @property
     def ok(self) -> bool:
@@ -192,6 +194,8 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
         messages += [m for alert in outcome.plan.alerts for m in _messages(alert, config)]
         detected = _detected(transaction, config, gathered, now)
         messages += [m for finding in detected for m in _messages(finding, config)]
+        made = _reports(transaction, config, findings, now) if deps.csv is None else []
+        messages += [m for report in made if report.spent for m in _messages(report, config)]
         ids = transaction.commit(
             now=now,
             ledger=outcome.plan.ledger,
@@ -199,9 +203,14 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
             health=new_health,
         )
         detecting.record(transaction, detected, now)
+        reporting.record(transaction, made, now)
     deps.state.prune(now, config.state.retention)
     return dataclasses.replace(
-        outcome, operational=operational, outbox_ids=tuple(ids), detected=detected
+        outcome,
+        operational=operational,
+        outbox_ids=tuple(ids),
+        detected=detected,
+        reports=tuple(r for r in made if r.spent),
     )
 
 
@@ -226,6 +235,20 @@ def _health(
 
 def _reason(error: ExportError | UsageError) -> str:
     return error.reason if isinstance(error, ExportError) else "usage"
+
+
+def _reports(
+    transaction: Transaction, config: Config, findings: pl.DataFrame, now: datetime
+) -> list[Report]:
+    """The scheduled reports due now (`reporting.py`); none, logged with the traceback, when
+    making them fails: a report never keeps a budget alert from going out."""
+    if not config.reports or not config.history.enabled:
+        return []
+    try:
+        return reporting.due(transaction, config, findings, now)
+    except Exception:
+        log.exception("the scheduled reports failed; budget alerts go out without them")
+        return []
 
 
 def _detected(

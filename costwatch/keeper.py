@@ -39,6 +39,7 @@ from costwatch.fetch import fetch_range
 from costwatch.keeping import DayExport, Reconcile, Work
 from costwatch.langdock import LangdockClient
 from costwatch.metrics.history import HistoryMetrics
+from costwatch.reporting import days_needed
 from costwatch.state import Store
 from costwatch.state.daily import prune_cutoff
 
@@ -73,13 +74,14 @@ def settings_for(
     config: Config, now: datetime, backfill_days: int | None = None
 ) -> keeping.Settings:
     """The planner's settings: `backfill_days` (default `history.backfill_days`, else the
-    longest running period, in days), settling, and the first day the store keeps."""
+    longest running period, in days, or what the scheduled reports read if more), settling,
+    and the first day the store keeps."""
     history = config.history
     if backfill_days is None:
         backfill_days = history.backfill_days
     if backfill_days is None:
         longest = max(p.length for p in running_periods(config, now))
-        backfill_days = math.ceil(longest / timedelta(days=1))
+        backfill_days = max(math.ceil(longest / timedelta(days=1)), days_needed(config, now))
     return keeping.Settings(
         settle_after=history.settle_after,
         backfill_days=min(backfill_days, keeping.MAX_BACKFILL_DAYS),

@@ -4,13 +4,22 @@ due now.
 
     read_days(history, config, span, client=None) -> Days    a span's days and the detectors'
     make(config, span, days, findings, now, ...) -> Report   the report, pure from here on
-    due(history, config, findings, now, sent) -> [(ReportConfig, Report)]   what a cycle queues
+    due(transaction, config, findings, now) -> [Report]      what a cycle queues now
+    record(transaction, reports, now)                        never again for their periods
 
 The span and the period before it (for the comparison) are read from the store; a day it lacks
 is exported (`fetch.fetch_day`) when a client is given (the command), else it stays missing:
 the daemon waits for the keeper to store it and never reports part of a period as the whole.
 The detectors' windows before the span are read as stored (a day not stored is unknown to
-them, as in a cycle). Nothing here writes.
+them, as in a cycle).
+
+A configured report is due from the first `at` after its period's end until the next period
+ends (then that one's report is the due one); it is sent once per period: a notice
+`NoticeKey("report", name, period key)` in the ledger, recorded in the transaction that queues
+it (`record`), so a restart, a second replica or the next cycle never sends it twice. A period
+without use is recorded too, and nothing is queued for it. The record is kept `retention`
+after the period's end (`state/notices.py`); a report is never due once its record could be
+gone.
 """
 
 from __future__ import annotations
@@ -29,12 +38,12 @@ from costwatch.config.reports import ReportConfig
 from costwatch.fetch import fetch_day
 from costwatch.forecast import EMPTY_DAYS
 from costwatch.reports import Report, Span
-from costwatch.state.base import History
+from costwatch.state.base import History, NoticeKey, Transaction
 
 if TYPE_CHECKING:  # httpx loads only where an export is made
     from costwatch.langdock import LangdockClient
 
-__all__ = ["Days", "days_needed", "due", "make", "read_days"]
+__all__ = ["Days", "days_needed", "due", "make", "notice", "read_days", "record"]
 
 log = logging.getLogger("costwatch.reporting")
 
@@ -61,7 +70,7 @@ def read_days(
     `client`, the days of the span and of the period before that the store lacks exported
     (`progress` is told each day before its export)."""
     previous = span.previous()
-    first = min(previous.first, span.first - timedelta(days=detecting.window_days(config)))
+    first = first_read(config, span)
     stored = history.stored_days(span.zone, first, span.last) if history is not None else {}
     frames = [history.usage_by_day(span.zone, first, span.last)] if history is not None else []
     covered = set(stored)
@@ -110,22 +119,23 @@ def make(
 
 
 def due(
-    history: History,
-    config: Config,
-    findings: pl.DataFrame,
-    now: datetime,
-    sent: Callable[[ReportConfig, Span], bool],
-) -> list[tuple[ReportConfig, Report]]:
-    """The configured reports due at `now` that were not `sent` yet, made from the store, with
-    the budgets at risk of `findings` (the cycle's evaluation at `now`). A report whose period
+    transaction: Transaction, config: Config, findings: pl.DataFrame, now: datetime
+) -> list[Report]:
+    """The configured reports due at `now` and not sent yet, made from the store, with the
+    budgets at risk of `findings` (the cycle's evaluation at `now`). A report whose period
     has a day the store lacks waits (logged, with the days); one of a period without use is
     returned too (the caller records it, and sends nothing)."""
     out = []
     for report in config.reports:
         span = period_of(report, config, now)
-        if now < reports.due_at(span, *report.due) or sent(report, span):
+        if (
+            now < reports.due_at(span, *report.due)
+            or span.period.end <= now - config.state.retention
+        ):
             continue
-        days = read_days(history, config, span)
+        if transaction.notices_sent([notice(report.name, span)]):
+            continue
+        days = read_days(transaction, config, span)
         absent = reports.missing(span, days.covered)
         if absent:
             log.info(
@@ -145,9 +155,22 @@ def due(
             name=report.name,
             top=report.top,
             channel=report.channel,
+            mention=report.mention,
         )
-        out.append((report, made))
+        if not made.spent:
+            log.info("report %r of %s: no use in the period, nothing sent", report.name, span.key)
+        out.append(made)
     return out
+
+
+def record(transaction: Transaction, made: list[Report], now: datetime) -> None:
+    """Record each report as sent for its period (in the caller's transaction)."""
+    transaction.record_notices((notice(r.name, r.span) for r in made), now)
+
+
+def notice(name: str, span: Span) -> NoticeKey:
+    """The notice a configured report is sent once as, per period."""
+    return NoticeKey(kind="report", subject=name, period=span.key)
 
 
 def period_of(report: ReportConfig, config: Config, now: datetime) -> Span:
@@ -160,7 +183,16 @@ def days_needed(config: Config, now: datetime) -> int:
     one before): the keeper keeps at least these stored. 0 without reports."""
     needed = 0
     for report in config.reports:
-        previous = period_of(report, config, now).previous()
-        today = now.astimezone(previous.period.zone).date()
-        needed = max(needed, (today - previous.first).days)
+        span = period_of(report, config, now)
+        first = min(
+            span.previous().first, span.first - timedelta(days=detecting.window_days(config))
+        )
+        needed = max(needed, (now.astimezone(span.period.zone).date() - first).days)
     return needed
+
+
+def first_read(config: Config, span: Span) -> date:
+    """The first day a report of `span` reads: its previous period's, or the detectors'
+    window before its first day, whichever is earlier."""
+    window = timedelta(days=detecting.window_days(config))
+    return min(span.previous().first, span.first - window)

@@ -399,6 +399,15 @@ class Config(Model):
         return self
 
     @model_validator(mode="after")
+    def _reports_need_history(self) -> Self:
+        if self.reports and not self.history.enabled:
+            raise at(
+                "reports",
+                "needs the usage history (history.enabled: true): a report is made of its days",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _channels_need_token(self) -> Self:
         if self.slack is not None and self.slack.mode == "webhook":
             routed = [(loc, b.channel) for loc, b in self._written_budgets()]

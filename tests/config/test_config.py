@@ -571,6 +571,14 @@ INVALID = [
         id="slack-webhook-with-report-channel",
     ),
     pytest.param(
+        L + "history: {enabled: false}\nreports: [{name: w, every: week}]\n",
+        [
+            "reports (line 4): needs the usage history (history.enabled: true): a report is"
+            " made of its days",
+        ],
+        id="reports-without-history",
+    ),
+    pytest.param(
         L + "metrics:\n  listen: 0.0.0.0\n",
         [
             "metrics.listen (line 4): must be host:port, like 0.0.0.0:9108 or [::]:9108",
