@@ -51,6 +51,7 @@ from costwatch.errors import (
 )
 from costwatch.notices import Notice
 from costwatch.periods import Period
+from costwatch.reports import Report
 from costwatch.state import Message, Store, Transaction
 
 if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)

@@ -399,15 +399,6 @@ class Config(Model):
         return self
 
     @model_validator(mode="after")
-    def _reports_need_history(self) -> Self:
-        if self.reports and not self.history.enabled:
-            raise at(
-                "reports",
-                "needs the usage history (history.enabled: true): a report is made of its days",
-            )
-        return self
-
-    @model_validator(mode="after")
     def _channels_need_token(self) -> Self:
         if self.slack is not None and self.slack.mode == "webhook":
             routed = [(loc, b.channel) for loc, b in self._written_budgets()]
@@ -421,7 +412,9 @@ class Config(Model):
         return self
 
     @model_validator(mode="after")
-    def _overrides_name_budgets(self) -> Self:
+    def _sections_agree(self) -> Self:  # anomaly overrides name budgets; reports need history
+        if self.reports and not self.history.enabled:
+            raise at("reports", "needs the usage history (history.enabled: true)")
         names = {budget.name for _loc, budget in self._written_budgets()}
         for name in self.anomalies.budgets:
             if name not in names:

@@ -573,8 +573,7 @@ INVALID = [
     pytest.param(
         L + "history: {enabled: false}\nreports: [{name: w, every: week}]\n",
         [
-            "reports (line 4): needs the usage history (history.enabled: true): a report is"
-            " made of its days",
+            "reports (line 4): needs the usage history (history.enabled: true)",
         ],
         id="reports-without-history",
     ),
