@@ -19,7 +19,8 @@
     migrate.py   `run_migrate`: migrate-state
     backfill.py  `run_backfill`: the missing days exported, paced, resumable
     suggest.py   `costwatch suggest`: its arguments (`add_command`) and `run_suggest`
-    backtest.py  `run_backtest`: the days held in a scratch store, the replay, exit codes
+    backtest.py  `costwatch backtest`: its arguments (`add_command`), the days held in a
+                 scratch store, the replay, exit codes (`run_backtest`)
     backtest_output.py  what backtest prints: table, Markdown, JSON (an interface)
     report.py    `costwatch report`: its arguments and `run_report` (reportformat.py: its text)
 
@@ -37,8 +38,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from costwatch import __version__, budgets, usage
-from costwatch.cli import report, suggest
-from costwatch.cli.backtest import parse_date, parse_pace
+from costwatch.cli import backtest, report, suggest
 from costwatch.cli.check import DELIVERY_TIMEOUT, EXIT_CROSSED, EXIT_ERROR, EXIT_OK, run_check
 from costwatch.cli.output import TOP_KEYS
 from costwatch.config import Config, load_config, one_workspace
@@ -164,46 +164,7 @@ def _parser() -> argparse.ArgumentParser:
     backfill.set_defaults(run=_backfill, default_level="info")
 
     _history_commands(commands)
-    backtest = commands.add_parser(
-        "backtest",
-        help="replay the budget file over the usage history: what would have fired when",
-        description="Replay the budget file day by day over the stored usage history (the"
-        " days the state lacks exported from Langdock, not stored) and print what would have"
-        " been sent when, per budget and channel, with totals. Writes no state, sends nothing."
-        " Exit 0: no alert would have fired; 1: some would have; 2: an error.",
-    )
-    backtest.add_argument("--config", required=True, type=Path, metavar="FILE")
-    backtest.add_argument(
-        "--from",
-        dest="first",
-        required=True,
-        type=parse_date,
-        metavar="DATE",
-        help="the first day replayed (YYYY-MM-DD, a local day of schedule.timezone)",
-    )
-    backtest.add_argument(
-        "--to",
-        dest="last",
-        required=True,
-        type=parse_date,
-        metavar="DATE",
-        help="the last day replayed, included (yesterday at the latest)",
-    )
-    backtest.add_argument(
-        "--at",
-        choices=["day-end", "cycles", "hourly"],
-        default="day-end",
-        help="the points replayed: each day's last cycle of the schedule (default), every"
-        " cycle, or every hour",
-    )
-    backtest.add_argument("--format", choices=["table", "json", "markdown"], default="table")
-    backtest.add_argument(
-        "--pace",
-        type=parse_pace,
-        metavar="DURATION",
-        help="the pause between two exports of missing days (default: history.pace; 0s: none)",
-    )
-    backtest.set_defaults(run=_backtest)
+    backtest.add_command(commands, load=_load)
 
     schema = commands.add_parser(
         "schema", help="print the configuration file's JSON Schema (for editors and CI)"
@@ -420,23 +381,6 @@ def _backfill(args: argparse.Namespace) -> int:
     from costwatch.cli.backfill import run_backfill  # noqa: PLC0415 (httpx loads only here)
 
     return run_backfill(config, days=args.days, pace=args.pace)
-
-
-def _backtest(args: argparse.Namespace) -> int:
-    config = _load(args.config, cycles=True)
-    if config is None:
-        return EXIT_ERROR
-    from costwatch.cli.backtest import run_backtest  # noqa: PLC0415
-
-    return run_backtest(
-        config,
-        config_path=args.config,
-        first=args.first,
-        last=args.last,
-        at=args.at,
-        output_format=args.format,
-        pace=args.pace,
-    )
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Protocol, TextIO
 from zoneinfo import ZoneInfo
 
 from costwatch.cli.check import EXIT_CROSSED, EXIT_ERROR, EXIT_OK, state_is_missing
@@ -34,7 +34,73 @@ from costwatch.errors import ExportError, StateError, StateMissing, UsageError
 from costwatch.quote import quote
 from costwatch.state import SqliteState, Store, StoredDay, open_store
 
-__all__ = ["parse_date", "parse_pace", "range_problem", "run_backtest"]
+__all__ = ["add_command", "parse_date", "parse_pace", "range_problem", "run_backtest"]
+
+
+class Load(Protocol):
+    """How the command parser loads a configuration (`cli._load`): None once its problems
+    are printed."""
+
+    def __call__(self, path: Path, *, cycles: bool = False) -> Config | None: ...
+
+
+def add_command(commands: Any, *, load: Load) -> None:
+    """`costwatch backtest` added to the command parsers (`commands`: argparse's subparsers)."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "backtest",
+        help="replay the budget file over the usage history: what would have fired when",
+        description="Replay the budget file day by day over the stored usage history (the"
+        " days the state lacks exported from Langdock, not stored) and print what would have"
+        " been sent when, per budget and channel, with totals. Writes no state, sends nothing."
+        " Exit 0: no alert would have fired; 1: some would have; 2: an error.",
+    )
+    parser.add_argument("--config", required=True, type=Path, metavar="FILE")
+    parser.add_argument(
+        "--from",
+        dest="first",
+        required=True,
+        type=parse_date,
+        metavar="DATE",
+        help="the first day replayed (YYYY-MM-DD, a local day of schedule.timezone)",
+    )
+    parser.add_argument(
+        "--to",
+        dest="last",
+        required=True,
+        type=parse_date,
+        metavar="DATE",
+        help="the last day replayed, included (yesterday at the latest)",
+    )
+    parser.add_argument(
+        "--at",
+        choices=["day-end", "cycles", "hourly"],
+        default="day-end",
+        help="the points replayed: each day's last cycle of the schedule (default), every"
+        " cycle, or every hour",
+    )
+    parser.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    parser.add_argument(
+        "--pace",
+        type=parse_pace,
+        metavar="DURATION",
+        help="the pause between two exports of missing days (default: history.pace; 0s: none)",
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        config = load(args.config, cycles=True)  # one workspace's history, so far
+        if config is None:
+            return EXIT_ERROR
+        return run_backtest(
+            config,
+            config_path=args.config,
+            first=args.first,
+            last=args.last,
+            at=args.at,
+            output_format=args.format,
+            pace=args.pace,
+        )
+
+    parser.set_defaults(run=run)
 
 
 def parse_date(text: str) -> date:
