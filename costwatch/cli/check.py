@@ -95,6 +95,7 @@ def run_check(
         delivery=delivery,
         default_channel=config.slack.channel if config.slack else None,
         all_keys=all_keys,
+        detected=outcome.detected,
     )
     text = output.render_json(result) if output_format == "json" else table.render_table(result)
     sys.stdout.write(text)

@@ -20,10 +20,10 @@ from typing import Any
 
 import polars as pl
 
-from costwatch import fmt, notices
+from costwatch import fmt, notices, owning
 from costwatch.alerts import Alert
 from costwatch.budgets import Unevaluated
-from costwatch.detect import Anomaly, KeyEvent, UnitCost
+from costwatch.detect import Anomaly, Finding, KeyEvent, UnitCost
 from costwatch.periods import Period
 from costwatch.reports import Report
 from costwatch.state.base import OutboxItem
@@ -74,6 +74,24 @@ ALERT_FIELDS = (
     "forecast_method",
 )
 
+# The detectors' findings of the cycle in `check --format json`'s "detected", per kind (an
+# interface too); each also carries owner_mention, owner_channel and channels.
+DETECTED_FIELDS: dict[type[Finding], tuple[str, ...]] = {
+    Anomaly: (
+        "kind", "day", "metric", "api_key_id", "api_key_name", "model", "value", "normal",
+        "ratio", "level", "basis", "baseline_days", "since", "hour", "driver_model",
+        "driver_share",
+    ),
+    UnitCost: (
+        "kind", "day", "model", "change", "basis", "requests", "cost_usd", "rate", "normal",
+        "ratio", "baseline_days", "zero_cost_requests", "zero_cost_keys",
+    ),
+    KeyEvent: (
+        "kind", "day", "api_key_id", "api_key_name", "cost_usd", "requests", "last_seen",
+        "idle_days",
+    ),
+}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class Pending:
@@ -120,6 +138,7 @@ class UsageReport:
     delivery: DeliverySummary | None = None  # None: not a run that delivers (dry run, demo)
     default_channel: str | None = None  # slack.channel, where alerts without their own go
     all_keys: bool = False  # list every key and alert, not only the top ones
+    detected: Sequence[Finding] = ()  # the detectors' findings of the cycle (due; a dry run's too)
 
 
 def render_json(report: UsageReport) -> str:
@@ -168,6 +187,7 @@ def render_json(report: UsageReport) -> str:
             for u in report.unevaluated
         ],
         "delivery": _delivery_json(report.delivery),
+        "detected": [_detected_json(f, report.default_channel) for f in report.detected],
         "totals": {
             "keys": report.per_key.height,
             "requests": int(report.per_key["requests"].sum()) if report.per_key.height else 0,
@@ -288,6 +308,16 @@ def _alert_json(alert: Alert, default_channel: str | None) -> dict[str, Any]:
 def _finding_json(row: dict[str, Any]) -> dict[str, Any]:
     values = {name: row[name] for name in FINDING_FIELDS}
     values["overrun_at"] = iso(row["overrun_at"])
+    return values
+
+
+def _detected_json(finding: Finding, default_channel: str | None) -> dict[str, Any]:
+    """A detector's finding: its kind's fields (days as ISO dates), its owner, its channels."""
+    stored = notices.payload(finding)  # JSON-ready, as the outbox holds it
+    values = {name: stored.get(name) for name in DETECTED_FIELDS[type(finding)]}
+    values["owner_mention"] = list(stored.get("mention") or [])
+    values["owner_channel"] = stored.get("channel")
+    values["channels"] = list(owning.routes(finding, default_channel))
     return values
 
 
