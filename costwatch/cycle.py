@@ -185,6 +185,8 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
 
     if deps.state is None or deps.dry_run:
         return planned(deps.state.ledger(period_keys) if deps.state else {})
+    # Reports read weeks of stored days: made before the transaction, which keeps them unsent.
+    due = _reports(deps.state, config, findings, now) if deps.csv is None else []
     # The ledger read and the commit in one transaction: no other writer can plan in between.
     with deps.state.transaction() as transaction:
         outcome = planned(transaction.ledger(period_keys))
@@ -195,7 +197,7 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
         messages += [m for alert in outcome.plan.alerts for m in _messages(alert, config)]
         detected = _detected(transaction, config, gathered, now)
         messages += [m for finding in detected for m in _messages(finding, config)]
-        made = _reports(transaction, config, findings, now) if deps.csv is None else []
+        made = reporting.unsent(transaction, due)
         messages += [m for report in made if report.spent for m in _messages(report, config)]
         ids = transaction.commit(
             now=now,
@@ -238,15 +240,13 @@ def _reason(error: ExportError | UsageError) -> str:
     return error.reason if isinstance(error, ExportError) else "usage"
 
 
-def _reports(
-    transaction: Transaction, config: Config, findings: pl.DataFrame, now: datetime
-) -> list[Report]:
+def _reports(store: Store, config: Config, findings: pl.DataFrame, now: datetime) -> list[Report]:
     """The scheduled reports due now (`reporting.py`); none, logged with the traceback, when
     making them fails: a report never keeps a budget alert from going out."""
     if not config.reports or not config.history.enabled:
         return []
     try:
-        return reporting.due(transaction, config, findings, now)
+        return reporting.due(store, config, findings, now)
     except Exception:
         log.exception("the scheduled reports failed; budget alerts go out without them")
         return []

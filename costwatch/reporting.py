@@ -4,8 +4,9 @@ due now.
 
     read_days(history, config, span, client=None) -> Days    a span's days and the detectors'
     make(config, span, days, findings, now, ...) -> Report   the report, pure from here on
-    due(transaction, config, findings, now) -> [Report]      what a cycle queues now
-    record(transaction, reports, now)                        never again for their periods
+    due(store, config, findings, now) -> [Report]            the reports due, not sent yet
+    unsent(transaction, reports) -> [Report]                 those still unsent, in the cycle's
+    record(transaction, reports, now)                        transaction: never again
 
 The span and the period before it (for the comparison) are read from the store; a day it lacks
 is exported (`fetch.fetch_day`) when a client is given (the command), else it stays missing:
@@ -16,7 +17,9 @@ them, as in a cycle).
 A configured report is due from the first `at` after its period's end until the next period
 ends (then that one's report is the due one); it is sent once per period: a notice
 `NoticeKey("report", name, period key)` in the ledger, recorded in the transaction that queues
-it (`record`), so a restart, a second replica or the next cycle never sends it twice. A period
+it (`record`), so a restart, a second replica or the next cycle never sends it twice. A report
+reads weeks of days, so it is made before that transaction (`due`, reading only) and checked
+again inside it (`unsent`). A period
 without use is recorded too, and nothing is queued for it. The record is kept `retention`
 after the period's end (`state/notices.py`); a report is never due once its record could be
 gone.
@@ -38,12 +41,12 @@ from costwatch.config.reports import ReportConfig
 from costwatch.fetch import fetch_day
 from costwatch.forecast import EMPTY_DAYS
 from costwatch.reports import Report, Span
-from costwatch.state.base import History, NoticeKey, Transaction
+from costwatch.state.base import History, NoticeKey, Store, Transaction
 
 if TYPE_CHECKING:  # httpx loads only where an export is made
     from costwatch.langdock import LangdockClient
 
-__all__ = ["Days", "days_needed", "due", "make", "notice", "read_days", "record"]
+__all__ = ["Days", "days_needed", "due", "make", "notice", "read_days", "record", "unsent"]
 
 log = logging.getLogger("costwatch.reporting")
 
@@ -103,7 +106,8 @@ def make(
     mention: tuple[str, ...] = (),
 ) -> Report:
     """The report of `span` (ValueError when a day of it is not covered)."""
-    detected = reports.findings_of(config, days.usage, span, days.covered)
+    window = detecting.window_days(config)
+    detected = reports.findings_of(config, days.usage, span, days.covered, window)
     return reports.build(
         span,
         days.usage,
@@ -118,9 +122,7 @@ def make(
     )
 
 
-def due(
-    transaction: Transaction, config: Config, findings: pl.DataFrame, now: datetime
-) -> list[Report]:
+def due(store: Store, config: Config, findings: pl.DataFrame, now: datetime) -> list[Report]:
     """The configured reports due at `now` and not sent yet, made from the store, with the
     budgets at risk of `findings` (the cycle's evaluation at `now`). A report whose period
     has a day the store lacks waits (logged, with the days); one of a period without use is
@@ -133,9 +135,9 @@ def due(
             or span.period.end <= now - config.state.retention
         ):
             continue
-        if transaction.notices_sent([notice(report.name, span)]):
+        if store.notices_sent([notice(report.name, span)]):
             continue
-        days = read_days(transaction, config, span)
+        days = read_days(store, config, span)
         absent = reports.missing(span, days.covered)
         if absent:
             log.info(
@@ -161,6 +163,12 @@ def due(
             log.info("report %r of %s: no use in the period, nothing sent", report.name, span.key)
         out.append(made)
     return out
+
+
+def unsent(transaction: Transaction, made: list[Report]) -> list[Report]:
+    """Those of `made` not recorded as sent, as the transaction sees it."""
+    sent = transaction.notices_sent(notice(r.name, r.span) for r in made)
+    return [r for r in made if notice(r.name, r.span) not in sent]
 
 
 def record(transaction: Transaction, made: list[Report], now: datetime) -> None:

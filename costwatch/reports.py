@@ -288,16 +288,17 @@ def at_risk(findings: pl.DataFrame | None) -> tuple[AtRisk, ...]:
 
 
 def findings_of(
-    config: Config, usage: pl.DataFrame, span_: Span, covered: Collection[date]
+    config: Config, usage: pl.DataFrame, span_: Span, covered: Collection[date], window: int
 ) -> tuple[Finding, ...]:
     """The detectors (`detect.detect`) on each day of the span, as a cycle judged that day:
-    `usage` holds the days before it that their windows read (`detecting.window_days`), and only the
-    covered days count (a day not covered is unknown, never $0)."""
+    the `window` days before it that their windows read (`detecting.window_days`) and the
+    day, of `usage`; only the covered days count (a day not covered is unknown, never $0)."""
     found: list[Finding] = []
     held = sorted(covered)
     for day in span_.days:
-        upto = usage.filter(pl.col("day") <= day)
-        found += detect.detect(config, upto, day, [d for d in held if d < day])
+        first = day - timedelta(days=window)
+        upto = usage.filter(pl.col("day").is_between(first, day))
+        found += detect.detect(config, upto, day, [d for d in held if first <= d < day])
     return tuple(found)
 
 
