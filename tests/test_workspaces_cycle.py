@@ -6,12 +6,18 @@ exactly the budgets that read it unevaluated."""
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from loopback import free_port, wait_for
 from slackstub import TOKEN, SlackStub
 
 from costwatch.cli import main
@@ -170,3 +176,89 @@ def test_a_failed_workspace_fails_only_the_budgets_that_read_it(
     assert code == 1
     assert document["unevaluated"] == []
     assert stub.posts("#research")
+
+
+# --- the daemon: one process, both workspaces, metrics labelled by workspace ------------------
+
+SAMPLE = re.compile(r"^(?P<name>[a-z_]+)\{(?P<labels>.*)\} (?P<value>\S+)$")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def samples(text: str, name: str) -> list[dict[str, str]]:
+    """The label sets of `name`'s samples in a scrape, each with its value under "value"."""
+    found = []
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if match and match["name"] == name:
+            found.append({**dict(LABEL.findall(match["labels"])), "value": match["value"]})
+    return found
+
+
+def workspaces_config(path: Path, sims: dict[str, Simulator], stub: SlackStub, port: int) -> Path:
+    items = "".join(
+        f"  - name: {name}\n    base_url: {sim.base_url}\n    api_key: {KEYS[name]}\n"
+        "    allow_insecure_download: true\n    timeout_seconds: 5\n"
+        for name, sim in sims.items()
+    )
+    path.write_text(
+        f"""\
+workspaces:
+{items}schedule: {{every: 2s, timezone: Europe/Berlin, shutdown_grace: 10s}}
+state: {{path: {path.parent / "state.db"}}}
+slack: {{token: {TOKEN}, channel: "#ai-spend", api_url: {stub.api_url}, retry_every: 1s}}
+metrics: {{listen: "127.0.0.1:{port}"}}
+budgets:
+  - {{name: every-key, keys: "*", limits: {{cost_usd: 100000}}}}
+  - {{name: org-total, keys: "*", scope: shared, limits: {{cost_usd: 100000}}}}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_one_daemon_serves_both_workspaces_metrics_labelled_by_workspace(
+    tmp_path: Path, stub: SlackStub
+) -> None:
+    with (
+        Simulator(WORKSPACES["marketing"], api_key=KEYS["marketing"]) as one,
+        Simulator(WORKSPACES["research"], api_key=KEYS["research"]) as two,
+    ):
+        port = free_port()
+        config = workspaces_config(
+            tmp_path / "costwatch.yaml", {"marketing": one, "research": two}, stub, port
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "costwatch", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: ready(f"{base}/readyz"), 60, "/readyz after the first cycle")
+            scrape = httpx.get(f"{base}/metrics", timeout=5).text
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=30)
+    assert process.returncode == 0, err
+    assert one.exports_made() >= 1
+    assert two.exports_made() >= 1
+    keys = samples(scrape, "costwatch_key_spend_usd")
+    ids = {key_id for key_id, _ in WORKSPACES["marketing"].key_ids()}
+    assert {(s["workspace"], s["api_key_id"]) for s in keys} == {
+        (w, key) for w in ("marketing", "research") for key in ids
+    }
+    budget = samples(scrape, "costwatch_budget_used_ratio")
+    per_key = {(s["workspace"], s["api_key_id"]) for s in budget if s["budget"] == "every-key"}
+    assert per_key == {(w, key) for w in ("marketing", "research") for key in ids}
+    (org,) = [s for s in budget if s["budget"] == "org-total"]
+    assert (org["workspace"], org["api_key_id"], org["subject"]) == ("", "", "(shared)")
+    spent = sum(float(s["value"]) for s in keys)
+    assert float(org["value"]) * 100000 == pytest.approx(spent, rel=1e-6)
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -5,16 +5,20 @@ The **snapshot part** of `/metrics`, rendered to bytes once per successful cycle
 the same at 10 keys and at 50,000 series. All gauges, period to date:
 
 - `costwatch_key_spend_usd`, `costwatch_key_requests`, `costwatch_key_tokens{kind}` with
-  `api_key_id`, `api_key_name`; the `costwatch_key_model_*` variants add `model`. `kind` is
-  prompt, completion, cached_prompt, cache_creation or no_cache, present only where the export
-  reports that count (no tokens reads as no series, never as 0).
+  `api_key_id`, `api_key_name`, `workspace`; the `costwatch_key_model_*` variants add `model`.
+  `kind` is prompt, completion, cached_prompt, cache_creation or no_cache, present only where
+  the export reports that count (no tokens reads as no series, never as 0).
 - `costwatch_budget_limit`, `costwatch_budget_used_ratio`, `costwatch_budget_forecast_ratio`
   (absent while there is no forecast, at a period's first instant), labelled `budget`,
-  `subject`, `api_key_id`, `metric` (cost_usd, requests, tokens) and `model`. For a per-key
+  `subject`, `api_key_id`, `metric` (cost_usd, requests, tokens), `model` and `workspace`.
+  For a per-key
   budget `subject` is the key's name and `api_key_id` its id (two keys of the same name never
   collide); for a shared budget `subject` is `(shared)` and `api_key_id` is empty. `model` is
   `all` for the budget's own limits, else the model name or glob of a per-model limit (a glob
   literally named "all" would be ambiguous; don't configure one).
+- `workspace` is "default" for a file with `langdock:`; with `workspaces:` it is the key's
+  workspace and `api_key_id` the id within it (one id in two workspaces: two series), and ""
+  for a shared pool (it may span workspaces) and the folded "other" key.
 - `costwatch_budgets_unevaluated{budget,reason}`: how many of a budget's limits the export
   could not evaluate (a `tokens` limit on an export without token counts); no series while
   every limit is evaluated.
@@ -41,8 +45,10 @@ from datetime import datetime
 import polars as pl
 
 from costwatch.budgets import FINDING_SCHEMA, Unevaluated
+from costwatch.config.models import DEFAULT_WORKSPACE
 from costwatch.metrics.cap import OTHER_KEY, OTHER_MODEL, OTHER_NAME, bound
 from costwatch.usage import SCHEMA
+from costwatch.workspaces import SEPARATOR, WORKSPACE
 
 __all__ = [
     "ALL_MODELS",
@@ -132,15 +138,39 @@ def render_snapshot(snapshot: Snapshot | None, max_series: int) -> Rendered:
         list(TOKEN_KINDS.values()),
         fixed=unevaluated.count("\n") - 2,
     )
+    qualified = snapshot is not None and WORKSPACE in snapshot.usage.columns
+    keys, rows, found = (
+        _by_workspace(frame, qualified) for frame in (bounded.keys, bounded.rows, bounded.findings)
+    )
     parts = [
-        *_usage_families(bounded.keys, _KEY_FAMILIES, ("api_key_id", "api_key_name")),
+        *_usage_families(keys, _KEY_FAMILIES, ("api_key_id", "api_key_name", WORKSPACE)),
         *_usage_families(
-            bounded.rows, _KEY_MODEL_FAMILIES, ("api_key_id", "api_key_name", "model")
+            rows, _KEY_MODEL_FAMILIES, ("api_key_id", "api_key_name", "model", WORKSPACE)
         ),
-        *_budget_families(bounded.findings),
+        *_budget_families(found),
         unevaluated,
     ]
     return Rendered("".join(parts).encode("utf-8"), bounded.truncated)
+
+
+def _by_workspace(frame: pl.DataFrame, qualified: bool) -> pl.DataFrame:
+    """`frame` with a `workspace` column: "default" for a file with `langdock:`; else the
+    workspace of a "workspace/id" key, its api_key_id the id alone ("" for a shared pool and
+    the folded "other")."""
+    if not qualified:
+        return frame.with_columns(pl.lit(DEFAULT_WORKSPACE).alias(WORKSPACE))
+    key = pl.col("api_key_id")
+    named = key.str.contains(SEPARATOR, literal=True).fill_null(value=False)
+    return frame.with_columns(
+        pl.when(named)
+        .then(key.str.split_exact(SEPARATOR, 1).struct.field("field_0"))
+        .otherwise(pl.lit(""))
+        .alias(WORKSPACE),
+        pl.when(named)
+        .then(key.str.splitn(SEPARATOR, 2).struct.field("field_1"))
+        .otherwise(key)
+        .alias("api_key_id"),
+    )
 
 
 def _usage_rows(usage: pl.DataFrame | None) -> pl.DataFrame:
@@ -185,7 +215,7 @@ def _budget_families(findings: pl.DataFrame | None) -> list[str]:
     ).with_columns(
         pl.col("budget", "subject", "api_key_id", "metric").fill_null(""),
     )
-    labels = ("budget", "subject", "api_key_id", "metric", "model")
+    labels = ("budget", "subject", "api_key_id", "metric", "model", WORKSPACE)
     labelled = labelled.with_columns(_label_text(labels).alias(_LABELS))
     parts = []
     for name, column, text in _BUDGET_FAMILIES:

@@ -331,7 +331,7 @@ def test_hostile_key_and_model_names_round_trip_without_adding_labels_or_series(
     found = samples(text, "costwatch_key_model_spend_usd")
     assert len(found) == len(HOSTILE)
     for labels, value in found:
-        assert set(labels) == {"api_key_id", "api_key_name", "model"}
+        assert set(labels) == {"api_key_id", "api_key_name", "model", "workspace"}
         i = int(labels["api_key_id"].removeprefix("id-"))
         assert (labels["api_key_name"], labels["model"], value) == (
             HOSTILE[i],
