@@ -61,6 +61,13 @@ def summarize(
             f"{k} {v}" for k, v in (("budget", silence.budget), ("keys", silence.keys)) if v
         )
         lines.append(f"silence   {what} until {silence.until.isoformat()}: {silence.reason}")
+    for report in config.reports:
+        where = report.channel or (slack.channel if slack and slack.channel else "the webhook")
+        zone = report.timezone or schedule.timezone
+        lines.append(
+            f"report    {report.name}: every {report.every}, due {report.at} ({zone}) after it,"
+            f" top {report.top}, to {where}"
+        )
     lines += [f"warning   {warning}" for warning in _warnings(config, now, unevaluated)]
     return "\n".join(lines)
 

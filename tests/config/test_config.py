@@ -1316,6 +1316,9 @@ def test_the_summary_shows_each_section_and_budget() -> None:
         "thresholds 50/80/100%; to #ai-spend",
         "silence   budget support-bot, keys support-bot-* until 2030-01-01T00:00:00+01:00: "
         "migration to the new support bot, spend approved",
+        "report    weekly: every week, due Mon 09:00 (Europe/Berlin) after it, top 10, "
+        "to #ai-spend",
+        "report    monthly: every month, due 09:00 (Europe/Berlin) after it, top 10, to #ai-spend",
     ]
 
 

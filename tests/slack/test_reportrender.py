@@ -250,3 +250,9 @@ def test_an_outbox_row_of_a_report_without_its_fields_is_refused() -> None:
 
 def test_check_lists_a_waiting_report_in_one_line() -> None:
     assert notice_summary(REPORT) == "weekly: week:2026-11-23@Europe/Berlin, $1,234.50 [report]"
+
+
+def test_the_docs_page_shows_the_current_rendering_of_the_weekly_report() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "slack-message.md").read_text()
+    assert as_terminal_text(RENDERED["weekly"]) in page
+    assert RENDERED["weekly"].text in page
