@@ -24,7 +24,6 @@ of it at the next. A point at local midnight is therefore exactly what the daemo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -37,8 +36,8 @@ from costwatch.alerts import Alert
 from costwatch.config import Config, ScheduleConfig
 from costwatch.errors import UsageError
 from costwatch.fetch import Fetched, day_range
-from costwatch.notices import Notice
 from costwatch.periods import local_midnight
+from costwatch.replayed import Fired, Replay
 from costwatch.state import Store
 from costwatch.state.base import History
 from costwatch.usage.model import TOKEN_COLUMNS
@@ -178,41 +177,6 @@ def _scaled(frame: pl.DataFrame, share: float) -> pl.DataFrame:
         pl.col("total_cost_usd") * share,
         *((pl.col(c) * share).floor().cast(pl.Int64) for c in counts),
     )
-
-
-@dataclass(frozen=True)
-class Fired:
-    """One outbox row a replayed cycle queued: when, to which channel (None: the webhook's or
-    no slack section), and the notice (a budget's `Alert` or a detector's finding)."""
-
-    at: datetime
-    channel: str | None
-    notice: Notice
-
-    @property
-    def kind(self) -> str:
-        return notices.kind(self.notice)
-
-
-@dataclass(frozen=True)
-class Replay:
-    """What the replay of `points` would have sent."""
-
-    points: tuple[datetime, ...]
-    fired: tuple[Fired, ...]
-    silenced: tuple[tuple[datetime, Alert], ...] = ()  # due, but an active silence held them
-    unevaluated: tuple[str, ...] = ()  # limits the history cannot evaluate, described once
-    evaluated: int = 0  # points at which some limit was evaluated (had a finding)
-
-    @property
-    def alerts(self) -> tuple[Fired, ...]:
-        """The budgets' alerts (not the detectors' findings, nor operational notices)."""
-        return tuple(f for f in self.fired if isinstance(f.notice, Alert))
-
-    @property
-    def findings(self) -> tuple[Fired, ...]:
-        """The detectors' findings."""
-        return tuple(f for f in self.fired if not isinstance(f.notice, Alert))
 
 
 class ReplayError(Exception):

@@ -33,6 +33,7 @@ MAX_LINES = 450
 PURE = (
     "costwatch.alerts",
     "costwatch.budgets",
+    "costwatch.cli.backtest_output",
     "costwatch.cli.output",
     "costwatch.cli.reportformat",
     "costwatch.cli.table",
@@ -61,6 +62,7 @@ PURE = (
     "costwatch.owning",
     "costwatch.periods",
     "costwatch.quote",
+    "costwatch.replayed",
     "costwatch.reports",
     "costwatch.selection",
     "costwatch.workspaces",

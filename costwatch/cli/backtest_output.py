@@ -16,15 +16,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from costwatch import fmt, notices
 from costwatch.alerts import Alert
 from costwatch.cli.output import iso, printable
-
-if TYPE_CHECKING:  # the replay runs cycles (IO); this module only reads what it found
-    from costwatch.backtest import Fired, Replay
+from costwatch.replayed import Fired, Replay
 
 __all__ = ["Backtest", "Totals", "render_json", "render_markdown", "render_table", "totals"]
 
