@@ -231,9 +231,8 @@ def _health(
         return health.succeeded(transaction.export_health(), now)
     name, error = next(iter(failed.items()))
     after = next(c.langdock for c in deps.config.connections if c.name == name)
-    return health.failed(
-        transaction.export_health(), _reason(error), now, after.failures_before_alert
-    )
+    reason = f"{_reason(error)} in workspace {name}"  # the "exports failing" alert names it
+    return health.failed(transaction.export_health(), reason, now, after.failures_before_alert)
 
 
 def _reason(error: ExportError | UsageError) -> str:

@@ -262,3 +262,20 @@ def ready(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_the_exports_failing_alert_names_the_workspace_whose_export_fails(
+    config: Path, sims: dict[str, Simulator], stub: SlackStub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = config.read_text()
+    config.write_text(
+        text.replace(
+            '    channel: "#research"\n', '    channel: "#research"\n    failures_before_alert: 1\n'
+        )
+    )
+    sims["research"].faults.fail_export(401, times=1)
+    code, _, _ = check(config, capsys)
+    assert code == 2
+    (alert,) = stub.posts()
+    assert "exports failing" in alert.text.lower()
+    assert "unauthorized in workspace research" in alert.text
