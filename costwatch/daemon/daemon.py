@@ -3,11 +3,11 @@
 - Start-up, in this order: the configuration, the state (a SQLite file's writer lock first: a
   second `run` on the same file exits 2 naming the holder; on PostgreSQL several `run`s are
   replicas, and the elected leader alone runs cycles and delivers: `succession.py`), the
-  metrics port, the campaign for leader, the scheduler. Nothing
-  is delivered and no cycle runs until all of it succeeded: a taken port exits 2 having sent
-  nothing.
+  metrics port, the campaign for leader, the scheduler. Nothing is delivered and no cycle runs
+  until all of it succeeded: a taken port exits 2 having sent nothing.
 - One cycle at start-up, then on `schedule.every` (optionally jittered) or `schedule.cron`, in
-  `schedule.timezone`; never two at once (a second is skipped, logged), missed runs coalesced,
+  `schedule.timezone`; never two at once (a second is skipped: logged at INFO, a WARNING when
+  the one running is over an interval old), missed runs coalesced,
   a misfire grace of half an interval. A failed cycle is logged and counted; the next runs as
   planned. Each cycle runs in a thread of its own (a daemon thread: see shutdown).
 - Slack delivery (`courier.py`) runs in its own thread, after each cycle and every
@@ -296,15 +296,10 @@ class Daemon:
         if self._stop.is_set():
             return
         if not self._cycle_lock.acquire(blocking=False):
-            # A cycle overlapping a fresh one (a promotion's, a reload's) is routine; one still
-            # running after a whole interval is what an operator should hear about.
-            running = self._monotonic() - self._cycle_started
-            overdue = running > schedule.interval(self._config.schedule).total_seconds()
-            log.log(
-                logging.WARNING if overdue else logging.INFO,
-                "a cycle is still running (for %.0fs); skipping this one",
-                running,
-            )
+            running = self._monotonic() - self._cycle_started  # beside a promotion's: routine
+            late = running > schedule.interval(self._config.schedule).total_seconds()
+            message = "a cycle is still running (for %.0fs); skipping this one"
+            log.log(logging.WARNING if late else logging.INFO, message, running)
             return
         started = self._cycle_started = self._monotonic()
         try:
