@@ -80,7 +80,8 @@ def due(
 def snapshot(history: Transaction, config: Config, today: pl.DataFrame, now: datetime) -> Snapshots:
     """Record today's per-key use so far (`today`: the open day's export, per key and model) as
     the snapshot of the current local hour of the schedule's zone, replacing an earlier one of
-    that hour; the snapshots of the anomalies' window read back, today's included."""
+    that hour; the snapshots of that hour of the anomalies' window read back (today's
+    included), with each key's earliest one (`Hourly.snapshots`)."""
     zone = config.schedule.timezone
     local = now.astimezone(config.schedule.zone)
     first = local.date() - timedelta(days=config.anomalies.window_days)
@@ -94,7 +95,7 @@ def snapshot(history: Transaction, config: Config, today: pl.DataFrame, now: dat
         )
     )
     history.put_snapshot(zone, local.date(), local.hour, per_key, taken_at=now, keep_from=first)
-    return history.snapshots(zone, first, local.date())
+    return history.snapshots(zone, first, local.date(), hour=local.hour)
 
 
 def record(history: Transaction, found: Iterable[Finding], now: datetime) -> None:

@@ -192,8 +192,13 @@ class Hourly(Protocol):
         snapshots of days before `keep_from` are deleted with it."""
         ...
 
-    def snapshots(self, zone: str, first: date, last: date) -> Snapshots:
-        """The snapshots of the days [first, last] of `zone`."""
+    def snapshots(
+        self, zone: str, first: date, last: date, *, hour: int | None = None
+    ) -> Snapshots:
+        """The snapshots of the days [first, last] of `zone`; with `hour`, only those of that
+        hour plus each key's earliest one (where its days begin: what the spend rate reads of
+        the other hours), so a cycle reads a day's worth of rows per key, not 24. `taken` is
+        every hour's either way."""
         ...
 
 

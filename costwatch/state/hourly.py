@@ -29,7 +29,33 @@ COLUMNS: dict[str, pl.DataType] = {
 _READ = """
     SELECT h.day, h.hour, k.api_key_id, n.name, h.requests, h.cost
     FROM usage_hourly h JOIN usage_key k ON k.id = h.key LEFT JOIN usage_name n ON n.id = h.name
-    WHERE h.zone = ? AND h.day BETWEEN ? AND ? ORDER BY h.day, h.hour, h.key
+    WHERE h.zone = :zone AND h.day BETWEEN :first AND :last ORDER BY h.day, h.hour, h.key
+"""
+# One hour's rows, and each key's row in the last snapshot of its first day (snapshots add up
+# over the day, so the day's last holds every key that spent by then): where its days begin.
+# Every row is found by its key's prefix (zone, day, hour), never by scanning the window.
+_READ_HOUR = """
+    WITH taken AS (
+        SELECT day, hour FROM usage_hour WHERE zone = :zone AND day BETWEEN :first AND :last
+    ), last_hours AS (
+        SELECT day, max(hour) AS hour FROM taken GROUP BY day
+    ), firsts AS (
+        SELECT h.key, min(h.day) AS day FROM last_hours t
+        JOIN usage_hourly h ON h.zone = :zone AND h.day = t.day AND h.hour = t.hour
+        GROUP BY h.key
+    ), picked AS (
+        SELECT h.day, h.hour, h.key, h.name, h.requests, h.cost FROM taken t
+        JOIN usage_hourly h ON h.zone = :zone AND h.day = t.day AND h.hour = t.hour
+        WHERE t.hour = :hour
+        UNION
+        SELECT h.day, h.hour, h.key, h.name, h.requests, h.cost FROM firsts f
+        JOIN last_hours t ON t.day = f.day
+        JOIN usage_hourly h ON h.zone = :zone AND h.day = f.day AND h.hour = t.hour
+            AND h.key = f.key
+    )
+    SELECT p.day, p.hour, k.api_key_id, n.name, p.requests, p.cost
+    FROM picked p JOIN usage_key k ON k.id = p.key LEFT JOIN usage_name n ON n.id = p.name
+    ORDER BY p.day, p.hour, p.key
 """
 
 
@@ -91,14 +117,25 @@ def put_snapshot(
     db.execute("DELETE FROM usage_hour WHERE zone = ? AND day < ?", old)
 
 
-def snapshots(db: sqlite3.Connection, zone: str, first: date, last: date) -> Snapshots:
+def snapshots(
+    db: sqlite3.Connection, zone: str, first: date, last: date, hour: int | None = None
+) -> Snapshots:
     zone_id = daily._zone_id(db, zone)
     if zone_id is None or last < first:
         return Snapshots(frame_of([]), frozenset())
-    span = (zone_id, daily.day_number(first), daily.day_number(last))
-    rows = [(_day(row[0]), *row[1:]) for row in db.execute(_READ, span)]
+    span = {
+        "zone": zone_id,
+        "first": daily.day_number(first),
+        "last": daily.day_number(last),
+        "hour": hour,
+    }
+    rows = [
+        (_day(row[0]), *row[1:])
+        for row in db.execute(_READ_HOUR if hour is not None else _READ, span)
+    ]
     taken = db.execute(
-        "SELECT day, hour FROM usage_hour WHERE zone = ? AND day BETWEEN ? AND ?", span
+        "SELECT day, hour FROM usage_hour WHERE zone = :zone AND day BETWEEN :first AND :last",
+        span,
     ).fetchall()
     return Snapshots(frame_of(rows), frozenset((_day(day), hour) for day, hour in taken))
 
@@ -132,5 +169,7 @@ class InTransaction:
     ) -> None:
         put_snapshot(self._usable(), zone, day, hour, frame, taken_at=taken_at, keep_from=keep_from)
 
-    def snapshots(self, zone: str, first: date, last: date) -> Snapshots:
-        return snapshots(self._usable(), zone, first, last)
+    def snapshots(
+        self, zone: str, first: date, last: date, *, hour: int | None = None
+    ) -> Snapshots:
+        return snapshots(self._usable(), zone, first, last, hour)

@@ -114,3 +114,29 @@ def test_migrate_state_carries_the_snapshots(tmp_path: Path, pg_url: str) -> Non
     with PostgresState.open(pg_url, where="test database") as target:
         sqlite_to_postgres(path, target)
         assert read(target, DAY - timedelta(days=1), DAY) == before
+
+
+def test_one_hours_read_holds_that_hour_and_where_each_keys_days_begin(store: Store) -> None:
+    """What the spend rate reads of a window: the hour's snapshots, and each key's row in the
+    last snapshot of its first day (a key that starts at 14:00 had $0 by 10:00 after it)."""
+    day1, day2, day3 = DAY - timedelta(days=2), DAY - timedelta(days=1), DAY
+    put(store, day1, 10, keys(("early", "e", 1, 1.0)))
+    put(store, day1, 15, keys(("early", "e", 2, 2.0), ("late", "l", 5, 9.0)))
+    put(store, day2, 10, keys(("early", "e", 1, 1.5)))
+    put(store, day2, 23, keys(("early", "e", 3, 3.0), ("new", "n", 1, 0.5)))
+    put(store, day3, 10, keys(("early", "e", 1, 4.0), ("late", "l", 1, 8.0)))
+    with store.transaction() as transaction:
+        read = transaction.snapshots(ZONE, day1, day3, hour=10)
+        whole = transaction.snapshots(ZONE, day1, day3)
+    assert read.frame.rows() == [
+        (day1, 10, "early", "e", 1, 1.0),
+        (day1, 15, "early", "e", 2, 2.0),  # each key's first day's last snapshot
+        (day1, 15, "late", "l", 5, 9.0),
+        (day2, 10, "early", "e", 1, 1.5),
+        (day2, 23, "new", "n", 1, 0.5),
+        (day3, 10, "early", "e", 1, 4.0),
+        (day3, 10, "late", "l", 1, 8.0),
+    ]
+    assert read.taken == whole.taken
+    assert read.recorded(10) == [day1, day2, day3]
+    assert whole.frame.height == 8
