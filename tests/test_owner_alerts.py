@@ -18,6 +18,7 @@ from slackstub import TOKEN, SlackStub
 
 from costwatch import alerts, budgets, cycle, owning
 from costwatch.alerts import Alert
+from costwatch.cli import main
 from costwatch.config import Config, parse_config
 from costwatch.context import with_context
 from costwatch.detect import Anomaly
@@ -204,3 +205,30 @@ def test_budget_alerts_reach_the_owners_channel_once_and_mention_them_in_every_c
     assert "owner:" not in pool  # three keys: no one owner
     blocks = [b for p in posts["#owners"] for b in p.body.get("blocks", [])]
     assert any(OWNER in str(block) for block in blocks)  # the mention itself, unescaped
+
+
+def test_test_slack_reaches_the_owners_channels_too_each_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with SlackStub() as stub:
+        for channel in ("#ai-spend", "#owners", "#team"):
+            stub.add_channel(channel)
+        path = tmp_path / "costwatch.yaml"
+        path.write_text(
+            f"""\
+langdock: {{api_key: {KEY}}}
+slack: {{token: {TOKEN}, channel: "#ai-spend", api_url: "{stub.api_url}"}}
+owners:
+  - {{keys: web, mention: "{OWNER}", channel: "#owners"}}
+  - {{keys: etl, mention: "{BOB}", channel: "#team"}}
+budgets:
+  - {{name: web, keys: web, limits: {{cost_usd: 1}}, channel: "#owners"}}
+""",
+            encoding="utf-8",
+        )
+        code = main(["test-slack", "--config", str(path)])
+        out = capsys.readouterr().out
+        posted = sorted(str(r.channel) for r in stub.posts())
+    assert code == 0, out
+    assert posted == ["#ai-spend", "#owners", "#team"]
+    assert "3 of 3 channel(s) reached" in out

@@ -317,6 +317,8 @@ def _test_slack(args: argparse.Namespace) -> int:
     channels: list[str | None] = [config.slack.channel]
     if config.slack.mode == "token":
         channels += [b.channel for b in config.budgets if b.channel]
+        channels += [o.channel for o in config.owners if o.channel]  # alerts go there too
+    channels = list(dict.fromkeys(channels))
     sender = slack.sender_from_config(config.slack)
     checks = slack.test_channels(sender, [c or "" for c in channels], datetime.now(UTC))
     for check in checks:

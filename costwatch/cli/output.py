@@ -302,6 +302,9 @@ def _alert_json(alert: Alert, default_channel: str | None) -> dict[str, Any]:
     values = {name: getattr(alert, name) for name in ALERT_FIELDS}
     values["overrun_at"] = iso(alert.overrun_at)
     values["channel"] = alert.channel or default_channel
+    values["owner_mention"] = list(alert.owner_mention)
+    values["owner_channel"] = alert.owner_channel
+    values["channels"] = list(owning.routes(alert, default_channel))
     return values
 
 

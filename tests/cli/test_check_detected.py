@@ -35,7 +35,7 @@ def sim() -> Iterator[Simulator]:
         yield server
 
 
-def write_config(tmp_path: Path, sim: Simulator) -> Path:
+def write_config(tmp_path: Path, sim: Simulator, limit: float = 1000000) -> Path:
     owned = WORKSPACE.key_ids()[0][1]
     path = tmp_path / "costwatch.yaml"
     path.write_text(
@@ -50,7 +50,7 @@ schedule: {{every: 15m, timezone: Europe/Berlin}}
 state: {{path: {tmp_path / "state.db"}}}
 slack: {{token: xoxb-test, channel: "#ai-spend"}}
 budgets:
-  - {{name: every-key, keys: "*", limits: {{cost_usd: 1000000}}}}
+  - {{name: every-key, keys: "*", limits: {{cost_usd: {limit}}}}}
 anomalies: {{metrics: cost_usd}}
 unit_cost: {{enabled: false}}
 owners:
@@ -138,3 +138,18 @@ def test_without_a_history_nothing_is_detected_and_the_field_is_empty(
 ) -> None:
     document = check(write_config(tmp_path, sim), capsys)
     assert document["detected"] == []
+
+
+def test_check_json_alerts_carry_their_owner_and_every_channel_they_go_to(
+    tmp_path: Path, sim: Simulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = check(write_config(tmp_path, sim, limit=1), capsys)
+    owned = WORKSPACE.key_ids()[0][1]
+    alerts = {a["api_key_name"]: a for a in document["alerts"]}
+    assert set(alerts) == {name for _, name in WORKSPACE.key_ids()}
+    mine = alerts.pop(owned)
+    assert (mine["owner_mention"], mine["owner_channel"]) == ([OWNER], "#owners")
+    assert (mine["channel"], mine["channels"]) == ("#ai-spend", ["#ai-spend", "#owners"])
+    for other in alerts.values():
+        assert (other["owner_mention"], other["owner_channel"]) == ([], None)
+        assert other["channels"] == ["#ai-spend"]
