@@ -263,6 +263,7 @@ class _Judged:
         value = _rounded_up(metric, figure.base * headroom)
         if value <= 0:  # a percentile of mostly empty periods
             value = _rounded_up(metric, figure.highest * headroom)
+        value = max(value, 0.01 if metric == "cost_usd" else 1.0)  # a limit is above 0
         return Limit(metric, value, current, self._basis(metric, figure, len(figures)))
 
     def _basis(self, metric: Metric, figure: _Figure, keys: int) -> str:

@@ -8,9 +8,12 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import polars as pl
 import pytest
 import yaml
 from histories import Row, frame
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from costwatch.config import Config, parse_config
 from costwatch.suggest import Options, Suggestion, render, suggest, window
@@ -220,3 +223,28 @@ def test_an_empty_history_suggests_nothing_and_does_not_crash() -> None:
     assert limits(item) == {"cost_usd": None, "requests": None}
     [item] = suggest(config(POOL), {}, {}, NOW, Options())
     assert item.periods == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=1e12)), min_size=6, max_size=6
+    ),
+    st.floats(min_value=50, max_value=100),
+    st.floats(min_value=0, max_value=2),
+)
+def test_any_monthly_series_gives_a_limit_at_or_above_its_percentile_or_keeps_the_written_one(
+    costs: list[float], percentile: float, headroom: float
+) -> None:
+    rows = [(day, "a", "m", cost, 1) for day, cost in zip(MONTHS, costs, strict=True)]
+    options = Options(percentile=percentile, headroom=headroom)
+    [item] = run(config(POOL), rows, options=options)
+    value = limits(item)["cost_usd"]
+    if max(costs) == 0:
+        assert value is None  # nothing spent: nothing to suggest on
+        return
+    assert value is not None
+    assert value > 0
+    p = float(pl.Series(costs).quantile(percentile / 100, interpolation="linear") or 0.0)
+    assert value >= p * (1 + headroom) - 1e-6 * max(costs)
+    assert yaml.safe_load(render([item], options, NOW))["budgets"][0]["limits"]["cost_usd"] > 0
