@@ -154,8 +154,10 @@ def _alert_cells(fired: Fired, zone: ZoneInfo) -> tuple[str, ...]:
 
 
 def finding_subject(fired: Fired) -> str:
-    """The key (and model) or the model a detector's finding is about."""
+    """The key (and model) or the model a detector's finding is about; a report's name."""
     found = notices.payload(fired.notice)
+    if fired.kind == "report":
+        return printable(str(found.get("name") or "report"))
     name = found.get("api_key_name") or found.get("api_key_id")
     model = found.get("model")
     if name and model:
@@ -167,6 +169,8 @@ def finding_word(fired: Fired) -> str:
     """anomaly (cost_usd), unit_cost (zero_cost), new_key."""
     found = notices.payload(fired.notice)
     detail = found.get("metric") or found.get("change")
+    if fired.kind == "report":  # its period: report (week)
+        detail = (found.get("span") or {}).get("name")
     return f"{fired.kind} ({detail})" if detail else fired.kind
 
 

@@ -559,3 +559,18 @@ budgets: [{{name: all, keys: "*", limits: {{cost_usd: 10}}}}]
     )
     assert "reads the usage history of a file with langdock: only" in capsys.readouterr().err
     assert not (tmp_path / "state.db").exists()
+
+
+def test_scheduled_reports_are_listed_by_their_name_and_period(tmp_path: Path) -> None:
+    """A weekly report due Mondays 09:00 is sent at the first cycle after (every 6 h: 12:00),
+    once per week of the replay, named as configured."""
+    store(tmp_path / "state.db", known_rows())
+    weekly = 'reports:\n  - {name: weekly, every: week, at: "Mon 09:00"}\n'
+    path = write(tmp_path, "http://127.0.0.1:9", KNOWN + weekly)
+    code, table = backtest(path, "--from", "2026-11-01", "--to", "2026-11-30", "--at", "cycles")
+    assert code == 1
+    rows = [line.split() for line in table.splitlines() if "report (week)" in line]
+    assert rows == [
+        [monday, "12:00", "report", "(week)", "weekly", "#costs"]
+        for monday in ("2026-11-09", "2026-11-16", "2026-11-23", "2026-11-30")
+    ]
