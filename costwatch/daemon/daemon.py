@@ -350,6 +350,7 @@ class Daemon:
         assert outcome.usage is not None
         snapshot = Snapshot(now, outcome.usage.frame, outcome.findings, outcome.unevaluated)
         self._metrics.cycle_succeeded(snapshot, seconds, outcome.kinds, outcome.failed_reasons)
+        self._metrics.reports_queued(report.name for report in outcome.reports)
         self._readiness.succeeded()  # after the snapshot: a ready replica's /metrics is whole
         self._succession.share()
         self._metrics.alerts_pending(self._state.pending_count())

@@ -120,6 +120,13 @@ class Metrics:
         )
         for kind in FINDING_KINDS:  # every kind's series from the start, at 0
             self._findings.labels(kind=kind)
+        self._reports = Counter(
+            "costwatch_reports_total",
+            "Scheduled reports queued for Slack, by report (`reports:`): each once per period,"
+            " none for a period without use.",
+            ["report"],
+            registry=registry,
+        )
         self._cycles = Counter(
             "costwatch_cycles_total", "Cycles run, by outcome.", ["outcome"], registry=registry
         )
@@ -208,6 +215,11 @@ class Metrics:
         """The detectors' findings one cycle queued, by kind."""
         for kind in kinds:
             self._findings.labels(kind=kind).inc()
+
+    def reports_queued(self, names: Iterable[str]) -> None:
+        """The scheduled reports one cycle queued, by their configured name."""
+        for name in names:
+            self._reports.labels(report=name).inc()
 
     def alerts_sent(self, count: int) -> None:
         self._alerts_sent.inc(count)

@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from loopback import free_port, wait_for, write_daemon_config
+from prometheus_client.parser import text_string_to_metric_families
 from slackstub import TOKEN, SlackStub
 
 from costwatch import fmt
@@ -70,7 +72,8 @@ def test_the_daemon_posts_yesterdays_report_once_across_a_restart(
 ) -> None:
     path = tmp_path / "costwatch.yaml"
     budgets = '  - {name: roomy, keys: "*", limits: {cost_usd: 1000000}}\n'
-    write_daemon_config(path, sim, stub, free_port(), budgets, every="1s")
+    port = free_port()
+    write_daemon_config(path, sim, stub, port, budgets, every="1s")
     path.write_text(path.read_text() + EXTRA)
     yesterday = datetime.now(BERLIN).date() - timedelta(days=1)
     start, end = local_midnight(yesterday, BERLIN), local_midnight(yesterday, BERLIN)
@@ -80,6 +83,7 @@ def test_the_daemon_posts_yesterdays_report_once_across_a_restart(
     process = run(path)
     try:
         wait_for(lambda: len(stub.posts("#reports")) >= 1, 60, "the daily report in #reports")
+        wait_for(lambda: reports_counted(port) == 1.0, 10, "costwatch_reports_total{report=daily}")
     finally:
         err = stop(process)
     (post,) = stub.posts("#reports")
@@ -94,9 +98,23 @@ def test_the_daemon_posts_yesterdays_report_once_across_a_restart(
         with SqliteState.open(tmp_path / "state.db", write=False) as state:
             first = state.export_health().last_success
         wait_for(lambda: _exported_since(tmp_path, first, 3), 60, "three cycles after restart")
+        assert reports_counted(port) is None  # nothing queued by this process
     finally:
         err = stop(again)
     assert len(stub.posts("#reports")) == 1, err
+
+
+def reports_counted(port: int) -> float | None:
+    """costwatch_reports_total{report="daily"} in a real scrape (None: no such series)."""
+    try:
+        scrape = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.TransportError:
+        return None
+    for family in text_string_to_metric_families(scrape):
+        for sample in family.samples:
+            if sample.name == "costwatch_reports_total" and sample.labels == {"report": "daily"}:
+                return sample.value
+    return None
 
 
 def _exported_since(tmp_path: Path, first: datetime | None, seconds: int) -> bool:
