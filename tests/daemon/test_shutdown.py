@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,17 +63,30 @@ class Daemon:
         return None
 
     def terminate(self) -> tuple[float, list[dict[str, Any]], list[str]]:
-        """SIGTERM; (seconds until it exited, its log entries, /metrics scrapes meanwhile)."""
+        """SIGTERM; (seconds until it exited, its log entries, /metrics scrapes meanwhile).
+
+        The exit is the moment `wait()` returns in a thread of its own, not the end of the
+        scrape that happened to be running then: on a loaded machine a scrape of a daemon
+        that is closing can take a good part of a second, which is not the daemon's."""
+        exited: list[float] = []
+
+        def wait() -> None:
+            self.process.wait()
+            exited.append(time.monotonic())
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         scrapes: list[str] = []
-        while self.process.poll() is None and time.monotonic() - started < GRACE + 10:
+        while waiter.is_alive() and time.monotonic() - started < GRACE + 10:
             text = self.scrape()
             if text is not None:
                 scrapes.append(text)
             time.sleep(0.1)
         _, err = self.process.communicate(timeout=30)
-        seconds = time.monotonic() - started
+        waiter.join(5)
+        seconds = exited[0] - started
         return seconds, [json.loads(line) for line in err.splitlines() if line.strip()], scrapes
 
 
