@@ -34,6 +34,7 @@ TOKENS_ONLY = """\
     keys: "*"
     limits: {tokens: 1000000}
 """
+SKIPPED = "a cycle is still running (for "  # a run due while one runs: a loaded machine
 # What may be said at INFO besides the one line per cycle: starting and stopping.
 START_AND_STOP = ("metrics on ", "costwatch started: ", "SIGTERM received", "costwatch stopped")
 
@@ -109,6 +110,10 @@ def test_run_logs_one_info_line_per_cycle_and_a_slack_503_as_one_warning_with_th
     lines, scraped = run_daemon(
         config, port, lambda base: cycles_done(base) >= 4 and len(stub.posts()) >= 1
     )
+    # On a loaded machine a cycle can outlast the 1 s interval: the run due meanwhile is
+    # skipped, in a line of its own (INFO; WARNING once the running cycle is over an interval
+    # old). The machine's doing, not this test's: those lines are left out of what follows.
+    lines = [line for line in lines if not line["message"].startswith(SKIPPED)]
     info = [line["message"] for line in lines if line["level"] == "info"]
     cycles = [m for m in info if m.startswith("cycle ok in ")]
     assert len(cycles) >= 4
@@ -128,7 +133,9 @@ def test_run_logs_one_info_line_per_cycle_and_a_slack_503_as_one_warning_with_th
     # one WARNING per cycle, naming the budget
     assert len(cycles) <= len(unevaluated) <= len(cycles) + len(cut)
     assert "budget 'tokens-cap': its tokens limit is not evaluated" in unevaluated[0]
-    (failed,) = [m for m in warnings if "not evaluated" not in m]
+    problems = [m for m in warnings if "not evaluated" not in m]
+    assert len(problems) == 1, problems
+    (failed,) = problems
     assert failed.startswith("Slack delivery to #ai-spend failed: http_503")
     assert [line for line in lines if line["level"] == "error"] == []
     assert not any("maximum number of running instances" in line["message"] for line in lines)
