@@ -260,6 +260,11 @@ def replicas(count: int, tmp_path: Path, peers: Peers, budgets: int) -> Iterator
                 replica.process.communicate()
 
 
+def healthy(replica: Replica) -> bool:
+    answer = replica.get("/healthz")
+    return answer is not None and answer.status_code == 200
+
+
 def cycled_after(cycles: CycleWatch, moment: datetime) -> bool:
     return cycles.seen[-1] > moment
 
@@ -294,13 +299,13 @@ def test_three_replicas_the_leader_killed_30_times_deliver_every_alert_once_with
     tmp_path: Path,
 ) -> None:
     """Three replicas; 30 times, one more budget is added (so each round has an alert of its
-    own to plan and deliver), and after a random 0.3 to 2 s the leader is SIGKILLed and
-    started again (as a standby now). The window: an alert whose post the stand-in accepted
-    while its row was still unsent when the leader died will be posted again by the next
-    leader; any other duplicate fails the test. After each kill the test waits for the next
-    leader's first committed cycle (a leader killed before its first cycle would say nothing
-    of failover): no gap between committed cycles is longer than one interval plus the
-    failover."""
+    own to plan and deliver), and after a random 0.3 to 2 s (and once every replica is up) the
+    leader is SIGKILLed and started again (as a standby now). The window: an alert whose post
+    the stand-in accepted while its row was still unsent when the leader died will be posted
+    again by the next leader; any other duplicate fails the test. After each kill the test
+    waits for the next leader's first committed cycle (a leader killed before its first cycle
+    would say nothing of failover): no gap between committed cycles is longer than one
+    interval plus the failover."""
     rng = random.Random(20261201)
     windows: Counter[str] = Counter()
     failovers: list[float] = []  # per kill: the last cycle before it to the first after it
@@ -318,7 +323,13 @@ def test_three_replicas_the_leader_killed_30_times_deliver_every_alert_once_with
             for kill in range(KILLS):
                 for replica in group:
                     write_config(replica.config, peers, replica.port, BASE + kill + 1)
-                time.sleep(rng.uniform(0.3, 2.0))
+                due = time.monotonic() + rng.uniform(0.3, 2.0)
+                # A failover needs a standby: the replica started again after the last kill
+                # is up (started, campaigning) before the leader dies, however long a cold
+                # start takes on this machine; else the gap would measure that start.
+                for replica in group:
+                    wait_for(functools.partial(healthy, replica), 60, "every replica up")
+                time.sleep(max(0.0, due - time.monotonic()))
                 pid = wait_for(
                     lambda: leader_pid(url) in by_pid and leader_pid(url), 15, "a leader"
                 )
