@@ -355,6 +355,7 @@ def keeper_process(config: Path, now: datetime, log: Path) -> subprocess.Popen[b
         )
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_reconcile_and_its_repair_loses_and_duplicates_nothing(
     tmp_path: Path,
 ) -> None:
