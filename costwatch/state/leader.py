@@ -10,6 +10,8 @@
 - **Epoch**: each acquisition increments `leader.epoch` and writes who holds it. The store's
   writes are fenced by it (`postgres.py`): a deposed leader commits nothing, and the first
   refused write steps it down at once (`deposed`), before its next renewal would notice.
+  Deposed, it stands again only after two `retry_every`: a standby that was waiting takes the
+  lock first (its next try is within one), instead of the old leader taking it back at once.
 - `Leadership` is what the daemon needs of it (`Sole` for the SQLite file, whose writer lock
   already makes its process the only one; `Elected` for PostgreSQL): whether it leads, the
   campaign loop, stepping down, and the last metrics snapshot shared by the leader with the
@@ -124,6 +126,7 @@ class Elector:
         self._fence: Fence | None = None
         self.on_change: Callable[[bool], None] | None = None
         self.problem: str | None = None  # why the last attempt could not even ask the database
+        self._deposed_at = -float("inf")  # time.monotonic() when it last stopped leading
 
     def fence(self) -> Fence | None:
         """The fence while this process leads, else None."""
@@ -187,6 +190,8 @@ class Elector:
             was = self._fence
             self._fence = None
             self._drop()
+            if was is not None:
+                self._deposed_at = time.monotonic()
         if was is not None:
             log.warning("%s: no longer the leader (epoch %d): %s", self.where, was.epoch, why)
             self._notify(False)
@@ -216,11 +221,16 @@ class Elector:
         return f"{row[0]} since {row[1]:%Y-%m-%d %H:%M:%S} UTC (epoch {row[2]})"
 
     def campaign(self, stop: StopSignal) -> None:
-        """Until `stop`: renew while leading, try to lead while not."""
+        """Until `stop`: renew while leading, try to lead while not (after being deposed, not
+        before two `retry_every` have passed: the standbys' turn first)."""
         while not stop.is_set():
             if self.leading:
                 if self.renew():
                     stop.wait(self.renew_every)
+                continue
+            rest = self._deposed_at + 2 * self.retry_every - time.monotonic()
+            if rest > 0:
+                stop.wait(rest)
             elif not self.try_lead():
                 stop.wait(self.retry_every)
 

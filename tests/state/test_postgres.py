@@ -4,6 +4,7 @@ credentials kept out of messages, leader election, fencing and outbox claims."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 
 from costwatch.config import StateConfig
+from costwatch.deadline import StopSignal
 from costwatch.errors import NotLeaderError, StateError, StateMissing
 from costwatch.state import Message, PostgresState, leadership, open_store
 from costwatch.state.pgschema import SCHEMA_VERSION
@@ -194,6 +196,38 @@ def test_a_leader_whose_backend_was_terminated_commits_nothing_and_steps_down(
         assert successor.elector.fence().epoch == fence.epoch + 1  # type: ignore[union-attr]
         successor.commit(now=T0, messages=[message()])
     assert sql(pg_url, "SELECT count(*) FROM outbox") == [(1,)]
+
+
+def test_a_deposed_leader_leaves_the_lock_to_the_standby_that_was_waiting(
+    pg_url: str, leader: PostgresState
+) -> None:
+    """Its lock backend terminated, the leader finds out at its next renewal and campaigns on
+    as a standby, the lock free; it stands again only after two of the standbys' retries, so
+    the standby that was campaigning takes the lock (it took it back itself 24 ms after
+    losing it, before the standby's next try, and the failover never came)."""
+    assert leader.elector is not None
+    with fenced(pg_url) as standby:
+        assert standby.elector is not None
+        stop = StopSignal()
+        waiting = threading.Thread(target=standby.elector.campaign, args=(stop,), daemon=True)
+        waiting.start()
+        fence = leader.elector.fence()
+        assert fence is not None
+        pgserver.terminate(pgserver.server(), fence.pid)
+        assert not leader.elector.renew()  # stepped down; the lock is free
+        old = threading.Thread(target=leader.elector.campaign, args=(stop,), daemon=True)
+        old.start()  # at once, as the campaign loop goes on after a failed renewal
+        try:
+            deadline = time.monotonic() + 10
+            while not (standby.elector.leading or leader.elector.leading):
+                assert time.monotonic() < deadline, "nobody took the free lock"
+                time.sleep(0.01)
+            assert standby.elector.leading
+            assert not leader.elector.leading
+        finally:
+            stop.set()
+            waiting.join(10)
+            old.join(10)
 
 
 def test_a_deposed_leaders_claims_are_void_and_its_marks_are_refused(pg_url: str) -> None:
