@@ -9,7 +9,7 @@ due now.
     record(transaction, reports, now)                        transaction: never again
 
 The span and the period before it (for the comparison) are read from the store; a day it lacks
-is exported (`fetch.fetch_day`) when a client is given (the command), else it stays missing:
+is exported (`held.py`: never stored) when a client is given (the command), else it stays missing:
 the daemon waits for the keeper to store it and never reports part of a period as the whole.
 The detectors' windows before the span are read as stored (a day not stored is unknown to
 them, as in a cycle).
@@ -35,11 +35,9 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from costwatch import detecting, reports
+from costwatch import detecting, held, reports
 from costwatch.config import Config
 from costwatch.config.reports import ReportConfig
-from costwatch.fetch import fetch_day
-from costwatch.forecast import EMPTY_DAYS
 from costwatch.reports import Report, Span
 from costwatch.state.base import History, NoticeKey, Store, Transaction
 
@@ -71,26 +69,16 @@ def read_days(
 ) -> Days:
     """The stored days of `span`, of the period before it and of the detectors' windows; with
     `client`, the days of the span and of the period before that the store lacks exported
-    (`progress` is told each day before its export)."""
+    (`held.py`; `progress` is told each day before its export)."""
     previous = span.previous()
-    first = first_read(config, span)
-    stored = history.stored_days(span.zone, first, span.last) if history is not None else {}
-    frames = [history.usage_by_day(span.zone, first, span.last)] if history is not None else []
-    covered = set(stored)
-    exported = 0
-    if client is not None:
-        zone = span.period.zone
-        for day in [*previous.days, *span.days]:
-            if day in covered:
-                continue
-            if progress is not None:
-                progress(day)
-            frame = fetch_day(client, zone, day).usage.frame
-            frames.append(frame.with_columns(pl.lit(day).alias("day")))
-            covered.add(day)
-            exported += 1
-    usage = pl.concat(frames, how="diagonal_relaxed") if frames else EMPTY_DAYS
-    return Days(usage.select(EMPTY_DAYS.columns), frozenset(covered), exported)
+    wanted = held.Wanted(first_read(config, span), span.last, (*previous.days, *span.days))
+
+    def told(step: held.Step) -> None:
+        if progress is not None and step.fetched is None:
+            progress(step.day)
+
+    (days,) = held.read(history, {span.zone: wanted}, client, progress=told).values()
+    return Days(days.usage, days.covered, len(days.exported))
 
 
 def make(

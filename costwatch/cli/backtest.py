@@ -3,10 +3,10 @@ would have sent, when, to which channel, with totals (`costwatch/backtest.py` re
 
 The days the replay reads (`backtest.needed`) are copied from the configured state, opened
 read-only (no writer lock: beside a running daemon too), into a scratch store in a temporary
-directory; the days the state lacks are exported from Langdock one day at a time, as the keeper
-and `costwatch backfill` export them (`fetch.fetch_day`, paced by `--pace`), into that scratch
-store only. The scratch store is deleted when the command ends: the state is never written,
-nothing is delivered.
+directory; the days the state lacks are exported from Langdock one day at a time (`held.py`,
+as `report` and `suggest` read their days; paced by `--pace`), into that scratch store only.
+The scratch store is deleted when the command ends: the state is never written, nothing is
+delivered.
 
 Exit codes as `check`: 0 no budget alert would have been sent, 1 some would have (a threshold
 crossed, a forecast overrun), 2 the dates, the configuration, the state or an export could not
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,11 +27,12 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 from zoneinfo import ZoneInfo
 
+from costwatch import held
 from costwatch.cli.check import EXIT_CROSSED, EXIT_ERROR, EXIT_OK, state_is_missing
 from costwatch.config import Config
 from costwatch.errors import ExportError, StateError, StateMissing, UsageError
 from costwatch.quote import quote
-from costwatch.state import SqliteState, Store, StoredDay, open_store
+from costwatch.state import SqliteState, Store, open_store
 
 __all__ = ["add_command", "parse_date", "parse_pace", "range_problem", "run_backtest"]
 
@@ -198,7 +198,7 @@ def run_backtest(
             tempfile.TemporaryDirectory(prefix="costwatch-backtest-") as scratch_dir,
             SqliteState.open(Path(scratch_dir) / "backtest.db") as scratch,
         ):
-            held = _hold(
+            holding = _hold(
                 config, scratch, days, now=now, pace=config.history.pace if pace is None else pace
             )
             result = backtest.replay(config, scratch, replayed)
@@ -230,8 +230,8 @@ def run_backtest(
         zone=zone,
         at=mode,
         replay=result,
-        stored_days=held.stored,
-        exported_days=held.exported,
+        stored_days=holding.stored,
+        exported_days=holding.exported,
     )
     render = {
         "json": backtest_output.render_json,
@@ -249,22 +249,12 @@ def _hold(
     now: datetime,
     pace: timedelta,
 ) -> Held:
-    """Copy the days the state holds into `scratch`, export the others into it."""
-    from costwatch import history, keeping  # noqa: PLC0415
+    """The days the state holds and the others exported (`held.py`), put into `scratch`."""
+    from costwatch import keeping  # noqa: PLC0415
 
-    missing: list[tuple[ZoneInfo, date]] = []
-    stored = 0
     with _state(config) as state:
-        for name, (first, last) in days.items():
-            known = {} if state is None else _copy(state, scratch, name, first, last)
-            stored += len(known)
-            zone = ZoneInfo(name)
-            missing += [
-                (zone, day)
-                for day in history.closed_days(first, last + timedelta(days=1))
-                if day not in known
-            ]
-    too_old = [(zone, day) for zone, day in missing if day < keeping.oldest_exportable(zone, now)]
+        planned = held.plan(state, {name: held.Wanted(*span) for name, span in days.items()})
+    too_old = [(z, day) for z, day in planned.missing if day < keeping.oldest_exportable(z, now)]
     if too_old:
         zone, day = too_old[0]
         raise HoldError(
@@ -274,64 +264,61 @@ def _hold(
             " also reads back to the first day of each period running at --from, and the"
             " forecasts' and detectors' windows)"
         )
-    if missing:
-        _export(config, scratch, missing, now=now, pace=pace)
-    return Held(stored=stored, exported=len(missing))
+    if planned.missing:
+        from costwatch import langdock  # noqa: PLC0415 (httpx loads only to export)
+
+        with langdock.connect(config.sole_langdock()) as client:
+            got = held.export(planned, client, pace=pace, progress=_told)
+    else:
+        got = held.export(planned, None)
+    for name, zone_days in got.items():
+        _put(config, scratch, name, zone_days, now=now)
+    stored = sum(len(zone_days.stored) for zone_days in got.values())
+    return Held(stored=stored, exported=len(planned.missing))
 
 
-def _copy(
-    state: Store, scratch: Store, zone: str, first: date, last: date
-) -> dict[date, StoredDay]:
-    """The days of [first, last] `state` holds, copied into `scratch` one day at a time."""
-    known = state.stored_days(zone, first, last)
-    for day, kept in sorted(known.items()):
+def _told(step: held.Step) -> None:
+    """What backtest says of its exports on stderr: once what it does, then a line a day."""
+    if step.fetched is None:
+        if step.index == 0:
+            print(
+                f"backtest: {step.total} day(s) not in the state: exporting them from Langdock,"
+                " one a day (into the scratch store only; the state is not written)",
+                file=sys.stderr,
+                flush=True,
+            )
+        return
+    print(
+        f"[{step.index + 1}/{step.total}] {step.day.isoformat()} ({step.zone.key}):"
+        f" {step.fetched.rows:,} row(s)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _put(config: Config, scratch: Store, zone: str, days: held.Days, *, now: datetime) -> None:
+    """A zone's days into `scratch`, one day at a time: the stored ones as the state
+    describes them, the exported ones exported `now`."""
+    from costwatch import history  # noqa: PLC0415
+
+    for day, kept in sorted(days.stored.items()):
         scratch.put_day(
             zone,
             day,
-            state.usage_between(zone, day, day),
+            days.of(day),
             exported_at=kept.exported_at,
             settled=kept.settled,
             has_tokens=kept.has_tokens,
         )
-    return known
-
-
-def _export(
-    config: Config,
-    scratch: Store,
-    missing: list[tuple[ZoneInfo, date]],
-    *,
-    now: datetime,
-    pace: timedelta,
-) -> None:
-    from costwatch import history, langdock  # noqa: PLC0415 (httpx loads only to export)
-    from costwatch.fetch import fetch_day  # noqa: PLC0415
-
-    print(
-        f"backtest: {len(missing)} day(s) not in the state: exporting them from Langdock, one"
-        " a day (into the scratch store only; the state is not written)",
-        file=sys.stderr,
-        flush=True,
-    )
-    with langdock.connect(config.sole_langdock()) as client:
-        for index, (zone, day) in enumerate(missing):
-            if index and pace:
-                time.sleep(pace.total_seconds())
-            fetched = fetch_day(client, zone, day)
-            print(
-                f"[{index + 1}/{len(missing)}] {day.isoformat()} ({zone.key}):"
-                f" {fetched.rows:,} row(s)",
-                file=sys.stderr,
-                flush=True,
-            )
-            scratch.put_day(
-                zone.key,
-                day,
-                fetched.usage.frame,
-                exported_at=now,
-                settled=history.is_settled(day, zone, now, config.history.settle_after),
-                has_tokens=fetched.usage.has_tokens,
-            )
+    for day, has_tokens in days.exported.items():
+        scratch.put_day(
+            zone,
+            day,
+            days.of(day),
+            exported_at=now,
+            settled=history.is_settled(day, ZoneInfo(zone), now, config.history.settle_after),
+            has_tokens=has_tokens,
+        )
 
 
 @contextmanager

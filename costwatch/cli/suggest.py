@@ -3,8 +3,8 @@
 
 The history is read, never written: the state is opened read-only (a missing SQLite file is
 an empty history), and each closed day of the window it lacks is exported from Langdock one
-day at a time (`fetch.fetch_day`, as `backfill` does) and used in memory only. Days the
-export API no longer serves stay missing: periods with such days are not counted. The
+day at a time and used in memory only (`held.py`, as `report` and `backtest` read their days).
+Days the export API no longer serves stay missing: periods with such days are not counted. The
 configuration file is never edited.
 
 Exit codes: 0 the snippet is printed; 2 the state, an export or the data cannot be used.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,14 +23,13 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
-from costwatch import fetch, keeping
+from costwatch import held, history, keeping
 from costwatch.cli.check import EXIT_ERROR, EXIT_OK, state_is_missing
 from costwatch.config import Config
 from costwatch.errors import ExportError, StateError, UsageError
 from costwatch.quote import quote
 from costwatch.state import History, open_store
 from costwatch.suggest import MIN_PERIODS, Options, render, suggest, window
-from costwatch.usage import SCHEMA
 
 if TYPE_CHECKING:  # httpx loads only where an export is made
     from costwatch.langdock import LangdockClient
@@ -183,29 +182,21 @@ def _zone_history(
     options: Options,
     err: TextIO,
 ) -> tuple[pl.DataFrame, set[date]]:
-    """The window's days of `zone`: stored ones read, missing closed ones exported (kept in
-    memory); the frame (usage.SCHEMA + day) and the days known."""
+    """The window's days of `zone`: stored ones read, missing closed ones the export API still
+    serves exported (`held.py`: kept in memory); the frame (usage.SCHEMA + day), the days known."""
     first, last = window(options.months, zone, now)
-    stored = set(store.stored_days(zone.key, first, last)) if store is not None else set()
-    frames = [store.usage_by_day(zone.key, first, last)] if store is not None else []
     reachable = max(first, keeping.oldest_exportable(zone, now))
-    missing = [day for day in _days(reachable, last) if day not in stored]
-    if missing:
-        print(
-            f"suggest: {len(missing)} closed day(s) of {zone.key} are not stored; exporting"
-            " them (nothing is written)",
-            file=err,
-            flush=True,
-        )
-    for day in missing:
-        loaded = fetch.fetch_day(client, zone, day).usage.frame
-        frames.append(loaded.with_columns(pl.lit(day, dtype=pl.Date).alias("day")))
-    schema = pl.Schema({**SCHEMA, "day": pl.Date()})
-    frame = pl.concat(
-        [pl.DataFrame(schema=schema), *(f.select(list(schema)).cast(schema) for f in frames)]
-    )
-    return frame, stored | set(missing)
+    exportable = tuple(history.closed_days(reachable, last + timedelta(days=1)))
 
+    def told(step: held.Step) -> None:
+        if step.index == 0 and step.fetched is None:
+            print(
+                f"suggest: {step.total} closed day(s) of {zone.key} are not stored; exporting"
+                " them (nothing is written)",
+                file=err,
+                flush=True,
+            )
 
-def _days(first: date, last: date) -> Sequence[date]:
-    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    wanted = {zone.key: held.Wanted(first, last, exportable)}
+    (days,) = held.read(store, wanted, client, progress=told).values()
+    return days.usage, set(days.covered)
