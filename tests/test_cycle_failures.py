@@ -29,6 +29,7 @@ from loopback import free_port, wait_for, write_daemon_config
 from slackstub import TOKEN, SlackStub
 
 from costwatch import cycle
+from costwatch.cli import main
 from costwatch.config import parse_config
 from costwatch.daemon import Daemon
 from costwatch.errors import (
@@ -299,6 +300,47 @@ def test_an_unexpected_exception_in_a_cycle_is_an_internal_failure_counted_and_l
             assert (health.consecutive_failures, health.last_reason) == (n, "internal")
         assert [item.kind for item in state.pending()] == ["exports_failing"]
     assert "internal" in EXPORT_FAILURE_REASONS
+
+
+def test_check_exits_2_not_1_when_a_library_fails_inside_its_cycle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command as cron and CI read it: a bug inside a library (httpx's send raising what
+    it never should; the one part replaced, as a library bug cannot be had on demand) is the
+    cycle's typed `internal` failure, and `check` exits 2 saying nothing was evaluated."""
+
+    def send(self: httpx.Client, request: httpx.Request, **_: object) -> httpx.Response:
+        raise LibraryBug("something inside a library went wrong")
+
+    monkeypatch.setattr(httpx.Client, "send", send)
+    monkeypatch.setenv("LANGDOCK_API_KEY", KEY)
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    code = main(["check", "--config", str(config), "--dry-run", "--now", NOW.isoformat()])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "the Langdock export failed (internal)" in err
+    assert "budgets are not known to be within limits" in err
+
+
+def test_an_exception_escaping_any_command_exits_2_never_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python's own exit code for an uncaught exception, 1, reads as "a threshold crossed":
+    whatever escapes a command (here its output failing) is logged as a bug and exits 2."""
+
+    class Broken:
+        def write(self, text: str) -> int:
+            raise LibraryBug("the output went away")
+
+        def flush(self) -> None:
+            return None
+
+    monkeypatch.setattr(sys, "stdout", Broken())
+    code = main(["schema"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "costwatch failed unexpectedly (a bug); nothing is known to be in budget" in err
+    assert "LibraryBug" in err
 
 
 def test_every_reason_a_cycle_can_fail_with_has_a_metric_label_up_front() -> None:
