@@ -33,6 +33,7 @@ from costwatch import (
     health,
     notices,
     owning,
+    partitions,
     periods,
     recent,
     reporting,
@@ -53,6 +54,7 @@ from costwatch.notices import Notice
 from costwatch.periods import Period
 from costwatch.reports import Report
 from costwatch.state import Message, Store, Transaction
+from costwatch.state.base import Days, History
 
 if TYPE_CHECKING:  # httpx loads only where an export is made (`check --csv` needs none)
     from costwatch.langdock import LangdockClient
@@ -257,7 +259,10 @@ def _detected(
     """The detectors' findings due now; none, logged with the traceback, when they fail: a
     detector never keeps a budget alert from going out."""
     try:
-        return detecting.due(transaction, config, gathered.today, now)
+        history: Days = transaction
+        if config.keyed_by_workspace:  # every workspace's days, ids qualified
+            history = partitions.JoinedDays(transaction, [c.name for c in config.connections])
+        return detecting.due(history, config, gathered.today, now)
     except Exception:
         log.exception("the detectors failed; budget alerts go out without them")
         return ()
@@ -270,9 +275,8 @@ def _recent_days(
     never touches the store), without a state or with the history off: linear forecasts."""
     if deps.csv is not None or deps.state is None or not deps.config.history.enabled:
         return {}
-    if deps.config.keyed_by_workspace:  # the stored days are one workspace's (so far)
-        return {}
-    return recent.read(deps.state, rules, now, deps.recent_days)
+    history = partitions.joined(deps.state, deps.config)  # every workspace's, ids qualified
+    return recent.read(history, rules, now, deps.recent_days)
 
 
 def _gather(
@@ -280,27 +284,42 @@ def _gather(
 ) -> tuple[gather.Gathered, dict[str, ExportError | UsageError]]:
     """The usage of every range and the workspaces whose export failed (only while another's
     did not): a saved file, the history and today's export, exports of the periods to date
-    (no state, or `history.enabled: false`), or those of each workspace (`workspaces:`)."""
+    (no state, or `history.enabled: false`), each workspace's alike (`workspaces:`, each from
+    its own partition of the store: `partitions.py`)."""
     if deps.csv is not None:
         return gather.saved_export(deps.csv, ranges, now), {}
+    state = deps.state if deps.config.history.enabled else None
+
+    def from_history(source: fetch.Source, history: History) -> gather.Gathered:
+        if state is None:
+            return gather.from_exports(source, ranges, now)
+        return gather.from_store_or_exports(
+            source,
+            history,
+            ranges,
+            now,
+            deps.config.history,
+            default=default,
+            write=not deps.dry_run,
+        )
+
     if deps.config.keyed_by_workspace:
         sources = {name: fetch.Exports(client) for name, client in deps.clients.items()}
-        return gather.from_workspaces(sources, ranges, now)
+        if state is None:
+            return gather.from_workspaces(sources, ranges, now)
+        return gather.from_workspaces(
+            sources,
+            ranges,
+            now,
+            lambda name, source: from_history(source, partitions.Partition(state, name)),
+        )
     client = deps.client or next(iter(deps.clients.values()), None)
     source = deps.source or (fetch.Exports(client) if client is not None else None)
     if source is None:
         raise ValueError("a cycle needs an export client, a source or a CSV file")
-    if deps.state is None or not deps.config.history.enabled:
+    if state is None:
         return gather.from_exports(source, ranges, now), {}
-    return gather.from_store_or_exports(
-        source,
-        deps.state,
-        ranges,
-        now,
-        deps.config.history,
-        default=default,
-        write=not deps.dry_run,
-    ), {}
+    return from_history(source, state), {}
 
 
 def _internal(exc: Exception) -> ExportInternalError:

@@ -31,7 +31,7 @@ from costwatch import detect
 from costwatch.alerts import LedgerKey
 from costwatch.config import Config
 from costwatch.detect import Finding
-from costwatch.state.base import NoticeKey, Snapshots, Transaction
+from costwatch.state.base import Days, NoticeKey, Snapshots
 
 __all__ = ["due", "notice", "record", "snapshot", "window_days"]
 
@@ -44,7 +44,7 @@ def window_days(config: Config) -> int:
 
 
 def due(
-    history: Transaction, config: Config, today_frames: Mapping[str, pl.DataFrame], now: datetime
+    history: Days, config: Config, today_frames: Mapping[str, pl.DataFrame], now: datetime
 ) -> tuple[Finding, ...]:
     """The findings of today not sent yet, in the detectors' order; with the spend rate on,
     today's snapshot of the current hour recorded first (in the caller's transaction)."""
@@ -77,7 +77,7 @@ def due(
     return detect.due(found, [identity for identity, key in asked.items() if key in sent])
 
 
-def snapshot(history: Transaction, config: Config, today: pl.DataFrame, now: datetime) -> Snapshots:
+def snapshot(history: Days, config: Config, today: pl.DataFrame, now: datetime) -> Snapshots:
     """Record today's per-key use so far (`today`: the open day's export, per key and model) as
     the snapshot of the current local hour of the schedule's zone, replacing an earlier one of
     that hour; the snapshots of that hour of the anomalies' window read back (today's
@@ -98,7 +98,7 @@ def snapshot(history: Transaction, config: Config, today: pl.DataFrame, now: dat
     return history.snapshots(zone, first, local.date(), hour=local.hour)
 
 
-def record(history: Transaction, found: Iterable[Finding], now: datetime) -> None:
+def record(history: Days, found: Iterable[Finding], now: datetime) -> None:
     """Record each finding as sent today (in the caller's transaction)."""
     history.record_notices((notice(f) for f in found), now)
 

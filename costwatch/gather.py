@@ -18,7 +18,7 @@ Exports come from a `fetch.Source`: Langdock's (`fetch.Exports`), or a backtest'
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -30,7 +30,8 @@ from costwatch.config import HistoryConfig
 from costwatch.errors import ExportError, ExportPeriodError, UsageError
 from costwatch.fetch import Fetched, Source, day_range
 from costwatch.periods import Period
-from costwatch.state import Store, StoredDay
+from costwatch.state import StoredDay
+from costwatch.state.base import History
 
 __all__ = ["Gathered", "from_exports", "from_store_or_exports", "from_workspaces", "saved_export"]
 
@@ -86,16 +87,24 @@ def from_exports(source: Source, ranges: Mapping[str, Period], now: datetime) ->
 
 
 def from_workspaces(
-    sources: Mapping[str, Source], ranges: Mapping[str, Period], now: datetime
+    sources: Mapping[str, Source],
+    ranges: Mapping[str, Period],
+    now: datetime,
+    history: Callable[[str, Source], Gathered] | None = None,
 ) -> tuple[Gathered, dict[str, ExportError | UsageError]]:
-    """Every range exported whole in each workspace (by name), their keys qualified
-    (`workspaces.combine`), and the workspaces whose export or data failed. All of them
-    failed: the first one's error is raised, as for one workspace."""
+    """Each workspace's usage (by name), their keys qualified (`workspaces.combine`), and the
+    workspaces whose export or data failed. `history` gathers one workspace from its own
+    partition of the store (`partitions.Partition`, `from_store_or_exports`); without it,
+    every range is exported whole. All of them failed: the first one's error is raised, as
+    for one workspace. The open day's frames (for the detectors) are joined only when every
+    workspace exported its open day: a failed workspace's keys are unknown today, not idle."""
     done: dict[str, Gathered] = {}
     failed: dict[str, ExportError | UsageError] = {}
     for name, source in sources.items():
         try:
-            done[name] = from_exports(source, ranges, now)
+            done[name] = (
+                from_exports(source, ranges, now) if history is None else history(name, source)
+            )
         except (ExportError, UsageError) as error:
             log.error("workspace %s: the export failed: %s", name, error)
             failed[name] = error
@@ -108,12 +117,21 @@ def from_workspaces(
     said = [f"{name}: {part.source}" for name, part in done.items()]
     said += [f"{name}: export failed" for name in failed]
     rows = sum(part.exported_rows for part in done.values())
-    return Gathered(usages, "; ".join(said), exported_rows=rows), failed
+    zones = set.intersection(*(set(part.today) for part in done.values())) if not failed else set()
+    today = {
+        zone: pl.concat(
+            [workspaces.qualify(part.today[zone], name) for name, part in done.items()],
+            how="vertical",
+        )
+        for zone in sorted(zones)
+    }
+    stored = min(part.stored_days for part in done.values())
+    return Gathered(usages, "; ".join(said), rows, stored_days=stored, today=today), failed
 
 
 def from_store_or_exports(
     source: Source,
-    store: Store,
+    store: History,
     ranges: Mapping[str, Period],
     now: datetime,
     settings: HistoryConfig,
@@ -158,7 +176,7 @@ def from_store_or_exports(
 
 def _from_store(
     source: Source,
-    store: Store,
+    store: History,
     ranges: Mapping[str, Period],
     plan: history.ZonePlan,
     known: Mapping[date, StoredDay],

@@ -26,19 +26,21 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from costwatch import budgets, keeping, periods, usage
+from costwatch import budgets, keeping, partitions, periods, usage
 from costwatch.config import Config
+from costwatch.config.models import DEFAULT_WORKSPACE
 from costwatch.deadline import Deadline, StopSignal
 from costwatch.errors import ExportError, StateError, Stopping, UsageError
 from costwatch.fetch import fetch_range
 from costwatch.keeping import DayExport, Reconcile, Work
 from costwatch.langdock import LangdockClient
 from costwatch.metrics.history import HistoryMetrics
+from costwatch.partitions import Partition
 from costwatch.reporting import days_needed
 from costwatch.state import Store
 from costwatch.state.daily import prune_cutoff
@@ -52,6 +54,7 @@ MAX_BACKOFF_SECONDS = 900.0  # after failed exports, the longest pause before th
 _LOCK_POLL = 0.5  # seconds between looks at the stop signal while a cycle exports
 
 Connect = Callable[[Deadline], AbstractContextManager[LangdockClient]]
+ConnectTo = Callable[[str, Deadline], AbstractContextManager[LangdockClient]]  # by workspace
 
 
 @dataclass(frozen=True)
@@ -91,13 +94,15 @@ def settings_for(
 
 
 class Keeper:
-    """Does the history's work over `state`, exporting through clients `connect` makes."""
+    """Does the history's work over `state`, exporting through clients `connect` makes (or,
+    by workspace, `connect_to`: each workspace's work exports with its own client)."""
 
     def __init__(
         self,
         *,
         state: Store,
-        connect: Connect,
+        connect: Connect | None = None,
+        connect_to: ConnectTo | None = None,
         stop: StopSignal,
         clock: Callable[[], datetime],
         metrics: HistoryMetrics | None = None,
@@ -108,6 +113,7 @@ class Keeper:
         self._state = state
         self._leading = leading  # a standby replica's keeper idles: the leader keeps the history
         self._connect = connect
+        self._connect_to = connect_to
         self._stop = stop
         self._clock = clock
         self._metrics = metrics
@@ -115,6 +121,14 @@ class Keeper:
         self._monotonic = monotonic
         self._last_plan: keeping.Plan | None = None
         self._filling = False  # the loop said days are missing, and has not said done yet
+
+    def _client(self, workspace: str, deadline: Deadline) -> AbstractContextManager[LangdockClient]:
+        """A client of `workspace` (`connect_to`), or the one `connect` makes."""
+        if self._connect_to is not None:
+            return self._connect_to(workspace, deadline)
+        if self._connect is None:
+            raise ValueError("a keeper needs connect or connect_to")
+        return self._connect(deadline)
 
     @property
     def exports(self) -> threading.Lock:
@@ -126,19 +140,30 @@ class Keeper:
     def plan(
         self, config: Config, now: datetime, settings: keeping.Settings | None = None
     ) -> keeping.Plan:
-        """What is left to do at `now`, read from the store; the progress metrics set."""
+        """What is left to do at `now` in every workspace, read from each one's partition of
+        the store (`partitions.py`); the progress metrics set."""
         settings = settings or settings_for(config, now)
         scopes = keeping.scopes(running_periods(config, now))
+        plans = {c.name: self._plan_of(c.name, scopes, now, settings) for c in config.connections}
+        plan = _in_workspaces(plans)
+        self._last_plan = plan
+        return plan
+
+    def _plan_of(
+        self, workspace: str, scopes: list[keeping.Scope], now: datetime, settings: keeping.Settings
+    ) -> keeping.Plan:
+        """One workspace's plan, over its partition of the store."""
+        history = Partition(self._state, workspace)
         stored = {
-            scope.name: self._state.stored_days(scope.name, *keeping.window(scope, now, settings))
+            scope.name: history.stored_days(scope.name, *keeping.window(scope, now, settings))
             for scope in scopes
         }
-        marks = {name: self._state.mark(name) for scope in scopes for name in scope.marks}
+        marks = {name: history.mark(name) for scope in scopes for name in scope.marks}
         plan = keeping.plan(scopes, now, stored, marks, settings)
-        self._last_plan = plan
         if self._metrics is not None:
             for scope in scopes:
                 self._metrics.progress(
+                    workspace,
                     scope.name,
                     stored=len(stored[scope.name]),
                     remaining=plan.missing_by_zone.get(scope.name, 0),
@@ -166,7 +191,7 @@ class Keeper:
         """One piece of work at `now` (the caller holds `exports`)."""
         started = self._monotonic()
         try:
-            with self._connect(Deadline(stop=self._stop)) as client:
+            with self._client(work.workspace, Deadline(stop=self._stop)) as client:
                 exported = fetch_range(client, work.start, work.end).usage
         except (ExportError, UsageError):
             if self._metrics is not None:
@@ -184,16 +209,17 @@ class Keeper:
         self, work: DayExport, exported: usage.Usage, now: datetime, started: float
     ) -> Done:
         with self._state.transaction() as transaction:
-            transaction.put_day(
+            history = Partition(transaction, work.workspace)
+            history.put_day(
                 work.zone.key, work.day, exported.frame, exported_at=now, settled=work.settled
             )
             if work.kind == "repair":
-                transaction.set_mark(*keeping.repaired(work))
+                history.set_mark(*keeping.repaired(work))
         done = Done(work, exported.frame.height, self._monotonic() - started)
         log.debug(
             "history: stored %s (%s): %d row(s), %s, in %.1fs (%s)",
             work.day.isoformat(),
-            work.zone.key,
+            keeping.where(work.workspace, work.zone),
             done.rows,
             "settled" if work.settled else "not settled yet",
             done.seconds,
@@ -204,16 +230,18 @@ class Keeper:
     def _reconcile(
         self, work: Reconcile, exported: usage.Usage, now: datetime, started: float
     ) -> Done:
-        stored = self._state.usage_between(work.zone.key, work.first, work.last)
+        stored = Partition(self._state, work.workspace).usage_between(
+            work.zone.key, work.first, work.last
+        )
         difference = keeping.compare(stored, exported.frame, work.days)
         with self._state.transaction() as transaction:
             marks = (
                 [work.mark_when_equal(now)] if difference.none else work.marks_when_different(now)
             )
             for name, at in marks:
-                transaction.set_mark(name, at)
+                Partition(transaction, work.workspace).set_mark(name, at)
         done = Done(work, exported.frame.height, self._monotonic() - started, difference)
-        span = f"{work.first.isoformat()}..{work.last.isoformat()} ({work.zone.key})"
+        span = work.describe().removeprefix("reconcile ")
         if difference.none:
             log.info(
                 "history: reconciled %s with one export of it: the stored days agree"
@@ -231,7 +259,7 @@ class Keeper:
                 work.days,
             )
         if self._metrics is not None:
-            self._metrics.reconciled(work.zone.key, difference)
+            self._metrics.reconciled(work.workspace, work.zone.key, difference)
         return done
 
     @contextmanager
@@ -261,8 +289,7 @@ class Keeper:
         while not self._stop.is_set():
             current = config()
             pace = current.history.pace.total_seconds()
-            # Several workspaces: the stored days are one workspace's, so far (docs/history.md).
-            if not current.history.enabled or current.keyed_by_workspace or not self._leading():
+            if not current.history.enabled or not self._leading():
                 wait = IDLE_SECONDS
             else:
                 try:
@@ -300,6 +327,25 @@ class Keeper:
         elif not plan.remaining_days and self._filling:
             self._filling = False
             log.info("history: every closed day of the keeper's window is stored")
+
+
+def _in_workspaces(plans: Mapping[str, keeping.Plan]) -> keeping.Plan:
+    """Each workspace's plan (by name) as one: the work of all in priority order (a kind
+    before the next, in every workspace), each piece naming its workspace; `missing_by_zone`
+    by partition key (`partitions.key`). One workspace, "default": its plan as it is."""
+    if list(plans) == [DEFAULT_WORKSPACE]:
+        return plans[DEFAULT_WORKSPACE]
+    work = [replace(w, workspace=name) for name, plan in plans.items() for w in plan.work]
+    return keeping.Plan(
+        work=tuple(sorted(work, key=lambda w: keeping.KINDS.index(w.kind))),
+        missing_current=sum(plan.missing_current for plan in plans.values()),
+        missing_backfill=sum(plan.missing_backfill for plan in plans.values()),
+        missing_by_zone={
+            partitions.key(name, zone): missing
+            for name, plan in plans.items()
+            for zone, missing in plan.missing_by_zone.items()
+        },
+    )
 
 
 def _failure(error: ExportError | UsageError | StateError) -> str:

@@ -38,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from costwatch.config.models import DEFAULT_WORKSPACE
 from costwatch.periods import Period, local_midnight
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "plan",
     "scopes",
     "settle_time",
+    "where",
 ]
 
 MAX_BACKFILL_DAYS = 365  # the export API serves the last 12 months
@@ -109,6 +111,7 @@ class DayExport:
     zone: ZoneInfo
     day: date
     settled: bool  # what the store is told: the export starts at or after the settle time
+    workspace: str = DEFAULT_WORKSPACE  # whose day: its client exports it, its partition keeps it
 
     @property
     def start(self) -> datetime:
@@ -119,7 +122,7 @@ class DayExport:
         return local_midnight(self.day + timedelta(days=1), self.zone)
 
     def describe(self) -> str:
-        return f"{self.kind} {self.day.isoformat()} ({self.zone.key})"
+        return f"{self.kind} {self.day.isoformat()} ({where(self.workspace, self.zone)})"
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,7 @@ class Reconcile:
     zone: ZoneInfo
     first: date
     last: date
+    workspace: str = DEFAULT_WORKSPACE  # whose days (as `DayExport.workspace`)
 
     kind = "reconcile"
 
@@ -145,7 +149,8 @@ class Reconcile:
         return (self.last - self.first).days + 1
 
     def describe(self) -> str:
-        return f"reconcile {self.first.isoformat()}..{self.last.isoformat()} ({self.zone.key})"
+        span = f"{self.first.isoformat()}..{self.last.isoformat()}"
+        return f"reconcile {span} ({where(self.workspace, self.zone)})"
 
     def marks_when_different(self, now: datetime) -> list[tuple[str, datetime]]:
         """The marks to set, in this order, when the range differs: repair from its first day
@@ -159,6 +164,12 @@ class Reconcile:
 
 
 Work = DayExport | Reconcile
+
+
+def where(workspace: str, zone: ZoneInfo) -> str:
+    """A zone, and its workspace unless it is the one of a file with `langdock:` (for
+    people: "Europe/Berlin", "workspace research, Europe/Berlin")."""
+    return zone.key if workspace == DEFAULT_WORKSPACE else f"workspace {workspace}, {zone.key}"
 
 
 def repaired(work: DayExport) -> tuple[str, datetime]:

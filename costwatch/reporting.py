@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from costwatch import detecting, held, reports
+from costwatch import detecting, held, partitions, reports
 from costwatch.config import Config
 from costwatch.config.reports import ReportConfig
 from costwatch.reports import Report, Span
@@ -125,7 +125,7 @@ def due(store: Store, config: Config, findings: pl.DataFrame, now: datetime) -> 
             continue
         if store.notices_sent([notice(report.name, span)]):
             continue
-        days = read_days(store, config, span)
+        days = read_days(partitions.joined(store, config), config, span)
         absent = reports.missing(span, days.covered)
         if absent:
             log.info(

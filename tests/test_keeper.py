@@ -176,12 +176,24 @@ def test_the_keeper_fills_the_month_then_backfills_newest_first_then_reconciles(
     assert all(known.settled for known in stored.values())
     for each in stored:
         assert rig.stored(each) == rig.truth(each) != {}
-    assert rig.metric("costwatch_history_days_stored", zone="Europe/Berlin") == 8
-    assert rig.metric("costwatch_history_backfill_remaining_days", zone="Europe/Berlin") == 0
+    assert (
+        rig.metric("costwatch_history_days_stored", workspace="default", zone="Europe/Berlin") == 8
+    )
+    assert (
+        rig.metric(
+            "costwatch_history_backfill_remaining_days", workspace="default", zone="Europe/Berlin"
+        )
+        == 0
+    )
     assert rig.metric("costwatch_history_exports_total", kind="current") == 4
     assert rig.metric("costwatch_history_exports_total", kind="backfill") == 4
     assert rig.metric("costwatch_history_exports_total", kind="reconcile") == 1
-    assert rig.metric("costwatch_history_reconcile_difference_usd", zone="Europe/Berlin") == 0
+    assert (
+        rig.metric(
+            "costwatch_history_reconcile_difference_usd", workspace="default", zone="Europe/Berlin"
+        )
+        == 0
+    )
     # a second keeper on the same file has nothing to do: the store says what is done
     assert rig.run() == []
     assert rig.sim.exports_made() == 9
@@ -209,7 +221,14 @@ def test_a_day_exported_right_after_midnight_is_settled_later_and_then_is_what_h
     settled = rig.state.stored_days("Europe/Berlin", yesterday, yesterday)[yesterday]
     assert settled.settled
     assert settled.exported_at == rig.clock.now
-    assert rig.metric("costwatch_history_reconcile_differences_total", zone="Europe/Berlin") == 0
+    assert (
+        rig.metric(
+            "costwatch_history_reconcile_differences_total",
+            workspace="default",
+            zone="Europe/Berlin",
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("rig", [(LATER, berlin("2026-11-05T06:30"))], indirect=True)
@@ -221,7 +240,12 @@ def test_usage_later_than_the_settle_time_is_found_by_the_next_reconcile_and_rep
     truth = rig.truth(day("2026-11-04"))
     assert early != truth
     short = sum(abs(truth[pair][1] - early.get(pair, (0, 0))[1]) for pair in truth) / 1e6
-    assert rig.metric("costwatch_history_reconcile_difference_usd", zone="Europe/Berlin") == 0
+    assert (
+        rig.metric(
+            "costwatch_history_reconcile_difference_usd", workspace="default", zone="Europe/Berlin"
+        )
+        == 0
+    )
 
     rig.clock.now = berlin("2026-11-06T09:00")  # all of the 4th has arrived, and of the 5th
     with caplog.at_level(logging.INFO, logger="costwatch.keeper"):
@@ -238,13 +262,27 @@ def test_usage_later_than_the_settle_time_is_found_by_the_next_reconcile_and_rep
         warning.getMessage()
     )
     assert "the 5 day(s) are exported again one by one" in warning.getMessage()
-    assert rig.metric("costwatch_history_reconcile_differences_total", zone="Europe/Berlin") == 1
-    size = rig.metric("costwatch_history_reconcile_difference_usd", zone="Europe/Berlin")
+    assert (
+        rig.metric(
+            "costwatch_history_reconcile_differences_total",
+            workspace="default",
+            zone="Europe/Berlin",
+        )
+        == 1
+    )
+    size = rig.metric(
+        "costwatch_history_reconcile_difference_usd", workspace="default", zone="Europe/Berlin"
+    )
     assert size == pytest.approx(short)
     # the next day's reconcile agrees
     rig.clock.now = berlin("2026-11-07T09:00")
     assert rig.run()[-1] == "reconcile 2026-11-01..2026-11-06 (Europe/Berlin)"
-    assert rig.metric("costwatch_history_reconcile_difference_usd", zone="Europe/Berlin") == 0
+    assert (
+        rig.metric(
+            "costwatch_history_reconcile_difference_usd", workspace="default", zone="Europe/Berlin"
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("rig", [(STEADY, berlin("2026-11-20T10:00"))], indirect=True)

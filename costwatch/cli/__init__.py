@@ -273,7 +273,7 @@ def _parse_now(text: str) -> datetime:
 
 def _load(path: Path, env: dict[str, str] | None = None, *, cycles: bool = False) -> Config | None:
     """The configuration at `path`, or None once its problems are printed; `cycles`: for a
-    command that reads one workspace's usage history (backfill, suggest), so far."""
+    command that reads one workspace's usage history (suggest, backtest, report), so far."""
     try:
         config = load_config(path, env)
         return one_workspace(config, str(path)) if cycles else config
@@ -372,7 +372,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _backfill(args: argparse.Namespace) -> int:
-    config = _load(args.config, cycles=True)
+    config = _load(args.config)  # every workspace's history (`partitions.py`)
     if config is None:
         return EXIT_ERROR
     if not config.history.enabled:

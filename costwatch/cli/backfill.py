@@ -1,5 +1,6 @@
 """`costwatch backfill`: the closed days missing from the usage history in the last N days,
-exported day by day, paced, with a line of progress per day.
+exported day by day, paced, with a line of progress per day; with `workspaces:`, every
+workspace's, each with its own client into its own partition of the store (`partitions.py`).
 
 The work is the keeper's (`costwatch/keeper.py`): one export per day, stored in one
 transaction, so a second run (after a crash, SIGKILL included, or an interruption) skips what is
@@ -54,8 +55,8 @@ def run_backfill(
         with state:
             keeper = Keeper(
                 state=state,
-                connect=lambda deadline: langdock.connect(
-                    config.sole_langdock(), deadline=deadline
+                connect_to=lambda name, deadline: langdock.connect(
+                    config, deadline=deadline, workspace=name
                 ),
                 stop=stop,
                 clock=clock,
@@ -89,6 +90,8 @@ def _backfill(
     try:
         total = sum(map(wanted, keeper.plan(config, now, settings).work))
         zones = ", ".join(scope.name for scope in keeping.scopes(running_periods(config, now)))
+        if config.keyed_by_workspace:  # every workspace's days, each in its own partition
+            zones += " in workspaces " + ", ".join(c.name for c in config.connections)
         print(
             f"backfill: {total} closed day(s) of the last {settings.backfill_days} to export"
             f" ({zones}), one every {pace.total_seconds():.0f}s",
@@ -103,7 +106,8 @@ def _backfill(
             assert isinstance(finished.work, DayExport)
             remaining = max(total - done, 0)
             print(
-                f"[{done}/{total}] {finished.work.day.isoformat()} ({finished.work.zone.key}):"
+                f"[{done}/{total}] {finished.work.day.isoformat()}"
+                f" ({keeping.where(finished.work.workspace, finished.work.zone)}):"
                 f" {finished.rows:,} row(s) in {finished.seconds:.1f}s;"
                 f" {remaining} remaining, {time.monotonic() - started:.0f}s elapsed",
                 file=out,

@@ -132,7 +132,7 @@ class Daemon:
         self._readiness = Readiness(monotonic)
         self._keeper = Keeper(
             state=state,
-            connect=lambda deadline: langdock.connect(self._config, deadline=deadline),
+            connect_to=lambda name, d: langdock.connect(self._config, deadline=d, workspace=name),
             stop=self._stop,
             clock=clock,
             metrics=metrics.history,

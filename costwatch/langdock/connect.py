@@ -22,14 +22,18 @@ def connect(
     *,
     deadline: Deadline = UNBOUNDED,
     sleep: Callable[[float], None] | None = None,
+    workspace: str | None = None,
 ) -> Iterator[LangdockClient]:
     """An export client built from the configuration, its HTTP connections closed on exit.
 
     The daemon passes a `deadline` whose stop signal aborts requests and retry sleeps on
     shutdown; `sleep` (default: the deadline's wait) is for benchmarks that must not wait.
-    A whole `Config` must have one workspace (`Config.sole_langdock`).
+    A whole `Config` must have one workspace (`Config.sole_langdock`), or name the one
+    (`workspace`: "default" for a file with `langdock:`).
     """
-    if isinstance(config, Config):
+    if isinstance(config, Config) and workspace is not None:
+        config = next(c.langdock for c in config.connections if c.name == workspace)
+    elif isinstance(config, Config):
         config = config.sole_langdock()
     timeout = httpx.Timeout(config.timeout_seconds, connect=min(config.timeout_seconds, 10.0))
     with httpx.Client(timeout=timeout, headers={"User-Agent": USER_AGENT}) as http:

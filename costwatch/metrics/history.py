@@ -3,8 +3,9 @@
 Live metrics on the daemon's registry, set by the keeper (`costwatch/keeper.py`): days stored
 and days still to export per zone, exports by kind (current, settle, repair, reconcile,
 backfill), failed exports by kind, and what the daily reconcile found (its last difference in
-dollars, and how many reconciles found one). Zones are the budgets' (a few), so their labels
-are bounded by the configuration.
+dollars, and how many reconciles found one). Zones are the budgets' (a few) and workspaces the
+file's, so their labels are bounded by the configuration; `workspace` is "default" for a file
+with `langdock:`, as on the other families (`exposition.py`).
 """
 
 from __future__ import annotations
@@ -22,15 +23,16 @@ class HistoryMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self._days = Gauge(
             "costwatch_history_days_stored",
-            "Closed days of the usage history stored for the keeper's window, by zone.",
-            ["zone"],
+            "Closed days of the usage history stored for the keeper's window, by workspace and"
+            " zone.",
+            ["workspace", "zone"],
             registry=registry,
         )
         self._remaining = Gauge(
             "costwatch_history_backfill_remaining_days",
             "Closed days the keeper has still to export (current periods and backfill), by"
-            " zone; 0 once the history is whole.",
-            ["zone"],
+            " workspace and zone; 0 once the history is whole.",
+            ["workspace", "zone"],
             registry=registry,
         )
         self._exports = Counter(
@@ -48,25 +50,28 @@ class HistoryMetrics:
         self._difference = Gauge(
             "costwatch_history_reconcile_difference_usd",
             "What the last daily reconcile found between the stored days and one export of"
-            " them: the sum of |stored - exported| cost over keys and models, by zone.",
-            ["zone"],
+            " them: the sum of |stored - exported| cost over keys and models, by workspace and"
+            " zone.",
+            ["workspace", "zone"],
             registry=registry,
         )
         self._differences = Counter(
             "costwatch_history_reconcile_differences_total",
             "Daily reconciles that found the stored days different from one export of them"
-            " (the days are exported again), by zone.",
-            ["zone"],
+            " (the days are exported again), by workspace and zone.",
+            ["workspace", "zone"],
             registry=registry,
         )
         for kind in KINDS:
             self._exports.labels(kind=kind)
             self._failures.labels(kind=kind)
 
-    def progress(self, zone: str, *, stored: int, remaining: int) -> None:
-        self._days.labels(zone=zone).set(stored)
-        self._remaining.labels(zone=zone).set(remaining)
-        self._differences.labels(zone=zone)  # at 0 from the first plan: increase() sees a first
+    def progress(self, workspace: str, zone: str, *, stored: int, remaining: int) -> None:
+        self._days.labels(workspace=workspace, zone=zone).set(stored)
+        self._remaining.labels(workspace=workspace, zone=zone).set(remaining)
+        self._differences.labels(
+            workspace=workspace, zone=zone
+        )  # at 0 from the first plan: increase() sees a first
 
     def exported(self, kind: str) -> None:
         self._exports.labels(kind=kind).inc()
@@ -74,8 +79,10 @@ class HistoryMetrics:
     def failed(self, kind: str) -> None:
         self._failures.labels(kind=kind).inc()
 
-    def reconciled(self, zone: str, difference: Difference) -> None:
-        self._difference.labels(zone=zone).set(difference.usd)
-        found = self._differences.labels(zone=zone)  # at 0 from the first reconcile on
+    def reconciled(self, workspace: str, zone: str, difference: Difference) -> None:
+        self._difference.labels(workspace=workspace, zone=zone).set(difference.usd)
+        found = self._differences.labels(
+            workspace=workspace, zone=zone
+        )  # at 0 from the first reconcile on
         if not difference.none:
             found.inc()

@@ -50,6 +50,7 @@ from costwatch.alerts import LedgerEntry, LedgerKey
 from costwatch.health import ExportHealth
 
 __all__ = [
+    "Days",
     "History",
     "Hourly",
     "Message",
@@ -202,7 +203,12 @@ class Hourly(Protocol):
         ...
 
 
-class Transaction(History, Notices, Hourly, Protocol):
+class Days(History, Notices, Hourly, Protocol):
+    """The days, snapshots and notices the detectors read and write: a `Transaction`, or
+    every workspace's of one (`partitions.JoinedDays`)."""
+
+
+class Transaction(Days, Protocol):
     """What a cycle reads and writes inside `Store.transaction()`; usable only within it."""
 
     def ledger(self, periods: Iterable[str]) -> dict[LedgerKey, LedgerEntry]:

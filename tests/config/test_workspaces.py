@@ -211,14 +211,3 @@ def test_costwatch_validate_reads_a_file_of_several_workspaces(
     path.write_text(TWO)
     assert main(["validate", "--config", str(path)]) == 0
     assert "workspaces 2" in capsys.readouterr().out
-
-
-def test_backfill_refuses_several_workspaces_until_the_history_keeps_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    for name, value in ENV.items():
-        monkeypatch.setenv(name, value)
-    path = tmp_path / "costwatch.yaml"
-    path.write_text(TWO)
-    assert main(["backfill", "--config", str(path)]) == 2
-    assert "reads the usage history of a file with langdock: only" in capsys.readouterr().err

@@ -93,12 +93,20 @@ def test_run_fills_the_history_beside_its_cycles_and_says_so(
     try:
         wait_for(
             lambda: (
-                value(base, "costwatch_history_backfill_remaining_days", zone="Europe/Berlin") == 0
+                value(
+                    base,
+                    "costwatch_history_backfill_remaining_days",
+                    workspace="default",
+                    zone="Europe/Berlin",
+                )
+                == 0
             ),
             90,
             "the history to be whole",
         )
-        stored = value(base, "costwatch_history_days_stored", zone="Europe/Berlin")
+        stored = value(
+            base, "costwatch_history_days_stored", workspace="default", zone="Europe/Berlin"
+        )
         assert stored == max(month_days, 3)
         assert (value(base, "costwatch_cycles_total", outcome="ok") or 0) >= 1
         if month_days:
@@ -108,7 +116,13 @@ def test_run_fills_the_history_beside_its_cycles_and_says_so(
                 "the daily reconcile",
             )
             assert (
-                value(base, "costwatch_history_reconcile_difference_usd", zone="Europe/Berlin") == 0
+                value(
+                    base,
+                    "costwatch_history_reconcile_difference_usd",
+                    workspace="default",
+                    zone="Europe/Berlin",
+                )
+                == 0
             )
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=30)
