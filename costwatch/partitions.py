@@ -165,10 +165,15 @@ class JoinedDays(Joined):
                 key(part.workspace, zone), day, hour, own, taken_at=taken_at, keep_from=keep_from
             )
 
-    def snapshots(self, zone: str, first: date, last: date) -> Snapshots:
+    def snapshots(
+        self, zone: str, first: date, last: date, *, hour: int | None = None
+    ) -> Snapshots:
         """Every workspace's snapshots, keys qualified; an hour taken when it was in all."""
         each = [
-            (part.workspace, self._transaction.snapshots(key(part.workspace, zone), first, last))
+            (
+                part.workspace,
+                self._transaction.snapshots(key(part.workspace, zone), first, last, hour=hour),
+            )
             for part in self._parts
         ]
         frames = [
