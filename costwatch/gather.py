@@ -13,6 +13,9 @@ adds them without storing. Whatever fails (an export, the data, the state) fails
 gathering: a cycle never evaluates a period with a day missing.
 
 Exports come from a `fetch.Source`: Langdock's (`fetch.Exports`), or a backtest's held days.
+With `workspaces:`, each workspace is gathered as above from its own partition of the store
+(`partitions.Partition`) with its own source, and their usage joined, ids "workspace/id"
+(`from_workspaces`).
 """
 
 from __future__ import annotations

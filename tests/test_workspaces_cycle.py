@@ -236,6 +236,8 @@ def test_one_daemon_serves_both_workspaces_metrics_labelled_by_workspace(
         base = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: ready(f"{base}/readyz"), 60, "/readyz after the first cycle")
+            # the keeper plans each workspace's history over its own partition
+            wait_for(lambda: kept(base) == {"marketing", "research"}, 60, "the keeper's plan")
             scrape = httpx.get(f"{base}/metrics", timeout=5).text
         finally:
             process.send_signal(signal.SIGTERM)
@@ -255,6 +257,15 @@ def test_one_daemon_serves_both_workspaces_metrics_labelled_by_workspace(
     assert (org["workspace"], org["api_key_id"], org["subject"]) == ("", "", "(shared)")
     spent = sum(float(s["value"]) for s in keys)
     assert float(org["value"]) * 100000 == pytest.approx(spent, rel=1e-6)
+
+
+def kept(base: str) -> set[str]:
+    """The workspaces of `costwatch_history_days_stored`'s samples (none before a plan)."""
+    try:
+        scrape = httpx.get(f"{base}/metrics", timeout=5).text
+    except httpx.TransportError:
+        return set()
+    return {s["workspace"] for s in samples(scrape, "costwatch_history_days_stored")}
 
 
 def ready(url: str) -> bool:
