@@ -17,6 +17,7 @@ caller commits (or rolls back) the day as a whole.
 from __future__ import annotations
 
 import sqlite3
+from abc import ABC, abstractmethod
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
@@ -306,14 +307,15 @@ class Sums:
         self._sums.clear()
 
 
-class InTransaction:
+class InTransaction(ABC):
     """The history's reads and writes inside an open transaction (`SqliteTransaction`); the
     transaction commits them, with whatever else it writes, or rolls them back."""
 
     _sums: Sums | None = None  # the writer's memo, told of every day put
 
+    @abstractmethod
     def _usable(self) -> sqlite3.Connection:
-        raise NotImplementedError
+        """The open transaction\'s connection (`StateError` once it has ended)."""
 
     def stored_days(self, zone: str, first: date, last: date) -> dict[date, StoredDay]:
         return stored_days(self._usable(), zone, first, last)

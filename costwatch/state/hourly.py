@@ -12,6 +12,7 @@ table holds the detectors' window only (about 24 x window x the keys that spend 
 from __future__ import annotations
 
 import sqlite3
+from abc import ABC, abstractmethod
 from datetime import UTC, date, datetime
 
 import polars as pl
@@ -151,11 +152,12 @@ def _day(number: int) -> date:
     return date.fromordinal(daily._EPOCH.toordinal() + number)
 
 
-class InTransaction:
+class InTransaction(ABC):
     """The snapshots' reads and writes inside an open transaction (`SqliteTransaction`)."""
 
+    @abstractmethod
     def _usable(self) -> sqlite3.Connection:
-        raise NotImplementedError
+        """The open transaction\'s connection (`StateError` once it has ended)."""
 
     def put_snapshot(
         self,

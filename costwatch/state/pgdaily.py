@@ -11,6 +11,7 @@ replaces the day inside the caller's transaction, its rows written with `COPY`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import date, datetime
 from typing import Any
 
@@ -177,11 +178,12 @@ def set_mark(db: Connection, name: str, at: datetime) -> None:
     )
 
 
-class InTransaction:
+class InTransaction(ABC):
     """The history's reads and writes inside an open transaction (`PostgresTransaction`)."""
 
+    @abstractmethod
     def _usable(self) -> Connection:
-        raise NotImplementedError
+        """The open transaction\'s connection (`StateError` once it has ended)."""
 
     def stored_days(self, zone: str, first: date, last: date) -> dict[date, StoredDay]:
         return stored_days(self._usable(), zone, first, last)

@@ -7,6 +7,7 @@ replaces its hour's and deletes the zone's days before `keep_from`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from datetime import date, datetime
 from typing import Any
 
@@ -114,11 +115,12 @@ def delete_before(db: Connection, cutoff: date) -> int:
     return deleted + db.execute("DELETE FROM usage_hour WHERE day < %s", (cutoff,)).rowcount
 
 
-class InTransaction:
+class InTransaction(ABC):
     """The snapshots' reads and writes inside an open transaction (`PostgresTransaction`)."""
 
+    @abstractmethod
     def _usable(self) -> Connection:
-        raise NotImplementedError
+        """The open transaction\'s connection (`StateError` once it has ended)."""
 
     def put_snapshot(
         self,
