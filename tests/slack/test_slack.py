@@ -48,6 +48,7 @@ from costwatch import slack
 from costwatch.config import SlackConfig
 from costwatch.deadline import UNBOUNDED, Deadline, StopSignal
 from costwatch.health import Operational
+from costwatch.metrics import Metrics
 from costwatch.slack import DeliveryError, DeliveryReport, sender_from_config
 from costwatch.slack.render import Rendered
 from costwatch.state import Message, SqliteState
@@ -634,3 +635,30 @@ def test_no_post_starts_once_the_daemon_stops(stub: SlackStub, state: SqliteStat
     assert report.interrupted
     assert stub.requests == []
     assert [item.attempts for item in state.pending(NOW)] == [0, 0]
+
+
+@pytest.mark.parametrize(
+    "fault", ["timeout", "connection", "http_503", "ratelimited"], ids=lambda fault: fault
+)
+def test_each_kind_of_transient_failure_is_counted_under_its_code_and_keeps_the_row(
+    stub: SlackStub, state: SqliteState, clock: FakeClock, fault: str
+) -> None:
+    """What `costwatch_slack_errors_total{error}` shows for a post that failed in a way a later
+    round may fix: the code the delivery report gives it, through the real registry's scrape."""
+    retries = 2  # slack_sdk's own retries, all failing alike
+    if fault == "timeout":
+        stub.delay_next(2.0, times=1 + retries)
+    elif fault == "connection":
+        stub.drop_next(times=1 + retries)
+    else:
+        stub.fail_next(429 if fault == "ratelimited" else 503, times=1 + retries)
+    (row,) = enqueue(state, make_alert("support"))
+    config = token_config(stub, retry_every="10m")
+    report = run(state, config, clock, via=sender(config, timeout=0.3))
+    assert report.transient_errors == {fault: 1}
+    assert report.permanent_errors == {}
+    assert [item.id for item in state.pending()] == [row]
+    metrics = Metrics()
+    metrics.delivered(report)
+    scrape = metrics.exposition().decode()
+    assert f'costwatch_slack_errors_total{{error="{fault}"}} 1.0' in scrape
