@@ -6,6 +6,7 @@ read their days so, the state opened read-only.
     plan(history, {zone: Wanted}) -> Plan          what the store holds, which days it lacks
     export(plan, client, pace=, progress=) -> {zone: Days}   those days exported, in order
     read(history, wanted, client, ...)             the two at once
+    read_each(history, wanted, clients, ...)       every workspace's (`workspaces:`), joined
 
 `Wanted` is a zone's span [first, last], read as stored, and the days of it that are exported
 when the store lacks them (by default all; the rest stay missing, e.g. the detectors' window
@@ -15,13 +16,18 @@ plain pause as `backfill --pace`'s between its days), and `progress` told of eac
 its export and after it (`Step`). A failed export raises as `fetch.fetch_day` does
 (`ExportError`, `UsageError`), stopping there; nothing is ever written to the history. Without a
 client nothing is exported: the stored days alone (the daemon's reports).
+
+With `workspaces:`, `read_each` reads each workspace's days from its own partition of the store
+(`partitions.Partition`) and exports the ones it lacks with that workspace's own client, then
+joins them as a cycle does: ids "workspace/id" with a `workspace` column (`workspaces.qualify`),
+a day covered only when every workspace covers it (another's is unknown, never $0).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -30,13 +36,15 @@ import polars as pl
 
 from costwatch.fetch import Fetched, fetch_day
 from costwatch.history import closed_days
+from costwatch.partitions import Partition, joined_day, key
 from costwatch.state.base import History, StoredDay
 from costwatch.usage import SCHEMA
+from costwatch.workspaces import qualify
 
 if TYPE_CHECKING:  # httpx loads only where an export is made
     from costwatch.langdock import LangdockClient
 
-__all__ = ["DAYS", "Days", "Plan", "Step", "Wanted", "export", "plan", "read"]
+__all__ = ["DAYS", "Days", "Plan", "Step", "Wanted", "export", "plan", "read", "read_each"]
 
 DAYS = pl.Schema({**SCHEMA, "day": pl.Date()})  # the frame of `Days.usage`
 
@@ -77,6 +85,7 @@ class Step:
     zone: ZoneInfo
     day: date
     fetched: Fetched | None = None
+    workspace: str = ""  # whose day (`read_each`); "" for one workspace's `read`
 
 
 @dataclass(frozen=True)
@@ -154,6 +163,53 @@ def read(
 ) -> dict[str, Days]:
     """`plan` and `export` at once."""
     return export(plan(history, wanted), client, pace=pace, sleep=sleep, progress=progress)
+
+
+def read_each(
+    history: History | None,
+    wanted: Mapping[str, Wanted],
+    clients: Mapping[str, LangdockClient | None],
+    *,
+    pace: timedelta = timedelta(0),
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[Step], None] | None = None,
+) -> dict[str, Days]:
+    """Each workspace's days (`clients`: by workspace name, in order; None exports nothing)
+    read from its partition, the missing ones exported with its own client, joined (see the
+    module). A failed export raises, naming nothing more than `read` does; nothing is stored."""
+    each: dict[str, dict[str, Days]] = {}
+    for name, client in clients.items():
+
+        def told(step: Step, name: str = name) -> None:
+            if progress is not None:
+                progress(replace(step, workspace=name))
+
+        own = Partition(history, name) if history is not None else None
+        each[name] = read(own, wanted, client, pace=pace, sleep=sleep, progress=told)
+    return {
+        zone: _joined(zone, {name: days[zone] for name, days in each.items()}) for zone in wanted
+    }
+
+
+def _joined(zone: str, each: Mapping[str, Days]) -> Days:
+    """One zone's days of every workspace as one: keys qualified, the days every workspace
+    stored as stored, the others every workspace covers as exported."""
+    usage = pl.concat(
+        [qualify(days.usage, name) for name, days in each.items()], how="vertical_relaxed"
+    )
+    parts = list(each.values())
+    covered = frozenset.intersection(*(days.covered for days in parts))
+    stored = set.intersection(*(set(days.stored) for days in parts))
+    joined = "+".join(key(name, zone) for name in each)
+    exported = {
+        day: any(days.exported.get(day, False) for days in parts)
+        for day in sorted(covered - stored)
+    }
+    return Days(
+        usage.filter(pl.col("day").is_in(sorted(covered))),
+        {day: joined_day([days.stored[day] for days in parts], joined) for day in sorted(stored)},
+        exported,
+    )
 
 
 def _days(

@@ -31,7 +31,7 @@ from costwatch.config.models import DEFAULT_WORKSPACE
 from costwatch.state.base import History, NoticeKey, Snapshots, StoredDay, Transaction
 from costwatch.workspaces import SEPARATOR, qualify
 
-__all__ = ["Joined", "JoinedDays", "Partition", "joined", "key"]
+__all__ = ["Joined", "JoinedDays", "Partition", "joined", "joined_day", "key"]
 
 _PREFIX = ":"  # between the workspace and the zone; never in a zone's name nor a workspace's
 
@@ -102,7 +102,7 @@ class Joined:
         each = [part.stored_days(zone, first, last) for part in self._parts]
         days = set.intersection(*(set(known) for known in each)) if each else set()
         joined = "+".join(key(part.workspace, zone) for part in self._parts)
-        return {day: _joined([known[day] for known in each], joined) for day in sorted(days)}
+        return {day: joined_day([known[day] for known in each], joined) for day in sorted(days)}
 
     def usage_between(self, zone: str, first: date, last: date) -> pl.DataFrame:
         return self._concat(part.usage_between(zone, first, last) for part in self._parts)
@@ -190,7 +190,8 @@ class JoinedDays(Joined):
         self._transaction.record_notices(keys, at)
 
 
-def _joined(days: Sequence[StoredDay], zone: str) -> StoredDay:
+def joined_day(days: Sequence[StoredDay], zone: str) -> StoredDay:
+    """One day stored in every workspace (`days`) as one, named `zone`."""
     return replace(
         days[0],
         zone=zone,

@@ -3,6 +3,7 @@ missing ones exported), the report made (`reports.py`), and in the daemon's cycl
 due now.
 
     read_days(history, config, span, client=None) -> Days    a span's days and the detectors'
+                                (`clients` by workspace with `workspaces:`: every one's, joined)
     make(config, span, days, findings, now, ...) -> Report   the report, pure from here on
     due(store, config, findings, now) -> [Report]            the reports due, not sent yet
     unsent(transaction, reports) -> [Report]                 those still unsent, in the cycle's
@@ -28,7 +29,7 @@ gone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -65,18 +66,24 @@ def read_days(
     span: Span,
     client: LangdockClient | None = None,
     *,
-    progress: Callable[[date], None] | None = None,
+    clients: Mapping[str, LangdockClient] | None = None,
+    progress: Callable[[date, str], None] | None = None,
 ) -> Days:
     """The stored days of `span`, of the period before it and of the detectors' windows; with
     `client`, the days of the span and of the period before that the store lacks exported
-    (`held.py`; `progress` is told each day before its export)."""
+    (`held.py`; `progress` is told each day, and its workspace, before its export). With
+    `clients` (by workspace, `workspaces:`), `history` is the store: every workspace's days
+    from its partition, each exported with its own client, joined (`held.read_each`)."""
     previous = span.previous()
     wanted = held.Wanted(first_read(config, span), span.last, (*previous.days, *span.days))
 
     def told(step: held.Step) -> None:
         if progress is not None and step.fetched is None:
-            progress(step.day)
+            progress(step.day, step.workspace)
 
+    if clients is not None:
+        (days,) = held.read_each(history, {span.zone: wanted}, clients, progress=told).values()
+        return Days(days.usage, days.covered, len(days.exported))
     (days,) = held.read(history, {span.zone: wanted}, client, progress=told).values()
     return Days(days.usage, days.covered, len(days.exported))
 

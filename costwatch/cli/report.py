@@ -5,7 +5,10 @@ or a configured report's (`--report NAME`: its period, zone, top and channel). I
 period's before it are read from the usage history; the days the store lacks are exported
 from Langdock day by day (said on stderr), so the report is always of whole days, never of
 part of the period taken for all of it. The budgets at risk come from one dry-run cycle at
-`--now` (`check --dry-run`'s: the budgets' current periods, forecasts included).
+`--now` (`check --dry-run`'s: the budgets' current periods, forecasts included). With
+`workspaces:`, every workspace's days are read (each from its partition, the missing ones
+exported with its own client: `held.read_each`) and joined: the org's totals, keys
+"workspace/id" named "workspace/name"; a workspace whose export fails fails the report.
 
 It writes no state: nothing exported is stored, nothing is recorded in the ledger, and a
 scheduled report of the same period still goes out. `--send` posts the report once, now,
@@ -73,7 +76,7 @@ def add_command(commands: Any, *, load: Load, parse_now: Callable[[str], datetim
     )
 
     def run(args: argparse.Namespace) -> int:
-        config = load(args.config, cycles=True)  # one workspace, as check
+        config = load(args.config)  # with workspaces:, every one's history (`partitions.py`)
         if config is None:
             return EXIT_ERROR
         return run_report(
@@ -108,7 +111,7 @@ def run_report(
     now: datetime | None = None,
     send: bool = False,
     top: int | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> int:
     """Print the report of `period` (default: the configured report's, else last week)."""
     configured = _configured(config, name)
@@ -135,14 +138,28 @@ def run_report(
     except StateError as error:
         print(f"costwatch: {error}", file=sys.stderr)
         return EXIT_ERROR
-    except ExportError as error:
-        print(f"costwatch: the Langdock export failed ({error.reason}): {error}", file=sys.stderr)
+    except WorkspaceFailed as failed:
+        print(f"costwatch: workspace {failed.workspace}: {_failure(failed.error)}", file=sys.stderr)
         return EXIT_ERROR
-    except UsageError as error:
-        print(f"costwatch: the export's data cannot be used: {error}", file=sys.stderr)
+    except (ExportError, UsageError) as error:
+        print(f"costwatch: {_failure(error)}", file=sys.stderr)
         return EXIT_ERROR
-    out.write(FORMATS[output_format](report))
+    (sys.stdout if out is None else out).write(FORMATS[output_format](report))
     return _send(config, report) if send else EXIT_OK
+
+
+class WorkspaceFailed(Exception):
+    """A workspace's export failed in the report's cycle: the org's spend is not known."""
+
+    def __init__(self, workspace: str, error: ExportError | UsageError) -> None:
+        super().__init__(workspace)
+        self.workspace, self.error = workspace, error
+
+
+def _failure(error: ExportError | UsageError) -> str:
+    if isinstance(error, ExportError):
+        return f"the Langdock export failed ({error.reason}): {error}"
+    return f"the export's data cannot be used: {error}"
 
 
 def _configured(config: Config, name: str | None) -> ReportConfig | None:
@@ -161,16 +178,24 @@ def _made(
 
     with (
         state_for(config, dry_run=True) as state,
-        langdock.connect(config.sole_langdock()) as client,
+        langdock.connect_all(config) as clients,
     ):
-        outcome = cycle.run_once(cycle.Deps(config, client=client, state=state, dry_run=True), now)
+        deps = cycle.Deps(config, clients=clients, state=state, dry_run=True)
+        outcome = cycle.run_once(deps, now)
         if outcome.error is not None:
             raise outcome.error
+        if outcome.failed_workspaces:  # a report never takes a workspace's spend for $0
+            raise WorkspaceFailed(*next(iter(outcome.failed_workspaces.items())))
 
-        def exporting(day: date) -> None:
-            print(f"report: {day.isoformat()} is not stored: exporting it", file=sys.stderr)
+        def exporting(day: date, workspace: str) -> None:
+            whose = f" in workspace {workspace}" if workspace else ""
+            print(f"report: {day.isoformat()}{whose} is not stored: exporting it", file=sys.stderr)
 
-        days = reporting.read_days(state, config, span, client, progress=exporting)
+        if config.keyed_by_workspace:  # every workspace's days, ids "workspace/id"
+            days = reporting.read_days(state, config, span, clients=clients, progress=exporting)
+        else:
+            (client,) = clients.values()
+            days = reporting.read_days(state, config, span, client, progress=exporting)
     if days.exported:
         print(
             f"report: {period_words(span)}: {days.exported} day(s) exported (not stored)",
