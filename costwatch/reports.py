@@ -36,7 +36,7 @@ from costwatch import budgets, detect, fmt, periods
 from costwatch.config import Config
 from costwatch.detect import Finding
 from costwatch.periods import PeriodName
-from costwatch.workspaces import SEPARATOR, WORKSPACE
+from costwatch.workspaces import key_name
 
 __all__ = [
     "CHOICES",
@@ -366,7 +366,7 @@ def _per(frame: pl.DataFrame, by: str, before: pl.DataFrame | None) -> pl.DataFr
         pl.col("requests").sum().cast(pl.Float64).alias("requests"),
     ]
     if by == "api_key_id":
-        aggs.append(_key_name(frame).sort_by("day").drop_nulls().last())
+        aggs.append(key_name(frame).sort_by("day").drop_nulls().last())
     sums = (
         frame.group_by(by).agg(aggs).filter((pl.col("cost_usd") != 0) | (pl.col("requests") != 0))
     )
@@ -374,14 +374,6 @@ def _per(frame: pl.DataFrame, by: str, before: pl.DataFrame | None) -> pl.DataFr
         earlier = before.group_by(by).agg(pl.col("total_cost_usd").sum().alias("previous"))
         sums = sums.join(earlier, on=by, how="left").with_columns(pl.col("previous").fill_null(0.0))
     return sums.sort(["cost_usd", "requests", by], descending=[True, True, False])
-
-
-def _key_name(frame: pl.DataFrame) -> pl.Expr:
-    """A key's name as a report lists it: with `workspaces:` (a `workspace` column, ids
-    "workspace/id"), its workspace's name before it, as its id has: "research/alpha"."""
-    if WORKSPACE not in frame.columns:
-        return pl.col("api_key_name")
-    return (pl.col(WORKSPACE) + SEPARATOR + pl.col("api_key_name")).alias("api_key_name")
 
 
 def _lines(frame: pl.DataFrame, name: str, ident: str, compared: bool) -> tuple[Line, ...]:

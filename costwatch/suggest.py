@@ -3,7 +3,7 @@ high percentile of its full periods' use plus headroom, and where each number co
 
     window(months, zone, now) -> (first, last)        the closed days looked at
     suggest(config, daily, covered, now, options)     a `Suggestion` per budget
-    render(config, suggestions, options)              the budgets section as YAML, commented
+    render(suggestions, options, now)                 the budgets section as YAML, commented
 
 A budget is judged by its own period (day, week, month, quarter) in its own zone: the sums of
 the full periods of the window (every day of them in `covered`: stored or exported; a covered
@@ -14,6 +14,11 @@ the `percentile` of those sums (linear between the closest ranks) with `MIN_PERI
 else the highest of them, plus `headroom`, rounded up (cents, whole counts). A budget whose
 history says nothing (no full period, no use, no tokens reported) keeps its limit as written,
 and says why. Per-model limits (`models:`) are kept as written.
+
+With `workspaces:`, the history is every workspace's joined (ids "workspace/id", a `workspace`
+column: `held.read_each`): a workspace's own budget reads its keys alone, a top-level budget
+the keys of the workspaces it reads, as a cycle selects them; the own budgets are rendered
+under their workspace (`workspaces: - name: ... budgets:`), the top-level ones as `budgets:`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from costwatch.config.budget import Metric
 from costwatch.config.durations import format_duration
 from costwatch.periods import Period, PeriodName
 from costwatch.quote import quote
+from costwatch.workspaces import WORKSPACE, key_name
 
 __all__ = ["MIN_PERIODS", "Limit", "Options", "Suggestion", "render", "suggest", "window"]
 
@@ -66,6 +72,7 @@ class Suggestion:
     zone: str
     periods: int  # full periods of the window the history covers
     limits: tuple[Limit, ...]
+    workspace: str | None = None  # whose own budget it is (`budget` as written under it)
 
     @property
     def too_short(self) -> bool:
@@ -99,13 +106,17 @@ def suggest(
 
 def _key_masks(budgets: Sequence[Budget], frame: pl.DataFrame) -> pl.DataFrame:
     """Each key of `frame` once (its latest name) with every budget's selection mask."""
+    scoped = [pl.col(WORKSPACE).first()] if WORKSPACE in frame.columns else []
     table = (
         frame.sort("day")
         .group_by("api_key_id", maintain_order=True)
-        .agg(pl.col("api_key_name").drop_nulls().last())
+        .agg(key_name(frame).drop_nulls().last(), *scoped)
     )
     return selection.selections(budgets, table).join(
-        table, on="api_key_id", how="left", maintain_order="left"
+        table.select("api_key_id", "api_key_name"),
+        on="api_key_id",
+        how="left",
+        maintain_order="left",
     )
 
 
@@ -138,7 +149,16 @@ def _suggestion(
         options=options,
     )
     limits = tuple(judged.limit(metric, current) for metric, current in budget.limits.items())
-    return Suggestion(budget, name, zone.key, len(full), limits)
+    owner, written = next(
+        (
+            (item.name, own)
+            for item in config.workspaces
+            for own in item.budgets
+            if own.name == budget.name
+        ),
+        (None, budget),
+    )
+    return Suggestion(written, name, zone.key, len(full), limits, owner)
 
 
 def _periods_since(name: PeriodName, zone: ZoneInfo, now: datetime, first: date) -> list[Period]:
@@ -316,25 +336,42 @@ def render(suggestions: Sequence[Suggestion], options: Options, now: datetime) -
         "# Paste as the budgets section; the configuration file was not changed.",
         "budgets:",
     ]
-    if not suggestions:
-        lines[-1] = "budgets: []  # the file has no budgets"
+    top = [item for item in suggestions if item.workspace is None]
+    if not top:
+        lines[-1] = "budgets: []  # the file has no budgets" if not suggestions else "budgets: []"
+    lines += _entries(top, "  ")
+    owners = list(dict.fromkeys(item.workspace for item in suggestions if item.workspace))
+    if owners:
+        lines += [
+            "# Each workspace's own budgets: paste as that workspace's budgets.",
+            "workspaces:",
+        ]
+    for owner in owners:
+        lines += [f"  - name: {owner}", "    budgets:"]
+        lines += _entries([item for item in suggestions if item.workspace == owner], "      ")
+    return "\n".join(lines) + "\n"
+
+
+def _entries(suggestions: Sequence[Suggestion], indent: str) -> list[str]:
+    """Each budget's comments and entry, at `indent`."""
+    lines: list[str] = []
     for item in suggestions:
         lines.append(
-            f"  # {quote(item.budget.name)} ({periods.ADJECTIVES[item.period]}, {item.zone}):"
+            f"{indent}# {quote(item.budget.name)} ({periods.ADJECTIVES[item.period]}, {item.zone}):"
         )
         if item.too_short:
             lines.append(
-                f"  #   history short: {item.periods} full {item.period}(s) in the window"
+                f"{indent}#   history short: {item.periods} full {item.period}(s) in the window"
                 " (a longer --months reads more)"
             )
-        lines += [f"  #   {limit.metric}: {limit.basis}" for limit in item.limits]
+        lines += [f"{indent}#   {limit.metric}: {limit.basis}" for limit in item.limits]
         if item.budget.models:
-            lines.append("  #   models: the per-model limits are kept as written")
+            lines.append(f"{indent}#   models: the per-model limits are kept as written")
         entry = yaml.safe_dump(
             [_entry(item)], sort_keys=False, allow_unicode=True, default_flow_style=False
         )
-        lines += [f"  {line}" for line in entry.splitlines()]
-    return "\n".join(lines) + "\n"
+        lines += [f"{indent}{line}" for line in entry.splitlines()]
+    return lines
 
 
 def _entry(item: Suggestion) -> dict[str, Any]:

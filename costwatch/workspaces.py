@@ -19,7 +19,16 @@ from costwatch.budgets import Rule, Unevaluated
 from costwatch.config import Config
 from costwatch.selection import WORKSPACE
 
-__all__ = ["SEPARATOR", "WORKSPACE", "combine", "qualify", "reading", "split", "unevaluated"]
+__all__ = [
+    "SEPARATOR",
+    "WORKSPACE",
+    "combine",
+    "key_name",
+    "qualify",
+    "reading",
+    "split",
+    "unevaluated",
+]
 
 SEPARATOR = "/"  # between the workspace and the key's id; never in a workspace's name
 
@@ -30,6 +39,14 @@ def qualify(frame: pl.DataFrame, workspace: str) -> pl.DataFrame:
         (pl.lit(workspace + SEPARATOR) + pl.col("api_key_id")).alias("api_key_id"),
         pl.lit(workspace).alias(WORKSPACE),
     )
+
+
+def key_name(frame: pl.DataFrame) -> pl.Expr:
+    """A key's name as the reports and suggestions list it: with a `workspace` column (keys
+    of several workspaces), its workspace's name before it, as its id has ("research/alpha")."""
+    if WORKSPACE not in frame.columns:
+        return pl.col("api_key_name")
+    return (pl.col(WORKSPACE) + SEPARATOR + pl.col("api_key_name")).alias("api_key_name")
 
 
 def split(key_id: str) -> tuple[str, str]:

@@ -10,33 +10,40 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from io import StringIO
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from histories import Row, frame, steady
 
 from costwatch.cli import main
+from costwatch.cli.suggest import run_suggest
+from costwatch.config import load_config
 from costwatch.partitions import key
 from costwatch.periods import local_midnight
 from costwatch.simulator import Simulator, Workspace
 from costwatch.state import SqliteState
+from costwatch.suggest import Options
 
 BERLIN = ZoneInfo("Europe/Berlin")
 ZONE = "Europe/Berlin"
 NOW = datetime(2026, 12, 2, 10, tzinfo=BERLIN)  # Wednesday
 LAST_WEEK = [date(2026, 11, 23) + timedelta(days=n) for n in range(7)]  # Mon 23 to Sun 29
 HISTORY = [date(2026, 10, 19) + timedelta(days=n) for n in range(42)]  # Oct 19 to Nov 29
+NOVEMBER = [date(2026, 11, 1) + timedelta(days=n) for n in range(31)]  # suggest's window: to Dec 1
 KEYS = {"marketing": "ld-MARKETING-k3y", "research": "ld-RESEARCH-k3y"}
 SIMULATED = Workspace(keys=2, created=datetime(2024, 1, 1, tzinfo=UTC), hourly_cost_usd=1.0)
 
 
 def rows(name: str) -> list[Row]:
     """marketing: alpha $10 a day, beta $5; research: alpha $3 (the same id as marketing's)."""
+    days = sorted({*HISTORY, *NOVEMBER})
     if name == "marketing":
-        return steady("alpha", "m1", 10.0, 100, HISTORY) + steady("beta", "m2", 5.0, 50, HISTORY)
-    return steady("alpha", "m1", 3.0, 30, HISTORY)
+        return steady("alpha", "m1", 10.0, 100, days) + steady("beta", "m2", 5.0, 50, days)
+    return steady("alpha", "m1", 3.0, 30, days)
 
 
 @dataclass
@@ -71,6 +78,13 @@ def write_config(tmp_path: Path, sims: dict[str, Simulator]) -> Path:
     items = "".join(
         f"  - name: {name}\n    base_url: {sim.base_url}\n    api_key: {KEYS[name]}\n"
         "    allow_insecure_download: true\n    max_attempts: 1\n    timeout_seconds: 5\n"
+        + (
+            "    budgets:\n      - {name: marketing-keys, keys: '*', period: day,"
+            " limits: {cost_usd: 1}}\n"
+            if name == "marketing"
+            else "    budgets:\n      - {name: research-pool, keys: '*', scope: shared,"
+            " period: day, limits: {cost_usd: 1}}\n"
+        )
         for name, sim in sims.items()
     )
     path = tmp_path / "costwatch.yaml"
@@ -81,6 +95,8 @@ workspaces:
 state: {{path: {tmp_path / "state.db"}}}
 budgets:
   - {{name: org, keys: "*", scope: shared, limits: {{cost_usd: 1000000}}}}
+  - {{name: org-daily, keys: "*", scope: shared, period: day, limits: {{cost_usd: 1}}}}
+  - {{name: research-keys, keys: "*", workspaces: [research], period: day, limits: {{cost_usd: 1}}}}
 anomalies: {{enabled: false}}
 unit_cost: {{enabled: false}}
 unowned: {{enabled: false, new_keys: false, dormant: false}}
@@ -162,3 +178,73 @@ def test_a_report_refuses_when_a_workspaces_export_fails_naming_it(
     assert code == 2
     assert out == ""
     assert "costwatch: workspace research: the Langdock export failed" in err
+
+
+def suggested(world: World) -> tuple[dict[str, Any], str]:
+    out, err = StringIO(), StringIO()
+    code = run_suggest(
+        load_config(world.path), options=Options(months=1), out=out, err=err, clock=lambda: NOW
+    )
+    assert code == 0, err.getvalue()
+    body: dict[str, Any] = yaml.safe_load(out.getvalue())
+    return body, out.getvalue() + err.getvalue()
+
+
+def limits(budgets: list[dict[str, Any]]) -> dict[str, float]:
+    return {b["name"]: b["limits"]["cost_usd"] for b in budgets}
+
+
+def test_suggest_proposes_a_workspaces_own_budgets_from_its_keys_and_the_orgs_from_all(
+    world: World,
+) -> None:
+    for name in world.sims:
+        world.store(name, NOVEMBER)
+    body, said = suggested(world)
+    # the org's day: 10 + 5 + 3; research's keys alone: 3; marketing's highest key: alpha's 10
+    assert limits(body["budgets"]) == {
+        "org": pytest.approx(30 * 18 * 1.2),  # November, the one full month: 648
+        "org-daily": pytest.approx(18 * 1.2),
+        "research-keys": pytest.approx(3 * 1.2),
+    }
+    owned = {item["name"]: limits(item["budgets"]) for item in body["workspaces"]}
+    assert owned == {
+        "marketing": {"marketing-keys": pytest.approx(10 * 1.2)},
+        "research": {"research-pool": pytest.approx(3 * 1.2)},
+    }
+    assert "of key 'marketing/alpha', the highest of 2 key(s)" in said
+    assert "exporting" not in said  # every day was stored in both partitions
+    assert all(sim.exports_made() == 0 for sim in world.sims.values())
+
+
+def test_suggest_exports_the_day_one_workspace_lacks_with_its_client_and_the_paste_loads(
+    world: World, tmp_path: Path
+) -> None:
+    lacking = date(2026, 11, 10)
+    world.store("marketing", NOVEMBER)
+    world.store("research", [day for day in NOVEMBER if day != lacking])
+    before = world.stored()
+    body, said = suggested(world)
+    assert "1 closed day(s) of Europe/Berlin in workspace research are not stored" in said
+    assert (world.sims["marketing"].exports_made(), world.sims["research"].exports_made()) == (0, 1)
+    assert world.stored() == before  # nothing is written
+    owned = {item["name"]: limits(item["budgets"]) for item in body["workspaces"]}
+    # the exported day is counted (31 full days); its simulated spend is research's highest
+    assert owned["research"] == {"research-pool": pytest.approx(3 * 1.2)}
+    assert "p90 of 31 full days" in said
+    assert f"days $3.00 + 20% headroom; highest day 2026-11-10 ${simulated(lacking):.2f}" in said
+    # pasted into the file (the top-level budgets and each workspace's own), it loads
+    written = yaml.safe_load(world.path.read_text())
+    written["budgets"] = body["budgets"]
+    for item in written["workspaces"]:
+        item["budgets"] = next(
+            w["budgets"] for w in body["workspaces"] if w["name"] == item["name"]
+        )
+    pasted = tmp_path / "pasted.yaml"
+    pasted.write_text(yaml.safe_dump(written), encoding="utf-8")
+    assert [b.name for b in load_config(pasted).budgets] == [
+        "org",
+        "org-daily",
+        "research-keys",
+        "marketing-keys",
+        "research-pool",
+    ]

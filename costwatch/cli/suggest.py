@@ -4,6 +4,9 @@
 The history is read, never written: the state is opened read-only (a missing SQLite file is
 an empty history), and each closed day of the window it lacks is exported from Langdock one
 day at a time and used in memory only (`held.py`, as `report` and `backtest` read their days).
+With `workspaces:`, each workspace's days come from its own partition, the missing ones
+exported with its own client, joined (`held.read_each`): a workspace's own budgets read its
+keys, the top-level ones the org's, and the own budgets print under their workspace.
 Days the export API no longer serves stay missing: periods with such days are not counted. The
 configuration file is never edited.
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -76,7 +79,7 @@ def add_command(commands: Any, *, load: Load) -> None:
     )
 
     def run(args: argparse.Namespace) -> int:
-        config = load(args.config, cycles=True)  # one workspace's history, so far
+        config = load(args.config)  # with workspaces:, every one's history (`partitions.py`)
         if config is None:
             return EXIT_ERROR
         options = Options(months=args.months, percentile=args.percentile, headroom=args.headroom)
@@ -130,11 +133,11 @@ def run_suggest(
     now = clock()
     zones = sorted({b.effective_timezone(config.schedule) for b in config.budgets})
     try:
-        with _history(config) as store, _exports(config) as client:
+        with _history(config) as store, _exports(config) as clients:
             daily, covered = {}, {}
             for name in zones:
                 frame, days = _zone_history(
-                    store, client, ZoneInfo(name), now=now, options=options, err=err
+                    store, config, clients, ZoneInfo(name), now=now, options=options, err=err
                 )
                 daily[name], covered[name] = frame, frozenset(days)
     except ExportError as error:
@@ -166,16 +169,18 @@ def _history(config: Config) -> Iterator[History | None]:
 
 
 @contextmanager
-def _exports(config: Config) -> Iterator[LangdockClient]:
+def _exports(config: Config) -> Iterator[dict[str, LangdockClient]]:
+    """An export client per workspace (the one "default" of a file with `langdock:`)."""
     from costwatch import langdock  # noqa: PLC0415 (httpx loads only here)
 
-    with langdock.connect(config.sole_langdock()) as client:
-        yield client
+    with langdock.connect_all(config) as clients:
+        yield clients
 
 
 def _zone_history(
     store: History | None,
-    client: LangdockClient,
+    config: Config,
+    clients: Mapping[str, LangdockClient],
     zone: ZoneInfo,
     *,
     now: datetime,
@@ -190,13 +195,18 @@ def _zone_history(
 
     def told(step: held.Step) -> None:
         if step.index == 0 and step.fetched is None:
+            whose = f" in workspace {step.workspace}" if step.workspace else ""
             print(
-                f"suggest: {step.total} closed day(s) of {zone.key} are not stored; exporting"
-                " them (nothing is written)",
+                f"suggest: {step.total} closed day(s) of {zone.key}{whose} are not stored;"
+                " exporting them (nothing is written)",
                 file=err,
                 flush=True,
             )
 
     wanted = {zone.key: held.Wanted(first, last, exportable)}
-    (days,) = held.read(store, wanted, client, progress=told).values()
+    if config.keyed_by_workspace:  # every workspace's days, ids "workspace/id"
+        (days,) = held.read_each(store, wanted, clients, progress=told).values()
+    else:
+        (client,) = clients.values()
+        (days,) = held.read(store, wanted, client, progress=told).values()
     return days.usage, set(days.covered)
