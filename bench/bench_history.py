@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 
 import gen_export  # noqa: E402 (bench/ is put on the path just above)
 
-from costwatch import cycle, fetch, history, usage  # noqa: E402
+from costwatch import cycle, fetch, history, recent, usage  # noqa: E402
 from costwatch.config import parse_config  # noqa: E402
 from costwatch.langdock import LangdockClient, RetryPolicy  # noqa: E402
 from costwatch.simulator import Simulator, Workspace  # noqa: E402
@@ -141,8 +141,11 @@ def steady_vs_month(keys: int, models: int, runs: int = 3) -> Steady:
             stored_rows += fetched.rows
 
         def best(enabled: bool) -> Run:
-            deps = cycle.Deps(
-                parse_config(config(enabled, Path(tmp) / "state.db")), client=client, state=state
+            deps = cycle.Deps(  # the daemon's memo of days read: the first run is check's
+                parse_config(config(enabled, Path(tmp) / "state.db")),
+                client=client,
+                state=state,
+                recent_days=recent.Cache(),
             )
             timings, outcome, requests = [], None, 0
             for _ in range(runs):

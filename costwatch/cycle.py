@@ -197,7 +197,8 @@ def _run_once(deps: Deps, now: datetime, default_period: Period) -> Outcome:
         # "Exports recovered" goes first: it explains why alerts arrive again.
         messages = [] if operational is None else _messages(operational, config)
         messages += [m for alert in outcome.plan.alerts for m in _messages(alert, config)]
-        detected = _detected(transaction, config, gathered, now)
+        read_before = deps.recent_days.frames if deps.recent_days is not None else None
+        detected = _detected(transaction, config, gathered, now, read_before)
         messages += [m for finding in detected for m in _messages(finding, config)]
         made = reporting.unsent(transaction, due)
         messages += [m for report in made if report.spent for m in _messages(report, config)]
@@ -254,7 +255,11 @@ def _reports(store: Store, config: Config, findings: pl.DataFrame, now: datetime
 
 
 def _detected(
-    transaction: Transaction, config: Config, gathered: gather.Gathered, now: datetime
+    transaction: Transaction,
+    config: Config,
+    gathered: gather.Gathered,
+    now: datetime,
+    frames: recent.Frames | None,
 ) -> tuple[Finding, ...]:
     """The detectors' findings due now; none, logged with the traceback, when they fail: a
     detector never keeps a budget alert from going out."""
@@ -262,7 +267,7 @@ def _detected(
         history: Days = transaction
         if config.keyed_by_workspace:  # every workspace's days, ids qualified
             history = partitions.JoinedDays(transaction, [c.name for c in config.connections])
-        return detecting.due(history, config, gathered.today, now)
+        return detecting.due(history, config, gathered.today, now, frames)
     except Exception:
         log.exception("the detectors failed; budget alerts go out without them")
         return ()

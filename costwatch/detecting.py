@@ -31,6 +31,7 @@ from costwatch import detect
 from costwatch.alerts import LedgerKey
 from costwatch.config import Config
 from costwatch.detect import Finding
+from costwatch.recent import Frames
 from costwatch.state.base import Days, NoticeKey, Snapshots
 
 __all__ = ["due", "notice", "record", "snapshot", "window_days"]
@@ -44,10 +45,15 @@ def window_days(config: Config) -> int:
 
 
 def due(
-    history: Days, config: Config, today_frames: Mapping[str, pl.DataFrame], now: datetime
+    history: Days,
+    config: Config,
+    today_frames: Mapping[str, pl.DataFrame],
+    now: datetime,
+    frames: Frames | None = None,
 ) -> tuple[Finding, ...]:
     """The findings of today not sent yet, in the detectors' order; with the spend rate on,
-    today's snapshot of the current hour recorded first (in the caller's transaction)."""
+    today's snapshot of the current hour recorded first (in the caller's transaction). With
+    `frames` (the daemon keeps them), the closed days read in earlier cycles are not read again."""
     zone = config.schedule.timezone
     frame = today_frames.get(zone)
     if frame is None:
@@ -58,7 +64,9 @@ def due(
     stored = history.stored_days(zone, first, yesterday)
     usage = pl.concat(
         [
-            history.usage_by_day(zone, first, yesterday),
+            (frames if frames is not None else Frames()).read(
+                history, zone, (first, yesterday), stored
+            ),
             frame.with_columns(pl.lit(today).alias("day")),
         ],
         how="diagonal_relaxed",

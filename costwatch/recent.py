@@ -13,24 +13,28 @@ With a `Cache` (the daemon keeps one), a steady cycle reads only the days stored
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
+
+import polars as pl
 
 from costwatch import budgets, forecast
 from costwatch.budgets import Rule
 from costwatch.state.base import History, StoredDay
 
-__all__ = ["Cache", "read"]
+__all__ = ["Cache", "Frames", "read"]
 
 
 class Cache:
-    """Stored days already read and summed, kept between the cycles of one process (the
-    daemon's): a closed day is read from the store once, and again only when it was stored
-    anew (its `exported_at` or row count changed: settled, reconciled) or the model globs in
-    use changed. Only the days of the latest windows are kept."""
+    """Stored days already read, kept between the cycles of one process (the daemon's): the
+    forecasts' per-day sums and the detectors' day frames (`frames`). A closed day is read from
+    the store once, and again only when it was stored anew (its `exported_at` or row count
+    changed: settled, reconciled) or the model globs in use changed. Only the days of the
+    latest windows are kept."""
 
     def __init__(self) -> None:
         self._days: dict[tuple[str, date], tuple[StoredDay, tuple[str, ...], forecast.Daily]] = {}
+        self.frames = Frames()
 
     def get(self, stored: StoredDay, patterns: tuple[str, ...]) -> forecast.Daily | None:
         kept = self._days.get((stored.zone, stored.day))
@@ -88,3 +92,32 @@ def _days(
             cache.put(stored, patterns, part)
         parts.append(part)
     return forecast.combine(parts, patterns)
+
+
+class Frames:
+    """The detectors' closed days as the store gave them (`usage_by_day` of one day), kept
+    while their `StoredDay` stays the same: a steady cycle reads only the days stored anew."""
+
+    def __init__(self) -> None:
+        self._frames: dict[tuple[str, date], tuple[StoredDay, pl.DataFrame]] = {}
+
+    def read(
+        self, store: History, zone: str, span: tuple[date, date], days: Mapping[date, StoredDay]
+    ) -> pl.DataFrame:
+        """The usage of `days` (the stored days of `zone` in `span`), one frame with `day`:
+        what `store.usage_by_day(zone, *span)` gives, read a day at a time."""
+        if not days:
+            return store.usage_by_day(zone, *span)
+        parts = []
+        for day, stored in sorted(days.items()):
+            kept = self._frames.get((zone, day))
+            if kept is None or kept[0] != stored:
+                kept = (stored, store.usage_by_day(zone, day, day))
+                self._frames[zone, day] = kept
+            parts.append(kept[1])
+        for key in [key for key in self._frames if key[0] == zone and key[1] not in days]:
+            del self._frames[key]
+        return pl.concat(parts, how="vertical_relaxed")
+
+    def __len__(self) -> int:
+        return len(self._frames)

@@ -145,3 +145,38 @@ def test_a_cache_reads_a_stored_day_once_and_again_once_it_is_stored_anew(
     put(state, BERLIN, date(2026, 12, 10), date(2026, 12, 10))
     recent.read(state, budgets.rules(config(), tomorrow), tomorrow, cache)
     assert len(cache) == 14
+
+
+def test_the_detectors_frames_read_a_stored_day_once_and_again_once_it_is_stored_anew(
+    state: SqliteState, tmp_path: Path
+) -> None:
+    put(state, BERLIN, date(2026, 11, 20), date(2026, 12, 9))
+    frames = recent.Frames()
+    span = (date(2026, 11, 12), date(2026, 12, 9))  # a 28-day window, 20 of its days stored
+
+    def read() -> pl.DataFrame:
+        return frames.read(state, BERLIN, span, state.stored_days(BERLIN, *span))
+
+    def ordered(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.sort("day", "model")
+
+    first = read()
+    assert ordered(first).equals(ordered(state.usage_by_day(BERLIN, *span)))  # as one read
+    assert (first.height, len(frames)) == (40, 20)
+    # The rows change behind the store's back (its record of the days does not): still kept.
+    with closing(sqlite3.connect(tmp_path / "state.db")) as db, db:
+        db.execute("UPDATE usage_daily SET cost = cost * 2")
+    assert ordered(read()).equals(ordered(first))
+    # Stored anew (settled, reconciled): that day read again, the others kept.
+    later = NOW + timedelta(hours=1)
+    state.put_day(BERLIN, date(2026, 12, 9), day_rows(4.0), exported_at=later, settled=True)
+    costs = read().group_by("day").agg(pl.col("total_cost_usd").sum())
+    by_day = dict(zip(costs["day"], costs["total_cost_usd"], strict=True))
+    assert (by_day[date(2026, 12, 9)], by_day[date(2026, 12, 8)]) == (6.0, 15.0)
+    # The window moves on: the day that left it is let go.
+    moved = (date(2026, 11, 21), date(2026, 12, 9))
+    frames.read(state, BERLIN, moved, state.stored_days(BERLIN, *moved))
+    assert len(frames) == 19
+    # No stored day in the window: the store's empty frame, with its columns.
+    empty = (date(2026, 10, 1), date(2026, 10, 28))
+    assert frames.read(state, BERLIN, empty, {}).columns == first.columns
