@@ -4,6 +4,7 @@
                                         of the schedule, or every hour
     needed(config, points)              per zone, the days the replay reads
     HeldDays(store)                     a `fetch.Source` over the days a scratch store holds
+                                        (with `workspaces:`, one per workspace's partition)
     replay(config, scratch, points)     the daemon's cycle at each point; what it queued
 
 The replay IS the daemon's cycle (`cycle.run_once`): the same gathering of each period to date
@@ -12,7 +13,10 @@ The replay IS the daemon's cycle (`cycle.run_once`): the same gathering of each 
 `lifecycle.py`), detectors (`detecting.py`) and outbox rows with their channels. Only its store
 is a scratch one (`costwatch backtest` fills it with the days the replay reads, in a temporary
 directory it deletes: the configured state is only read), and its exports come from the days
-held there (`HeldDays`), never from Langdock. After each point the rows it queued are read and
+held there (`HeldDays`), never from Langdock. With `workspaces:`, the scratch store holds each
+workspace's days in its own partition (`partitions.py`), as the state does, and each workspace's
+usage comes from its own (`HeldDays` over its `Partition`): the cycle gathers and joins them as
+the daemon's does (`gather.from_workspaces`). After each point the rows it queued are read and
 marked sent; nothing is delivered.
 
 The history holds days, not hours. At a point inside a local day, that open day's usage is
@@ -31,11 +35,23 @@ from zoneinfo import ZoneInfo
 import polars as pl
 from apscheduler.triggers.cron import CronTrigger
 
-from costwatch import budgets, cycle, detecting, forecast, history, notices, periods, recent, usage
+from costwatch import (
+    budgets,
+    cycle,
+    detecting,
+    fetch,
+    forecast,
+    history,
+    notices,
+    periods,
+    recent,
+    usage,
+)
 from costwatch.alerts import Alert
 from costwatch.config import Config, ScheduleConfig
 from costwatch.errors import UsageError
 from costwatch.fetch import Fetched, day_range
+from costwatch.partitions import Partition
 from costwatch.periods import local_midnight
 from costwatch.replayed import Fired, Replay
 from costwatch.state import Store
@@ -188,15 +204,21 @@ def replay(config: Config, scratch: Store, replayed: Sequence[datetime]) -> Repl
     `needed` names); the rows each queued, read back and marked sent."""
     cache = recent.Cache()
     source = HeldDays(scratch)
+    sources: dict[str, fetch.Source] = {}
+    if config.keyed_by_workspace:  # each workspace's days from its own partition
+        sources = {c.name: HeldDays(Partition(scratch, c.name)) for c in config.connections}
     fired: list[Fired] = []
     silenced: list[tuple[datetime, Alert]] = []
     unevaluated: dict[str, None] = {}
     evaluated = 0
     for now in replayed:
-        deps = cycle.Deps(config, source=source, state=scratch, recent_days=cache)
+        deps = cycle.Deps(config, source=source, sources=sources, state=scratch, recent_days=cache)
         outcome = cycle.run_once(deps, now)
         if outcome.error is not None:
             raise ReplayError(f"the cycle at {now.isoformat()} failed: {outcome.error}")
+        if outcome.failed_workspaces:  # a workspace's usage is never taken as $0
+            name, error = next(iter(outcome.failed_workspaces.items()))
+            raise ReplayError(f"the cycle at {now.isoformat()} failed in workspace {name}: {error}")
         unevaluated.update(dict.fromkeys(item.describe() for item in outcome.unevaluated))
         evaluated += bool(outcome.findings.height)
         if outcome.plan is not None:

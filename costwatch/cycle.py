@@ -65,12 +65,13 @@ log = logging.getLogger("costwatch.cycle")
 @dataclass(frozen=True)
 class Deps:
     """What a cycle reads from and writes to. `client`, `source` or `csv` provides the usage;
-    for a file with `workspaces:`, `clients` (by workspace name)."""
+    for a file with `workspaces:`, `clients` or `sources` (by workspace name)."""
 
     config: Config
     client: LangdockClient | None = None
     source: fetch.Source | None = None  # instead of `client`: a backtest's held days
     clients: Mapping[str, LangdockClient] = field(default_factory=dict)
+    sources: Mapping[str, fetch.Source] = field(default_factory=dict)  # instead: held days
     csv: Path | None = None
     state: Store | None = None  # None: plan against an empty ledger, record nothing
     recent_days: recent.Cache | None = None  # stored days already read (the daemon keeps one)
@@ -309,7 +310,9 @@ def _gather(
         )
 
     if deps.config.keyed_by_workspace:
-        sources = {name: fetch.Exports(client) for name, client in deps.clients.items()}
+        sources = dict(deps.sources) or {
+            name: fetch.Exports(client) for name, client in deps.clients.items()
+        }
         if state is None:
             return gather.from_workspaces(sources, ranges, now)
         return gather.from_workspaces(

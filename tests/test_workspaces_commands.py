@@ -1,8 +1,10 @@
-"""The commands that read a span of the usage history (`report`, `suggest`) with a file of
-`workspaces:`: two simulators (one per workspace), one state file whose partitions the test
-fills with known days (tests/histories.py). Each workspace's days are read from its own
-partition, the missing ones exported with its own client, never stored; the org's figures are
-every workspace's joined, ids "workspace/id", so one id in both workspaces is two keys."""
+"""The commands that read a span of the usage history (`report`, `suggest`, `backtest`) with
+a file of `workspaces:`: two simulators (one per workspace), one state file whose partitions
+the test fills with known days (tests/histories.py). Each workspace's days are read from its
+own partition, the missing ones exported with its own client, never stored; the org's figures
+are every workspace's joined, ids "workspace/id", so one id in both workspaces is two keys. A
+backtest's scratch store holds each workspace's partition, and its replayed cycle gathers each
+workspace from its own."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import yaml
 from histories import Row, frame, steady
 
 from costwatch.cli import main
+from costwatch.cli.backtest import run_backtest
 from costwatch.cli.suggest import run_suggest
 from costwatch.config import load_config
 from costwatch.partitions import key
@@ -61,11 +64,11 @@ class World:
                 own = frame(r for r in rows(name) if r[0] == day).drop("day")
                 state.put_day(key(name, ZONE), day, own, exported_at=NOW, settled=True)
 
-    def stored(self) -> dict[str, set[date]]:
+    def stored(self, zone: str = ZONE) -> dict[str, set[date]]:
         with SqliteState.open(self.state, write=False) as state:
             first, last = date(2026, 1, 1), date(2026, 12, 31)
             return {
-                name: set(state.stored_days(key(name, ZONE), first, last)) for name in self.sims
+                name: set(state.stored_days(key(name, zone), first, last)) for name in self.sims
             }
 
     def run(self, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -248,3 +251,127 @@ def test_suggest_exports_the_day_one_workspace_lacks_with_its_client_and_the_pas
         "marketing-keys",
         "research-pool",
     ]
+
+
+# -- backtest: the replay's scratch store holds each workspace's partition ----------------------
+
+REPLAYED = """\
+schedule: {timezone: UTC, every: 6h}
+defaults: {forecast: false}
+anomalies: {enabled: false}
+unit_cost: {enabled: false}
+unowned: {enabled: false, new_keys: false, dormant: false}
+budgets:
+  - {name: alpha-month, keys: alpha, limits: {cost_usd: 100}}
+  - {name: alpha-pool, keys: alpha, scope: shared, thresholds: [100], limits: {cost_usd: 200}}
+"""
+UTC_ZONE = "UTC"
+
+
+def replayed_rows(name: str) -> list[Row]:
+    """Both workspaces: alpha (the same id) $8 a day in November; research: beta $2 a day,
+    $16 on the 10th and the 20th."""
+    rows: list[Row] = [(day, "alpha", "m1", 8.0, 80) for day in NOVEMBER[:30]]
+    if name == "research":
+        rows += [(d, "beta", "m2", 16.0 if d.day in (10, 20) else 2.0, 20) for d in NOVEMBER[:30]]
+    return rows
+
+
+def replay_config(tmp_path: Path, sims: dict[str, Simulator]) -> Path:
+    items = "".join(
+        f"  - name: {name}\n    base_url: {sim.base_url}\n    api_key: {KEYS[name]}\n"
+        "    allow_insecure_download: true\n    max_attempts: 1\n    timeout_seconds: 5\n"
+        for name, sim in sims.items()
+    )
+    own = "    budgets: [{name: beta-day, keys: beta, period: day, thresholds: [100],"
+    own += " limits: {cost_usd: 10}}]\n"
+    path = tmp_path / "replay.yaml"
+    path.write_text(
+        f"workspaces:\n{items}{own}state: {{path: {tmp_path / 'state.db'}}}\n{REPLAYED}",
+        encoding="utf-8",
+    )
+    return path
+
+
+def run_replay(path: Path, *span: str) -> tuple[int, dict[str, Any]]:
+    from costwatch.cli import _parser  # the command's own parser: the same checks of dates
+
+    ns = _parser().parse_args(["backtest", "--config", str(path), "--pace", "0s", *span])
+    out = StringIO()
+    code = run_backtest(
+        load_config(path),
+        config_path=path,
+        first=ns.first,
+        last=ns.last,
+        at=ns.at,
+        output_format="json",
+        pace=ns.pace,
+        out=out,
+        clock=lambda: NOW,
+    )
+    body: dict[str, Any] = json.loads(out.getvalue()) if out.getvalue() else {}
+    return code, body
+
+
+def test_a_backtest_of_two_workspaces_replays_each_ones_keys_and_the_orgs_pool(
+    world: World, tmp_path: Path
+) -> None:
+    path = replay_config(tmp_path, world.sims)
+    with SqliteState.open(world.state) as state:
+        for name in world.sims:
+            daily = frame(replayed_rows(name))
+            for day in NOVEMBER[:30]:
+                own = daily.filter(daily["day"] == day).drop("day")
+                state.put_day(key(name, UTC_ZONE), day, own, exported_at=NOW, settled=True)
+    before = world.stored(UTC_ZONE)
+    code, result = run_replay(path, "--from", "2026-11-01", "--to", "2026-11-30")
+    assert code == 1
+    got = [
+        (a["day"], a["budget"], a["api_key_id"], f"{a['threshold']:g}", a["used"])
+        for a in result["alerts"]
+    ]
+    # each day's last cycle is 18:00 UTC: alpha at day d, 8 (d - 1) + 6 in each workspace;
+    # the pool of both alphas 16 (d - 1) + 12; research's beta 16 x 3/4 on the 10th and 20th
+    assert got == [
+        ("2026-11-07", "alpha-month", "marketing/id-alpha", "50", 54.0),
+        ("2026-11-07", "alpha-month", "research/id-alpha", "50", 54.0),
+        ("2026-11-10", "beta-day", "research/id-beta", "100", 12.0),
+        ("2026-11-11", "alpha-month", "marketing/id-alpha", "80", 86.0),
+        ("2026-11-11", "alpha-month", "research/id-alpha", "80", 86.0),
+        ("2026-11-13", "alpha-month", "marketing/id-alpha", "100", 102.0),
+        ("2026-11-13", "alpha-month", "research/id-alpha", "100", 102.0),
+        ("2026-11-13", "alpha-pool", None, "100", 204.0),
+        ("2026-11-20", "beta-day", "research/id-beta", "100", 12.0),
+    ]
+    assert result["history"] == {"stored_days": 60, "exported_days": 0}
+    assert all(sim.exports_made() == 0 for sim in world.sims.values())
+    assert world.stored(UTC_ZONE) == before
+    assert before["research"] == set(NOVEMBER[:30])
+    # the command takes the file: two days, nothing reached (alpha $14, the pool $28, beta $2)
+    span = ["--from", "2026-11-01", "--to", "2026-11-02", "--pace", "0s"]
+    assert main(["backtest", "--config", str(path), *span]) == 0
+
+
+def test_a_backtest_exports_the_days_a_workspace_lacks_with_its_own_client(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = replay_config(tmp_path, world.sims)
+    lacking = {date(2026, 11, 3), date(2026, 11, 4)}
+    with SqliteState.open(world.state) as state:
+        for name in world.sims:
+            daily = frame(replayed_rows(name))
+            for day in NOVEMBER[:30]:
+                if name == "research" and day in lacking:
+                    continue
+                own = daily.filter(daily["day"] == day).drop("day")
+                state.put_day(key(name, UTC_ZONE), day, own, exported_at=NOW, settled=True)
+    before = world.stored(UTC_ZONE)
+    code, result = run_replay(path, "--from", "2026-11-01", "--to", "2026-11-30")
+    assert code == 1, capsys.readouterr().err
+    assert result["history"] == {"stored_days": 58, "exported_days": 2}
+    assert (world.sims["marketing"].exports_made(), world.sims["research"].exports_made()) == (0, 2)
+    err = capsys.readouterr().err
+    assert "backtest: 2 day(s) in workspace research not in the state" in err
+    assert "[2/2] 2026-11-04 (workspace research, UTC): " in err
+    assert world.stored(UTC_ZONE) == before  # the state is only read
+    assert lacking.isdisjoint(before["research"])

@@ -41,7 +41,7 @@ from costwatch import __version__, budgets, usage
 from costwatch.cli import backtest, report, suggest
 from costwatch.cli.check import DELIVERY_TIMEOUT, EXIT_CROSSED, EXIT_ERROR, EXIT_OK, run_check
 from costwatch.cli.output import TOP_KEYS
-from costwatch.config import Config, load_config, one_workspace
+from costwatch.config import Config, load_config
 from costwatch.config.durations import parse_duration
 from costwatch.config.schema import schema_text
 from costwatch.config.summary import summarize
@@ -271,12 +271,10 @@ def _parse_now(text: str) -> datetime:
     return now
 
 
-def _load(path: Path, env: dict[str, str] | None = None, *, cycles: bool = False) -> Config | None:
-    """The configuration at `path`, or None once its problems are printed; `cycles`: for a
-    command that reads one workspace's usage history (suggest, backtest, report), so far."""
+def _load(path: Path, env: dict[str, str] | None = None) -> Config | None:
+    """The configuration at `path`, or None once its problems are printed."""
     try:
-        config = load_config(path, env)
-        return one_workspace(config, str(path)) if cycles else config
+        return load_config(path, env)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return None

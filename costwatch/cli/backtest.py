@@ -5,6 +5,9 @@ The days the replay reads (`backtest.needed`) are copied from the configured sta
 read-only (no writer lock: beside a running daemon too), into a scratch store in a temporary
 directory; the days the state lacks are exported from Langdock one day at a time (`held.py`,
 as `report` and `suggest` read their days; paced by `--pace`), into that scratch store only.
+With `workspaces:`, each workspace's days are read from its own partition of the state and
+the missing ones exported with its own client, into that workspace's partition of the scratch
+store (`partitions.py`), whence the replay's cycle gathers each workspace as the daemon does.
 The scratch store is deleted when the command ends: the state is never written, nothing is
 delivered.
 
@@ -23,16 +26,22 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from zoneinfo import ZoneInfo
 
 from costwatch import held
 from costwatch.cli.check import EXIT_CROSSED, EXIT_ERROR, EXIT_OK, state_is_missing
 from costwatch.config import Config
 from costwatch.errors import ExportError, StateError, StateMissing, UsageError
+from costwatch.partitions import Partition
 from costwatch.quote import quote
 from costwatch.state import SqliteState, Store, open_store
+from costwatch.state.base import History
+
+if TYPE_CHECKING:  # httpx loads only where an export is made
+    from costwatch.langdock import LangdockClient
 
 __all__ = ["add_command", "parse_date", "parse_pace", "range_problem", "run_backtest"]
 
@@ -41,7 +50,7 @@ class Load(Protocol):
     """How the command parser loads a configuration (`cli._load`): None once its problems
     are printed."""
 
-    def __call__(self, path: Path, *, cycles: bool = False) -> Config | None: ...
+    def __call__(self, path: Path) -> Config | None: ...
 
 
 def add_command(commands: Any, *, load: Load) -> None:
@@ -87,7 +96,7 @@ def add_command(commands: Any, *, load: Load) -> None:
     )
 
     def run(args: argparse.Namespace) -> int:
-        config = load(args.config, cycles=True)  # one workspace's history, so far
+        config = load(args.config)  # with workspaces:, each one's partition (`partitions.py`)
         if config is None:
             return EXIT_ERROR
         return run_backtest(
@@ -252,9 +261,19 @@ def _hold(
     """The days the state holds and the others exported (`held.py`), put into `scratch`."""
     from costwatch import keeping  # noqa: PLC0415
 
+    names = [c.name for c in config.connections] if config.keyed_by_workspace else [""]
+    wanted = {name: held.Wanted(*span) for name, span in days.items()}
     with _state(config) as state:
-        planned = held.plan(state, {name: held.Wanted(*span) for name, span in days.items()})
-    too_old = [(z, day) for z, day in planned.missing if day < keeping.oldest_exportable(z, now)]
+        planned = {
+            name: held.plan(_own(state, name) if state is not None else None, wanted)
+            for name in names
+        }
+    too_old = [
+        (z, day)
+        for plan in planned.values()
+        for z, day in plan.missing
+        if day < keeping.oldest_exportable(z, now)
+    ]
     if too_old:
         zone, day = too_old[0]
         raise HoldError(
@@ -264,39 +283,58 @@ def _hold(
             " also reads back to the first day of each period running at --from, and the"
             " forecasts' and detectors' windows)"
         )
-    if planned.missing:
-        from costwatch import langdock  # noqa: PLC0415 (httpx loads only to export)
+    stored = exported = 0
+    with _clients(config, needed=any(plan.missing for plan in planned.values())) as clients:
+        for name, plan in planned.items():
+            client = clients.get(name) if name else next(iter(clients.values()), None)
+            told = partial(_told, workspace=name)
+            got = held.export(plan, client, pace=pace, progress=told)
+            for zone_name, zone_days in got.items():
+                _put(config, _own(scratch, name), zone_name, zone_days, now=now)
+            stored += sum(len(zone_days.stored) for zone_days in got.values())
+            exported += len(plan.missing)
+    return Held(stored=stored, exported=exported)
 
-        with langdock.connect(config.sole_langdock()) as client:
-            got = held.export(planned, client, pace=pace, progress=_told)
-    else:
-        got = held.export(planned, None)
-    for name, zone_days in got.items():
-        _put(config, scratch, name, zone_days, now=now)
-    stored = sum(len(zone_days.stored) for zone_days in got.values())
-    return Held(stored=stored, exported=len(planned.missing))
+
+def _own(history: History, workspace: str) -> History:
+    """`history` itself for a file with `langdock:` (""), else the workspace's partition."""
+    return Partition(history, workspace) if workspace else history
 
 
-def _told(step: held.Step) -> None:
+@contextmanager
+def _clients(config: Config, *, needed: bool) -> Iterator[dict[str, LangdockClient]]:
+    """An export client per workspace, when a day is to be exported (none otherwise)."""
+    if not needed:
+        yield {}
+        return
+    from costwatch import langdock  # noqa: PLC0415 (httpx loads only to export)
+
+    with langdock.connect_all(config) as clients:
+        yield clients
+
+
+def _told(step: held.Step, *, workspace: str = "") -> None:
     """What backtest says of its exports on stderr: once what it does, then a line a day."""
+    whose = f" in workspace {workspace}" if workspace else ""
     if step.fetched is None:
         if step.index == 0:
             print(
-                f"backtest: {step.total} day(s) not in the state: exporting them from Langdock,"
-                " one a day (into the scratch store only; the state is not written)",
+                f"backtest: {step.total} day(s){whose} not in the state: exporting them from"
+                " Langdock, one a day (into the scratch store only; the state is not written)",
                 file=sys.stderr,
                 flush=True,
             )
         return
     print(
-        f"[{step.index + 1}/{step.total}] {step.day.isoformat()} ({step.zone.key}):"
+        f"[{step.index + 1}/{step.total}] {step.day.isoformat()}"
+        f" ({f'workspace {workspace}, ' if workspace else ''}{step.zone.key}):"
         f" {step.fetched.rows:,} row(s)",
         file=sys.stderr,
         flush=True,
     )
 
 
-def _put(config: Config, scratch: Store, zone: str, days: held.Days, *, now: datetime) -> None:
+def _put(config: Config, scratch: History, zone: str, days: held.Days, *, now: datetime) -> None:
     """A zone's days into `scratch`, one day at a time: the stored ones as the state
     describes them, the exported ones exported `now`."""
     from costwatch import history  # noqa: PLC0415

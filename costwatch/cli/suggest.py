@@ -41,9 +41,9 @@ __all__ = ["add_command", "run_suggest"]
 
 
 class Load(Protocol):
-    """The configuration read (`cycles`: of one workspace), or None once its errors are printed."""
+    """The configuration read, or None once its errors are printed."""
 
-    def __call__(self, path: Path, *, cycles: bool = ...) -> Config | None: ...
+    def __call__(self, path: Path) -> Config | None: ...
 
 
 def add_command(commands: Any, *, load: Load) -> None:

@@ -26,7 +26,7 @@ from costwatch.config.budget import (
     Threshold,
     severity_for,
 )
-from costwatch.config.load import load_config, one_workspace, parse_config
+from costwatch.config.load import load_config, parse_config
 from costwatch.config.models import (
     Config,
     HistoryConfig,
@@ -55,7 +55,6 @@ __all__ = [
     "StateConfig",
     "Threshold",
     "load_config",
-    "one_workspace",
     "parse_config",
     "severity_for",
 ]

@@ -1,7 +1,6 @@
 """Reading a configuration file into a `Config`, or every problem with it at once.
 
     load_config(path, env=None) -> Config       read the file, or raise ConfigError
-    one_workspace(config, source) -> Config     one workspace's history (backfill), so far
     parse_config(text, *, source, env, base_dir) -> Config
 
 The YAML is read with positions (`costwatch.config.reader`), `${VAR}` / `${VAR:-x}` / `$$` are
@@ -67,16 +66,6 @@ def parse_config(
                 return config
     problems = sorted(raw.problems, key=lambda problem: problem.line or 0)
     raise ConfigError(source, problems)
-
-
-def one_workspace(config: Config, source: str) -> Config:
-    """`config` when it keeps one workspace's usage history (`langdock:`), what `backfill`
-    and `suggest` read so far; ConfigError otherwise."""
-    if not config.keyed_by_workspace:
-        return config
-    message = "this command reads the usage history of a file with langdock: only, so far"
-    message += " (with workspaces:, check and run export each period whole)"
-    raise ConfigError(source, [ConfigProblem("workspaces", message)])
 
 
 def _check_budget_names(raw: RawConfig) -> None:

@@ -539,28 +539,6 @@ def test_the_command_runs_as_a_process_and_its_exit_code_is_checks(known: Path) 
     assert json.loads(completed.stdout)["totals"]["alerts"] == 5
 
 
-def test_a_file_with_workspaces_is_refused_naming_the_history(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The usage history is one workspace's (`langdock:`), so far: no replay of several."""
-    path = tmp_path / "workspaces.yaml"
-    path.write_text(
-        f"""\
-workspaces:
-  - {{name: a, api_key: {KEY}, base_url: "http://127.0.0.1:9"}}
-  - {{name: b, api_key: {KEY}, base_url: "http://127.0.0.1:9"}}
-state: {{path: {tmp_path / "state.db"}}}
-budgets: [{{name: all, keys: "*", limits: {{cost_usd: 10}}}}]
-""",
-        encoding="utf-8",
-    )
-    assert (
-        main(["backtest", "--config", str(path), "--from", "2026-11-01", "--to", "2026-11-02"]) == 2
-    )
-    assert "reads the usage history of a file with langdock: only" in capsys.readouterr().err
-    assert not (tmp_path / "state.db").exists()
-
-
 def test_scheduled_reports_are_listed_by_their_name_and_period(tmp_path: Path) -> None:
     """A weekly report due Mondays 09:00 is sent at the first cycle after (every 6 h: 12:00),
     once per week of the replay, named as configured."""
