@@ -38,6 +38,7 @@ LEASE = 3.0  # state.lease: standbys try every 0.3 s, the leader renews every se
 # a second ago (it is cold: polars, httpx and the first export), on a busy 2-core machine.
 FAILOVER = 0.3 + 5.0
 BUDGET_IN_TEXT = re.compile(r"\(budget (b\d{2})\b")
+CYCLE_OK = re.compile(r"cycle ok in ([0-9.]+)s")  # the daemon's INFO line of each cycle
 HOLDER_PID = re.compile(r"\(pid (\d+) on host")
 ENV = {**os.environ, "LANGDOCK_API_KEY": "sk-replica-key", "SLACK_BOT_TOKEN": TOKEN}
 
@@ -304,11 +305,12 @@ def test_three_replicas_the_leader_killed_30_times_deliver_every_alert_once_with
     the stand-in accepted while its row was still unsent when the leader died will be posted
     again by the next leader; any other duplicate fails the test. After each kill the test
     waits for the next leader's first committed cycle (a leader killed before its first cycle
-    would say nothing of failover): no gap between committed cycles is longer than one
-    interval plus the failover."""
+    would say nothing of failover): each failover (the kill to the next leader's first cycle)
+    within FAILOVER, and no gap between committed cycles longer than one interval plus the
+    failover, the cycles' own length (as the replicas logged it) counted in."""
     rng = random.Random(20261201)
     windows: Counter[str] = Counter()
-    failovers: list[float] = []  # per kill: the last cycle before it to the first after it
+    failovers: list[float] = []  # per kill: from the kill to the next leader's first cycle
     with (
         pgserver.database() as url,
         Simulator(Workspace(keys=6), api_key="sk-replica-key") as sim,
@@ -341,12 +343,11 @@ def test_three_replicas_the_leader_killed_30_times_deliver_every_alert_once_with
                     windows[budget] += 1
                 victim.start()
                 by_pid[victim.pid] = victim
-                last = max(at for at in cycles.seen if at < killed)
                 wait_for(
                     functools.partial(cycled_after, cycles, killed), 30, "the next leader's cycle"
                 )
                 failovers.append(
-                    (min(at for at in cycles.seen if at > killed) - last).total_seconds()
+                    (min(at for at in cycles.seen if at > killed) - killed).total_seconds()
                 )
             budgets = BASE + KILLS
             wait_for(lambda: all_delivered(url, budgets), 90, "every alert delivered")
@@ -359,14 +360,29 @@ def test_three_replicas_the_leader_killed_30_times_deliver_every_alert_once_with
     assert epoch >= KILLS + 1  # a new leader after every kill
     gap = cycles.largest_gap()
     assert len(cycles.seen) > KILLS
-    assert max(failovers) <= INTERVAL + FAILOVER, failovers
-    assert gap <= INTERVAL + FAILOVER, f"{gap:.2f} s between two cycles"
+    # Cycles are seen by the `now` they start at: two starts are one interval apart, or one
+    # cycle's length when a cycle outlasts the interval (the run due meanwhile is skipped); a
+    # kill can cut short a cycle under way, whose start is never committed. So across a kill
+    # the gap is an interval (or a cycle), the cut cycle's time, and the failover: a loaded
+    # machine lengthens the cycles, which the replicas' own logs say, never the bound's logic.
+    longest = max(
+        (
+            float(took)
+            for replica in group
+            for log in replica.logs
+            for took in CYCLE_OK.findall(log)
+        ),
+        default=0.0,
+    )
+    bound = max(INTERVAL, longest) + longest + FAILOVER
+    assert max(failovers) <= FAILOVER, failovers
+    assert gap <= bound, f"{gap:.2f} s between two cycles (cycles took up to {longest:.2f} s)"
     print(
         f"{KILLS} leaders killed; {sum(windows.values())} kill(s) inside the window;"
         f" {sum(duplicates.values())} duplicate post(s), all inside it; {len(cycles.seen)}"
         f" cycles; across a kill the gap was {sum(failovers) / len(failovers):.2f} s on"
-        f" average, {max(failovers):.2f} s at most; the largest gap {gap:.2f} s (bound"
-        f" {INTERVAL + FAILOVER:g} s)"
+        f" average, {max(failovers):.2f} s at most (bound {FAILOVER:g} s); the largest gap"
+        f" {gap:.2f} s (bound {bound:.2f} s: cycles took up to {longest:.2f} s)"
     )
 
 
