@@ -34,15 +34,14 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from costwatch import __version__, budgets, usage
-from costwatch.cli import backtest, report, suggest
+from costwatch.cli import arguments, backtest, report, suggest
 from costwatch.cli.check import DELIVERY_TIMEOUT, EXIT_CROSSED, EXIT_ERROR, EXIT_OK, run_check
 from costwatch.cli.output import TOP_KEYS
 from costwatch.config import Config, load_config
-from costwatch.config.durations import parse_duration
 from costwatch.config.schema import schema_text
 from costwatch.config.summary import summarize
 from costwatch.errors import ConfigError, CostwatchError, UsageError
@@ -122,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--delivery-timeout",
-        type=_parse_timeout,
+        type=arguments.duration,
         default=DELIVERY_TIMEOUT,
         metavar="DURATION",
         help="the most Slack delivery may take, e.g. 60s (default) or 2m; what is left waits"
@@ -157,9 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     backfill.add_argument(
         "--pace",
-        type=_parse_timeout,
+        type=arguments.pace,
         metavar="DURATION",
-        help="the pause between two exports (default: history.pace)",
+        help="the pause between two exports (default: history.pace; 0s: none)",
     )
     backfill.set_defaults(run=_backfill, default_level="info")
 
@@ -232,25 +231,14 @@ def _setup_logging(level: str, log_format: str = "text") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _parse_timeout(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
-
-
 def _parse_days(text: str) -> int:
-    try:
-        days = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of days: {quote(text)}") from None
-    if days < 1:
-        raise argparse.ArgumentTypeError(f"{days}: at least 1 day")
-    if days > MAX_BACKFILL_DAYS:
-        raise argparse.ArgumentTypeError(
-            f"{days}: at most {MAX_BACKFILL_DAYS} days: the export API keeps 12 months of usage"
-        )
-    return days
+    return arguments.whole(
+        text,
+        unit="days",
+        low=1,
+        high=MAX_BACKFILL_DAYS,
+        why="the export API keeps 12 months of usage",
+    )
 
 
 # The years a period can be computed in: its end (a quarter later) must still be a datetime.

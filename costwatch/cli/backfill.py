@@ -65,7 +65,7 @@ def run_backfill(
                 config,
                 keeper,
                 days=days,
-                pace=pace or config.history.pace,
+                pace=config.history.pace if pace is None else pace,
                 stop=stop,
                 out=out,
                 clock=clock,

@@ -28,32 +28,25 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
 from costwatch import held
+from costwatch.cli import arguments
 from costwatch.cli.check import EXIT_CROSSED, EXIT_ERROR, EXIT_OK, state_is_missing
 from costwatch.config import Config
 from costwatch.errors import ExportError, StateError, StateMissing, UsageError
 from costwatch.partitions import Partition
-from costwatch.quote import quote
 from costwatch.state import SqliteState, Store, open_store
 from costwatch.state.base import History
 
 if TYPE_CHECKING:  # httpx loads only where an export is made
     from costwatch.langdock import LangdockClient
 
-__all__ = ["add_command", "parse_date", "parse_pace", "range_problem", "run_backtest"]
+__all__ = ["add_command", "range_problem", "run_backtest"]
 
 
-class Load(Protocol):
-    """How the command parser loads a configuration (`cli._load`): None once its problems
-    are printed."""
-
-    def __call__(self, path: Path) -> Config | None: ...
-
-
-def add_command(commands: Any, *, load: Load) -> None:
+def add_command(commands: Any, *, load: Callable[[Path], Config | None]) -> None:
     """`costwatch backtest` added to the command parsers (`commands`: argparse's subparsers)."""
     parser: argparse.ArgumentParser = commands.add_parser(
         "backtest",
@@ -68,7 +61,7 @@ def add_command(commands: Any, *, load: Load) -> None:
         "--from",
         dest="first",
         required=True,
-        type=parse_date,
+        type=arguments.iso_date,
         metavar="DATE",
         help="the first day replayed (YYYY-MM-DD, a local day of schedule.timezone)",
     )
@@ -76,7 +69,7 @@ def add_command(commands: Any, *, load: Load) -> None:
         "--to",
         dest="last",
         required=True,
-        type=parse_date,
+        type=arguments.iso_date,
         metavar="DATE",
         help="the last day replayed, included (yesterday at the latest)",
     )
@@ -90,7 +83,7 @@ def add_command(commands: Any, *, load: Load) -> None:
     parser.add_argument("--format", choices=["table", "json", "markdown"], default="table")
     parser.add_argument(
         "--pace",
-        type=parse_pace,
+        type=arguments.pace,
         metavar="DURATION",
         help="the pause between two exports of missing days (default: history.pace; 0s: none)",
     )
@@ -110,28 +103,6 @@ def add_command(commands: Any, *, load: Load) -> None:
         )
 
     parser.set_defaults(run=run)
-
-
-def parse_date(text: str) -> date:
-    """A --from or --to: an ISO date (a local day of `schedule.timezone`)."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a date: {quote(text)} (give YYYY-MM-DD, e.g. 2026-10-01)"
-        ) from None
-
-
-def parse_pace(text: str) -> timedelta:
-    """The pause between two exports: "0s" (none), "1s", "500ms" is not a unit."""
-    from costwatch.config.durations import parse_duration  # noqa: PLC0415
-
-    if text.strip() in ("0", "0s"):
-        return timedelta(0)
-    try:
-        return parse_duration(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
 
 def range_problem(first: date, last: date, today: date, zone: str) -> str | None:

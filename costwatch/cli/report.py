@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from costwatch import cycle, reporting, reports
+from costwatch.cli import arguments
 from costwatch.cli.check import EXIT_ERROR, EXIT_OK, state_for
 from costwatch.cli.reportformat import period_words, render_json, render_markdown, render_table
-from costwatch.cli.suggest import Load
 from costwatch.config import Config
 from costwatch.config.reports import MAX_TOP, ReportConfig
 from costwatch.errors import DeliveryError, ExportError, StateError, UsageError
-from costwatch.quote import quote
 from costwatch.reports import Report
 
 __all__ = ["FORMATS", "add_command", "run_report"]
@@ -44,7 +43,9 @@ FORMATS = {"table": render_table, "markdown": render_markdown, "json": render_js
 SEND_TIMEOUT = 30.0  # seconds `--send` may take
 
 
-def add_command(commands: Any, *, load: Load, parse_now: Callable[[str], datetime]) -> None:
+def add_command(
+    commands: Any, *, load: Callable[[Path], Config | None], parse_now: Callable[[str], datetime]
+) -> None:
     """`costwatch report` added to the command parsers (`commands`: argparse's subparsers)."""
     parser: argparse.ArgumentParser = commands.add_parser(
         "report",
@@ -93,13 +94,7 @@ def add_command(commands: Any, *, load: Load, parse_now: Callable[[str], datetim
 
 
 def _top(text: str) -> int:
-    try:
-        top = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {quote(text)}") from None
-    if not 1 <= top <= MAX_TOP:
-        raise argparse.ArgumentTypeError(f"{top}: from 1 to {MAX_TOP}")
-    return top
+    return arguments.whole(text, unit="keys and models", low=1, high=MAX_TOP)
 
 
 def run_report(

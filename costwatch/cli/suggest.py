@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from costwatch import held, history, keeping
+from costwatch.cli import arguments
 from costwatch.cli.check import EXIT_ERROR, EXIT_OK, state_is_missing
 from costwatch.config import Config
 from costwatch.errors import ExportError, StateError, UsageError
@@ -40,13 +41,7 @@ if TYPE_CHECKING:  # httpx loads only where an export is made
 __all__ = ["add_command", "run_suggest"]
 
 
-class Load(Protocol):
-    """The configuration read, or None once its errors are printed."""
-
-    def __call__(self, path: Path) -> Config | None: ...
-
-
-def add_command(commands: Any, *, load: Load) -> None:
+def add_command(commands: Any, *, load: Callable[[Path], Config | None]) -> None:
     """`costwatch suggest` added to the command parsers (`commands`: argparse's subparsers)."""
     parser: argparse.ArgumentParser = commands.add_parser(
         "suggest",
@@ -89,15 +84,9 @@ def add_command(commands: Any, *, load: Load) -> None:
 
 
 def _months(text: str) -> int:
-    try:
-        months = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number of months: {quote(text)}") from None
-    if not 1 <= months <= 12:
-        raise argparse.ArgumentTypeError(
-            f"{months}: 1 to 12 months (the export API keeps 12 months of usage)"
-        )
-    return months
+    return arguments.whole(
+        text, unit="months", low=1, high=12, why="the export API keeps 12 months of usage"
+    )
 
 
 def _percentile(text: str) -> float:

@@ -154,6 +154,15 @@ def test_days_outside_1_to_365_are_refused_with_a_clear_message(
     assert not (tmp_path / "state.db").exists()
 
 
+def test_a_pace_of_0s_means_no_pause_as_in_backtest(tmp_path: Path, sim: Simulator) -> None:
+    """`--pace 0s` is a pace (none), not "unset": the file's history.pace is not used."""
+    config = write_config(tmp_path, sim)
+    config.write_text(config.read_text().replace("pace: 1s", "pace: 1h"))
+    done = run(config, "--days", "3", "--pace", "0s")
+    assert done.returncode == 0, done.stderr
+    assert sim.exports_made() == 3  # with the file's 1 h pace, run() would time out
+
+
 def test_backfill_refuses_a_state_file_another_process_writes(
     tmp_path: Path, sim: Simulator
 ) -> None:

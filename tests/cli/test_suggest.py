@@ -194,7 +194,7 @@ def test_a_failing_export_is_exit_2_and_prints_no_snippet(tmp_path: Path, sim: S
 def test_bad_options_are_refused_naming_them(tmp_path: Path, sim: Simulator) -> None:
     config = write_config(tmp_path, sim)
     for option, value, says in (
-        ("--months", "13", "1 to 12 months"),
+        ("--months", "13", "13: at most 12 months: the export API keeps 12 months of usage"),
         ("--percentile", "20", "a percentile from 50 to 100"),
         ("--headroom", "lots", "not a fraction like 0.2 or 20%"),
     ):
