@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from slack_sdk.models.blocks import Block
+from slacksnapshots import assert_matches_snapshot, assert_valid_for_slack
 
 from costwatch import notices
 from costwatch.cli.output import notice_summary
@@ -27,8 +25,6 @@ from costwatch.reports import AtRisk, Line, Report, Span
 from costwatch.slack import blocks as slackblocks
 from costwatch.slack.render import Rendered, as_terminal_text, render
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
-UPDATE = os.environ.get("COSTWATCH_UPDATE_SNAPSHOTS") == "1"
 AT = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)
 TEAM = "<!subteam^S0123ABCD>"
 INJECTIONS = (
@@ -166,30 +162,15 @@ CASES: dict[str, Report] = {
 RENDERED = {name: render(report, now=AT) for name, report in CASES.items()}
 
 
-def snapshot_of(rendered: Rendered) -> dict[str, Any]:
-    return {
-        "text": rendered.text,
-        "reads_as": as_terminal_text(rendered).splitlines(),
-        "blocks": rendered.blocks,
-    }
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_each_report_renders_exactly_as_its_reviewed_snapshot(name: str) -> None:
-    path = SNAPSHOTS / f"report_{name}.json"
-    actual = snapshot_of(RENDERED[name])
-    if UPDATE:
-        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n")
-    assert path.exists(), f"no snapshot {path.name}: run with COSTWATCH_UPDATE_SNAPSHOTS=1"
-    assert actual == json.loads(path.read_text())
+    assert_matches_snapshot(f"report_{name}.json", RENDERED[name])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_each_report_is_within_slack_limits_and_valid_for_slack_sdk(name: str) -> None:
     rendered = RENDERED[name]
-    assert slackblocks.problems(rendered.blocks, rendered.text) == []
-    for block in rendered.blocks:
-        Block.parse(block).validate_json()  # type: ignore[union-attr]
+    assert_valid_for_slack(rendered)
 
 
 def test_the_header_says_the_spend_and_its_change_in_one_line() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from slack_sdk.models.blocks import Block
+from slacksnapshots import assert_matches_snapshot, assert_valid_for_slack
 
 from costwatch import notices
 from costwatch.alerts import Alert
@@ -36,8 +35,6 @@ from costwatch.slack.render import (
     render_test,
 )
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
-UPDATE = os.environ.get("COSTWATCH_UPDATE_SNAPSHOTS") == "1"
 NOW = datetime(2026, 11, 25, 9, 30, tzinfo=UTC)
 PERIOD = "month:2026-11-01@Europe/Berlin"
 TEAM = "<!subteam^S0123ABCD>"
@@ -255,31 +252,15 @@ def snapshot_cases() -> dict[str, Rendered]:
 CASES = snapshot_cases()
 
 
-def snapshot_of(rendered: Rendered) -> dict[str, Any]:
-    return {
-        "text": rendered.text,
-        "reads_as": as_terminal_text(rendered).splitlines(),
-        "blocks": rendered.blocks,
-    }
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_each_message_kind_renders_exactly_as_its_reviewed_snapshot(name: str) -> None:
-    path = SNAPSHOTS / f"slack_{name}.json"
-    actual = snapshot_of(CASES[name])
-    if UPDATE:
-        SNAPSHOTS.mkdir(exist_ok=True)
-        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n")
-    assert path.exists(), f"no snapshot {path.name}: run with COSTWATCH_UPDATE_SNAPSHOTS=1"
-    assert actual == json.loads(path.read_text())
+    assert_matches_snapshot(f"slack_{name}.json", CASES[name])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_each_message_kind_is_within_slack_limits_and_valid_for_slack_sdk(name: str) -> None:
     rendered = CASES[name]
-    assert slackblocks.problems(rendered.blocks, rendered.text) == []
-    for block in rendered.blocks:
-        Block.parse(block).validate_json()  # type: ignore[union-attr]
+    assert_valid_for_slack(rendered)
     assert len(rendered.text) <= 500
 
 
