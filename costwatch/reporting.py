@@ -2,7 +2,7 @@
 missing ones exported), the report made (`reports.py`), and in the daemon's cycle the reports
 due now.
 
-    read_days(history, config, span, client=None) -> Days    a span's days and the detectors'
+    read_days(history, config, span, client=None) -> held.Days    a span's days and the detectors'
                                 (`clients` by workspace with `workspaces:`: every one's, joined)
     make(config, span, days, findings, now, ...) -> Report   the report, pure from here on
     due(store, config, findings, now) -> [Report]            the reports due, not sent yet
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -45,19 +44,9 @@ from costwatch.state.base import History, NoticeKey, Store, Transaction
 if TYPE_CHECKING:  # httpx loads only where an export is made
     from costwatch.langdock import LangdockClient
 
-__all__ = ["Days", "days_needed", "due", "make", "notice", "read_days", "record", "unsent"]
+__all__ = ["days_needed", "due", "make", "notice", "read_days", "record", "unsent"]
 
 log = logging.getLogger("costwatch.reporting")
-
-
-@dataclass(frozen=True)
-class Days:
-    """The daily usage a report reads (usage.SCHEMA plus "day"), the days it covers whole,
-    and how many of them were exported for it rather than read from the store."""
-
-    usage: pl.DataFrame
-    covered: frozenset[date]
-    exported: int = 0
 
 
 def read_days(
@@ -68,7 +57,7 @@ def read_days(
     *,
     clients: Mapping[str, LangdockClient] | None = None,
     progress: Callable[[date, str], None] | None = None,
-) -> Days:
+) -> held.Days:
     """The stored days of `span`, of the period before it and of the detectors' windows; with
     `client`, the days of the span and of the period before that the store lacks exported
     (`held.py`; `progress` is told each day, and its workspace, before its export). With
@@ -83,15 +72,15 @@ def read_days(
 
     if clients is not None:
         (days,) = held.read_each(history, {span.zone: wanted}, clients, progress=told).values()
-        return Days(days.usage, days.covered, len(days.exported))
+        return days
     (days,) = held.read(history, {span.zone: wanted}, client, progress=told).values()
-    return Days(days.usage, days.covered, len(days.exported))
+    return days
 
 
 def make(
     config: Config,
     span: Span,
-    days: Days,
+    days: held.Days,
     findings: pl.DataFrame | None,
     now: datetime,
     *,

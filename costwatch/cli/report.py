@@ -191,9 +191,9 @@ def _made(
         else:
             (client,) = clients.values()
             days = reporting.read_days(state, config, span, client, progress=exporting)
-    if days.exported:
+    if days.exported:  # the days exported for it (never stored)
         print(
-            f"report: {period_words(span)}: {days.exported} day(s) exported (not stored)",
+            f"report: {period_words(span)}: {len(days.exported)} day(s) exported (not stored)",
             file=sys.stderr,
         )
     return reporting.make(
