@@ -33,11 +33,11 @@ from zoneinfo import ZoneInfo
 
 from costwatch import held
 from costwatch.cli import arguments
-from costwatch.cli.check import EXIT_CROSSED, EXIT_ERROR, EXIT_OK, state_is_missing
+from costwatch.cli.check import EXIT_CROSSED, EXIT_ERROR, EXIT_OK, state_for
 from costwatch.config import Config
-from costwatch.errors import ExportError, StateError, StateMissing, UsageError
+from costwatch.errors import ExportError, StateError, UsageError
 from costwatch.partitions import Partition
-from costwatch.state import SqliteState, Store, open_store
+from costwatch.state import SqliteState, Store
 from costwatch.state.base import History
 
 if TYPE_CHECKING:  # httpx loads only where an export is made
@@ -234,7 +234,7 @@ def _hold(
 
     names = [c.name for c in config.connections] if config.keyed_by_workspace else [""]
     wanted = {name: held.Wanted(*span) for name, span in days.items()}
-    with _state(config) as state:
+    with state_for(config, dry_run=True) as state:
         planned = {
             name: held.plan(_own(state, name) if state is not None else None, wanted)
             for name in names
@@ -328,19 +328,3 @@ def _put(config: Config, scratch: History, zone: str, days: held.Days, *, now: d
             settled=history.is_settled(day, ZoneInfo(zone), now, config.history.settle_after),
             has_tokens=has_tokens,
         )
-
-
-@contextmanager
-def _state(config: Config) -> Iterator[Store | None]:
-    """The configured state, read-only; None when its SQLite file does not exist (yet) or its
-    PostgreSQL database holds no state."""
-    if state_is_missing(config, dry_run=True):
-        yield None
-        return
-    try:
-        opened = open_store(config.state, write=False)
-    except StateMissing:  # an empty PostgreSQL database: nothing stored yet
-        yield None
-        return
-    with opened as state:
-        yield state

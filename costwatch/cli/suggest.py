@@ -28,11 +28,11 @@ import polars as pl
 
 from costwatch import held, history, keeping
 from costwatch.cli import arguments
-from costwatch.cli.check import EXIT_ERROR, EXIT_OK, state_is_missing
+from costwatch.cli.check import EXIT_ERROR, EXIT_OK, state_for
 from costwatch.config import Config
 from costwatch.errors import ExportError, StateError, UsageError
 from costwatch.quote import quote
-from costwatch.state import History, open_store
+from costwatch.state import History
 from costwatch.suggest import MIN_PERIODS, Options, render, suggest, window
 
 if TYPE_CHECKING:  # httpx loads only where an export is made
@@ -122,7 +122,7 @@ def run_suggest(
     now = clock()
     zones = sorted({b.effective_timezone(config.schedule) for b in config.budgets})
     try:
-        with _history(config) as store, _exports(config) as clients:
+        with state_for(config, dry_run=True) as store, _exports(config) as clients:
             daily, covered = {}, {}
             for name in zones:
                 frame, days = _zone_history(
@@ -145,16 +145,6 @@ def run_suggest(
             file=err,
         )
     return EXIT_OK
-
-
-@contextmanager
-def _history(config: Config) -> Iterator[History | None]:
-    """The store, read-only; None when its SQLite file does not exist (nothing is stored)."""
-    if state_is_missing(config, dry_run=True):
-        yield None
-        return
-    with open_store(config.state, write=False) as store:
-        yield store
 
 
 @contextmanager

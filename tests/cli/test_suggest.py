@@ -14,7 +14,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pgserver
 import polars as pl
+import psycopg
 import pytest
 import yaml
 
@@ -180,6 +182,24 @@ def test_without_a_state_file_every_day_is_exported_and_none_is_created(
     assert len(exports) == len(window(1))
     assert "history too short" in done.stderr  # one full month: the highest, and it says so
     assert "the highest of only 1 full month" in done.stdout
+
+
+def test_an_empty_postgresql_database_is_read_as_no_history_and_left_empty(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    """As a missing SQLite file: every day exported, nothing created (it was an unexpected
+    StateMissing, exit 2 "a bug", when suggest opened the state its own way)."""
+    with pgserver.database() as url:
+        config = write_config(tmp_path, sim)
+        config.write_text(
+            config.read_text().replace(f"path: {tmp_path / 'state.db'}", f"url: {url}")
+        )
+        done = costwatch("suggest", "--config", str(config), "--months", "1")
+        assert done.returncode == 0, done.stderr
+        assert "the highest of only 1 full month" in done.stdout
+        with psycopg.connect(url, autocommit=True) as db:
+            found = db.execute("SELECT count(*) FROM pg_namespace WHERE nspname = 'costwatch'")
+            assert found.fetchone() == (0,)
 
 
 def test_a_failing_export_is_exit_2_and_prints_no_snippet(tmp_path: Path, sim: Simulator) -> None:
