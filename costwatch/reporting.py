@@ -121,8 +121,9 @@ def due(store: Store, config: Config, findings: pl.DataFrame, now: datetime) -> 
             continue
         if store.notices_sent([notice(report.name, span)]):
             continue
-        days = read_days(partitions.joined(store, config), config, span)
-        absent = reports.missing(span, days.covered)
+        history = partitions.joined(store, config)
+        # which days are stored is one cheap query; the usage is read once they all are
+        absent = reports.missing(span, history.stored_days(span.zone, span.first, span.last))
         if absent:
             log.info(
                 "report %r of %s waits: %d day(s) not stored yet (%s)",
@@ -135,7 +136,7 @@ def due(store: Store, config: Config, findings: pl.DataFrame, now: datetime) -> 
         made = make(
             config,
             span,
-            days,
+            read_days(history, config, span),
             findings,
             now,
             name=report.name,
